@@ -1,0 +1,312 @@
+/**
+ * @file cpattern/chan.h
+ * @brief Bounded MPMC channels: Go's channels for C, with cancellation,
+ * deadlines, batching and select.
+ *
+ * A channel carries elements of one fixed size, chosen at creation, copied in
+ * and out with memcpy(). Any number of threads may send and receive at once.
+ *
+ * **Capacity.** A channel of capacity N > 0 buffers up to N elements: a send
+ * blocks only while N are buffered. Capacity 0 is a rendezvous: a send
+ * completes only when a receiver takes the element, handed over directly.
+ *
+ * **Order and delivery.** Elements leave in the order their sends completed;
+ * the elements of one sending thread keep their order. Every element whose
+ * send returned 0 is received exactly once, or passed to the drop callback
+ * (cpat_chan_opts.drop) when the channel is destroyed still holding it.
+ *
+ * **Close.** cpat_chan_close() makes every later send fail with -EPIPE and
+ * wakes every blocked sender (their elements stay with them) and receiver.
+ * Receivers still get what was buffered; once it is drained they get -EPIPE.
+ * Closing a closed channel returns -EPIPE and changes nothing.
+ *
+ * **Cancellation and deadlines.** Every blocking call takes a token (NULL:
+ * never cancelled) and its `_until` form a deadline. A call whose token has
+ * already fired when it is made fails with the token's cause at once, even
+ * when the channel is ready: after cpat_token_cancel() returns, no operation
+ * under that token succeeds. A failed, timed-out or cancelled operation has
+ * no side effect: the element stays with the caller and nothing is consumed.
+ * A deadline in the past makes an `_until` call non-blocking: it completes
+ * if it can at once, and otherwise returns -ETIMEDOUT (the `try_` forms
+ * return -EAGAIN instead).
+ *
+ * **Cost.** No call allocates after creation. The buffered path is
+ * lock-free; a blocked thread spins briefly, then parks (futex on Linux),
+ * and a thread that completes an operation makes a system call only when
+ * some thread is parked.
+ *
+ * **Lifetime.** cpat_chan_destroy() requires that no thread is still using
+ * the channel or blocked in it.
+ *
+ * @code
+ * struct cpat_chan *ch;
+ * int v = 42, got;
+ * if (cpat_chan_create(&ch, sizeof(int), 16) != 0)
+ *         return -1;
+ * cpat_chan_send(ch, &v, NULL);          // 0
+ * cpat_chan_close(ch);
+ * cpat_chan_recv(ch, &got, NULL);        // 0, got == 42
+ * cpat_chan_recv(ch, &got, NULL);        // -EPIPE: closed and drained
+ * cpat_chan_destroy(ch);
+ * @endcode
+ */
+#ifndef CPATTERN_CHAN_H
+#define CPATTERN_CHAN_H
+
+#include "cpattern/common.h"
+#include "cpattern/token.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** A channel (opaque). */
+struct cpat_chan;
+
+/**
+ * Called once for each element still buffered when the channel is
+ * destroyed.
+ * @param elem the element (valid only during the call).
+ * @param arg  cpat_chan_opts.drop_arg.
+ */
+typedef void (*cpat_chan_drop_fn)(void *elem, void *arg);
+
+/** Creation options; fill with cpat_chan_opts_init() first. */
+struct cpat_chan_opts {
+	size_t elem_size;       /**< bytes per element, > 0 */
+	size_t capacity;        /**< buffered elements; 0 = rendezvous */
+	cpat_chan_drop_fn drop; /**< run on undelivered elements at destroy, or NULL */
+	void *drop_arg;         /**< passed to drop */
+};
+
+/**
+ * Fills @p opts with defaults: elem_size 0 (must be set), capacity 0, no
+ * drop callback. Never blocks; thread-safe. NULL is a no-op.
+ */
+CPAT_API void cpat_chan_opts_init(struct cpat_chan_opts *opts);
+
+/**
+ * Creates a channel.
+ *
+ * Never blocks; thread-safe.
+ * @param out       receives the channel, owned by the caller (release with
+ *                  cpat_chan_destroy()); NULL on failure.
+ * @param elem_size bytes per element, > 0.
+ * @param capacity  buffered elements; 0 for a rendezvous channel.
+ * @return 0; -EINVAL if @p out is NULL, @p elem_size is 0, or the buffer
+ *         size would overflow; -ENOMEM if allocation failed.
+ */
+CPAT_API int cpat_chan_create(struct cpat_chan **out, size_t elem_size,
+                              size_t capacity);
+
+/**
+ * Creates a channel from options (adds the drop callback).
+ * @param out  as for cpat_chan_create().
+ * @param opts the options, read during the call only.
+ * @return as for cpat_chan_create(); -EINVAL also for NULL @p opts.
+ */
+CPAT_API int cpat_chan_create_opts(struct cpat_chan **out,
+                                   const struct cpat_chan_opts *opts);
+
+/**
+ * Sends one element, blocking while the channel is full (for capacity 0:
+ * until a receiver takes it).
+ *
+ * Blocks. Thread-safe.
+ * @param ch   the channel.
+ * @param elem elem_size bytes, copied; the caller keeps ownership.
+ * @param tok  cancellation token, or NULL.
+ * @return 0 once the element is in the channel (or, capacity 0, taken);
+ *         -EPIPE if the channel is or becomes closed before that;
+ *         -ECANCELED or -ETIMEDOUT (the token's cause) if the token fires
+ *         first; -EINVAL if @p ch or @p elem is NULL. On any error the
+ *         element was not sent.
+ */
+CPAT_API int cpat_chan_send(struct cpat_chan *ch, const void *elem,
+                            struct cpat_token *tok);
+
+/**
+ * cpat_chan_send() with a deadline.
+ * @param deadline_ns absolute deadline, or #CPAT_FOREVER; a past deadline
+ *                    makes the call non-blocking.
+ * @return as cpat_chan_send(); also -ETIMEDOUT when @p deadline_ns passes
+ *         first, and -EINVAL for a negative deadline other than
+ *         #CPAT_FOREVER.
+ */
+CPAT_API int cpat_chan_send_until(struct cpat_chan *ch, const void *elem,
+                                  struct cpat_token *tok, int64_t deadline_ns);
+
+/**
+ * Sends one element if that can be done without blocking.
+ *
+ * Never blocks. Thread-safe. For capacity 0 this succeeds only when a
+ * receiver is already waiting.
+ * @return 0 if sent; -EAGAIN if it would block; -EPIPE if closed (also when
+ *         the closed channel is full); -EINVAL for NULL arguments.
+ */
+CPAT_API int cpat_chan_try_send(struct cpat_chan *ch, const void *elem);
+
+/**
+ * Receives one element, blocking while the channel is empty and open.
+ *
+ * Blocks. Thread-safe.
+ * @param ch   the channel.
+ * @param elem receives elem_size bytes; untouched on error.
+ * @param tok  cancellation token, or NULL.
+ * @return 0 with the element; -EPIPE once the channel is closed and
+ *         drained; -ECANCELED or -ETIMEDOUT (the token's cause) if the
+ *         token fires first (nothing consumed); -EINVAL for NULL @p ch or
+ *         @p elem.
+ */
+CPAT_API int cpat_chan_recv(struct cpat_chan *ch, void *elem,
+                            struct cpat_token *tok);
+
+/**
+ * cpat_chan_recv() with a deadline.
+ * @return as cpat_chan_recv(); also -ETIMEDOUT when @p deadline_ns passes
+ *         first (nothing consumed), and -EINVAL for a negative deadline
+ *         other than #CPAT_FOREVER.
+ */
+CPAT_API int cpat_chan_recv_until(struct cpat_chan *ch, void *elem,
+                                  struct cpat_token *tok, int64_t deadline_ns);
+
+/**
+ * Receives one element if one is there (for capacity 0: if a sender is
+ * waiting).
+ *
+ * Never blocks. Thread-safe.
+ * @return 0 with the element; -EAGAIN if the channel is empty and open;
+ *         -EPIPE if it is closed and drained; -EINVAL for NULL arguments.
+ */
+CPAT_API int cpat_chan_try_recv(struct cpat_chan *ch, void *elem);
+
+/**
+ * Sends @p n elements in order, as many per step as fit, blocking while the
+ * channel is full. Cheaper per element than single sends.
+ *
+ * Elements of one call keep their order but may interleave with other
+ * senders'. Blocks. Thread-safe.
+ * @param ch          the channel.
+ * @param elems       @p n elements of elem_size bytes, contiguous.
+ * @param n           how many, > 0.
+ * @param sent        if not NULL, receives how many were sent (0..n) on
+ *                    success and on error; those were delivered, the rest
+ *                    stay with the caller.
+ * @param tok         cancellation token, or NULL.
+ * @param deadline_ns absolute deadline, or #CPAT_FOREVER.
+ * @return 0 when all @p n were sent; otherwise the reason it stopped:
+ *         -EPIPE (closed), -ECANCELED / -ETIMEDOUT (token, or deadline);
+ *         -EINVAL for NULL @p ch or @p elems, @p n == 0, or a bad deadline.
+ */
+CPAT_API int cpat_chan_send_many(struct cpat_chan *ch, const void *elems,
+                                 size_t n, size_t *sent,
+                                 struct cpat_token *tok, int64_t deadline_ns);
+
+/**
+ * Receives between 1 and @p n elements: blocks until at least one is
+ * there, then takes as many as are there without blocking again, up to
+ * @p n.
+ *
+ * Blocks. Thread-safe.
+ * @param ch          the channel.
+ * @param elems       room for @p n elements.
+ * @param n           the most to take, > 0.
+ * @param received    if not NULL, receives how many were taken (0 on
+ *                    error).
+ * @param tok         cancellation token, or NULL.
+ * @param deadline_ns absolute deadline, or #CPAT_FOREVER.
+ * @return 0 with at least one element; -EPIPE if closed and drained;
+ *         -ECANCELED / -ETIMEDOUT (token, or deadline) with nothing taken;
+ *         -EINVAL for NULL @p ch or @p elems, @p n == 0, or a bad deadline.
+ */
+CPAT_API int cpat_chan_recv_many(struct cpat_chan *ch, void *elems, size_t n,
+                                 size_t *received, struct cpat_token *tok,
+                                 int64_t deadline_ns);
+
+/** The operation of a select case. */
+enum cpat_select_op {
+	CPAT_SELECT_RECV = 1, /**< receive into elem */
+	CPAT_SELECT_SEND = 2  /**< send from elem */
+};
+
+/** One case of cpat_chan_select(). */
+struct cpat_select_case {
+	struct cpat_chan *ch; /**< the channel; NULL disables the case */
+	int op;               /**< enum cpat_select_op */
+	void *elem;           /**< SEND: element to send; RECV: buffer */
+	int rc; /**< out, for the completed case: 0, or -EPIPE if closed */
+};
+
+/**
+ * Waits until one of @p cases can complete, completes exactly that one, and
+ * returns its index.
+ *
+ * Among cases that are ready together, the one completed is chosen
+ * uniformly at random. A case on a closed channel is ready: a RECV case on a
+ * closed and drained channel, or a SEND case on a closed channel, completes
+ * with rc = -EPIPE (nothing sent or received). A case with ch == NULL is
+ * never ready. The same channel may appear in several cases; a SEND and a
+ * RECV case of one select on the same rendezvous channel never pair with
+ * each other. Cases other than the returned one have no effect.
+ *
+ * Blocks until a case completes, the token fires or the deadline passes; a
+ * past deadline makes it non-blocking. Thread-safe.
+ *
+ * @param cases       the cases; only their rc fields are written.
+ * @param n           how many, 1..64.
+ * @param tok         cancellation token, or NULL.
+ * @param deadline_ns absolute deadline, or #CPAT_FOREVER.
+ * @return the index of the completed case (>= 0; read its rc); -ECANCELED
+ *         or -ETIMEDOUT (token) or -ETIMEDOUT (deadline) with no case
+ *         completed; -EINVAL for NULL @p cases, @p n out of range, a case
+ *         with a bad op or a NULL elem, a bad deadline, or when no case has
+ *         a channel and there is neither token nor deadline (it could never
+ *         return).
+ */
+CPAT_API int cpat_chan_select(struct cpat_select_case *cases, size_t n,
+                              struct cpat_token *tok, int64_t deadline_ns);
+
+/**
+ * Closes the channel: later sends fail with -EPIPE; receivers drain what is
+ * buffered, then get -EPIPE; every blocked thread wakes.
+ *
+ * Never blocks (short internal locks). Thread-safe; of concurrent closers
+ * exactly one gets 0.
+ * @return 0; -EPIPE if already closed (nothing changes); -EINVAL for NULL.
+ */
+CPAT_API int cpat_chan_close(struct cpat_chan *ch);
+
+/**
+ * How many elements are buffered: a snapshot, stale as soon as it is read
+ * while other threads use the channel. Always 0 for capacity 0.
+ * Never blocks; thread-safe. NULL gives 0.
+ */
+CPAT_API size_t cpat_chan_len(const struct cpat_chan *ch);
+
+/** The capacity given at creation. Never blocks; thread-safe. NULL gives 0. */
+CPAT_API size_t cpat_chan_cap(const struct cpat_chan *ch);
+
+/** The element size given at creation. Never blocks; thread-safe. NULL gives 0. */
+CPAT_API size_t cpat_chan_elem_size(const struct cpat_chan *ch);
+
+/**
+ * Whether cpat_chan_close() has been called: a snapshot.
+ * Never blocks; thread-safe.
+ * @return 1 if closed, 0 if open, -EINVAL for NULL.
+ */
+CPAT_API int cpat_chan_is_closed(const struct cpat_chan *ch);
+
+/**
+ * Destroys the channel, calling the drop callback once for each element
+ * still buffered (in FIFO order).
+ *
+ * No thread may use the channel during or after this call. Never blocks.
+ * @param ch the channel, or NULL (no-op).
+ */
+CPAT_API void cpat_chan_destroy(struct cpat_chan *ch);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CPATTERN_CHAN_H */

@@ -1,0 +1,255 @@
+/**
+ * @file cpattern/token.h
+ * @brief Cancellation tokens: Go's `context` for C.
+ *
+ * A token is a one-shot signal arranged in a tree. It starts *live* and at
+ * most once *fires*, with a cause that never changes afterwards:
+ * `-ECANCELED` (cpat_token_cancel(), or a signal of a signal token) or
+ * `-ETIMEDOUT` (the token's deadline passed). The first cause wins, and
+ * cpat_token_status() reads it.
+ *
+ * **Tree.** A token made with a parent fires when the parent fires, with the
+ * parent's cause, and cpat_token_cancel() returns only after every
+ * descendant has fired. Firing a child never affects its parent or its
+ * siblings. A child of a token that has already fired is born fired. A
+ * child's effective deadline is the earliest of its own and its ancestors'.
+ *
+ * **Every blocking call of the library** takes a token (NULL means "never
+ * cancelled") and returns the token's cause as soon as it fires.
+ *
+ * **Lifetime.** Tokens are reference counted. Each create gives the caller
+ * one reference; cpat_token_ref() adds one and cpat_token_unref() drops one;
+ * the token is freed when the last is dropped. Dropping a reference never
+ * fires a token. A child holds a reference to its parent, and an operation
+ * blocked on a token holds its own, so a token is never freed under a
+ * waiter. A released child unregisters from its parent at once, so a
+ * long-lived parent does not grow with the children it has had.
+ *
+ * **Deadlines** fire on time without a thread per token: one shared timer
+ * thread, started at the first deadline token, fires them all. A deadline
+ * token's status also fires it when it is read after the deadline, so a
+ * token is never seen live after its deadline and never fires before it.
+ *
+ * **Signals.** cpat_token_create_signals() makes a token that fires on the
+ * first of a set of signals. The signal handler it installs only records the
+ * signal and writes one byte to a pipe; a shared helper thread does the
+ * firing. The previous handler is put back when the last signal token
+ * watching that signal is released.
+ *
+ * **Callbacks.** cpat_token_on_cancel() runs a function exactly once when
+ * the token fires (at once, in the calling thread, if it already has), on
+ * the thread that fires it, with no library lock held: the callback may call
+ * any token function, including on the same token.
+ *
+ * **Thread safety.** Every function may be called from any thread on a token
+ * the caller holds a reference to. No function may be called from a signal
+ * handler.
+ *
+ * @code
+ * struct cpat_token *root, *req;
+ * if (cpat_token_create(&root, NULL) != 0)
+ *         return -1;
+ * if (cpat_token_create_deadline(&req, root, cpat_now_ns() + 2 * CPAT_SEC) != 0) {
+ *         cpat_token_unref(root);
+ *         return -1;
+ * }
+ * int rc = cpat_chan_recv(ch, &item, req);   // -ETIMEDOUT after 2 s,
+ * cpat_token_cancel(root);                   // -ECANCELED after this
+ * cpat_token_unref(req);
+ * cpat_token_unref(root);
+ * @endcode
+ */
+#ifndef CPATTERN_TOKEN_H
+#define CPATTERN_TOKEN_H
+
+#include "cpattern/common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** A cancellation token (opaque). */
+struct cpat_token;
+/** A registered cancellation callback (opaque), see cpat_token_on_cancel(). */
+struct cpat_token_cb;
+
+/**
+ * A cancellation callback.
+ * @param arg   the pointer given at registration.
+ * @param cause the token's cause: -ECANCELED or -ETIMEDOUT.
+ */
+typedef void (*cpat_token_fn)(void *arg, int cause);
+
+/**
+ * Creates a live token, optionally the child of @p parent.
+ *
+ * Never blocks (it takes the parent's lock briefly). Thread-safe.
+ *
+ * @param out    receives the new token, holding one reference owned by the
+ *               caller; set to NULL on failure.
+ * @param parent the parent, or NULL for a root. The child takes its own
+ *               reference to it. If @p parent has fired, the child is born
+ *               fired with the same cause.
+ * @return 0 on success; -EINVAL if @p out is NULL; -ENOMEM if allocation
+ *         failed.
+ */
+CPAT_API int cpat_token_create(struct cpat_token **out,
+                               struct cpat_token *parent);
+
+/**
+ * Creates a token that fires with -ETIMEDOUT at @p deadline_ns (or earlier,
+ * with its parent).
+ *
+ * Never blocks. Thread-safe. The first deadline token of the process starts
+ * the library's timer thread.
+ *
+ * @param out         as for cpat_token_create().
+ * @param parent      as for cpat_token_create().
+ * @param deadline_ns absolute CLOCK_MONOTONIC deadline (cpat_now_ns()); a
+ *                    deadline already past gives a token born fired with
+ *                    -ETIMEDOUT; #CPAT_FOREVER gives a plain child.
+ * @return 0 on success; -EINVAL if @p out is NULL or @p deadline_ns is
+ *         negative and not #CPAT_FOREVER; -ENOMEM if allocation failed;
+ *         -EAGAIN if the timer thread could not be started.
+ */
+CPAT_API int cpat_token_create_deadline(struct cpat_token **out,
+                                        struct cpat_token *parent,
+                                        int64_t deadline_ns);
+
+/**
+ * Creates a token that fires with -ECANCELED when the process receives the
+ * first of the given signals (or earlier, with its parent).
+ *
+ * Installs a minimal handler (sigaction with SA_RESTART) for each signal not
+ * already watched by another signal token; the handler records the signal
+ * and wakes a helper thread, which fires every live signal token watching
+ * it. While any signal token watches a signal, that signal no longer runs
+ * its default action (for SIGINT and SIGTERM: the process no longer dies).
+ * When the last token watching a signal is released, the handler that was
+ * there before is restored.
+ *
+ * Never blocks. Thread-safe. Starts the helper thread on first use.
+ *
+ * @param out     as for cpat_token_create().
+ * @param parent  as for cpat_token_create().
+ * @param signals the signals (each 1..64, not SIGKILL or SIGSTOP); copied.
+ * @param n       how many, at least 1 and at most 64.
+ * @return 0 on success; -EINVAL for NULL @p out or @p signals, @p n out of
+ *         range, or a signal that cannot be caught; -ENOMEM if allocation
+ *         failed; -EAGAIN if the helper thread or its pipe could not be
+ *         made.
+ */
+CPAT_API int cpat_token_create_signals(struct cpat_token **out,
+                                       struct cpat_token *parent,
+                                       const int *signals, size_t n);
+
+/**
+ * Fires @p tok with -ECANCELED, unless it has already fired.
+ *
+ * Idempotent. Before it returns, every descendant has fired, and every
+ * cancellation callback of the token and its descendants has run (callbacks
+ * run in this thread, with no library lock held) or is running in a thread
+ * that fired the token concurrently. Wakes every thread blocked on the
+ * token. Never blocks on anything but short internal locks and the
+ * callbacks themselves. Thread-safe.
+ *
+ * @param tok the token; the caller holds a reference.
+ * @return 1 if this call fired the token; 0 if it had already fired (with
+ *         whatever cause it has); -EINVAL if @p tok is NULL.
+ */
+CPAT_API int cpat_token_cancel(struct cpat_token *tok);
+
+/**
+ * Reads whether @p tok has fired and why.
+ *
+ * Never blocks (a deadline token past its deadline is fired here first).
+ * Thread-safe.
+ *
+ * @param tok the token, or NULL (the token that never fires).
+ * @return 0 while live (always for NULL); -ECANCELED or -ETIMEDOUT once
+ *         fired: the first cause, forever.
+ */
+CPAT_API int cpat_token_status(struct cpat_token *tok);
+
+/**
+ * Blocks until @p tok fires or @p deadline_ns passes.
+ *
+ * Blocks. Thread-safe; any number of threads may wait on one token. The
+ * waiter holds its own reference, so the token may be released by its owner
+ * meanwhile.
+ *
+ * @param tok         the token; the caller holds a reference.
+ * @param deadline_ns absolute deadline of this call, or #CPAT_FOREVER.
+ * @return 0 once the token has fired (read the cause with
+ *         cpat_token_status()); -ETIMEDOUT if @p deadline_ns passed first;
+ *         -EINVAL if @p tok is NULL, or if @p deadline_ns is negative and
+ *         not #CPAT_FOREVER.
+ */
+CPAT_API int cpat_token_wait(struct cpat_token *tok, int64_t deadline_ns);
+
+/**
+ * Registers @p fn to run exactly once when @p tok fires.
+ *
+ * If the token has already fired, @p fn runs at once in this thread, before
+ * this call returns, and the call returns 0. Otherwise it runs in the thread
+ * that fires the token, with no library lock held. It never runs after a
+ * cpat_token_on_cancel_remove() that returned 1, and if the token is freed
+ * without ever firing, it never runs.
+ *
+ * Never blocks (but for @p fn itself). Thread-safe.
+ *
+ * @param tok    the token; the caller holds a reference.
+ * @param fn     the callback.
+ * @param arg    passed to @p fn; owned by the caller.
+ * @param handle if not NULL, receives a handle that keeps a reference to the
+ *               token and must be released with exactly one
+ *               cpat_token_on_cancel_remove(), whether or not @p fn has run
+ *               (NULL on failure). If NULL, the registration cannot be
+ *               removed and is freed after @p fn runs or with the token.
+ * @return 0 on success (registered, or already run); -EINVAL if @p tok or
+ *         @p fn is NULL; -ENOMEM if allocation failed (@p fn never runs).
+ */
+CPAT_API int cpat_token_on_cancel(struct cpat_token *tok, cpat_token_fn fn,
+                                  void *arg, struct cpat_token_cb **handle);
+
+/**
+ * Removes a callback registered by cpat_token_on_cancel() and releases its
+ * handle (and the handle's token reference).
+ *
+ * If the callback is running in another thread, waits until it returns, so
+ * that after this call the callback's @c arg may be freed. If called from
+ * inside that same callback, does not wait.
+ *
+ * Blocks only as just said. Thread-safe.
+ *
+ * @param handle the handle; invalid after this call. NULL is accepted.
+ * @return 1 if the callback was removed before it ran (it never will run);
+ *         0 if it had already run (or, called from inside it, is running);
+ *         -EINVAL if @p handle is NULL.
+ */
+CPAT_API int cpat_token_on_cancel_remove(struct cpat_token_cb *handle);
+
+/**
+ * Adds a reference to @p tok.
+ *
+ * Never blocks; thread-safe.
+ * @param tok a token the caller holds a reference to, or NULL.
+ * @return @p tok (NULL for NULL).
+ */
+CPAT_API struct cpat_token *cpat_token_ref(struct cpat_token *tok);
+
+/**
+ * Drops a reference to @p tok; the last one frees it, unregisters it from
+ * its parent, drops its reference to the parent, and for a signal token
+ * stops watching its signals. Never fires the token.
+ *
+ * Never blocks (short internal locks). Thread-safe.
+ * @param tok the token, or NULL (no-op). The caller's reference is gone.
+ */
+CPAT_API void cpat_token_unref(struct cpat_token *tok);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CPATTERN_TOKEN_H */

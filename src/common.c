@@ -1,0 +1,140 @@
+/*
+ * DESIGN: the process-wide pieces every module uses.
+ *
+ * The allocator hook is the only process-wide setting. Its two pointers are
+ * published as one pair (a pointer to a static-lifetime struct would need an
+ * allocation; instead a generation counter is not needed because the
+ * contract forbids changing the allocator while objects are alive), so each
+ * is an atomic pointer read with relaxed order: a call racing
+ * cpat_set_allocator() sees either allocator, which the contract makes the
+ * caller's concern.
+ */
+#include "internal.h"
+
+#include <time.h>
+
+#include "cpattern/version.h"
+
+static _Atomic(cpat_malloc_fn) g_malloc;
+static _Atomic(cpat_free_fn) g_free;
+
+int cpat_set_allocator(cpat_malloc_fn malloc_fn, cpat_free_fn free_fn)
+{
+	if ((malloc_fn == NULL) != (free_fn == NULL))
+		return -EINVAL;
+	atomic_store_explicit(&g_malloc, malloc_fn, memory_order_release);
+	atomic_store_explicit(&g_free, free_fn, memory_order_release);
+	return 0;
+}
+
+void *cpat__malloc(size_t size)
+{
+	cpat_malloc_fn fn = atomic_load_explicit(&g_malloc, memory_order_acquire);
+	if (size == 0)
+		size = 1;
+	return fn ? fn(size) : malloc(size);
+}
+
+void *cpat__calloc(size_t n, size_t size)
+{
+	if (size != 0 && n > SIZE_MAX / size)
+		return NULL;
+	void *p = cpat__malloc(n * size);
+	if (p)
+		memset(p, 0, n * size);
+	return p;
+}
+
+void cpat__free(void *ptr)
+{
+	if (!ptr)
+		return;
+	cpat_free_fn fn = atomic_load_explicit(&g_free, memory_order_acquire);
+	if (fn)
+		fn(ptr);
+	else
+		free(ptr);
+}
+
+/*
+ * Aligned blocks: over-allocate by align, and keep the offset back to the
+ * block the hook returned in the size_t just before the aligned address.
+ */
+void *cpat__malloc_aligned(size_t size, size_t align)
+{
+	if (align < sizeof(size_t) || (align & (align - 1)) != 0 || align > 4096)
+		return NULL;
+	if (size > SIZE_MAX - align - sizeof(size_t))
+		return NULL;
+	unsigned char *raw = cpat__malloc(size + align + sizeof(size_t));
+	if (!raw)
+		return NULL;
+	uintptr_t start = (uintptr_t)(raw + sizeof(size_t));
+	uintptr_t aligned = (start + align - 1) & ~(uintptr_t)(align - 1);
+	size_t off = (size_t)(aligned - (uintptr_t)raw);
+	memcpy((unsigned char *)aligned - sizeof(size_t), &off, sizeof off);
+	return (void *)aligned;
+}
+
+void cpat__free_aligned(void *ptr)
+{
+	if (!ptr)
+		return;
+	size_t off;
+	memcpy(&off, (unsigned char *)ptr - sizeof(size_t), sizeof off);
+	cpat__free((unsigned char *)ptr - off);
+}
+
+const char *cpat_strerror(int rc)
+{
+	if (rc > 0)
+		return "success (positive result)";
+	switch (rc) {
+	case 0:
+		return "success";
+	case -EINVAL:
+		return "invalid argument";
+	case -ENOMEM:
+		return "out of memory";
+	case -EAGAIN:
+		return "would block, or no thread could be created";
+	case -ETIMEDOUT:
+		return "deadline exceeded";
+	case -ECANCELED:
+		return "cancelled";
+	case -EPIPE:
+		return "closed";
+	case -EBUSY:
+		return "busy: in use, or called from its own worker";
+	default:
+		return "unknown error";
+	}
+}
+
+int64_t cpat_now_ns(void)
+{
+	struct timespec ts;
+	CPAT_CHECK(clock_gettime(CLOCK_MONOTONIC, &ts) == 0);
+	return (int64_t)ts.tv_sec * CPAT_SEC + ts.tv_nsec;
+}
+
+_Noreturn void cpat__panic(const char *file, int line, const char *what)
+{
+	fprintf(stderr, "libcpattern: internal check failed at %s:%d: %s\n", file,
+	        line, what);
+	abort();
+}
+
+#define CPAT_STR2(x) #x
+#define CPAT_STR(x) CPAT_STR2(x)
+
+const char *cpat_version(void)
+{
+	return CPAT_STR(CPAT_VERSION_MAJOR) "." CPAT_STR(
+	        CPAT_VERSION_MINOR) "." CPAT_STR(CPAT_VERSION_PATCH);
+}
+
+unsigned cpat_version_number(void)
+{
+	return CPAT_VERSION_NUMBER;
+}

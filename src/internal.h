@@ -1,0 +1,116 @@
+/*
+ * Internal declarations shared by the library's source files. First include
+ * of every .c file; never installed.
+ */
+#ifndef CPAT_INTERNAL_H
+#define CPAT_INTERNAL_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1
+#endif
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpattern/common.h"
+#include "cpattern/token.h"
+
+/* Internal non-static symbols: hidden from the shared library's exports. */
+#define CPAT_HIDDEN __attribute__((visibility("hidden")))
+
+#define CPAT_CACHELINE 64
+#define CPAT_LIKELY(x) __builtin_expect(!!(x), 1)
+#define CPAT_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+/*
+ * Aborts on a failure that cannot happen in a correct program (a failed
+ * pthread_mutex_lock, say). It reports to stderr because there is nobody to
+ * return an error to: this is a bug, not an error path.
+ */
+#define CPAT_CHECK(expr)                                                       \
+	do {                                                                   \
+		if (CPAT_UNLIKELY(!(expr)))                                    \
+			cpat__panic(__FILE__, __LINE__, #expr);                \
+	} while (0)
+
+CPAT_HIDDEN _Noreturn void cpat__panic(const char *file, int line,
+                                       const char *what);
+
+/* Allocation through the hook of cpat_set_allocator(). */
+CPAT_HIDDEN void *cpat__malloc(size_t size);
+CPAT_HIDDEN void *cpat__calloc(size_t n, size_t size); /* overflow -> NULL */
+CPAT_HIDDEN void cpat__free(void *ptr);
+/* Cache-line aligned (alignment a power of two <= 4096); free with
+ * cpat__free_aligned. */
+CPAT_HIDDEN void *cpat__malloc_aligned(size_t size, size_t align);
+CPAT_HIDDEN void cpat__free_aligned(void *ptr);
+
+/* Checks a deadline argument: CPAT_FOREVER or >= 0. */
+static inline bool cpat__deadline_ok(int64_t d)
+{
+	return d == CPAT_FOREVER || d >= 0;
+}
+
+/* The earlier of two deadlines, CPAT_FOREVER being the latest. */
+static inline int64_t cpat__deadline_min(int64_t a, int64_t b)
+{
+	if (a == CPAT_FOREVER)
+		return b;
+	if (b == CPAT_FOREVER)
+		return a;
+	return a < b ? a : b;
+}
+
+/*
+ * Parking: a 32-bit word a thread sleeps on. On Linux a futex; elsewhere a
+ * striped table of mutex+condvar pairs. cpat__park() returns when *word !=
+ * expect (checked atomically with going to sleep), on a wake-up, spuriously,
+ * or when deadline_ns (CLOCK_MONOTONIC, CPAT_FOREVER for none) passes; the
+ * caller re-checks its condition. cpat__unpark_*() wake sleepers of word.
+ */
+CPAT_HIDDEN void cpat__park(_Atomic uint32_t *word, uint32_t expect,
+                            int64_t deadline_ns);
+CPAT_HIDDEN void cpat__unpark_one(_Atomic uint32_t *word);
+CPAT_HIDDEN void cpat__unpark_all(_Atomic uint32_t *word);
+
+/*
+ * Token watches: how the library's blocking calls learn that a token fired,
+ * without allocating. A watch lives in the blocked caller's stack frame.
+ *
+ * cpat__token_watch() registers w on tok and returns 0, or returns the
+ * token's cause (< 0) if it has already fired, in which case w is not
+ * registered and fn never runs. When the token fires, w->fn(w, cause) runs
+ * once in the firing thread with no library lock held; it must be short and
+ * must not block (set a flag and unpark, typically).
+ *
+ * cpat__token_unwatch() undoes the registration; after it returns fn is not
+ * running and never will run (it waits for a running fn to finish). It
+ * returns 1 if w was removed before fn ran, 0 if fn ran. Both require a
+ * reference to tok held by the caller (the blocking call's own, taken with
+ * cpat_token_ref() for the duration of the wait).
+ */
+struct cpat__watch {
+	void (*fn)(struct cpat__watch *w, int cause);
+	void *arg;
+	/* Owned by token.c. */
+	struct cpat__watch *next, *prev;
+	_Atomic int state;
+};
+
+CPAT_HIDDEN int cpat__token_watch(struct cpat_token *tok,
+                                  struct cpat__watch *w);
+CPAT_HIDDEN int cpat__token_unwatch(struct cpat_token *tok,
+                                    struct cpat__watch *w);
+
+/* Test hooks (linked only by the static library's tests). */
+CPAT_HIDDEN size_t cpat__token_nchildren(struct cpat_token *tok);
+CPAT_HIDDEN size_t cpat__token_nwatches(struct cpat_token *tok);
+CPAT_HIDDEN int cpat__token_refcount(struct cpat_token *tok);
+
+#endif /* CPAT_INTERNAL_H */

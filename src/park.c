@@ -1,0 +1,111 @@
+/*
+ * DESIGN: parking a thread on a 32-bit word.
+ *
+ * Linux: FUTEX_WAIT_BITSET with FUTEX_CLOCK_REALTIME unset takes an absolute
+ * CLOCK_MONOTONIC timeout, which is exactly the library's deadline clock, so
+ * no conversion and no drift. Private futexes: words are never shared
+ * between processes.
+ *
+ * Elsewhere: a table of 64 mutex+condvar stripes chosen by the word's
+ * address. park() locks the stripe, re-checks the word, and waits; unpark
+ * locks the stripe before broadcasting, so a wake between the check and the
+ * wait cannot be lost. unpark_one broadcasts too (stripes are shared between
+ * words, so signalling one waiter could wake the wrong word's sleeper).
+ */
+#include "internal.h"
+
+#include <time.h>
+
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+void cpat__park(_Atomic uint32_t *word, uint32_t expect, int64_t deadline_ns)
+{
+	struct timespec ts, *tsp = NULL;
+	if (deadline_ns != CPAT_FOREVER) {
+		if (deadline_ns < 0)
+			deadline_ns = 0;
+		ts.tv_sec = (time_t)(deadline_ns / CPAT_SEC);
+		ts.tv_nsec = (long)(deadline_ns % CPAT_SEC);
+		tsp = &ts;
+	}
+	/* EAGAIN (word changed), EINTR and ETIMEDOUT all mean: re-check. */
+	(void)syscall(SYS_futex, (uint32_t *)word,
+	              FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, expect, tsp, NULL,
+	              FUTEX_BITSET_MATCH_ANY);
+}
+
+void cpat__unpark_one(_Atomic uint32_t *word)
+{
+	(void)syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE | FUTEX_PRIVATE_FLAG,
+	              1, NULL, NULL, 0);
+}
+
+void cpat__unpark_all(_Atomic uint32_t *word)
+{
+	(void)syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE | FUTEX_PRIVATE_FLAG,
+	              INT32_MAX, NULL, NULL, 0);
+}
+
+#else /* portable condition-variable path */
+#include <pthread.h>
+
+#define NSTRIPES 64
+
+static struct stripe {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+} g_stripes[NSTRIPES];
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+static void stripes_init(void)
+{
+	for (int i = 0; i < NSTRIPES; i++) {
+		pthread_condattr_t ca;
+		CPAT_CHECK(pthread_mutex_init(&g_stripes[i].mu, NULL) == 0);
+		CPAT_CHECK(pthread_condattr_init(&ca) == 0);
+		CPAT_CHECK(pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0);
+		CPAT_CHECK(pthread_cond_init(&g_stripes[i].cv, &ca) == 0);
+		pthread_condattr_destroy(&ca);
+	}
+}
+
+static struct stripe *stripe_of(_Atomic uint32_t *word)
+{
+	pthread_once(&g_once, stripes_init);
+	uintptr_t a = (uintptr_t)word;
+	return &g_stripes[(a >> 4 ^ a >> 10) % NSTRIPES];
+}
+
+void cpat__park(_Atomic uint32_t *word, uint32_t expect, int64_t deadline_ns)
+{
+	struct stripe *s = stripe_of(word);
+	CPAT_CHECK(pthread_mutex_lock(&s->mu) == 0);
+	if (atomic_load(word) == expect) {
+		if (deadline_ns == CPAT_FOREVER) {
+			pthread_cond_wait(&s->cv, &s->mu);
+		} else {
+			struct timespec ts = {
+				.tv_sec = (time_t)(deadline_ns / CPAT_SEC),
+				.tv_nsec = (long)(deadline_ns % CPAT_SEC)};
+			pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+		}
+	}
+	CPAT_CHECK(pthread_mutex_unlock(&s->mu) == 0);
+}
+
+void cpat__unpark_one(_Atomic uint32_t *word)
+{
+	cpat__unpark_all(word);
+}
+
+void cpat__unpark_all(_Atomic uint32_t *word)
+{
+	struct stripe *s = stripe_of(word);
+	CPAT_CHECK(pthread_mutex_lock(&s->mu) == 0);
+	CPAT_CHECK(pthread_cond_broadcast(&s->cv) == 0);
+	CPAT_CHECK(pthread_mutex_unlock(&s->mu) == 0);
+}
+#endif

@@ -1,0 +1,317 @@
+/*
+ * The test harness shared by every test binary: thread helpers, a start
+ * barrier, a per-test watchdog, a seeded PRNG, a size scale and a counting,
+ * failure-injecting allocator. Header-only; include it after <cmocka.h>'s
+ * prerequisites (it includes them itself).
+ *
+ * Rules it serves (STYLE.md): cmocka asserts only on the main thread (worker
+ * threads record results in their own structs), no sleeps to synchronise,
+ * every test has a timeout (the watchdog aborts the binary, naming the test),
+ * stress sizes small by default and scaled by CPAT_TEST_SCALE, the random
+ * seed printed and taken back from CPAT_TEST_SEED.
+ */
+#ifndef CPAT_TEST_HARNESS_H
+#define CPAT_TEST_HARNESS_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1
+#endif
+
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "cpattern.h"
+
+/* ---- threads ---------------------------------------------------------- */
+
+/* Starts a thread; any failure aborts the test (on the main thread). */
+static inline void th_spawn(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+	int rc = pthread_create(t, NULL, fn, arg);
+	if (rc != 0) {
+		fprintf(stderr, "pthread_create: %s\n", strerror(rc));
+		abort();
+	}
+}
+
+static inline void th_join(pthread_t t)
+{
+	int rc = pthread_join(t, NULL);
+	if (rc != 0) {
+		fprintf(stderr, "pthread_join: %s\n", strerror(rc));
+		abort();
+	}
+}
+
+/* A reusable start barrier for n threads. */
+struct th_barrier {
+	pthread_barrier_t b;
+};
+
+static inline void th_barrier_init(struct th_barrier *b, unsigned n)
+{
+	if (pthread_barrier_init(&b->b, NULL, n) != 0)
+		abort();
+}
+
+static inline void th_barrier_wait(struct th_barrier *b)
+{
+	pthread_barrier_wait(&b->b);
+}
+
+static inline void th_barrier_destroy(struct th_barrier *b)
+{
+	pthread_barrier_destroy(&b->b);
+}
+
+/* Yields the processor while waiting for a condition another thread makes
+ * true (never a sleep standing in for synchronisation). */
+static inline void th_relax(void)
+{
+	sched_yield();
+}
+
+/* ---- scale and seed --------------------------------------------------- */
+
+/* CPAT_TEST_SCALE (default 1): multiply stress sizes by it. */
+static inline long th_scale(void)
+{
+	const char *s = getenv("CPAT_TEST_SCALE");
+	long v = s ? strtol(s, NULL, 10) : 1;
+	return v > 0 ? v : 1;
+}
+
+#define TH_SCALED(n) ((long)(n) * th_scale())
+
+static uint64_t th_seed_value;
+static int th_seed_set;
+
+/* The run's seed: CPAT_TEST_SEED if set, else from the clock; printed once. */
+static inline uint64_t th_seed(void)
+{
+	if (!th_seed_set) {
+		const char *s = getenv("CPAT_TEST_SEED");
+		if (s && *s) {
+			th_seed_value = strtoull(s, NULL, 0);
+		} else {
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			th_seed_value = (uint64_t)ts.tv_sec * 1000000007u ^
+			                (uint64_t)ts.tv_nsec;
+		}
+		if (th_seed_value == 0)
+			th_seed_value = 1;
+		th_seed_set = 1;
+		fprintf(stderr, "# seed: CPAT_TEST_SEED=%llu\n",
+		        (unsigned long long)th_seed_value);
+	}
+	return th_seed_value;
+}
+
+/* xorshift64*: a PRNG per user (one struct per thread). */
+struct th_rng {
+	uint64_t s;
+};
+
+static inline void th_rng_init(struct th_rng *r, uint64_t stream)
+{
+	r->s = th_seed() ^ (stream * 0x9E3779B97F4A7C15ull);
+	if (r->s == 0)
+		r->s = 0x2545F4914F6CDD1Dull;
+}
+
+static inline uint64_t th_rng_next(struct th_rng *r)
+{
+	r->s ^= r->s >> 12;
+	r->s ^= r->s << 25;
+	r->s ^= r->s >> 27;
+	return r->s * 0x2545F4914F6CDD1Dull;
+}
+
+/* Uniform in [0, n). */
+static inline uint64_t th_rng_below(struct th_rng *r, uint64_t n)
+{
+	return n ? th_rng_next(r) % n : 0;
+}
+
+/* ---- watchdog --------------------------------------------------------- */
+
+/*
+ * Each test runs under a watchdog: if it has not finished after
+ * CPAT_TEST_TIMEOUT seconds (default 120), the binary prints the test's name
+ * and aborts, so a hang is a failure with a name, never a stuck CI.
+ */
+static struct {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	pthread_t thread;
+	int started;
+	int64_t deadline; /* 0 = disarmed */
+	const char *name;
+} th_wd = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+static void *th_watchdog_main(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&th_wd.mu);
+	for (;;) {
+		if (th_wd.deadline == 0) {
+			pthread_cond_wait(&th_wd.cv, &th_wd.mu);
+			continue;
+		}
+		int64_t now = cpat_now_ns();
+		if (now >= th_wd.deadline) {
+			fprintf(stderr, "# WATCHDOG: test '%s' exceeded its timeout\n",
+			        th_wd.name ? th_wd.name : "?");
+			fflush(stderr);
+			abort();
+		}
+		/* The condvar uses CLOCK_REALTIME by default: wait in short
+		 * relative steps measured on the monotonic clock instead. */
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		int64_t step = th_wd.deadline - now;
+		if (step > 100 * CPAT_MSEC)
+			step = 100 * CPAT_MSEC;
+		ts.tv_nsec += (long)step;
+		while (ts.tv_nsec >= 1000000000L) {
+			ts.tv_nsec -= 1000000000L;
+			ts.tv_sec++;
+		}
+		pthread_cond_timedwait(&th_wd.cv, &th_wd.mu, &ts);
+	}
+	return NULL;
+}
+
+static inline int64_t th_timeout_ns(void)
+{
+	const char *s = getenv("CPAT_TEST_TIMEOUT");
+	long v = s ? strtol(s, NULL, 10) : 0;
+	return (v > 0 ? v : 120) * CPAT_SEC;
+}
+
+static inline void th_watchdog_arm(const char *name)
+{
+	pthread_mutex_lock(&th_wd.mu);
+	if (!th_wd.started) {
+		th_spawn(&th_wd.thread, th_watchdog_main, NULL);
+		pthread_detach(th_wd.thread);
+		th_wd.started = 1;
+	}
+	th_wd.name = name;
+	th_wd.deadline = cpat_now_ns() + th_timeout_ns();
+	pthread_cond_signal(&th_wd.cv);
+	pthread_mutex_unlock(&th_wd.mu);
+}
+
+static inline void th_watchdog_disarm(void)
+{
+	pthread_mutex_lock(&th_wd.mu);
+	th_wd.deadline = 0;
+	pthread_mutex_unlock(&th_wd.mu);
+}
+
+/* ---- counting allocator ----------------------------------------------- */
+
+/*
+ * Installed with th_alloc_install(): counts allocations and live blocks, and
+ * fails the k-th allocation from th_alloc_fail_at(k, persistent) on (and,
+ * persistent, every one after it) until th_alloc_fail_at(0, 0).
+ */
+static _Atomic long th_alloc_calls, th_alloc_live_blocks, th_alloc_fail_k;
+static _Atomic int th_alloc_fail_persist;
+
+static void *th_counting_malloc(size_t n)
+{
+	long k = atomic_load(&th_alloc_fail_k);
+	long call = atomic_fetch_add(&th_alloc_calls, 1) + 1;
+	if (k > 0 && (call == k || (atomic_load(&th_alloc_fail_persist) &&
+	                            call > k)))
+		return NULL;
+	void *p = malloc(n);
+	if (p)
+		atomic_fetch_add(&th_alloc_live_blocks, 1);
+	return p;
+}
+
+static void th_counting_free(void *p)
+{
+	if (p) {
+		atomic_fetch_sub(&th_alloc_live_blocks, 1);
+		free(p);
+	}
+}
+
+static inline void th_alloc_install(void)
+{
+	cpat_set_allocator(th_counting_malloc, th_counting_free);
+}
+
+static inline void th_alloc_uninstall(void)
+{
+	cpat_set_allocator(NULL, NULL);
+}
+
+/* Fail the k-th allocation counted from now (k >= 1); k = 0 disables. */
+static inline void th_alloc_fail_at(long k, int persistent)
+{
+	atomic_store(&th_alloc_fail_persist, persistent);
+	atomic_store(&th_alloc_fail_k,
+	             k > 0 ? atomic_load(&th_alloc_calls) + k : 0);
+}
+
+static inline long th_alloc_count(void)
+{
+	return atomic_load(&th_alloc_calls);
+}
+
+static inline long th_alloc_live(void)
+{
+	return atomic_load(&th_alloc_live_blocks);
+}
+
+/* ---- running ---------------------------------------------------------- */
+
+/* A cmocka test with the watchdog armed around it, named by its function. */
+#define TH_TEST(fn)                                                            \
+	cmocka_unit_test_setup_teardown(fn, th_arm_##fn, th_disarm)
+
+#define TH_DECLARE(fn)                                                         \
+	static void fn(void **state);                                          \
+	static int th_arm_##fn(void **state)                                   \
+	{                                                                      \
+		(void)state;                                                   \
+		th_watchdog_arm(#fn);                                          \
+		return 0;                                                      \
+	}
+
+/* Defines a test function with its watchdog arming: write tests as
+ *   TH_TEST_FN(chan_close_wakes_receivers) { ... }
+ * and list them as TH_TEST(chan_close_wakes_receivers). */
+#define TH_TEST_FN(fn)                                                         \
+	TH_DECLARE(fn)                                                         \
+	static void fn(void **state)
+
+static inline int th_disarm(void **state)
+{
+	(void)state;
+	th_watchdog_disarm();
+	return 0;
+}
+
+/* Prints the seed before the tests run, then runs the group. */
+#define TH_RUN(name, tests)                                                    \
+	(th_seed(), cmocka_run_group_tests_name(name, tests, NULL, NULL))
+
+#endif /* CPAT_TEST_HARNESS_H */
