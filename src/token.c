@@ -7,38 +7,45 @@
  * by the channel fast paths.
  *
  * Locks and what they guard.
- *  - tok->mu: status transitions, the watch list (watches and the state of
- *    each watch), the children list (first_child and the children's
- *    sib_next/sib_prev links), nchildren. tok->cv (CLOCK_MONOTONIC) wakes
- *    cpat_token_wait() callers when the token fires and unwatchers waiting
- *    for a running callback to return.
+ *  - The tree lock: one mutex per tree of tokens, in the root (every token
+ *    points at it through lk; the root outlives its descendants, which hold
+ *    references up the chain). It guards the status transitions, the watch
+ *    lists and the state of each watch, the children lists (first_child,
+ *    sib_next/sib_prev, nchildren), and fire_next. Each token's cv
+ *    (CLOCK_MONOTONIC) waits on it: cpat_token_wait() callers, and removers
+ *    waiting for a running callback to return.
  *  - g_timer.mu: the deadline heap (the hp_* fields and in_heap of every
  *    token) and the timer thread's state.
  *  - g_sig.mu: the list of signal tokens (sig_next/sig_prev), the per-signal
  *    counts and saved handlers.
- * Lock order: parent->mu before child->mu (firing walks down); g_timer.mu
- * and g_sig.mu are never held while a token lock is taken or a callback
- * runs, and no token lock is held while either is taken. No lock is held
- * while a callback or a watch function runs.
+ * Lock order: a tree lock is never held while another lock is taken;
+ * g_timer.mu and g_sig.mu are never held while a tree lock is taken or a
+ * callback runs. No lock is held while a callback or a watch function runs.
+ *
+ * Why one lock per tree, not per token: a cancel must fire the whole
+ * subtree before it returns, even when another thread is firing part of it
+ * concurrently. With one lock, the thread that fires a token fires its whole
+ * live subtree in the same critical section, so any other cancel in the
+ * tree, which must take the lock first, finds it entirely fired. The cost is
+ * that creating, releasing and watching tokens of one tree contend on one
+ * mutex; the critical sections are a few pointer updates.
  *
  * Firing. Exactly one thread fires each token: the one that moves its
- * status from 0 under its mutex. That thread owns the token's fire_next link
- * and must (1) in the same critical section fire every live child it can
- * take a reference to (moving the child's status under the child's lock,
- * parent lock held: the parent->child order) and queue it on its own work
- * list, then (2) run the token's watches one at a time, each unlinked and
- * marked RUNNING under the lock and run with no lock held, then marked DONE
- * under the lock (a broadcast on cv wakes a remover waiting for it), and
- * (3) go on with the queued children. So cpat_token_cancel() returns only
- * after every descendant it fired has fired and run its callbacks; no
- * recursion, so depth is unbounded. A child created while its parent fires
- * is linked (and so fired by the walk) or born fired: creation checks the
- * parent's status and links under the parent's mutex.
+ * status from 0 under the tree lock. It queues the token (with a reference)
+ * on its fire_next link, and after unlocking runs the watches of every token
+ * it fired, one at a time: each is unlinked and marked RUNNING under the
+ * lock, run with no lock held, then marked DONE under the lock (a broadcast
+ * on cv wakes a remover waiting for it). So the cancel that fires a token
+ * returns after every callback of its subtree has run, and a cancel that
+ * finds the token already fired returns at once, with the subtree fired but
+ * callbacks possibly still running in the firing thread. A child created
+ * while its parent fires is linked (and so fired by the walk) or born fired:
+ * creation reads the parent's status and links under the tree lock.
  *
  * Lifetime. refs counts references; a child holds one on its parent, a
  * handle from on_cancel one on its token, a blocked operation its own. The
  * thread that drops the last reference unregisters the token from its
- * parent (under the parent's mutex), the timer heap and the signal list,
+ * parent (under the tree lock), the timer heap and the signal list,
  * frees the callbacks registered without a handle, and drops its reference
  * to the parent (iteratively). Walkers that find a token through a list
  * (the firing walk, the timer, the signal thread) take a reference only if
@@ -70,7 +77,8 @@
 enum { W_REG = 0, W_RUNNING = 1, W_DONE = 2, W_REMOVED = 3 };
 
 struct cpat_token {
-	pthread_mutex_t mu;
+	pthread_mutex_t mu; /* a root's tree lock; unused in other tokens */
+	pthread_mutex_t *lk; /* the tree lock: &root->mu */
 	pthread_cond_t cv;
 	_Atomic int status;
 	_Atomic int refs;
@@ -88,6 +96,7 @@ struct cpat_token {
 	int64_t timer_at;
 	struct cpat_token *hp_child, *hp_next, *hp_prev;
 	bool in_heap;
+	bool timed; /* was added to the heap; immutable once published */
 
 	/* Signal tokens (g_sig.mu). */
 	uint64_t sigmask;
@@ -111,12 +120,12 @@ static void fire_tree(struct cpat_token *t, int cause);
 
 static void lock(struct cpat_token *t)
 {
-	CPAT_CHECK(pthread_mutex_lock(&t->mu) == 0);
+	CPAT_CHECK(pthread_mutex_lock(t->lk) == 0);
 }
 
 static void unlock(struct cpat_token *t)
 {
-	CPAT_CHECK(pthread_mutex_unlock(&t->mu) == 0);
+	CPAT_CHECK(pthread_mutex_unlock(t->lk) == 0);
 }
 
 static int load_status(struct cpat_token *t)
@@ -477,12 +486,14 @@ static int token_new(struct cpat_token **out, struct cpat_token *parent,
 	struct cpat_token *t = cpat__calloc(1, sizeof *t);
 	if (!t)
 		return -ENOMEM;
-	if (pthread_mutex_init(&t->mu, NULL) != 0) {
+	if (!parent && pthread_mutex_init(&t->mu, NULL) != 0) {
 		cpat__free(t);
 		return -ENOMEM;
 	}
+	t->lk = parent ? parent->lk : &t->mu;
 	if (cond_init_monotonic(&t->cv) != 0) {
-		pthread_mutex_destroy(&t->mu);
+		if (!parent)
+			pthread_mutex_destroy(&t->mu);
 		cpat__free(t);
 		return -ENOMEM;
 	}
@@ -518,7 +529,7 @@ static void token_release(struct cpat_token *t)
 		if (atomic_fetch_sub_explicit(&t->refs, 1,
 		                              memory_order_acq_rel) != 1)
 			return;
-		if (t->in_heap)
+		if (t->timed)
 			timer_del(t);
 		if (t->sigmask)
 			sig_unregister(t);
@@ -546,7 +557,8 @@ static void token_release(struct cpat_token *t)
 			w = next;
 		}
 		pthread_cond_destroy(&t->cv);
-		pthread_mutex_destroy(&t->mu);
+		if (!parent)
+			pthread_mutex_destroy(&t->mu);
 		cpat__free(t);
 		t = parent;
 	}
@@ -585,6 +597,7 @@ int cpat_token_create_deadline(struct cpat_token **out,
 				token_release(t);
 				return rc;
 			}
+			t->timed = true;
 		}
 	}
 	*out = t;
@@ -679,50 +692,60 @@ static void run_watches(struct cpat_token *t, int cause)
 	unlock(t);
 }
 
-/* Fires every live child of c, which this thread fired (c locked), and
- * queues each on this thread's work list with a reference. */
-static void fire_children_locked(struct cpat_token *c, int cause,
-                                 struct cpat_token **work)
-{
-	for (struct cpat_token *g = c->first_child; g; g = g->sib_next) {
-		lock(g);
-		if (load_status(g) == 0 && try_ref(g)) {
-			atomic_store_explicit(&g->status, cause,
-			                      memory_order_release);
-			CPAT_CHECK(pthread_cond_broadcast(&g->cv) == 0);
-			g->fire_next = *work;
-			*work = g;
-		}
-		unlock(g);
-	}
-}
-
 /*
- * Fires t (if live) and every live descendant; see DESIGN. The caller holds
- * a reference to t. Returns whether this call moved t's status.
+ * Fires t, if live, and every live token below it, all in one critical
+ * section of the tree lock: when it returns (and when any other cancel of a
+ * token of this tree can next take the lock) the whole subtree has fired.
+ * Then runs the watches of every token it fired, with no lock held. The
+ * caller holds a reference to t. Returns whether this call fired t.
+ *
+ * The walk needs no memory: it follows first_child, sib_next and parent
+ * (a threaded depth-first walk), and skips the subtree of a token already
+ * fired, which fired whole. Each token this call fires is queued, with a
+ * reference, on its fire_next link, which belongs to the thread that fired
+ * it.
  */
 static bool fire_tree_ret(struct cpat_token *t, int cause)
 {
-	struct cpat_token *work = NULL;
+	struct cpat_token *queue = NULL, **tail = &queue;
 	lock(t);
 	if (load_status(t) != 0) {
 		unlock(t);
 		return false;
 	}
-	atomic_store_explicit(&t->status, cause, memory_order_release);
-	CPAT_CHECK(pthread_cond_broadcast(&t->cv) == 0);
-	fire_children_locked(t, cause, &work);
+	struct cpat_token *n = t;
+	for (;;) {
+		bool fired_now = false;
+		if (load_status(n) == 0) {
+			atomic_store_explicit(&n->status, cause,
+			                      memory_order_release);
+			CPAT_CHECK(pthread_cond_broadcast(&n->cv) == 0);
+			fired_now = true;
+			/* A dying token (no references left) has no watch
+			 * that could run: it is not queued. */
+			if (n == t || try_ref(n)) {
+				n->fire_next = NULL;
+				*tail = n;
+				tail = &n->fire_next;
+			}
+		}
+		if (fired_now && n->first_child) {
+			n = n->first_child;
+			continue;
+		}
+		while (n != t && !n->sib_next)
+			n = n->parent;
+		if (n == t)
+			break;
+		n = n->sib_next;
+	}
 	unlock(t);
-	run_watches(t, cause);
-	while (work) {
-		struct cpat_token *c = work;
-		work = c->fire_next;
-		c->fire_next = NULL;
-		lock(c);
-		fire_children_locked(c, cause, &work);
-		unlock(c);
+	while (queue) {
+		struct cpat_token *c = queue;
+		queue = c->fire_next;
 		run_watches(c, cause);
-		cpat_token_unref(c);
+		if (c != t)
+			cpat_token_unref(c);
 	}
 	return true;
 }
@@ -736,8 +759,9 @@ int cpat_token_cancel(struct cpat_token *tok)
 {
 	if (!tok)
 		return -EINVAL;
-	if (load_status(tok) != 0)
-		return 0;
+	/* No lock-free shortcut for a fired token: its status may have been
+	 * set by a walk still in its critical section, firing the rest of the
+	 * subtree. fire_tree_ret() waits for the tree lock first. */
 	return fire_tree_ret(tok, -ECANCELED) ? 1 : 0;
 }
 
@@ -778,11 +802,11 @@ int cpat_token_wait(struct cpat_token *tok, int64_t deadline_ns)
 		lock(tok);
 		if (load_status(tok) == 0) {
 			if (until == CPAT_FOREVER) {
-				pthread_cond_wait(&tok->cv, &tok->mu);
+				pthread_cond_wait(&tok->cv, tok->lk);
 			} else {
 				struct timespec ts;
 				abs_timespec(until, &ts);
-				pthread_cond_timedwait(&tok->cv, &tok->mu, &ts);
+				pthread_cond_timedwait(&tok->cv, tok->lk, &ts);
 			}
 		}
 		unlock(tok);
@@ -837,7 +861,7 @@ int cpat__token_unwatch(struct cpat_token *tok, struct cpat__watch *w)
 	}
 	while (atomic_load_explicit(&w->state, memory_order_relaxed) ==
 	       W_RUNNING)
-		pthread_cond_wait(&tok->cv, &tok->mu);
+		pthread_cond_wait(&tok->cv, tok->lk);
 	unlock(tok);
 	return 0;
 }
@@ -910,7 +934,7 @@ int cpat_token_on_cancel_remove(struct cpat_token_cb *cb)
 	}
 	while (atomic_load_explicit(&cb->w.state, memory_order_relaxed) ==
 	       W_RUNNING)
-		pthread_cond_wait(&tok->cv, &tok->mu);
+		pthread_cond_wait(&tok->cv, tok->lk);
 	unlock(tok);
 	cpat__free(cb);
 	cpat_token_unref(tok);

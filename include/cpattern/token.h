@@ -26,15 +26,18 @@
  * long-lived parent does not grow with the children it has had.
  *
  * **Deadlines** fire on time without a thread per token: one shared timer
- * thread, started at the first deadline token, fires them all. A deadline
- * token's status also fires it when it is read after the deadline, so a
- * token is never seen live after its deadline and never fires before it.
+ * thread, started at the first deadline token, fires them all. Reading the
+ * status of a token past its effective deadline (its own or an ancestor's)
+ * also fires it, so a token is never seen live after its deadline, and never
+ * fires before it.
  *
  * **Signals.** cpat_token_create_signals() makes a token that fires on the
  * first of a set of signals. The signal handler it installs only records the
  * signal and writes one byte to a pipe; a shared helper thread does the
  * firing. The previous handler is put back when the last signal token
- * watching that signal is released.
+ * watching that signal is freed. (While the helper thread fires a token it
+ * holds a reference of its own for a moment, so the owner's release right
+ * after the token fired may not be the last one.)
  *
  * **Callbacks.** cpat_token_on_cancel() runs a function exactly once when
  * the token fires (at once, in the calling thread, if it already has), on
@@ -146,11 +149,12 @@ CPAT_API int cpat_token_create_signals(struct cpat_token **out,
 /**
  * Fires @p tok with -ECANCELED, unless it has already fired.
  *
- * Idempotent. Before it returns, every descendant has fired, and every
- * cancellation callback of the token and its descendants has run (callbacks
- * run in this thread, with no library lock held) or is running in a thread
- * that fired the token concurrently. Wakes every thread blocked on the
- * token. Never blocks on anything but short internal locks and the
+ * Idempotent. Before it returns, the token and every descendant have fired
+ * (also when another thread fired them first), and every cancellation
+ * callback of the token and its descendants has run (callbacks run in the
+ * thread that fired their token, with no library lock held) or, if another
+ * thread fired first, is running or about to run there. Wakes every thread
+ * blocked on the token. Never blocks on anything but short internal locks and the
  * callbacks themselves. Thread-safe.
  *
  * @param tok the token; the caller holds a reference.
@@ -167,7 +171,8 @@ CPAT_API int cpat_token_cancel(struct cpat_token *tok);
  *
  * @param tok the token, or NULL (the token that never fires).
  * @return 0 while live (always for NULL); -ECANCELED or -ETIMEDOUT once
- *         fired: the first cause, forever.
+ *         fired: the first cause, forever. A token past its effective
+ *         deadline is fired by this call and reports -ETIMEDOUT.
  */
 CPAT_API int cpat_token_status(struct cpat_token *tok);
 

@@ -1,0 +1,286 @@
+/*
+ * Tests of the conventions every module shares (cpattern/common.h and
+ * cpattern/version.h): the error vocabulary and cpat_strerror(), the clock,
+ * the time units, the allocator hook and the version.
+ */
+#include "harness.h"
+
+#include <limits.h>
+
+#include "internal.h"
+
+/* ---- errors ----------------------------------------------------------- */
+
+TH_TEST_FN(strerror_names_every_code_of_the_vocabulary_distinctly)
+{
+	(void)state;
+	static const int codes[] = {0,          -EINVAL,    -ENOMEM, -EAGAIN,
+				    -ETIMEDOUT, -ECANCELED, -EPIPE,  -EBUSY};
+	const size_t n = sizeof codes / sizeof codes[0];
+	const char *names[sizeof codes / sizeof codes[0]];
+	for (size_t i = 0; i < n; i++) {
+		names[i] = cpat_strerror(codes[i]);
+		assert_non_null(names[i]);
+		assert_true(strlen(names[i]) > 0);
+		/* A static string: the same pointer's text on a second call. */
+		assert_string_equal(names[i], cpat_strerror(codes[i]));
+	}
+	for (size_t i = 0; i < n; i++)
+		for (size_t j = i + 1; j < n; j++) {
+			if (strcmp(names[i], names[j]) == 0)
+				fprintf(stderr,
+					"# codes %d and %d share \"%s\"\n",
+					codes[i], codes[j], names[i]);
+			assert_string_not_equal(names[i], names[j]);
+		}
+}
+
+TH_TEST_FN(strerror_of_unknown_and_positive_codes_is_not_null)
+{
+	(void)state;
+	static const int codes[] = {-EIO, -ENOENT, -9999, -1000000, INT_MIN,
+				    1,    2,       42,    INT_MAX,  -EPERM};
+	const char *unknown = cpat_strerror(-9999);
+	assert_non_null(unknown);
+	for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
+		const char *s = cpat_strerror(codes[i]);
+		assert_non_null(s);
+		assert_true(strlen(s) > 0);
+	}
+	/* An unknown code is not described as one of the vocabulary. */
+	static const int vocab[] = {-EINVAL,    -ENOMEM, -EAGAIN, -ETIMEDOUT,
+				    -ECANCELED, -EPIPE,  -EBUSY};
+	for (size_t i = 0; i < sizeof vocab / sizeof vocab[0]; i++)
+		assert_string_not_equal(unknown, cpat_strerror(vocab[i]));
+}
+
+/* ---- time ------------------------------------------------------------- */
+
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+TH_TEST_FN(now_ns_is_nonnegative_and_never_goes_backwards)
+{
+	(void)state;
+	const long n = TH_SCALED(200000);
+	int64_t prev = cpat_now_ns();
+	assert_true(prev >= 0);
+	long backwards = 0;
+	for (long i = 0; i < n; i++) {
+		int64_t t = cpat_now_ns();
+		if (t < prev)
+			backwards++;
+		prev = t;
+	}
+	assert_int_equal(backwards, 0);
+}
+
+struct now_worker {
+	struct th_barrier *start;
+	long n;
+	long backwards;
+	long negative;
+};
+
+static void *now_worker_main(void *arg)
+{
+	struct now_worker *w = arg;
+	th_barrier_wait(w->start);
+	int64_t prev = cpat_now_ns();
+	for (long i = 0; i < w->n; i++) {
+		int64_t t = cpat_now_ns();
+		if (t < 0)
+			w->negative++;
+		if (t < prev)
+			w->backwards++;
+		prev = t;
+	}
+	return NULL;
+}
+
+TH_TEST_FN(now_ns_is_monotonic_in_every_thread)
+{
+	(void)state;
+	enum { NT = 4 };
+	struct th_barrier start;
+	th_barrier_init(&start, NT);
+	struct now_worker w[NT];
+	pthread_t t[NT];
+	for (int i = 0; i < NT; i++) {
+		w[i] = (struct now_worker){&start, TH_SCALED(50000), 0, 0};
+		th_spawn(&t[i], now_worker_main, &w[i]);
+	}
+	for (int i = 0; i < NT; i++)
+		th_join(t[i]);
+	th_barrier_destroy(&start);
+	for (int i = 0; i < NT; i++) {
+		assert_int_equal(w[i].backwards, 0);
+		assert_int_equal(w[i].negative, 0);
+	}
+}
+
+TH_TEST_FN(now_ns_reads_clock_monotonic)
+{
+	(void)state;
+	/* The same clock, read between two readings of CLOCK_MONOTONIC,
+	 * falls between them (and so is within their span of each other). */
+	for (int i = 0; i < 1000; i++) {
+		int64_t before = mono_ns();
+		int64_t now = cpat_now_ns();
+		int64_t after = mono_ns();
+		assert_true(before <= now);
+		assert_true(now <= after);
+	}
+}
+
+TH_TEST_FN(time_units_are_nanosecond_multipliers)
+{
+	(void)state;
+	assert_int_equal(sizeof(CPAT_USEC), sizeof(int64_t));
+	assert_int_equal(sizeof(CPAT_MSEC), sizeof(int64_t));
+	assert_int_equal(sizeof(CPAT_SEC), sizeof(int64_t));
+	assert_true(CPAT_USEC == 1000);
+	assert_true(CPAT_MSEC == 1000000);
+	assert_true(CPAT_SEC == 1000000000);
+	assert_true(CPAT_SEC == 1000 * CPAT_MSEC);
+	assert_true(CPAT_MSEC == 1000 * CPAT_USEC);
+	assert_true(CPAT_FOREVER == -1);
+	/* The multipliers are int64_t, so a long deadline does not overflow. */
+	int64_t d = 3000 * CPAT_SEC;
+	assert_true(d == 3000000000000LL);
+}
+
+/* ---- allocator -------------------------------------------------------- */
+
+static void count_cb(void *arg, int cause)
+{
+	(void)cause;
+	(*(int *)arg)++;
+}
+
+TH_TEST_FN(set_allocator_with_one_null_is_einval_and_changes_nothing)
+{
+	(void)state;
+	th_alloc_install();
+	assert_int_equal(cpat_set_allocator(th_counting_malloc, NULL), -EINVAL);
+	assert_int_equal(cpat_set_allocator(NULL, th_counting_free), -EINVAL);
+
+	/* The counting allocator is still the one in use. */
+	long calls = th_alloc_count(), live = th_alloc_live();
+	struct cpat_token *tok = NULL;
+	assert_int_equal(cpat_token_create(&tok, NULL), 0);
+	assert_true(th_alloc_count() > calls);
+	assert_true(th_alloc_live() > live);
+	cpat_token_unref(tok);
+	assert_int_equal(th_alloc_live(), live);
+	th_alloc_uninstall();
+}
+
+TH_TEST_FN(custom_allocator_sees_every_library_allocation)
+{
+	(void)state;
+	assert_int_equal(
+		cpat_set_allocator(th_counting_malloc, th_counting_free), 0);
+	long calls = th_alloc_count(), live = th_alloc_live();
+	struct cpat_token *root = NULL, *kid = NULL;
+	struct cpat_token_cb *h = NULL;
+	assert_int_equal(cpat_token_create(&root, NULL), 0);
+	assert_true(th_alloc_count() > calls);
+	assert_true(th_alloc_live() > live);
+	assert_int_equal(cpat_token_create(&kid, root), 0);
+	int runs = 0;
+	assert_int_equal(cpat_token_on_cancel(kid, count_cb, &runs, &h), 0);
+	assert_int_equal(cpat_token_on_cancel_remove(h), 1);
+	assert_int_equal(runs, 0);
+	cpat_token_unref(kid);
+	cpat_token_unref(root);
+	/* Everything allocated through the hook was freed through it. */
+	assert_int_equal(th_alloc_live(), live);
+	assert_int_equal(cpat_set_allocator(NULL, NULL), 0);
+}
+
+TH_TEST_FN(set_allocator_both_null_restores_malloc_and_free)
+{
+	(void)state;
+	assert_int_equal(
+		cpat_set_allocator(th_counting_malloc, th_counting_free), 0);
+	assert_int_equal(cpat_set_allocator(NULL, NULL), 0);
+	long calls = th_alloc_count();
+	struct cpat_token *tok = NULL;
+	assert_int_equal(cpat_token_create(&tok, NULL), 0);
+	cpat_token_unref(tok);
+	assert_int_equal(th_alloc_count(), calls);
+}
+
+TH_TEST_FN(internal_allocation_wrappers_go_through_the_hook)
+{
+	(void)state;
+	th_alloc_install();
+	long live = th_alloc_live();
+	void *p = cpat__malloc(24);
+	assert_non_null(p);
+	assert_int_equal(th_alloc_live(), live + 1);
+	cpat__free(p);
+	unsigned char *z = cpat__calloc(8, 16);
+	assert_non_null(z);
+	for (int i = 0; i < 128; i++)
+		assert_int_equal(z[i], 0);
+	cpat__free(z);
+	assert_null(cpat__calloc(SIZE_MAX / 2, 4)); /* overflow */
+	void *a = cpat__malloc_aligned(100, CPAT_CACHELINE);
+	assert_non_null(a);
+	assert_int_equal((uintptr_t)a % CPAT_CACHELINE, 0);
+	memset(a, 0xA5, 100);
+	cpat__free_aligned(a);
+	assert_int_equal(th_alloc_live(), live);
+	/* A failing hook is reported as NULL, not papered over. */
+	th_alloc_fail_at(1, 0);
+	assert_null(cpat__malloc(8));
+	th_alloc_fail_at(0, 0);
+	th_alloc_uninstall();
+}
+
+/* ---- version ---------------------------------------------------------- */
+
+TH_TEST_FN(version_string_matches_the_macros)
+{
+	(void)state;
+	char want[64];
+	snprintf(want, sizeof want, "%d.%d.%d", CPAT_VERSION_MAJOR,
+		 CPAT_VERSION_MINOR, CPAT_VERSION_PATCH);
+	assert_non_null(cpat_version());
+	assert_string_equal(cpat_version(), want);
+}
+
+TH_TEST_FN(version_number_matches_the_macros)
+{
+	(void)state;
+	assert_int_equal(cpat_version_number(), CPAT_VERSION_NUMBER);
+	assert_int_equal(cpat_version_number(),
+			 ((unsigned)CPAT_VERSION_MAJOR << 16) |
+				 ((unsigned)CPAT_VERSION_MINOR << 8) |
+				 (unsigned)CPAT_VERSION_PATCH);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		TH_TEST(strerror_names_every_code_of_the_vocabulary_distinctly),
+		TH_TEST(strerror_of_unknown_and_positive_codes_is_not_null),
+		TH_TEST(now_ns_is_nonnegative_and_never_goes_backwards),
+		TH_TEST(now_ns_is_monotonic_in_every_thread),
+		TH_TEST(now_ns_reads_clock_monotonic),
+		TH_TEST(time_units_are_nanosecond_multipliers),
+		TH_TEST(set_allocator_with_one_null_is_einval_and_changes_nothing),
+		TH_TEST(custom_allocator_sees_every_library_allocation),
+		TH_TEST(set_allocator_both_null_restores_malloc_and_free),
+		TH_TEST(internal_allocation_wrappers_go_through_the_hook),
+		TH_TEST(version_string_matches_the_macros),
+		TH_TEST(version_number_matches_the_macros),
+	};
+	return TH_RUN("common", tests);
+}

@@ -1,0 +1,1809 @@
+/*
+ * Tests of cancellation tokens (cpattern/token.h): firing and causes, the
+ * tree, deadlines, waiting, callbacks, signals, lifetime and the allocator.
+ *
+ * The counting allocator of the harness is installed before the first
+ * token and never removed, so that any test can compare th_alloc_live()
+ * with a baseline it took while quiescent.
+ */
+#include "harness.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define SANITIZED 1
+#endif
+#endif
+#ifndef SANITIZED
+#define SANITIZED 0
+#endif
+
+/* A generous bound for "it will fire soon": only ever reached on failure. */
+#define GENEROUS (30 * CPAT_SEC)
+
+/* ---- helpers ---------------------------------------------------------- */
+
+/* A callback that counts its runs and records its cause and thread. */
+struct counter {
+	_Atomic int n;
+	_Atomic int cause;
+	pthread_t thread;
+};
+
+static void count_cb(void *arg, int cause)
+{
+	struct counter *c = arg;
+	c->thread = pthread_self();
+	atomic_store(&c->cause, cause);
+	atomic_fetch_add(&c->n, 1);
+}
+
+static struct cpat_token *mk(struct cpat_token *parent)
+{
+	struct cpat_token *t = NULL;
+	int rc = cpat_token_create(&t, parent);
+	assert_int_equal(rc, 0);
+	assert_non_null(t);
+	return t;
+}
+
+static struct cpat_token *mk_deadline(struct cpat_token *parent, int64_t d)
+{
+	struct cpat_token *t = NULL;
+	int rc = cpat_token_create_deadline(&t, parent, d);
+	assert_int_equal(rc, 0);
+	assert_non_null(t);
+	return t;
+}
+
+/* A random tree: node 0 is the root, node i > 0 a child of a random
+ * earlier node. */
+struct tree {
+	int n;
+	int *parent;
+	struct cpat_token **tok;
+};
+
+static void tree_make(struct tree *t, int n, struct th_rng *rng)
+{
+	t->n = n;
+	t->parent = calloc((size_t)n, sizeof *t->parent);
+	t->tok = calloc((size_t)n, sizeof *t->tok);
+	assert_non_null(t->parent);
+	assert_non_null(t->tok);
+	t->parent[0] = -1;
+	t->tok[0] = mk(NULL);
+	for (int i = 1; i < n; i++) {
+		t->parent[i] = (int)th_rng_below(rng, (uint64_t)i);
+		t->tok[i] = mk(t->tok[t->parent[i]]);
+	}
+}
+
+/* Releases children before parents (the reverse of creation), though any
+ * order must do. */
+static void tree_free(struct tree *t)
+{
+	for (int i = t->n - 1; i >= 0; i--)
+		cpat_token_unref(t->tok[i]);
+	free(t->parent);
+	free(t->tok);
+}
+
+static int tree_is_under(const struct tree *t, int node, int ancestor)
+{
+	for (int i = node; i >= 0; i = t->parent[i])
+		if (i == ancestor)
+			return 1;
+	return 0;
+}
+
+/* Spins (yielding) until pred(arg) holds or GENEROUS passes; returns
+ * whether it held. For the main thread waiting on a test hook. */
+static int spin_until(int (*pred)(void *), void *arg)
+{
+	int64_t end = cpat_now_ns() + GENEROUS;
+	while (!pred(arg)) {
+		if (cpat_now_ns() > end)
+			return 0;
+		th_relax();
+	}
+	return 1;
+}
+
+/* ---- cancel ----------------------------------------------------------- */
+
+TH_TEST_FN(token_starts_live_and_cancel_fires_it_with_ecanceled)
+{
+	(void)state;
+	struct cpat_token *t = mk(NULL);
+	assert_int_equal(cpat_token_status(t), 0);
+	assert_int_equal(cpat_token_cancel(t), 1);
+	assert_int_equal(cpat_token_status(t), -ECANCELED);
+	cpat_token_unref(t);
+}
+
+TH_TEST_FN(cancel_is_idempotent_one_then_zero_and_callbacks_run_once)
+{
+	(void)state;
+	struct cpat_token *t = mk(NULL);
+	struct counter c[3] = {0};
+	struct cpat_token_cb *h[3];
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(
+			cpat_token_on_cancel(t, count_cb, &c[i], &h[i]), 0);
+	assert_int_equal(cpat_token_cancel(t), 1);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(atomic_load(&c[i].n), 1);
+		assert_int_equal(atomic_load(&c[i].cause), -ECANCELED);
+	}
+	for (int k = 0; k < 5; k++)
+		assert_int_equal(cpat_token_cancel(t), 0);
+	assert_int_equal(cpat_token_status(t), -ECANCELED);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(atomic_load(&c[i].n), 1);
+		assert_int_equal(cpat_token_on_cancel_remove(h[i]), 0);
+	}
+	cpat_token_unref(t);
+}
+
+struct racer {
+	struct th_barrier *start;
+	struct cpat_token *tok;
+	const struct tree *tree;
+	int rc;
+	int unfired_after; /* nodes of the tree seen live after cancel returned
+			    */
+};
+
+static void *cancel_racer_main(void *arg)
+{
+	struct racer *r = arg;
+	th_barrier_wait(r->start);
+	r->rc = cpat_token_cancel(r->tok);
+	r->unfired_after = 0;
+	if (r->tree)
+		for (int i = 0; i < r->tree->n; i++)
+			if (cpat_token_status(r->tree->tok[i]) != -ECANCELED)
+				r->unfired_after++;
+	return NULL;
+}
+
+TH_TEST_FN(concurrent_cancels_fire_once_and_each_returns_after_the_tree)
+{
+	(void)state;
+	enum { NT = 3, NODES = 20 };
+	struct th_rng rng;
+	th_rng_init(&rng, 1);
+	const long trials = TH_SCALED(200);
+	long bad_sum = 0, bad_runs = 0, unfired_after_1 = 0,
+	     unfired_after_0 = 0;
+	for (long trial = 0; trial < trials; trial++) {
+		struct tree tr;
+		tree_make(&tr, NODES, &rng);
+		struct counter c[NODES];
+		memset(c, 0, sizeof c);
+		for (int i = 0; i < NODES; i++)
+			assert_int_equal(cpat_token_on_cancel(tr.tok[i],
+							      count_cb, &c[i],
+							      NULL),
+					 0);
+		struct th_barrier start;
+		th_barrier_init(&start, NT);
+		struct racer r[NT];
+		pthread_t th[NT];
+		for (int i = 0; i < NT; i++) {
+			r[i] = (struct racer){&start, tr.tok[0], &tr, -1, 0};
+			th_spawn(&th[i], cancel_racer_main, &r[i]);
+		}
+		int sum = 0;
+		for (int i = 0; i < NT; i++) {
+			th_join(th[i]);
+			sum += r[i].rc;
+			if (r[i].rc == 1)
+				unfired_after_1 += r[i].unfired_after;
+			else
+				unfired_after_0 += r[i].unfired_after;
+		}
+		th_barrier_destroy(&start);
+		if (sum != 1)
+			bad_sum++;
+		for (int i = 0; i < NODES; i++)
+			if (atomic_load(&c[i].n) != 1)
+				bad_runs++;
+		tree_free(&tr);
+	}
+	if (unfired_after_1 || unfired_after_0)
+		fprintf(stderr,
+			"# nodes seen live after cancel returned: %ld after "
+			"a 1, %ld after a 0\n",
+			unfired_after_1, unfired_after_0);
+	assert_int_equal(bad_sum, 0);  /* exactly one cancel returned 1 */
+	assert_int_equal(bad_runs, 0); /* every callback ran exactly once */
+	/* "Before it returns, every descendant has fired": the call that
+	 * fired the tree, and (token.h makes no exception) a call that
+	 * found it already fired by a concurrent cancel. */
+	assert_int_equal(unfired_after_1, 0);
+	assert_int_equal(unfired_after_0, 0);
+}
+
+/* ---- the tree --------------------------------------------------------- */
+
+TH_TEST_FN(cancel_root_of_random_tree_fires_every_descendant_before_return)
+{
+	(void)state;
+	enum { NODES = 100 };
+	struct th_rng rng;
+	th_rng_init(&rng, 2);
+	for (int round = 0; round < 10; round++) {
+		struct tree tr;
+		tree_make(&tr, NODES, &rng);
+		struct counter c[NODES];
+		memset(c, 0, sizeof c);
+		for (int i = 0; i < NODES; i++) {
+			assert_int_equal(cpat_token_status(tr.tok[i]), 0);
+			assert_int_equal(cpat_token_on_cancel(tr.tok[i],
+							      count_cb, &c[i],
+							      NULL),
+					 0);
+		}
+		assert_int_equal(cpat_token_cancel(tr.tok[0]), 1);
+		for (int i = 0; i < NODES; i++) {
+			assert_int_equal(cpat_token_status(tr.tok[i]),
+					 -ECANCELED);
+			assert_int_equal(atomic_load(&c[i].n), 1);
+			assert_int_equal(atomic_load(&c[i].cause), -ECANCELED);
+			/* Fired with the root's cause, so a later cancel of a
+			 * descendant is a no-op. */
+			assert_int_equal(cpat_token_cancel(tr.tok[i]), 0);
+		}
+		tree_free(&tr);
+	}
+}
+
+TH_TEST_FN(cancel_inner_node_leaves_parent_and_siblings_live)
+{
+	(void)state;
+	enum { NODES = 100 };
+	struct th_rng rng;
+	th_rng_init(&rng, 3);
+	for (int round = 0; round < 20; round++) {
+		struct tree tr;
+		tree_make(&tr, NODES, &rng);
+		int victim = 1 + (int)th_rng_below(&rng, NODES - 1);
+		assert_int_equal(cpat_token_cancel(tr.tok[victim]), 1);
+		for (int i = 0; i < NODES; i++) {
+			int want =
+				tree_is_under(&tr, i, victim) ? -ECANCELED : 0;
+			if (cpat_token_status(tr.tok[i]) != want)
+				fprintf(stderr,
+					"# round %d victim %d node %d\n", round,
+					victim, i);
+			assert_int_equal(cpat_token_status(tr.tok[i]), want);
+		}
+		tree_free(&tr);
+	}
+}
+
+TH_TEST_FN(child_of_a_fired_parent_is_born_fired_with_its_cause)
+{
+	(void)state;
+	struct cpat_token *p = mk(NULL);
+	assert_int_equal(cpat_token_cancel(p), 1);
+	struct cpat_token *c = mk(p);
+	assert_int_equal(cpat_token_status(c), -ECANCELED);
+	struct cpat_token *g = mk(c);
+	assert_int_equal(cpat_token_status(g), -ECANCELED);
+	/* A deadline child of a cancelled parent keeps the parent's cause. */
+	struct cpat_token *d = mk_deadline(p, cpat_now_ns() + GENEROUS);
+	assert_int_equal(cpat_token_status(d), -ECANCELED);
+	assert_int_equal(cpat_token_cancel(c), 0);
+	/* A callback on a born-fired child runs at once with the cause. */
+	struct counter cnt = {0};
+	assert_int_equal(cpat_token_on_cancel(g, count_cb, &cnt, NULL), 0);
+	assert_int_equal(atomic_load(&cnt.n), 1);
+	assert_int_equal(atomic_load(&cnt.cause), -ECANCELED);
+	cpat_token_unref(d);
+	cpat_token_unref(g);
+	cpat_token_unref(c);
+
+	struct cpat_token *tp = mk_deadline(NULL, 0);
+	struct cpat_token *tc = mk(tp);
+	assert_int_equal(cpat_token_status(tc), -ETIMEDOUT);
+	cpat_token_unref(tc);
+	cpat_token_unref(tp);
+	cpat_token_unref(p);
+}
+
+/*
+ * Two persistent workers race on each trial: one cancels the root, the
+ * other creates a child of the root or of a middle node and registers a
+ * callback on it. After both, the child has always fired and its callback
+ * has run exactly once.
+ */
+struct birth_race {
+	struct th_barrier *go, *done;
+	long trials;
+	struct cpat_token *volatile root, *volatile mid;
+	int role; /* 0: canceller, 1: creator */
+	struct cpat_token *child;
+	struct counter cnt;
+	int rc;
+};
+
+static void *birth_race_main(void *arg)
+{
+	struct birth_race *b = arg;
+	for (long i = 0; i < b->trials; i++) {
+		th_barrier_wait(b->go);
+		if (b->role == 0) {
+			b->rc = cpat_token_cancel(b->root);
+		} else {
+			struct cpat_token *parent = (i & 1) ? b->mid : b->root;
+			b->child = NULL;
+			memset(&b->cnt, 0, sizeof b->cnt);
+			b->rc = cpat_token_create(&b->child, parent);
+			if (b->rc == 0)
+				b->rc = cpat_token_on_cancel(b->child, count_cb,
+							     &b->cnt, NULL);
+		}
+		th_barrier_wait(b->done);
+	}
+	return NULL;
+}
+
+TH_TEST_FN(child_created_while_parent_is_cancelled_is_always_born_fired)
+{
+	(void)state;
+	const long trials = TH_SCALED(1000);
+	struct th_barrier go, done;
+	th_barrier_init(&go, 3);
+	th_barrier_init(&done, 3);
+	struct birth_race w[2];
+	pthread_t t[2];
+	for (int i = 0; i < 2; i++) {
+		memset(&w[i], 0, sizeof w[i]);
+		w[i].go = &go;
+		w[i].done = &done;
+		w[i].trials = trials;
+		w[i].role = i;
+	}
+	long bad_rc = 0, live_child = 0, bad_runs = 0, bad_cancel = 0;
+	for (int i = 0; i < 2; i++)
+		th_spawn(&t[i], birth_race_main, &w[i]);
+	for (long i = 0; i < trials; i++) {
+		struct cpat_token *root = mk(NULL), *mid = mk(root);
+		w[0].root = w[1].root = root;
+		w[0].mid = w[1].mid = mid;
+		th_barrier_wait(&go);
+		th_barrier_wait(&done);
+		if (w[0].rc != 1)
+			bad_cancel++;
+		if (w[1].rc != 0) {
+			bad_rc++;
+		} else {
+			if (cpat_token_status(w[1].child) != -ECANCELED)
+				live_child++;
+			if (atomic_load(&w[1].cnt.n) != 1)
+				bad_runs++;
+		}
+		cpat_token_unref(w[1].child);
+		cpat_token_unref(mid);
+		cpat_token_unref(root);
+	}
+	for (int i = 0; i < 2; i++)
+		th_join(t[i]);
+	th_barrier_destroy(&go);
+	th_barrier_destroy(&done);
+	assert_int_equal(bad_cancel, 0);
+	assert_int_equal(bad_rc, 0);
+	assert_int_equal(live_child, 0);
+	assert_int_equal(bad_runs, 0);
+}
+
+struct node_canceller {
+	struct th_barrier *start;
+	struct cpat_token *tok;
+	int yields;
+	int rc;
+};
+
+static void *node_canceller_main(void *arg)
+{
+	struct node_canceller *w = arg;
+	th_barrier_wait(w->start);
+	for (int i = 0; i < w->yields; i++)
+		th_relax();
+	w->rc = cpat_token_cancel(w->tok);
+	return NULL;
+}
+
+TH_TEST_FN(every_node_cancelled_from_its_own_thread_no_deadlock_all_fired)
+{
+	(void)state;
+	enum { NODES = 48 };
+	struct th_rng rng;
+	th_rng_init(&rng, 4);
+	const long rounds = TH_SCALED(10);
+	for (long round = 0; round < rounds; round++) {
+		struct tree tr;
+		tree_make(&tr, NODES, &rng);
+		struct counter c[NODES];
+		memset(c, 0, sizeof c);
+		for (int i = 0; i < NODES; i++)
+			assert_int_equal(cpat_token_on_cancel(tr.tok[i],
+							      count_cb, &c[i],
+							      NULL),
+					 0);
+		/* Threads are started in a random order and each yields a
+		 * random number of times after the barrier. */
+		int order[NODES];
+		for (int i = 0; i < NODES; i++)
+			order[i] = i;
+		for (int i = NODES - 1; i > 0; i--) {
+			int j = (int)th_rng_below(&rng, (uint64_t)i + 1);
+			int x = order[i];
+			order[i] = order[j];
+			order[j] = x;
+		}
+		struct th_barrier start;
+		th_barrier_init(&start, NODES);
+		struct node_canceller w[NODES];
+		pthread_t t[NODES];
+		for (int k = 0; k < NODES; k++) {
+			int i = order[k];
+			w[i] = (struct node_canceller){
+				&start, tr.tok[i], (int)th_rng_below(&rng, 4),
+				-1};
+			th_spawn(&t[i], node_canceller_main, &w[i]);
+		}
+		int ones = 0;
+		for (int i = 0; i < NODES; i++) {
+			th_join(t[i]);
+			assert_true(w[i].rc == 0 || w[i].rc == 1);
+			ones += w[i].rc;
+		}
+		th_barrier_destroy(&start);
+		/* The root's own cancel always fires it: nothing else can. */
+		assert_int_equal(w[0].rc, 1);
+		assert_true(ones >= 1);
+		for (int i = 0; i < NODES; i++) {
+			assert_int_equal(cpat_token_status(tr.tok[i]),
+					 -ECANCELED);
+			assert_int_equal(atomic_load(&c[i].n), 1);
+		}
+		tree_free(&tr);
+	}
+}
+
+/* ---- deadlines -------------------------------------------------------- */
+
+TH_TEST_FN(deadline_token_fires_etimedout_never_before_its_deadline)
+{
+	(void)state;
+	int64_t d = cpat_now_ns() + 30 * CPAT_MSEC;
+	struct cpat_token *t = mk_deadline(NULL, d);
+	struct counter c = {0};
+	assert_int_equal(cpat_token_on_cancel(t, count_cb, &c, NULL), 0);
+	/* Never seen fired before the deadline. */
+	int st = cpat_token_status(t);
+	if (st != 0)
+		assert_true(cpat_now_ns() >= d);
+	assert_int_equal(cpat_token_wait(t, cpat_now_ns() + GENEROUS), 0);
+	assert_true(cpat_now_ns() >= d);
+	assert_int_equal(cpat_token_status(t), -ETIMEDOUT);
+	/* The timer thread fired it and ran the callback; wait returns
+	 * once it fired, the callback may be finishing: wait for it. */
+	int64_t end = cpat_now_ns() + GENEROUS;
+	while (atomic_load(&c.n) == 0 && cpat_now_ns() < end)
+		th_relax();
+	assert_int_equal(atomic_load(&c.n), 1);
+	assert_int_equal(atomic_load(&c.cause), -ETIMEDOUT);
+	cpat_token_unref(t);
+}
+
+TH_TEST_FN(deadline_status_read_after_deadline_reports_etimedout)
+{
+	(void)state;
+	for (int i = 0; i < 20; i++) {
+		int64_t d = cpat_now_ns() + 2 * CPAT_MSEC;
+		struct cpat_token *t = mk_deadline(NULL, d);
+		while (cpat_now_ns() < d)
+			if (cpat_token_status(t) != 0)
+				assert_true(cpat_now_ns() >= d);
+		/* Past the deadline: never seen live, whether or not the
+		 * timer thread has got there yet. */
+		assert_int_equal(cpat_token_status(t), -ETIMEDOUT);
+		cpat_token_unref(t);
+	}
+}
+
+TH_TEST_FN(child_status_read_after_inherited_deadline_reports_etimedout)
+{
+	(void)state;
+	for (int i = 0; i < 20; i++) {
+		int64_t d = cpat_now_ns() + 2 * CPAT_MSEC;
+		struct cpat_token *p = mk_deadline(NULL, d);
+		struct cpat_token *c = mk(p);
+		struct cpat_token *g = mk_deadline(c, d + 10 * CPAT_SEC);
+		while (cpat_now_ns() < d)
+			th_relax();
+		/* The effective deadline is the parent's: the descendants
+		 * are never seen live after it. */
+		assert_int_equal(cpat_token_status(g), -ETIMEDOUT);
+		assert_int_equal(cpat_token_status(c), -ETIMEDOUT);
+		assert_int_equal(cpat_token_status(p), -ETIMEDOUT);
+		cpat_token_unref(g);
+		cpat_token_unref(c);
+		cpat_token_unref(p);
+	}
+}
+
+TH_TEST_FN(child_with_later_deadline_fires_with_parent_etimedout)
+{
+	(void)state;
+	int64_t dp = cpat_now_ns() + 40 * CPAT_MSEC;
+	struct cpat_token *p = mk_deadline(NULL, dp);
+	struct cpat_token *c = mk_deadline(p, dp + 20 * CPAT_SEC);
+	struct cpat_token *g = mk(c); /* plain grandchild */
+	assert_int_equal(cpat_token_wait(g, cpat_now_ns() + GENEROUS), 0);
+	assert_true(cpat_now_ns() >= dp);
+	assert_int_equal(cpat_token_status(g), -ETIMEDOUT);
+	assert_int_equal(cpat_token_wait(c, cpat_now_ns() + GENEROUS), 0);
+	assert_true(cpat_now_ns() >= dp);
+	assert_int_equal(cpat_token_status(c), -ETIMEDOUT);
+	assert_int_equal(cpat_token_status(p), -ETIMEDOUT);
+	cpat_token_unref(g);
+	cpat_token_unref(c);
+	cpat_token_unref(p);
+}
+
+TH_TEST_FN(child_with_earlier_deadline_fires_alone_and_not_before_it)
+{
+	(void)state;
+	int64_t dp = cpat_now_ns() + 20 * CPAT_SEC;
+	struct cpat_token *p = mk_deadline(NULL, dp);
+	int64_t dc = cpat_now_ns() + 30 * CPAT_MSEC;
+	struct cpat_token *c = mk_deadline(p, dc);
+	struct cpat_token *sib = mk(p);
+	assert_int_equal(cpat_token_wait(c, cpat_now_ns() + GENEROUS), 0);
+	assert_true(cpat_now_ns() >= dc);
+	assert_int_equal(cpat_token_status(c), -ETIMEDOUT);
+	if (cpat_now_ns() < dp) {
+		assert_int_equal(cpat_token_status(p), 0);
+		assert_int_equal(cpat_token_status(sib), 0);
+	}
+	cpat_token_unref(sib);
+	cpat_token_unref(c);
+	cpat_token_unref(p);
+}
+
+TH_TEST_FN(deadline_of_grandparent_bounds_every_descendant)
+{
+	(void)state;
+	/* Three levels with random deadlines: each node fires at the
+	 * earliest deadline on its path, and never before it. */
+	struct th_rng rng;
+	th_rng_init(&rng, 5);
+	enum { NODES = 12 };
+	int64_t base = cpat_now_ns();
+	int parent[NODES];
+	int64_t own[NODES], eff[NODES];
+	struct cpat_token *tok[NODES];
+	for (int i = 0; i < NODES; i++) {
+		parent[i] = i == 0 ? -1 : (int)th_rng_below(&rng, (uint64_t)i);
+		uint64_t r = th_rng_below(&rng, 4);
+		own[i] =
+			r == 0 ? CPAT_FOREVER
+			       : base + (int64_t)(20 + th_rng_below(&rng, 60)) *
+						 CPAT_MSEC;
+		eff[i] = parent[i] < 0
+				 ? own[i]
+				 : cpat__deadline_min(own[i], eff[parent[i]]);
+		tok[i] = mk_deadline(parent[i] < 0 ? NULL : tok[parent[i]],
+				     own[i]);
+	}
+	for (int i = 0; i < NODES; i++) {
+		if (eff[i] == CPAT_FOREVER) {
+			assert_int_equal(cpat_token_wait(tok[i], cpat_now_ns()),
+					 -ETIMEDOUT);
+			assert_int_equal(cpat_token_status(tok[i]), 0);
+			continue;
+		}
+		assert_int_equal(
+			cpat_token_wait(tok[i], cpat_now_ns() + GENEROUS), 0);
+		assert_true(cpat_now_ns() >= eff[i]);
+		assert_int_equal(cpat_token_status(tok[i]), -ETIMEDOUT);
+	}
+	for (int i = NODES - 1; i >= 0; i--)
+		cpat_token_unref(tok[i]);
+}
+
+TH_TEST_FN(past_deadline_gives_token_born_fired_etimedout)
+{
+	(void)state;
+	const int64_t past[] = {0, 1, cpat_now_ns() - 1, cpat_now_ns()};
+	for (size_t i = 0; i < sizeof past / sizeof past[0]; i++) {
+		struct cpat_token *t = mk_deadline(NULL, past[i]);
+		assert_int_equal(cpat_token_status(t), -ETIMEDOUT);
+		assert_int_equal(cpat_token_wait(t, 0), 0);
+		assert_int_equal(cpat_token_cancel(t), 0);
+		assert_int_equal(cpat_token_status(t), -ETIMEDOUT);
+		struct counter c = {0};
+		assert_int_equal(cpat_token_on_cancel(t, count_cb, &c, NULL),
+				 0);
+		assert_int_equal(atomic_load(&c.n), 1);
+		assert_int_equal(atomic_load(&c.cause), -ETIMEDOUT);
+		cpat_token_unref(t);
+	}
+	/* A past deadline under a live parent fires only the child. */
+	struct cpat_token *p = mk(NULL);
+	struct cpat_token *c = mk_deadline(p, 0);
+	assert_int_equal(cpat_token_status(c), -ETIMEDOUT);
+	assert_int_equal(cpat_token_status(p), 0);
+	cpat_token_unref(c);
+	cpat_token_unref(p);
+}
+
+TH_TEST_FN(forever_deadline_gives_a_plain_live_child)
+{
+	(void)state;
+	struct cpat_token *p = mk(NULL);
+	struct cpat_token *c = mk_deadline(p, CPAT_FOREVER);
+	assert_int_equal(cpat_token_status(c), 0);
+	assert_int_equal(cpat_token_wait(c, cpat_now_ns() + CPAT_MSEC),
+			 -ETIMEDOUT);
+	assert_int_equal(cpat_token_status(c), 0);
+	assert_int_equal(cpat_token_cancel(p), 1);
+	assert_int_equal(cpat_token_status(c), -ECANCELED);
+	cpat_token_unref(c);
+	cpat_token_unref(p);
+}
+
+TH_TEST_FN(first_cause_wins_deadline_then_cancel_stays_etimedout)
+{
+	(void)state;
+	int64_t d = cpat_now_ns() + 20 * CPAT_MSEC;
+	struct cpat_token *p = mk(NULL);
+	struct cpat_token *t = mk_deadline(p, d);
+	struct cpat_token *kid = mk(t);
+	assert_int_equal(cpat_token_wait(t, cpat_now_ns() + GENEROUS), 0);
+	assert_int_equal(cpat_token_status(t), -ETIMEDOUT);
+	assert_int_equal(cpat_token_cancel(t), 0);
+	assert_int_equal(cpat_token_status(t), -ETIMEDOUT);
+	/* Cancelling the parent afterwards changes nothing below it. */
+	assert_int_equal(cpat_token_cancel(p), 1);
+	assert_int_equal(cpat_token_status(t), -ETIMEDOUT);
+	assert_int_equal(cpat_token_status(kid), -ETIMEDOUT);
+	cpat_token_unref(kid);
+	cpat_token_unref(t);
+	cpat_token_unref(p);
+}
+
+TH_TEST_FN(first_cause_wins_cancel_then_deadline_stays_ecanceled)
+{
+	(void)state;
+	int64_t d = cpat_now_ns() + 200 * CPAT_MSEC;
+	struct cpat_token *t = mk_deadline(NULL, d);
+	struct cpat_token *kid = mk(t);
+	struct counter c = {0};
+	assert_int_equal(cpat_token_on_cancel(t, count_cb, &c, NULL), 0);
+	int rc = cpat_token_cancel(t);
+	int64_t after = cpat_now_ns();
+	if (after < d)
+		assert_int_equal(rc, 1);
+	int cause = cpat_token_status(t);
+	assert_int_equal(cause, rc == 1 ? -ECANCELED : -ETIMEDOUT);
+	/* A marker with the same deadline, created later, fires once the
+	 * timer thread has gone past d. */
+	struct cpat_token *marker = mk_deadline(NULL, d);
+	assert_int_equal(cpat_token_wait(marker, cpat_now_ns() + GENEROUS), 0);
+	assert_true(cpat_now_ns() >= d);
+	assert_int_equal(cpat_token_status(t), cause);
+	assert_int_equal(cpat_token_status(kid), cause);
+	assert_int_equal(atomic_load(&c.n), 1);
+	assert_int_equal(atomic_load(&c.cause), cause);
+	cpat_token_unref(marker);
+	cpat_token_unref(kid);
+	cpat_token_unref(t);
+}
+
+/* ---- wait ------------------------------------------------------------- */
+
+TH_TEST_FN(wait_with_deadline_returns_etimedout_not_before_it)
+{
+	(void)state;
+	struct cpat_token *t = mk(NULL);
+	for (int i = 0; i < 5; i++) {
+		int64_t d = cpat_now_ns() + (5 + 5 * i) * CPAT_MSEC;
+		assert_int_equal(cpat_token_wait(t, d), -ETIMEDOUT);
+		assert_true(cpat_now_ns() >= d);
+	}
+	/* A past deadline on a live token: at once, -ETIMEDOUT. */
+	assert_int_equal(cpat_token_wait(t, 0), -ETIMEDOUT);
+	assert_int_equal(cpat_token_status(t), 0);
+	/* On a fired token: 0 at once, whatever the deadline. */
+	assert_int_equal(cpat_token_cancel(t), 1);
+	assert_int_equal(cpat_token_wait(t, 0), 0);
+	assert_int_equal(cpat_token_wait(t, CPAT_FOREVER), 0);
+	cpat_token_unref(t);
+}
+
+struct waiter {
+	struct th_barrier *start;
+	struct cpat_token *tok;
+	int64_t deadline;
+	int rc;
+	int status_after;
+};
+
+static void *waiter_main(void *arg)
+{
+	struct waiter *w = arg;
+	if (w->start)
+		th_barrier_wait(w->start);
+	w->rc = cpat_token_wait(w->tok, w->deadline);
+	return NULL;
+}
+
+static void *waiter_with_ref_main(void *arg)
+{
+	struct waiter *w = arg;
+	if (w->start)
+		th_barrier_wait(w->start);
+	w->rc = cpat_token_wait(w->tok, w->deadline);
+	w->status_after = cpat_token_status(w->tok);
+	return NULL;
+}
+
+struct refs_at_least {
+	struct cpat_token *tok;
+	int n;
+};
+
+static int refcount_reached(void *arg)
+{
+	struct refs_at_least *r = arg;
+	return cpat__token_refcount(r->tok) >= r->n;
+}
+
+TH_TEST_FN(cancel_wakes_every_waiter_with_zero)
+{
+	(void)state;
+	enum { NW = 4 };
+	struct cpat_token *t = mk(NULL);
+	struct waiter w[NW];
+	pthread_t th[NW];
+	for (int i = 0; i < NW; i++) {
+		w[i] = (struct waiter){NULL, t, CPAT_FOREVER, -1, 1};
+		th_spawn(&th[i], waiter_with_ref_main, &w[i]);
+	}
+	/* Each waiter holds its own reference while blocked. */
+	struct refs_at_least r = {t, 1 + NW};
+	int seen = spin_until(refcount_reached, &r);
+	assert_int_equal(cpat_token_cancel(t), 1);
+	for (int i = 0; i < NW; i++)
+		th_join(th[i]);
+	assert_true(seen);
+	for (int i = 0; i < NW; i++) {
+		assert_int_equal(w[i].rc, 0);
+		assert_int_equal(w[i].status_after, -ECANCELED);
+	}
+	assert_int_equal(cpat__token_refcount(t), 1);
+	cpat_token_unref(t);
+}
+
+TH_TEST_FN(token_released_under_waiter_then_fired_by_parent_is_safe)
+{
+	(void)state;
+	enum { NW = 2 };
+	const long trials = TH_SCALED(200);
+	long bad_rc = 0, not_seen = 0;
+	for (long trial = 0; trial < trials; trial++) {
+		struct cpat_token *p = mk(NULL);
+		struct cpat_token *c = mk(p);
+		struct waiter w[NW];
+		pthread_t th[NW];
+		for (int i = 0; i < NW; i++) {
+			w[i] = (struct waiter){NULL, c, CPAT_FOREVER, -1, 0};
+			th_spawn(&th[i], waiter_main, &w[i]);
+		}
+		/* Wait until both waiters hold their references, then drop
+		 * the owner's: only the waiters keep the token alive. */
+		struct refs_at_least r = {c, 1 + NW};
+		if (!spin_until(refcount_reached, &r))
+			not_seen++;
+		cpat_token_unref(c);
+		assert_int_equal(cpat_token_cancel(p), 1);
+		for (int i = 0; i < NW; i++) {
+			th_join(th[i]);
+			if (w[i].rc != 0)
+				bad_rc++;
+		}
+		/* The child is gone once the waiters have returned. */
+		assert_int_equal(cpat__token_nchildren(p), 0);
+		assert_int_equal(cpat__token_refcount(p), 1);
+		cpat_token_unref(p);
+	}
+	assert_int_equal(not_seen, 0);
+	assert_int_equal(bad_rc, 0);
+}
+
+TH_TEST_FN(wait_on_deadline_child_returns_when_its_deadline_fires)
+{
+	(void)state;
+	struct cpat_token *p = mk(NULL);
+	int64_t d = cpat_now_ns() + 30 * CPAT_MSEC;
+	struct cpat_token *c = mk_deadline(p, d);
+	struct waiter w = {NULL, c, cpat_now_ns() + GENEROUS, -1, 0};
+	pthread_t th;
+	th_spawn(&th, waiter_with_ref_main, &w);
+	th_join(th);
+	assert_true(cpat_now_ns() >= d);
+	assert_int_equal(w.rc, 0);
+	assert_int_equal(w.status_after, -ETIMEDOUT);
+	assert_int_equal(cpat_token_status(p), 0);
+	cpat_token_unref(c);
+	cpat_token_unref(p);
+}
+
+/* ---- callbacks -------------------------------------------------------- */
+
+TH_TEST_FN(on_cancel_runs_exactly_once_in_the_firing_thread)
+{
+	(void)state;
+	struct cpat_token *t = mk(NULL);
+	struct counter c = {0};
+	struct cpat_token_cb *h = NULL;
+	assert_int_equal(cpat_token_on_cancel(t, count_cb, &c, &h), 0);
+	assert_non_null(h);
+	assert_int_equal(atomic_load(&c.n), 0);
+	assert_int_equal(cpat_token_cancel(t), 1);
+	assert_int_equal(atomic_load(&c.n), 1);
+	assert_int_equal(atomic_load(&c.cause), -ECANCELED);
+	assert_true(pthread_equal(c.thread, pthread_self()));
+	assert_int_equal(cpat_token_cancel(t), 0);
+	assert_int_equal(atomic_load(&c.n), 1);
+	/* Remove after it ran returns 0. */
+	assert_int_equal(cpat_token_on_cancel_remove(h), 0);
+	assert_int_equal(atomic_load(&c.n), 1);
+	cpat_token_unref(t);
+}
+
+TH_TEST_FN(on_cancel_on_fired_token_runs_at_once_in_calling_thread)
+{
+	(void)state;
+	struct cpat_token *t = mk(NULL);
+	assert_int_equal(cpat_token_cancel(t), 1);
+	struct counter c = {0};
+	struct cpat_token_cb *h = NULL;
+	assert_int_equal(cpat_token_on_cancel(t, count_cb, &c, &h), 0);
+	assert_int_equal(atomic_load(&c.n), 1); /* before the call returned */
+	assert_int_equal(atomic_load(&c.cause), -ECANCELED);
+	assert_true(pthread_equal(c.thread, pthread_self()));
+	assert_non_null(h);
+	assert_int_equal(cpat_token_on_cancel_remove(h), 0);
+	assert_int_equal(atomic_load(&c.n), 1);
+	cpat_token_unref(t);
+}
+
+TH_TEST_FN(on_cancel_never_runs_after_remove_returned_one)
+{
+	(void)state;
+	struct cpat_token *p = mk(NULL);
+	struct cpat_token *t = mk(p);
+	struct counter c = {0}, keep = {0};
+	struct cpat_token_cb *h = NULL, *hk = NULL;
+	assert_int_equal(cpat_token_on_cancel(t, count_cb, &c, &h), 0);
+	assert_int_equal(cpat_token_on_cancel(t, count_cb, &keep, &hk), 0);
+	assert_int_equal(cpat__token_nwatches(t), 2);
+	assert_int_equal(cpat_token_on_cancel_remove(h), 1);
+	assert_int_equal(cpat__token_nwatches(t), 1);
+	assert_int_equal(cpat_token_cancel(p), 1);
+	assert_int_equal(atomic_load(&c.n), 0);
+	assert_int_equal(atomic_load(&keep.n), 1);
+	assert_int_equal(cpat_token_cancel(t), 0);
+	assert_int_equal(atomic_load(&c.n), 0);
+	assert_int_equal(cpat_token_on_cancel_remove(hk), 0);
+	cpat_token_unref(t);
+	cpat_token_unref(p);
+}
+
+/*
+ * Remove racing cancel: the callback runs XOR remove returns 1; and when
+ * remove returns 0 the callback has finished (remove waited for it).
+ */
+struct slow_cb_state {
+	_Atomic int started, finished;
+};
+
+static void slow_cb(void *arg, int cause)
+{
+	struct slow_cb_state *s = arg;
+	(void)cause;
+	atomic_fetch_add(&s->started, 1);
+	for (int i = 0; i < 20; i++)
+		th_relax();
+	atomic_fetch_add(&s->finished, 1);
+}
+
+struct remove_race {
+	struct th_barrier *go, *done;
+	long trials;
+	int role; /* 0: cancel, 1: remove */
+	struct cpat_token *volatile tok;
+	struct cpat_token_cb *volatile h;
+	struct slow_cb_state *volatile st;
+	int rc;
+	int finished_at_return;
+};
+
+static void *remove_race_main(void *arg)
+{
+	struct remove_race *r = arg;
+	for (long i = 0; i < r->trials; i++) {
+		th_barrier_wait(r->go);
+		if (r->role == 0) {
+			r->rc = cpat_token_cancel(r->tok);
+		} else {
+			r->rc = cpat_token_on_cancel_remove(r->h);
+			r->finished_at_return = atomic_load(&r->st->finished);
+		}
+		th_barrier_wait(r->done);
+	}
+	return NULL;
+}
+
+TH_TEST_FN(on_cancel_remove_racing_cancel_ran_xor_removed)
+{
+	(void)state;
+	const long trials = TH_SCALED(2000);
+	struct th_barrier go, done;
+	th_barrier_init(&go, 3);
+	th_barrier_init(&done, 3);
+	struct remove_race w[2];
+	pthread_t t[2];
+	for (int i = 0; i < 2; i++) {
+		memset(&w[i], 0, sizeof w[i]);
+		w[i].go = &go;
+		w[i].done = &done;
+		w[i].trials = trials;
+		w[i].role = i;
+	}
+	for (int i = 0; i < 2; i++)
+		th_spawn(&t[i], remove_race_main, &w[i]);
+	long both = 0, neither = 0, twice = 0, not_waited = 0, removed = 0,
+	     bad_cancel = 0, bad_reg = 0, bad_watches = 0;
+	for (long i = 0; i < trials; i++) {
+		struct slow_cb_state st = {0};
+		struct cpat_token *tok = mk(NULL);
+		struct cpat_token_cb *h = NULL;
+		if (cpat_token_on_cancel(tok, slow_cb, &st, &h) != 0)
+			bad_reg++;
+		w[0].tok = w[1].tok = tok;
+		w[0].h = w[1].h = h;
+		w[0].st = w[1].st = &st;
+		th_barrier_wait(&go);
+		th_barrier_wait(&done);
+		int ran = atomic_load(&st.started);
+		if (w[0].rc != 1)
+			bad_cancel++;
+		if (ran > 1)
+			twice++;
+		if (ran == 1 && w[1].rc == 1)
+			both++;
+		if (ran == 0 && w[1].rc != 1)
+			neither++;
+		if (w[1].rc == 0 && w[1].finished_at_return != 1)
+			not_waited++;
+		removed += w[1].rc == 1;
+		if (cpat__token_nwatches(tok) != 0)
+			bad_watches++;
+		cpat_token_unref(tok);
+	}
+	for (int i = 0; i < 2; i++)
+		th_join(t[i]);
+	th_barrier_destroy(&go);
+	th_barrier_destroy(&done);
+	fprintf(stderr, "# remove won %ld of %ld races\n", removed, trials);
+	assert_int_equal(bad_reg, 0);
+	assert_int_equal(bad_cancel, 0);
+	assert_int_equal(twice, 0);
+	assert_int_equal(both, 0);
+	assert_int_equal(neither, 0);
+	assert_int_equal(not_waited, 0);
+	assert_int_equal(bad_watches, 0);
+}
+
+/* A callback that uses the token API on the firing token and others. */
+struct reentrant {
+	struct cpat_token *self, *other;
+	struct cpat_token_cb *own_handle;
+	struct counter inner;
+	int ran, cause, status, cancel_self, cancel_other, on_cancel_rc,
+		inner_at_return, child_rc, child_status, remove_rc;
+	_Atomic int done; /* set last: the other fields may be read */
+};
+
+static void reentrant_cb(void *arg, int cause)
+{
+	struct reentrant *r = arg;
+	r->ran++;
+	r->cause = cause;
+	r->status = cpat_token_status(r->self);
+	r->cancel_self = cpat_token_cancel(r->self);
+	r->cancel_other = cpat_token_cancel(r->other);
+	r->on_cancel_rc =
+		cpat_token_on_cancel(r->self, count_cb, &r->inner, NULL);
+	r->inner_at_return = atomic_load(&r->inner.n);
+	struct cpat_token *child = NULL;
+	r->child_rc = cpat_token_create(&child, r->self);
+	r->child_status = cpat_token_status(child);
+	cpat_token_unref(child);
+	if (r->own_handle)
+		r->remove_rc = cpat_token_on_cancel_remove(r->own_handle);
+	atomic_store(&r->done, 1);
+}
+
+static void check_reentrant(const struct reentrant *r, int cause)
+{
+	assert_int_equal(atomic_load(&r->done), 1);
+	assert_int_equal(r->ran, 1);
+	assert_int_equal(r->cause, cause);
+	assert_int_equal(r->status, cause);
+	assert_int_equal(r->cancel_self, 0);
+	assert_int_equal(r->cancel_other, 1);
+	assert_int_equal(cpat_token_status(r->other), -ECANCELED);
+	assert_int_equal(r->on_cancel_rc, 0);
+	assert_int_equal(r->inner_at_return, 1);
+	assert_int_equal(atomic_load(&r->inner.n), 1);
+	assert_int_equal(atomic_load(&r->inner.cause), cause);
+	assert_int_equal(r->child_rc, 0);
+	assert_int_equal(r->child_status, cause);
+}
+
+TH_TEST_FN(callback_calling_token_api_on_firing_token_does_not_deadlock)
+{
+	(void)state;
+	/* Fired by cancel, in this thread; the callback removes its own
+	 * handle from inside (which must not wait for itself). */
+	struct reentrant r;
+	memset(&r, 0, sizeof r);
+	r.self = mk(NULL);
+	r.other = mk(NULL);
+	r.remove_rc = -1;
+	struct cpat_token_cb *h = NULL;
+	assert_int_equal(cpat_token_on_cancel(r.self, reentrant_cb, &r, &h), 0);
+	r.own_handle = h;
+	assert_int_equal(cpat_token_cancel(r.self), 1);
+	check_reentrant(&r, -ECANCELED);
+	assert_int_equal(r.remove_rc, 0);
+	cpat_token_unref(r.other);
+	cpat_token_unref(r.self);
+
+	/* Fired through the parent. */
+	memset(&r, 0, sizeof r);
+	struct cpat_token *p = mk(NULL);
+	r.self = mk(p);
+	r.other = mk(NULL);
+	assert_int_equal(cpat_token_on_cancel(r.self, reentrant_cb, &r, NULL),
+			 0);
+	assert_int_equal(cpat_token_cancel(p), 1);
+	check_reentrant(&r, -ECANCELED);
+	cpat_token_unref(r.other);
+	cpat_token_unref(r.self);
+	cpat_token_unref(p);
+
+	/* Registered on a fired token: runs at once, in this thread. */
+	memset(&r, 0, sizeof r);
+	r.self = mk(NULL);
+	r.other = mk(NULL);
+	assert_int_equal(cpat_token_cancel(r.self), 1);
+	assert_int_equal(cpat_token_on_cancel(r.self, reentrant_cb, &r, NULL),
+			 0);
+	check_reentrant(&r, -ECANCELED);
+	cpat_token_unref(r.other);
+	cpat_token_unref(r.self);
+}
+
+TH_TEST_FN(callback_fired_by_deadline_may_call_token_api)
+{
+	(void)state;
+	struct reentrant r;
+	memset(&r, 0, sizeof r);
+	int64_t d = cpat_now_ns() + 20 * CPAT_MSEC;
+	r.self = mk_deadline(NULL, d);
+	r.other = mk(NULL);
+	assert_int_equal(cpat_token_on_cancel(r.self, reentrant_cb, &r, NULL),
+			 0);
+	/* The callback, in the timer thread, cancels `other`: wait for
+	 * that, then for the callback to finish. */
+	assert_int_equal(cpat_token_wait(r.other, cpat_now_ns() + GENEROUS), 0);
+	assert_true(cpat_now_ns() >= d);
+	int64_t end = cpat_now_ns() + GENEROUS;
+	while (atomic_load(&r.done) == 0 && cpat_now_ns() < end)
+		th_relax();
+	check_reentrant(&r, -ETIMEDOUT);
+	assert_int_equal(cpat__token_nchildren(r.self), 0);
+	cpat_token_unref(r.other);
+	cpat_token_unref(r.self);
+}
+
+TH_TEST_FN(on_cancel_with_null_handle_runs_once_and_leaks_nothing)
+{
+	(void)state;
+	long base = th_alloc_live();
+	struct cpat_token *t = mk(NULL);
+	struct counter c[4] = {0};
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(cpat_token_on_cancel(t, count_cb, &c[i], NULL),
+				 0);
+	assert_int_equal(cpat__token_nwatches(t), 4);
+	assert_int_equal(cpat_token_cancel(t), 1);
+	assert_int_equal(cpat_token_cancel(t), 0);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(atomic_load(&c[i].n), 1);
+	assert_int_equal(cpat__token_nwatches(t), 0);
+	cpat_token_unref(t);
+	assert_int_equal(th_alloc_live(), base);
+
+	/* Registered on an already fired token. */
+	t = mk(NULL);
+	assert_int_equal(cpat_token_cancel(t), 1);
+	assert_int_equal(cpat_token_on_cancel(t, count_cb, &c[0], NULL), 0);
+	assert_int_equal(atomic_load(&c[0].n), 2);
+	cpat_token_unref(t);
+	assert_int_equal(th_alloc_live(), base);
+}
+
+TH_TEST_FN(on_cancel_with_null_handle_on_token_freed_unfired_never_runs)
+{
+	(void)state;
+	long base = th_alloc_live();
+	struct cpat_token *p = mk(NULL);
+	struct cpat_token *t = mk(p);
+	struct counter c[3] = {0};
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(cpat_token_on_cancel(t, count_cb, &c[i], NULL),
+				 0);
+	cpat_token_unref(t); /* never fires, never runs, frees them */
+	assert_int_equal(cpat__token_nchildren(p), 0);
+	assert_int_equal(cpat_token_cancel(p), 1);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(atomic_load(&c[i].n), 0);
+	cpat_token_unref(p);
+	assert_int_equal(th_alloc_live(), base);
+}
+
+TH_TEST_FN(register_remove_cycles_leave_no_watches_and_flat_memory)
+{
+	(void)state;
+	struct cpat_token *t = mk(NULL);
+	long base = th_alloc_live();
+	const long n = TH_SCALED(100000);
+	long max_live = base, bad = 0;
+	struct counter c = {0};
+	for (long i = 0; i < n; i++) {
+		struct cpat_token_cb *h = NULL;
+		if (cpat_token_on_cancel(t, count_cb, &c, &h) != 0 ||
+		    cpat_token_on_cancel_remove(h) != 1)
+			bad++;
+		if ((i & 1023) == 0 && th_alloc_live() > max_live)
+			max_live = th_alloc_live();
+	}
+	assert_int_equal(bad, 0);
+	assert_int_equal(cpat__token_nwatches(t), 0);
+	assert_int_equal(cpat__token_refcount(t), 1);
+	assert_true(max_live <= base + 4);
+	assert_int_equal(th_alloc_live(), base);
+	assert_int_equal(cpat_token_cancel(t), 1);
+	assert_int_equal(atomic_load(&c.n), 0);
+	cpat_token_unref(t);
+}
+
+/* ---- lifetime --------------------------------------------------------- */
+
+TH_TEST_FN(child_create_release_cycles_leave_parent_empty_and_memory_flat)
+{
+	(void)state;
+	struct th_rng rng;
+	th_rng_init(&rng, 6);
+	struct cpat_token *p = mk(NULL);
+	long base = th_alloc_live();
+	const long n = TH_SCALED(SANITIZED ? 100000 : 1000000);
+	long max_live = base, bad = 0;
+	enum { BATCH = 8 };
+	for (long i = 0; i < n;) {
+		/* Batches of children released in a random order, so that
+		 * children leave from the middle of the parent's list too. */
+		struct cpat_token *c[BATCH];
+		int k = 1 + (int)th_rng_below(&rng, BATCH);
+		for (int j = 0; j < k; j++)
+			if (cpat_token_create(&c[j], p) != 0)
+				bad++;
+		if ((size_t)k != cpat__token_nchildren(p))
+			bad++;
+		for (int j = k - 1; j > 0; j--) {
+			int x = (int)th_rng_below(&rng, (uint64_t)j + 1);
+			struct cpat_token *tmp = c[j];
+			c[j] = c[x];
+			c[x] = tmp;
+		}
+		if (th_alloc_live() > max_live)
+			max_live = th_alloc_live();
+		for (int j = 0; j < k; j++)
+			cpat_token_unref(c[j]);
+		i += k;
+	}
+	assert_int_equal(bad, 0);
+	assert_int_equal(cpat__token_nchildren(p), 0);
+	assert_int_equal(cpat__token_refcount(p), 1);
+	/* At most one batch of children alive at once. */
+	assert_true(max_live - base <= 4 * BATCH);
+	assert_int_equal(th_alloc_live(), base);
+	assert_int_equal(cpat_token_status(p), 0);
+	cpat_token_unref(p);
+}
+
+TH_TEST_FN(deadline_child_create_release_cycles_leave_memory_flat)
+{
+	(void)state;
+	struct cpat_token *p = mk(NULL);
+	/* Warm the timer thread up, so its one-time state is in the base. */
+	struct cpat_token *warm = mk_deadline(p, cpat_now_ns() + GENEROUS);
+	cpat_token_unref(warm);
+	long base = th_alloc_live();
+	const long n = TH_SCALED(SANITIZED ? 10000 : 100000);
+	long max_live = base, bad = 0;
+	int64_t far = cpat_now_ns() + 3600 * CPAT_SEC;
+	for (long i = 0; i < n; i++) {
+		struct cpat_token *c = NULL;
+		if (cpat_token_create_deadline(&c, p, far + i) != 0)
+			bad++;
+		if (th_alloc_live() > max_live)
+			max_live = th_alloc_live();
+		cpat_token_unref(c);
+	}
+	assert_int_equal(bad, 0);
+	assert_int_equal(cpat__token_nchildren(p), 0);
+	assert_int_equal(cpat__token_refcount(p), 1);
+	/* Released deadline tokens do not pile up in the timer. */
+	fprintf(stderr, "# live blocks: base %ld, max %ld, end %ld\n", base,
+		max_live, th_alloc_live());
+	assert_true(max_live - base <= 16);
+	cpat_token_unref(p);
+}
+
+TH_TEST_FN(refcount_hook_counts_owner_children_handles)
+{
+	(void)state;
+	struct cpat_token *t = mk(NULL);
+	assert_int_equal(cpat__token_refcount(t), 1);
+	assert_ptr_equal(cpat_token_ref(t), t);
+	assert_int_equal(cpat__token_refcount(t), 2);
+	cpat_token_unref(t);
+	assert_int_equal(cpat__token_refcount(t), 1);
+	struct cpat_token *c = mk(t);
+	assert_int_equal(cpat__token_refcount(t), 2); /* the child's */
+	assert_int_equal(cpat__token_refcount(c), 1);
+	assert_int_equal(cpat__token_nchildren(t), 1);
+	struct counter cnt = {0};
+	struct cpat_token_cb *h = NULL;
+	assert_int_equal(cpat_token_on_cancel(c, count_cb, &cnt, &h), 0);
+	assert_int_equal(cpat__token_refcount(c), 2); /* the handle's */
+	assert_int_equal(cpat_token_on_cancel_remove(h), 1);
+	assert_int_equal(cpat__token_refcount(c), 1);
+	/* Firing changes no reference. */
+	assert_int_equal(cpat_token_cancel(t), 1);
+	assert_int_equal(cpat__token_refcount(t), 2);
+	assert_int_equal(cpat__token_refcount(c), 1);
+	cpat_token_unref(c);
+	assert_int_equal(cpat__token_refcount(t), 1);
+	assert_int_equal(cpat__token_nchildren(t), 0);
+	cpat_token_unref(t);
+}
+
+TH_TEST_FN(releasing_a_reference_never_fires_the_token)
+{
+	(void)state;
+	struct cpat_token *p = mk(NULL);
+	struct cpat_token *c = mk(p);
+	struct counter cc = {0}, pc = {0};
+	assert_int_equal(cpat_token_on_cancel(p, count_cb, &pc, NULL), 0);
+	assert_int_equal(cpat_token_on_cancel(c, count_cb, &cc, NULL), 0);
+	/* The parent's owner lets go first: the child keeps it alive, live. */
+	cpat_token_ref(c);
+	cpat_token_unref(c);
+	cpat_token_unref(p);
+	assert_int_equal(cpat_token_status(c), 0);
+	assert_int_equal(atomic_load(&pc.n), 0);
+	assert_int_equal(atomic_load(&cc.n), 0);
+	cpat_token_unref(c);
+	assert_int_equal(atomic_load(&pc.n), 0);
+	assert_int_equal(atomic_load(&cc.n), 0);
+}
+
+TH_TEST_FN(null_and_invalid_arguments_are_einval)
+{
+	(void)state;
+	struct cpat_token *t = mk(NULL);
+	struct counter c = {0};
+	struct cpat_token_cb *h = (struct cpat_token_cb *)&c; /* garbage */
+	struct cpat_token *out = t;
+
+	assert_int_equal(cpat_token_cancel(NULL), -EINVAL);
+	assert_int_equal(cpat_token_wait(NULL, CPAT_FOREVER), -EINVAL);
+	assert_int_equal(cpat_token_wait(NULL, 0), -EINVAL);
+	assert_int_equal(cpat_token_wait(t, -5), -EINVAL);
+	assert_int_equal(cpat_token_wait(t, INT64_MIN), -EINVAL);
+	assert_int_equal(cpat_token_on_cancel(NULL, count_cb, &c, &h), -EINVAL);
+	assert_null(h);
+	h = (struct cpat_token_cb *)&c;
+	assert_int_equal(cpat_token_on_cancel(t, NULL, &c, &h), -EINVAL);
+	assert_null(h);
+	assert_int_equal(cpat_token_on_cancel(t, NULL, &c, NULL), -EINVAL);
+	assert_int_equal(cpat_token_on_cancel_remove(NULL), -EINVAL);
+	assert_int_equal(cpat_token_create(NULL, NULL), -EINVAL);
+	assert_int_equal(cpat_token_create(NULL, t), -EINVAL);
+	assert_int_equal(cpat_token_create_deadline(NULL, NULL, 0), -EINVAL);
+	assert_int_equal(cpat_token_create_deadline(&out, NULL, -5), -EINVAL);
+	assert_null(out);
+	out = t;
+	assert_int_equal(cpat_token_create_deadline(&out, t, INT64_MIN),
+			 -EINVAL);
+	assert_null(out);
+
+	assert_int_equal(cpat_token_status(NULL), 0);
+	assert_null(cpat_token_ref(NULL));
+	cpat_token_unref(NULL);
+
+	/* None of it touched the token. */
+	assert_int_equal(cpat_token_status(t), 0);
+	assert_int_equal(cpat__token_refcount(t), 1);
+	assert_int_equal(cpat__token_nwatches(t), 0);
+	assert_int_equal(cpat__token_nchildren(t), 0);
+	assert_int_equal(atomic_load(&c.n), 0);
+	cpat_token_unref(t);
+}
+
+/* ---- signals ---------------------------------------------------------- */
+
+static _Atomic int my_usr1_runs, my_term_runs;
+
+static void my_usr1_handler(int sig)
+{
+	(void)sig;
+	atomic_fetch_add(&my_usr1_runs, 1);
+}
+
+static void my_term_handler(int sig)
+{
+	(void)sig;
+	atomic_fetch_add(&my_term_runs, 1);
+}
+
+static void install(int sig, void (*fn)(int))
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = fn;
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(sig, &sa, NULL) != 0)
+		abort();
+}
+
+static void (*current_handler(int sig))(int)
+{
+	struct sigaction sa;
+	if (sigaction(sig, NULL, &sa) != 0)
+		abort();
+	return sa.sa_handler;
+}
+
+/*
+ * The helper thread that fires a signal token holds a reference while it
+ * does: waits (on the test hook) until the caller's is the only one left,
+ * so that the caller's release is the last and must restore the handler.
+ */
+static int only_one_ref(void *arg)
+{
+	return cpat__token_refcount(arg) == 1;
+}
+
+static void settle(struct cpat_token *t)
+{
+	assert_true(spin_until(only_one_ref, t));
+}
+
+static struct cpat_token *mk_signals(struct cpat_token *parent, const int *sigs,
+				     size_t n)
+{
+	struct cpat_token *t = NULL;
+	int rc = cpat_token_create_signals(&t, parent, sigs, n);
+	assert_int_equal(rc, 0);
+	assert_non_null(t);
+	return t;
+}
+
+TH_TEST_FN(signal_token_fires_ecanceled_on_sigusr1)
+{
+	(void)state;
+	/* Our own handler first: if the library failed to install its own,
+	 * the signal would land here instead of killing the binary. */
+	install(SIGUSR1, my_usr1_handler);
+	int before = atomic_load(&my_usr1_runs);
+	const int sigs[] = {SIGUSR1};
+	struct cpat_token *p = mk(NULL);
+	struct cpat_token *t = mk_signals(p, sigs, 1);
+	struct cpat_token *kid = mk(t);
+	assert_int_equal(cpat_token_status(t), 0);
+	assert_true(current_handler(SIGUSR1) != my_usr1_handler);
+	assert_int_equal(raise(SIGUSR1), 0);
+	assert_int_equal(cpat_token_wait(t, cpat_now_ns() + GENEROUS), 0);
+	assert_int_equal(cpat_token_status(t), -ECANCELED);
+	assert_int_equal(cpat_token_wait(kid, cpat_now_ns() + GENEROUS), 0);
+	assert_int_equal(cpat_token_status(kid), -ECANCELED);
+	assert_int_equal(cpat_token_status(p), 0);
+	assert_int_equal(atomic_load(&my_usr1_runs), before);
+	cpat_token_unref(kid);
+	settle(t);
+	cpat_token_unref(t);
+	cpat_token_unref(p);
+	assert_true(current_handler(SIGUSR1) == my_usr1_handler);
+	install(SIGUSR1, SIG_DFL);
+}
+
+TH_TEST_FN(signal_token_fires_ecanceled_on_sigterm_from_kill)
+{
+	(void)state;
+	install(SIGTERM, my_term_handler);
+	void (*int_before)(int) = current_handler(SIGINT);
+	int before = atomic_load(&my_term_runs);
+	const int sigs[] = {SIGINT, SIGTERM};
+	struct cpat_token *t = mk_signals(NULL, sigs, 2);
+	struct counter c = {0};
+	assert_int_equal(cpat_token_on_cancel(t, count_cb, &c, NULL), 0);
+	assert_int_equal(kill(getpid(), SIGTERM), 0);
+	assert_int_equal(cpat_token_wait(t, cpat_now_ns() + GENEROUS), 0);
+	assert_int_equal(cpat_token_status(t), -ECANCELED);
+	/* The callback ran in the helper thread; let it finish. */
+	int64_t end = cpat_now_ns() + GENEROUS;
+	while (atomic_load(&c.n) == 0 && cpat_now_ns() < end)
+		th_relax();
+	assert_int_equal(atomic_load(&c.n), 1);
+	assert_int_equal(atomic_load(&c.cause), -ECANCELED);
+	assert_int_equal(atomic_load(&my_term_runs), before);
+	settle(t);
+	cpat_token_unref(t);
+	assert_true(current_handler(SIGTERM) == my_term_handler);
+	assert_true(current_handler(SIGINT) == int_before);
+	install(SIGTERM, SIG_DFL);
+}
+
+TH_TEST_FN(one_signal_fires_every_signal_token_watching_it)
+{
+	(void)state;
+	install(SIGUSR1, my_usr1_handler);
+	void (*usr2_before)(int) = current_handler(SIGUSR2);
+	const int sigs[] = {SIGUSR1};
+	const int other[] = {SIGUSR2};
+	struct cpat_token *a = mk_signals(NULL, sigs, 1);
+	struct cpat_token *b = mk_signals(NULL, sigs, 1);
+	struct cpat_token *u2 = mk_signals(NULL, other, 1);
+	assert_int_equal(raise(SIGUSR1), 0);
+	assert_int_equal(cpat_token_wait(a, cpat_now_ns() + GENEROUS), 0);
+	assert_int_equal(cpat_token_wait(b, cpat_now_ns() + GENEROUS), 0);
+	assert_int_equal(cpat_token_status(a), -ECANCELED);
+	assert_int_equal(cpat_token_status(b), -ECANCELED);
+	/* A token watching another signal is untouched. */
+	assert_int_equal(cpat_token_status(u2), 0);
+	cpat_token_unref(u2);
+	settle(b);
+	cpat_token_unref(b);
+	settle(a);
+	cpat_token_unref(a);
+	assert_true(current_handler(SIGUSR1) == my_usr1_handler);
+	assert_true(current_handler(SIGUSR2) == usr2_before);
+	install(SIGUSR1, SIG_DFL);
+}
+
+TH_TEST_FN(released_signal_token_restores_the_previous_handler)
+{
+	(void)state;
+	install(SIGUSR1, my_usr1_handler);
+	const int sigs[] = {SIGUSR1};
+
+	/* Two tokens watching: releasing one keeps the library's handler. */
+	struct cpat_token *a = mk_signals(NULL, sigs, 1);
+	struct cpat_token *b = mk_signals(NULL, sigs, 1);
+	cpat_token_unref(a);
+	assert_true(current_handler(SIGUSR1) != my_usr1_handler);
+	int before = atomic_load(&my_usr1_runs);
+	assert_int_equal(raise(SIGUSR1), 0);
+	assert_int_equal(cpat_token_wait(b, cpat_now_ns() + GENEROUS), 0);
+	assert_int_equal(cpat_token_status(b), -ECANCELED);
+	assert_int_equal(atomic_load(&my_usr1_runs), before);
+	settle(b);
+	cpat_token_unref(b);
+
+	/* The last one released: ours is back and runs. */
+	assert_true(current_handler(SIGUSR1) == my_usr1_handler);
+	before = atomic_load(&my_usr1_runs);
+	assert_int_equal(raise(SIGUSR1), 0);
+	assert_int_equal(atomic_load(&my_usr1_runs), before + 1);
+
+	/* Create and release without firing: the same. */
+	struct cpat_token *c = mk_signals(NULL, sigs, 1);
+	cpat_token_unref(c);
+	assert_true(current_handler(SIGUSR1) == my_usr1_handler);
+	before = atomic_load(&my_usr1_runs);
+	assert_int_equal(raise(SIGUSR1), 0);
+	assert_int_equal(atomic_load(&my_usr1_runs), before + 1);
+	install(SIGUSR1, SIG_DFL);
+}
+
+TH_TEST_FN(create_signals_rejects_bad_arguments_with_einval)
+{
+	(void)state;
+	install(SIGUSR1, my_usr1_handler);
+	const int good[] = {SIGUSR1};
+	const int kill9[] = {SIGUSR1, SIGKILL};
+	const int stop[] = {SIGSTOP};
+	const int zero[] = {0};
+	const int neg[] = {-1};
+	const int big[] = {65};
+	const int huge[] = {1000};
+	int many[65];
+	for (int i = 0; i < 65; i++)
+		many[i] = SIGUSR1;
+	struct {
+		const int *sigs;
+		size_t n;
+	} bad[] = {
+		{kill9, 2}, {stop, 1}, {zero, 1}, {neg, 1},   {big, 1},
+		{huge, 1},  {good, 0}, {NULL, 1}, {many, 65},
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		struct cpat_token *out =
+			(struct cpat_token *)good; /* garbage */
+		int rc = cpat_token_create_signals(&out, NULL, bad[i].sigs,
+						   bad[i].n);
+		if (rc != -EINVAL)
+			fprintf(stderr, "# case %zu gave %d\n", i, rc);
+		assert_int_equal(rc, -EINVAL);
+		assert_null(out);
+	}
+	assert_int_equal(cpat_token_create_signals(NULL, NULL, good, 1),
+			 -EINVAL);
+	/* None of it installed anything. */
+	assert_true(current_handler(SIGUSR1) == my_usr1_handler);
+	install(SIGUSR1, SIG_DFL);
+}
+
+/* ---- allocation failure ----------------------------------------------- */
+
+enum { MAX_SITES = 32 };
+
+/* Calls make() with the k-th allocation failing, k = 1, 2, ... until it
+ * succeeds; every failure must be -ENOMEM with *out NULL and nothing
+ * leaked. Returns the number of allocation sites found. */
+static int fail_each_site(int (*make)(struct cpat_token **, void *), void *arg,
+			  const char *what)
+{
+	long base = th_alloc_live();
+	for (int k = 1; k <= MAX_SITES; k++) {
+		for (int persistent = 0; persistent <= 1; persistent++) {
+			struct cpat_token *out = (struct cpat_token *)&base;
+			th_alloc_fail_at(k, persistent);
+			int rc = make(&out, arg);
+			th_alloc_fail_at(0, 0);
+			if (rc == 0) {
+				assert_non_null(out);
+				cpat_token_unref(out);
+				assert_int_equal(th_alloc_live(), base);
+				if (persistent)
+					continue; /* the other mode also
+						     succeeds */
+				return k - 1;
+			}
+			if (rc != -ENOMEM || out != NULL ||
+			    th_alloc_live() != base)
+				fprintf(stderr,
+					"# %s: fail at %d (%s): rc %d out %p "
+					"leaked %ld\n",
+					what, k, persistent ? "on" : "once", rc,
+					(void *)out, th_alloc_live() - base);
+			assert_int_equal(rc, -ENOMEM);
+			assert_null(out);
+			assert_int_equal(th_alloc_live(), base);
+		}
+	}
+	fail_msg("more allocation sites than MAX_SITES");
+	return -1;
+}
+
+static int make_plain(struct cpat_token **out, void *parent)
+{
+	return cpat_token_create(out, parent);
+}
+
+static int make_deadline(struct cpat_token **out, void *parent)
+{
+	return cpat_token_create_deadline(out, parent,
+					  cpat_now_ns() + GENEROUS);
+}
+
+static int make_signals(struct cpat_token **out, void *parent)
+{
+	static const int sigs[] = {SIGUSR1, SIGUSR2};
+	int rc = cpat_token_create_signals(out, parent, sigs, 2);
+	/* A failed create leaves the previous handlers in place. */
+	if (rc != 0 && (current_handler(SIGUSR1) != my_usr1_handler ||
+			current_handler(SIGUSR2) != my_term_handler))
+		return -12345;
+	return rc;
+}
+
+TH_TEST_FN(allocation_failure_in_create_is_enomem_and_leaks_nothing)
+{
+	(void)state;
+	struct cpat_token *p = mk(NULL);
+	int sites = fail_each_site(make_plain, NULL, "create root");
+	fprintf(stderr, "# create: %d allocation site(s)\n", sites);
+	assert_true(sites >= 1);
+	sites = fail_each_site(make_plain, p, "create child");
+	assert_true(sites >= 1);
+	assert_int_equal(cpat__token_nchildren(p), 0);
+	assert_int_equal(cpat__token_refcount(p), 1);
+	/* A fired parent: the born-fired path. */
+	assert_int_equal(cpat_token_cancel(p), 1);
+	sites = fail_each_site(make_plain, p, "create child of fired");
+	assert_true(sites >= 1);
+	assert_int_equal(cpat__token_refcount(p), 1);
+	cpat_token_unref(p);
+}
+
+TH_TEST_FN(allocation_failure_in_create_deadline_is_enomem_and_leaks_nothing)
+{
+	(void)state;
+	/* The timer thread's one-time state is made before the baseline. */
+	struct cpat_token *warm = mk_deadline(NULL, cpat_now_ns() + GENEROUS);
+	cpat_token_unref(warm);
+	struct cpat_token *p = mk(NULL);
+	int sites = fail_each_site(make_deadline, NULL, "create_deadline");
+	fprintf(stderr, "# create_deadline: %d allocation site(s)\n", sites);
+	assert_true(sites >= 1);
+	sites = fail_each_site(make_deadline, p, "create_deadline child");
+	assert_true(sites >= 1);
+	assert_int_equal(cpat__token_nchildren(p), 0);
+	assert_int_equal(cpat__token_refcount(p), 1);
+	cpat_token_unref(p);
+}
+
+TH_TEST_FN(allocation_failure_in_create_signals_is_enomem_and_leaks_nothing)
+{
+	(void)state;
+	install(SIGUSR1, my_usr1_handler);
+	install(SIGUSR2, my_term_handler);
+	/* The helper thread's one-time state is made before the baseline. */
+	const int sigs[] = {SIGUSR1};
+	struct cpat_token *warm = mk_signals(NULL, sigs, 1);
+	cpat_token_unref(warm);
+	struct cpat_token *p = mk(NULL);
+	int sites = fail_each_site(make_signals, NULL, "create_signals");
+	fprintf(stderr, "# create_signals: %d allocation site(s)\n", sites);
+	assert_true(sites >= 1);
+	sites = fail_each_site(make_signals, p, "create_signals child");
+	assert_true(sites >= 1);
+	assert_int_equal(cpat__token_nchildren(p), 0);
+	cpat_token_unref(p);
+	assert_true(current_handler(SIGUSR1) == my_usr1_handler);
+	assert_true(current_handler(SIGUSR2) == my_term_handler);
+	install(SIGUSR1, SIG_DFL);
+	install(SIGUSR2, SIG_DFL);
+}
+
+static void on_cancel_failure_sites(int fired, int with_handle)
+{
+	long base = th_alloc_live();
+	for (int k = 1; k <= MAX_SITES; k++) {
+		struct cpat_token *t = mk(NULL);
+		if (fired)
+			assert_int_equal(cpat_token_cancel(t), 1);
+		struct counter c = {0};
+		struct cpat_token_cb *h = (struct cpat_token_cb *)&c;
+		th_alloc_fail_at(k, 0);
+		int rc = cpat_token_on_cancel(t, count_cb, &c,
+					      with_handle ? &h : NULL);
+		th_alloc_fail_at(0, 0);
+		if (rc == 0) {
+			if (fired)
+				assert_int_equal(atomic_load(&c.n), 1);
+			assert_int_equal(cpat_token_cancel(t), !fired);
+			assert_int_equal(atomic_load(&c.n), 1);
+			if (with_handle)
+				assert_int_equal(cpat_token_on_cancel_remove(h),
+						 0);
+			cpat_token_unref(t);
+			assert_int_equal(th_alloc_live(), base);
+			return;
+		}
+		assert_int_equal(rc, -ENOMEM);
+		if (with_handle)
+			assert_null(h);
+		assert_int_equal(cpat__token_nwatches(t), 0);
+		assert_int_equal(cpat__token_refcount(t), 1);
+		cpat_token_cancel(t);
+		assert_int_equal(atomic_load(&c.n), 0); /* never runs */
+		cpat_token_unref(t);
+		assert_int_equal(th_alloc_live(), base);
+	}
+	fail_msg("more allocation sites than MAX_SITES");
+}
+
+TH_TEST_FN(allocation_failure_in_on_cancel_is_enomem_and_fn_never_runs)
+{
+	(void)state;
+	for (int fired = 0; fired <= 1; fired++)
+		for (int with_handle = 0; with_handle <= 1; with_handle++)
+			on_cancel_failure_sites(fired, with_handle);
+}
+
+int main(void)
+{
+	/* Before the first token, and for the whole run. */
+	th_alloc_install();
+	const struct CMUnitTest tests[] = {
+		TH_TEST(token_starts_live_and_cancel_fires_it_with_ecanceled),
+		TH_TEST(cancel_is_idempotent_one_then_zero_and_callbacks_run_once),
+		TH_TEST(concurrent_cancels_fire_once_and_each_returns_after_the_tree),
+		TH_TEST(cancel_root_of_random_tree_fires_every_descendant_before_return),
+		TH_TEST(cancel_inner_node_leaves_parent_and_siblings_live),
+		TH_TEST(child_of_a_fired_parent_is_born_fired_with_its_cause),
+		TH_TEST(child_created_while_parent_is_cancelled_is_always_born_fired),
+		TH_TEST(every_node_cancelled_from_its_own_thread_no_deadlock_all_fired),
+		TH_TEST(deadline_token_fires_etimedout_never_before_its_deadline),
+		TH_TEST(deadline_status_read_after_deadline_reports_etimedout),
+		TH_TEST(child_status_read_after_inherited_deadline_reports_etimedout),
+		TH_TEST(child_with_later_deadline_fires_with_parent_etimedout),
+		TH_TEST(child_with_earlier_deadline_fires_alone_and_not_before_it),
+		TH_TEST(deadline_of_grandparent_bounds_every_descendant),
+		TH_TEST(past_deadline_gives_token_born_fired_etimedout),
+		TH_TEST(forever_deadline_gives_a_plain_live_child),
+		TH_TEST(first_cause_wins_deadline_then_cancel_stays_etimedout),
+		TH_TEST(first_cause_wins_cancel_then_deadline_stays_ecanceled),
+		TH_TEST(wait_with_deadline_returns_etimedout_not_before_it),
+		TH_TEST(cancel_wakes_every_waiter_with_zero),
+		TH_TEST(token_released_under_waiter_then_fired_by_parent_is_safe),
+		TH_TEST(wait_on_deadline_child_returns_when_its_deadline_fires),
+		TH_TEST(on_cancel_runs_exactly_once_in_the_firing_thread),
+		TH_TEST(on_cancel_on_fired_token_runs_at_once_in_calling_thread),
+		TH_TEST(on_cancel_never_runs_after_remove_returned_one),
+		TH_TEST(on_cancel_remove_racing_cancel_ran_xor_removed),
+		TH_TEST(callback_calling_token_api_on_firing_token_does_not_deadlock),
+		TH_TEST(callback_fired_by_deadline_may_call_token_api),
+		TH_TEST(on_cancel_with_null_handle_runs_once_and_leaks_nothing),
+		TH_TEST(on_cancel_with_null_handle_on_token_freed_unfired_never_runs),
+		TH_TEST(register_remove_cycles_leave_no_watches_and_flat_memory),
+		TH_TEST(child_create_release_cycles_leave_parent_empty_and_memory_flat),
+		TH_TEST(deadline_child_create_release_cycles_leave_memory_flat),
+		TH_TEST(refcount_hook_counts_owner_children_handles),
+		TH_TEST(releasing_a_reference_never_fires_the_token),
+		TH_TEST(null_and_invalid_arguments_are_einval),
+		TH_TEST(signal_token_fires_ecanceled_on_sigusr1),
+		TH_TEST(signal_token_fires_ecanceled_on_sigterm_from_kill),
+		TH_TEST(one_signal_fires_every_signal_token_watching_it),
+		TH_TEST(released_signal_token_restores_the_previous_handler),
+		TH_TEST(create_signals_rejects_bad_arguments_with_einval),
+		TH_TEST(allocation_failure_in_create_is_enomem_and_leaks_nothing),
+		TH_TEST(allocation_failure_in_create_deadline_is_enomem_and_leaks_nothing),
+		TH_TEST(allocation_failure_in_create_signals_is_enomem_and_leaks_nothing),
+		TH_TEST(allocation_failure_in_on_cancel_is_enomem_and_fn_never_runs),
+	};
+	return TH_RUN("token", tests);
+}
