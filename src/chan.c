@@ -1,0 +1,1481 @@
+/*
+ * DESIGN: bounded MPMC channels.
+ *
+ * Layout. One block, cache-line aligned: line 0 holds what never changes
+ * after creation (sizes, drop callback); line 1 the head stamp (receivers);
+ * line 2 the tail stamp (senders), whose mark bit is the closed flag; line 3
+ * the waiter lock, the two waiter queues and their counters. The slots follow
+ * (capacity > 0 only): each is a stamp followed by the element bytes.
+ *
+ * Buffered fast path (capacity > 0), lock-free, after crossbeam's array
+ * flavour (Vyukov's bounded queue). A stamp is lap | index, where index <
+ * cap, mark_bit is the next power of two above cap, and one lap is
+ * 2 * mark_bit. Slot i starts with stamp i. A sender at tail t whose slot
+ * stamp equals t claims the position by CAS on tail, copies the element in
+ * and publishes it by storing stamp t + 1 (release). A receiver at head h
+ * whose slot stamp equals h + 1 claims it by CAS on head, copies out and
+ * frees the slot for the next lap with stamp h + one_lap (release). The
+ * stamp's acquire/release pairs order the payload copies. Batches claim k
+ * consecutive ready slots with one CAS.
+ *
+ * Waiting. A thread that has to block puts a waiter record (struct waiter,
+ * on its own stack) into the channel's send or receive queue, under the
+ * channel's lock ch->lock; nwait[dir] mirrors the queue length and can be
+ * read without the lock. Each blocked call has one parker (also on its
+ * stack) shared by all its records: a 32-bit state word that is also the
+ * futex word it sleeps on.
+ *
+ *   WAITING --claim (CAS)--> CLAIMED --exchange--> DONE      (hand-off)
+ *                                              \-> NOTIFIED  (retry)
+ *   WAITING --CAS--> ABORTED (deadline, or the owner itself for a retry)
+ *   WAITING --fetch_or--> WAITING|CANCEL (the token fired: never claimable)
+ *
+ * Only the thread whose RMW moves the state out of claimable WAITING acts
+ * on it, so a completing partner and a canceller can never both win: a
+ * rendezvous is either done (element copied, call returns 0) or cancelled
+ * (nothing copied). The token is watched before the first record is
+ * enqueued, and each round starts with an exchange back to WAITING that
+ * reads a CANCEL left by a fire in between, so once cpat_token_cancel()
+ * has returned no partner can claim a record of that call.
+ * The SLEEP bit is set by the waiter (CAS) just before it parks; the final
+ * exchange returns it, so a wake-up system call is made only when the
+ * waiter really sleeps, and nothing of the waiter's stack is touched after
+ * that exchange (the futex wake itself is harmless on a dead address).
+ *
+ * Wake-up protocol, buffered channels. A completed send makes the tail CAS
+ * (seq_cst) and then reads nwait[RECV] (seq_cst); a would-be sleeper
+ * increments nwait[RECV] (seq_cst, under the lock) and then re-reads head
+ * and tail (seq_cst) before it parks. In the single total order either the
+ * sender sees the waiter or the waiter sees the element, so no wake-up is
+ * lost and a sender makes no system call and takes no lock while nobody
+ * waits. Symmetrically for senders waiting for room, on head. A notified
+ * waiter is only told to retry; if it leaves without taking what woke it
+ * (a select that completed another case, a timeout, a cancel), it passes
+ * the notification on to another waiter when the channel is still ready.
+ *
+ * Capacity 0 (rendezvous): every operation takes ch->lock, looks for a
+ * partner record in the opposite queue, claims it and copies the element
+ * directly from or to the partner's buffer; otherwise it enqueues its own
+ * record and waits (spinning briefly on its parker first).
+ *
+ * Select locks the channels of its cases in address order (each once),
+ * tries the cases in a random order, and otherwise enqueues one record per
+ * case, all sharing its parker, so at most one case is ever completed. The
+ * records are not in any queue while the selecting thread tries cases, so
+ * its own SEND and RECV cases can never pair. Buffered cases are re-checked
+ * after enqueueing (their fast paths take no lock); if one became ready the
+ * selector aborts its own parker and retries.
+ *
+ * nblocked[dir] (the tests' hook) counts the queued records, once per
+ * thread and direction: a thread is "blocked" from the moment a partner can
+ * find its record until the record leaves the queue.
+ *
+ * Lock order: the channel locks in address order; nothing else is held
+ * with them. Token watches run without any channel lock.
+ */
+#include "internal.h"
+
+#include <sched.h>
+
+#include "cpattern/chan.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#define cpu_relax() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define cpu_relax() __asm__ __volatile__("yield" ::: "memory")
+#else
+#define cpu_relax() ((void)0)
+#endif
+
+enum { DIR_SEND = 0, DIR_RECV = 1 };
+
+enum {
+	W_WAITING = 0,
+	W_CLAIMED = 1,
+	W_DONE = 2,
+	W_NOTIFIED = 3,
+	W_ABORTED = 4,
+	W_VALUE = 0xff,
+	W_SLEEP = 0x100,  /* the owner sleeps (or is about to) */
+	W_CANCEL = 0x200, /* the token fired while WAITING */
+};
+
+#define INLINE_MAX 32
+
+struct parker {
+	_Atomic uint32_t state;
+	int fired;             /* case completed by a partner (DONE) */
+	struct cpat_chan *nch; /* who notified us (NOTIFIED) */
+	int ndir;
+	struct waiter *taken; /* the record the partner dequeued */
+	/* A rendezvous receiver's element, when it fits: written by the
+	 * partner on the line it writes anyway (the state's). */
+	unsigned char buf[INLINE_MAX];
+};
+
+struct waiter {
+	struct waiter *next, *prev;
+	struct parker *p;
+	void *elem;
+	int idx;
+	bool queued;
+	bool counted; /* first record of its (channel, op): in nblocked */
+};
+
+struct waitq {
+	struct waiter *first, *last;
+};
+
+struct cpat_chan {
+	/* Line 0: constant after creation. */
+	size_t elem_size;
+	size_t cap;
+	size_t slot_size;
+	size_t mark_bit;
+	size_t one_lap;
+	cpat_chan_drop_fn drop;
+	void *drop_arg;
+	/* A copy of tail's mark bit that pollers can read without pulling
+	 * the senders' line: written once, by close. */
+	_Atomic int closed;
+
+	_Alignas(CPAT_CACHELINE) _Atomic size_t head;
+	_Alignas(CPAT_CACHELINE) _Atomic size_t tail;
+
+	_Alignas(CPAT_CACHELINE) _Atomic uint32_t lock;
+	_Atomic uint32_t nwait[2];
+	_Atomic uint32_t nblocked[2];
+	struct waitq q[2];
+};
+
+_Static_assert(sizeof(struct cpat_chan) <= 4 * CPAT_CACHELINE,
+	       "channel header must fit in four cache lines");
+
+struct slot {
+	_Atomic size_t stamp;
+	unsigned char data[];
+};
+
+static inline struct slot *slot_at(const struct cpat_chan *ch, size_t stamp)
+{
+	size_t idx = stamp & (ch->mark_bit - 1);
+	return (struct slot *)((unsigned char *)(ch + 1) + idx * ch->slot_size);
+}
+
+/* The stamp after s (s without the mark bit). */
+static inline size_t stamp_next(const struct cpat_chan *ch, size_t s)
+{
+	size_t idx = s & (ch->mark_bit - 1);
+	/* Planted: wrap one slot early. */
+	if (idx + 1 < ch->cap - (CPAT_PLANTED(CPAT_BUG_CHAN_RING_OFF_BY_ONE) &&
+				 ch->cap > 1))
+		return s + 1;
+	return (s & ~(ch->one_lap - 1)) + ch->one_lap;
+}
+
+/* ---- small helpers ---------------------------------------------------- */
+
+/* memcpy with the common element sizes inlined. */
+static inline void copy_elem(void *dst, const void *src, size_t n)
+{
+	switch (n) {
+	case 4:
+		memcpy(dst, src, 4);
+		break;
+	case 8:
+		memcpy(dst, src, 8);
+		break;
+	case 16:
+		memcpy(dst, src, 16);
+		break;
+	default:
+		memcpy(dst, src, n);
+	}
+}
+
+struct backoff {
+	unsigned step;
+};
+
+/*
+ * A pause costs 10 to 70 cycles depending on the processor (26 ns on the
+ * 2-vCPU AMD machine the goals are measured on), and a futex hand-off costs
+ * microseconds (14 us there), so: short exponential backoff after a lost
+ * CAS; and before parking, a wait of some 30 us polling the condition with
+ * a yield now and then (which lets a partner preempted on this core run).
+ * That is longer than a futex hand-off, so that two threads do not fall
+ * into a convoy where each message costs a wake-up, and short enough that
+ * a thread blocked for a second burns well under a millisecond of CPU.
+ */
+#define SPIN_LIMIT 3
+#define YIELD_LIMIT 7
+#define WAIT_POLLS 1024
+#define WAIT_YIELD_EVERY 64
+
+/* One step of a wait before parking: mostly a pause, now and then a yield
+ * (a partner preempted on this core can then run). */
+static inline void wait_pause(int i)
+{
+	if (i % WAIT_YIELD_EVERY == WAIT_YIELD_EVERY - 1)
+		sched_yield();
+	else
+		cpu_relax();
+}
+
+static inline void backoff_spin(struct backoff *b)
+{
+	for (unsigned i = 0;
+	     i < (1u << (b->step < SPIN_LIMIT ? b->step : SPIN_LIMIT)); i++)
+		cpu_relax();
+	if (b->step <= SPIN_LIMIT)
+		b->step++;
+}
+
+static inline void backoff_snooze(struct backoff *b)
+{
+	if (b->step <= SPIN_LIMIT) {
+		for (unsigned i = 0; i < (1u << b->step); i++)
+			cpu_relax();
+	} else {
+		sched_yield();
+	}
+	if (b->step <= YIELD_LIMIT)
+		b->step++;
+}
+
+/*
+ * A small futex mutex (Drepper's three-state lock) so that the waiter lock
+ * fits in the header's last cache line: 0 free, 1 locked, 2 locked with
+ * sleepers.
+ */
+static void lock_slow(_Atomic uint32_t *m)
+{
+	/* Held for a few hundred nanoseconds at most, unless the holder was
+	 * preempted: spin, then yield (to that holder, maybe), then sleep. */
+	for (int i = 0; i < 128; i++) {
+		uint32_t c = 0;
+		if (atomic_load_explicit(m, memory_order_relaxed) == 0 &&
+		    atomic_compare_exchange_weak_explicit(m, &c, 1,
+							  memory_order_acquire,
+							  memory_order_relaxed))
+			return;
+		if (i < 112)
+			cpu_relax();
+		else
+			sched_yield();
+	}
+	while (atomic_exchange_explicit(m, 2, memory_order_acquire) != 0)
+		cpat__park(m, 2, CPAT_FOREVER);
+}
+
+static inline void chan_lock(struct cpat_chan *ch)
+{
+	uint32_t c = 0;
+	if (!atomic_compare_exchange_strong_explicit(&ch->lock, &c, 1,
+						     memory_order_acquire,
+						     memory_order_relaxed))
+		lock_slow(&ch->lock);
+}
+
+static inline void chan_unlock(struct cpat_chan *ch)
+{
+	if (atomic_exchange_explicit(&ch->lock, 0, memory_order_release) == 2)
+		cpat__unpark_one(&ch->lock);
+}
+
+/* A per-thread xorshift64* generator for select's random order. */
+static _Thread_local uint64_t rng_state;
+
+static uint32_t rng_next(void)
+{
+	uint64_t x = rng_state;
+	if (CPAT_UNLIKELY(x == 0)) {
+		x = (uint64_t)(uintptr_t)&rng_state ^
+		    (uint64_t)cpat_now_ns() * 0x9E3779B97F4A7C15ull;
+		if (x == 0)
+			x = 1;
+	}
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	rng_state = x;
+	return (uint32_t)((x * 0x2545F4914F6CDD1Dull) >> 32);
+}
+
+static inline bool deadline_passed(int64_t deadline)
+{
+	return deadline != CPAT_FOREVER && cpat_now_ns() >= deadline;
+}
+
+/* ---- waiter queues (ch->lock held) ----------------------------------- */
+
+static void q_push(struct cpat_chan *ch, int dir, struct waiter *w)
+{
+	struct waitq *q = &ch->q[dir];
+	w->next = NULL;
+	w->prev = q->last;
+	if (q->last)
+		q->last->next = w;
+	else
+		q->first = w;
+	q->last = w;
+	w->queued = true;
+	atomic_fetch_add_explicit(&ch->nwait[dir], 1, memory_order_seq_cst);
+	if (w->counted)
+		atomic_fetch_add_explicit(&ch->nblocked[dir], 1,
+					  memory_order_relaxed);
+}
+
+/* Takes w out of q[dir] without writing to w itself. */
+static void q_unlink(struct cpat_chan *ch, int dir, struct waiter *w)
+{
+	struct waitq *q = &ch->q[dir];
+	if (w->prev)
+		w->prev->next = w->next;
+	else
+		q->first = w->next;
+	if (w->next)
+		w->next->prev = w->prev;
+	else
+		q->last = w->prev;
+	atomic_fetch_sub_explicit(&ch->nwait[dir], 1, memory_order_relaxed);
+	if (w->counted)
+		atomic_fetch_sub_explicit(&ch->nblocked[dir], 1,
+					  memory_order_relaxed);
+}
+
+static void q_remove(struct cpat_chan *ch, int dir, struct waiter *w)
+{
+	q_unlink(ch, dir, w);
+	w->next = w->prev = NULL;
+	w->queued = false;
+}
+
+/* Moves p from WAITING to CLAIMED; false if it is no longer waiting. */
+static bool claim(struct parker *p)
+{
+	uint32_t s = atomic_load_explicit(&p->state, memory_order_relaxed);
+	while ((s & (W_VALUE | W_CANCEL)) == W_WAITING) {
+		if (atomic_compare_exchange_weak_explicit(
+			    &p->state, &s, W_CLAIMED | (s & W_SLEEP),
+			    memory_order_acquire, memory_order_relaxed))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Publishes the final state of a claimed parker. Returns the futex word to
+ * wake (after unlocking) if the owner sleeps, else NULL. p must not be
+ * touched after this.
+ */
+static _Atomic uint32_t *finish(struct parker *p, uint32_t final)
+{
+	uint32_t old = atomic_exchange_explicit(&p->state, final,
+						memory_order_acq_rel);
+	return (old & W_SLEEP) ? &p->state : NULL;
+}
+
+/*
+ * Pops the first claimable waiter of q[dir]; stale records are dropped.
+ * The claimed record itself is not written (its owner polls nearby, and
+ * learns from p->taken that it is out of the queue).
+ */
+static struct waiter *q_claim(struct cpat_chan *ch, int dir,
+			      const struct parker *self)
+{
+	struct waiter *w = ch->q[dir].first;
+	while (w) {
+		struct waiter *next = w->next;
+		if (w->p != self) {
+			if (claim(w->p)) {
+				q_unlink(ch, dir, w);
+				w->p->taken = w;
+				return w;
+			}
+			q_remove(ch, dir, w);
+		}
+		w = next;
+	}
+	return NULL;
+}
+
+/* Wakes up to n waiters of q[dir] with NOTIFIED (they retry). */
+static void notify(struct cpat_chan *ch, int dir, size_t n)
+{
+	_Atomic uint32_t *wake[8];
+	size_t nw = 0;
+	chan_lock(ch);
+	while (n-- > 0) {
+		struct waiter *w = q_claim(ch, dir, NULL);
+		if (!w)
+			break;
+		w->p->nch = ch;
+		w->p->ndir = dir;
+		_Atomic uint32_t *f = finish(w->p, W_NOTIFIED);
+		if (f) {
+			if (nw < 8)
+				wake[nw++] = f;
+			else
+				cpat__unpark_one(f);
+		}
+	}
+	chan_unlock(ch);
+	for (size_t i = 0; i < nw; i++)
+		cpat__unpark_one(wake[i]);
+}
+
+static inline void wake_receivers(struct cpat_chan *ch, size_t n)
+{
+	if (atomic_load_explicit(&ch->nwait[DIR_RECV], memory_order_seq_cst))
+		notify(ch, DIR_RECV, n);
+}
+
+static inline void wake_senders(struct cpat_chan *ch, size_t n)
+{
+	if (atomic_load_explicit(&ch->nwait[DIR_SEND], memory_order_seq_cst))
+		notify(ch, DIR_SEND, n);
+}
+
+/* ---- buffered fast path ---------------------------------------------- */
+
+/* 0, -EAGAIN (full) or -EPIPE. Does not wake receivers. */
+static int buf_send(struct cpat_chan *ch, const void *elem)
+{
+	struct backoff b = {0};
+	size_t tail = atomic_load_explicit(&ch->tail, memory_order_relaxed);
+	for (;;) {
+		if (CPAT_UNLIKELY(tail & ch->mark_bit))
+			return -EPIPE;
+		struct slot *s = slot_at(ch, tail);
+		size_t stamp =
+			atomic_load_explicit(&s->stamp, memory_order_acquire);
+		if (stamp == tail) {
+			size_t nt = stamp_next(ch, tail);
+			if (atomic_compare_exchange_weak_explicit(
+				    &ch->tail, &tail, nt, memory_order_seq_cst,
+				    memory_order_relaxed)) {
+				copy_elem(s->data, elem, ch->elem_size);
+				atomic_store_explicit(&s->stamp, tail + 1,
+						      memory_order_release);
+				return 0;
+			}
+			backoff_spin(&b);
+			continue;
+		}
+		if (stamp + ch->one_lap == tail + 1) {
+			size_t head = atomic_load_explicit(
+				&ch->head, memory_order_seq_cst);
+			if (head + ch->one_lap == tail)
+				return -EAGAIN;
+			backoff_spin(&b);
+		} else {
+			backoff_snooze(&b);
+		}
+		tail = atomic_load_explicit(&ch->tail, memory_order_relaxed);
+	}
+}
+
+/* 0, -EAGAIN (empty) or -EPIPE (closed and drained). Wakes nobody. */
+static int buf_recv(struct cpat_chan *ch, void *elem)
+{
+	struct backoff b = {0};
+	size_t head = atomic_load_explicit(&ch->head, memory_order_relaxed);
+	for (;;) {
+		struct slot *s = slot_at(ch, head);
+		size_t stamp =
+			atomic_load_explicit(&s->stamp, memory_order_acquire);
+		if (stamp == head + 1) {
+			size_t nh = stamp_next(ch, head);
+			if (atomic_compare_exchange_weak_explicit(
+				    &ch->head, &head, nh, memory_order_seq_cst,
+				    memory_order_relaxed)) {
+				copy_elem(elem, s->data, ch->elem_size);
+				atomic_store_explicit(&s->stamp,
+						      head + ch->one_lap,
+						      memory_order_release);
+				return 0;
+			}
+			backoff_spin(&b);
+			continue;
+		}
+		if (stamp == head) {
+			size_t tail = atomic_load_explicit(
+				&ch->tail, memory_order_seq_cst);
+			if ((tail & ~ch->mark_bit) == head)
+				return (tail & ch->mark_bit) ? -EPIPE : -EAGAIN;
+			/* A sender claimed the slot and is still copying. */
+			backoff_snooze(&b);
+		} else {
+			backoff_snooze(&b);
+		}
+		head = atomic_load_explicit(&ch->head, memory_order_relaxed);
+	}
+}
+
+/* Sends up to n elements at once; returns how many, *err says why not more. */
+static size_t buf_send_batch(struct cpat_chan *ch, const unsigned char *src,
+			     size_t n, int *err)
+{
+	struct backoff b = {0};
+	size_t es = ch->elem_size;
+	size_t tail = atomic_load_explicit(&ch->tail, memory_order_relaxed);
+	for (;;) {
+		if (CPAT_UNLIKELY(tail & ch->mark_bit)) {
+			*err = -EPIPE;
+			return 0;
+		}
+		size_t pos = tail, k = 0;
+		while (k < n &&
+		       atomic_load_explicit(&slot_at(ch, pos)->stamp,
+					    memory_order_acquire) == pos) {
+			k++;
+			pos = stamp_next(ch, pos);
+		}
+		if (k > 0) {
+			if (atomic_compare_exchange_weak_explicit(
+				    &ch->tail, &tail, pos, memory_order_seq_cst,
+				    memory_order_relaxed)) {
+				pos = tail;
+				for (size_t i = 0; i < k; i++) {
+					struct slot *s = slot_at(ch, pos);
+					copy_elem(s->data, src + i * es, es);
+					atomic_store_explicit(
+						&s->stamp, pos + 1,
+						memory_order_release);
+					pos = stamp_next(ch, pos);
+				}
+				*err = 0;
+				return k;
+			}
+			backoff_spin(&b);
+			continue;
+		}
+		size_t stamp = atomic_load_explicit(&slot_at(ch, tail)->stamp,
+						    memory_order_acquire);
+		if (stamp + ch->one_lap == tail + 1) {
+			size_t head = atomic_load_explicit(
+				&ch->head, memory_order_seq_cst);
+			if (head + ch->one_lap == tail) {
+				*err = -EAGAIN;
+				return 0;
+			}
+			backoff_spin(&b);
+		} else {
+			backoff_snooze(&b);
+		}
+		tail = atomic_load_explicit(&ch->tail, memory_order_relaxed);
+	}
+}
+
+/* Receives up to n elements at once; returns how many (0: see *err). */
+static size_t buf_recv_batch(struct cpat_chan *ch, unsigned char *dst, size_t n,
+			     int *err)
+{
+	struct backoff b = {0};
+	size_t es = ch->elem_size;
+	size_t head = atomic_load_explicit(&ch->head, memory_order_relaxed);
+	for (;;) {
+		size_t pos = head, k = 0;
+		while (k < n &&
+		       atomic_load_explicit(&slot_at(ch, pos)->stamp,
+					    memory_order_acquire) == pos + 1) {
+			k++;
+			pos = stamp_next(ch, pos);
+		}
+		if (k > 0) {
+			if (atomic_compare_exchange_weak_explicit(
+				    &ch->head, &head, pos, memory_order_seq_cst,
+				    memory_order_relaxed)) {
+				pos = head;
+				for (size_t i = 0; i < k; i++) {
+					struct slot *s = slot_at(ch, pos);
+					copy_elem(dst + i * es, s->data, es);
+					atomic_store_explicit(
+						&s->stamp, pos + ch->one_lap,
+						memory_order_release);
+					pos = stamp_next(ch, pos);
+				}
+				*err = 0;
+				return k;
+			}
+			backoff_spin(&b);
+			continue;
+		}
+		size_t stamp = atomic_load_explicit(&slot_at(ch, head)->stamp,
+						    memory_order_acquire);
+		if (stamp == head) {
+			size_t tail = atomic_load_explicit(
+				&ch->tail, memory_order_seq_cst);
+			if ((tail & ~ch->mark_bit) == head) {
+				*err = (tail & ch->mark_bit) ? -EPIPE : -EAGAIN;
+				return 0;
+			}
+		}
+		backoff_snooze(&b);
+		head = atomic_load_explicit(&ch->head, memory_order_relaxed);
+	}
+}
+
+/* Whether a buffered op in direction dir could make progress now. */
+static bool buf_ready(struct cpat_chan *ch, int dir)
+{
+	size_t tail = atomic_load_explicit(&ch->tail, memory_order_seq_cst);
+	size_t head = atomic_load_explicit(&ch->head, memory_order_seq_cst);
+	if (tail & ch->mark_bit)
+		return true;
+	if (dir == DIR_RECV)
+		return tail != head;
+	return head + ch->one_lap != tail;
+}
+
+static inline bool is_closed(const struct cpat_chan *ch)
+{
+	return (atomic_load_explicit(&ch->tail, memory_order_seq_cst) &
+		ch->mark_bit) != 0;
+}
+
+/* ---- one attempt at a case ------------------------------------------- */
+
+/*
+ * Tries to complete op on ch without blocking. For capacity 0, ch->lock
+ * must be held when locked is true (else it is taken here). Returns 0,
+ * -EPIPE (closed: the case is ready) or -EAGAIN. *wake receives a futex
+ * word to wake once every lock is released; *notify_dir the direction of
+ * buffered waiters to notify (-1 for none).
+ */
+static int try_case(struct cpat_chan *ch, int dir, void *elem,
+		    const struct parker *self, bool locked,
+		    _Atomic uint32_t **wake, int *notify_dir)
+{
+	if (ch->cap > 0) {
+		int rc = dir == DIR_SEND ? buf_send(ch, elem)
+					 : buf_recv(ch, elem);
+		if (rc == 0)
+			*notify_dir = dir == DIR_SEND ? DIR_RECV : DIR_SEND;
+		return rc;
+	}
+	int other = dir == DIR_SEND ? DIR_RECV : DIR_SEND;
+	if (!locked) {
+		if (dir == DIR_SEND && is_closed(ch))
+			return -EPIPE;
+		if (atomic_load_explicit(&ch->nwait[other],
+					 memory_order_seq_cst) == 0)
+			return is_closed(ch) ? -EPIPE : -EAGAIN;
+		chan_lock(ch);
+	}
+	int rc;
+	if (dir == DIR_SEND && is_closed(ch)) {
+		rc = -EPIPE;
+	} else {
+		struct waiter *w = q_claim(ch, other, self);
+		if (w) {
+			if (dir == DIR_RECV)
+				copy_elem(elem, w->elem, ch->elem_size);
+			else if (ch->elem_size <= INLINE_MAX)
+				copy_elem(w->p->buf, elem, ch->elem_size);
+			else
+				copy_elem(w->elem, elem, ch->elem_size);
+			w->p->fired = w->idx;
+			*wake = finish(w->p, W_DONE);
+			rc = 0;
+		} else {
+			rc = is_closed(ch) ? -EPIPE : -EAGAIN;
+		}
+	}
+	if (!locked)
+		chan_unlock(ch);
+	return rc;
+}
+
+/* ---- blocking ---------------------------------------------------------- */
+
+/*
+ * The token fired: mark the parker (an RMW, so that the owner's exchange
+ * back to WAITING at the start of a round reads it) and wake the owner. A
+ * parker already claimed is left to complete.
+ */
+static void watch_fired(struct cpat__watch *w, int cause)
+{
+	struct parker *p = w->arg;
+	(void)cause;
+	uint32_t old = atomic_fetch_or_explicit(&p->state, W_CANCEL,
+						memory_order_acq_rel);
+	if ((old & W_VALUE) == W_WAITING && (old & W_SLEEP) &&
+	    !CPAT_PLANTED(CPAT_BUG_CHAN_CANCEL_WAKEUP))
+		cpat__unpark_one(&p->state);
+}
+
+/*
+ * Waits until the parker leaves WAITING/CLAIMED. On the deadline the owner
+ * aborts itself (*timed_out); a claimed parker is always waited for.
+ */
+static uint32_t park_wait(struct parker *p, int64_t deadline, bool spin,
+			  bool *timed_out)
+{
+	uint32_t s;
+	if (spin) {
+		for (int i = 0; i < WAIT_POLLS; i++) {
+			s = atomic_load_explicit(&p->state,
+						 memory_order_acquire);
+			if ((s & W_VALUE) >= W_DONE)
+				return s & W_VALUE;
+			if (s & W_CANCEL)
+				break;
+			wait_pause(i);
+		}
+	}
+	for (;;) {
+		s = atomic_load_explicit(&p->state, memory_order_acquire);
+		uint32_t v = s & W_VALUE;
+		if (v >= W_DONE)
+			return v;
+		if (v == W_WAITING && (s & W_CANCEL))
+			return W_ABORTED;
+		if (v == W_WAITING && deadline_passed(deadline)) {
+			if (atomic_compare_exchange_strong_explicit(
+				    &p->state, &s, W_ABORTED,
+				    memory_order_acq_rel,
+				    memory_order_acquire)) {
+				*timed_out = true;
+				return W_ABORTED;
+			}
+			continue;
+		}
+		if (!(s & W_SLEEP)) {
+			if (!atomic_compare_exchange_strong_explicit(
+				    &p->state, &s, s | W_SLEEP,
+				    memory_order_acq_rel, memory_order_acquire))
+				continue;
+			s |= W_SLEEP;
+		}
+		cpat__park(&p->state, s,
+			   v == W_WAITING ? deadline : CPAT_FOREVER);
+	}
+}
+
+static inline int case_dir(int op)
+{
+	return op == CPAT_SELECT_SEND ? DIR_SEND : DIR_RECV;
+}
+
+/* If a buffered channel that notified us is still ready, pass it on. */
+static void pass_on(struct cpat_chan *ch, int dir)
+{
+	if (ch && ch->cap > 0 && buf_ready(ch, dir))
+		notify(ch, dir, 1);
+}
+
+static void lock_all(struct cpat_chan **locks, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		chan_lock(locks[i]);
+}
+
+static void unlock_all(struct cpat_chan **locks, size_t n)
+{
+	for (size_t i = n; i-- > 0;)
+		chan_unlock(locks[i]);
+}
+
+/* Whether case i is the first of cases with its (channel, op). */
+static bool first_of_kind(const struct cpat_select_case *cs, size_t i)
+{
+	for (size_t j = 0; j < i; j++)
+		if (cs[j].ch == cs[i].ch && cs[j].op == cs[i].op)
+			return false;
+	return true;
+}
+
+/*
+ * The blocking engine behind every call that has to wait: select over the
+ * cases (one case for a plain send or recv). ws has room for n records.
+ * Returns the index of the completed case (its rc set) or a negative error.
+ */
+static int block_select(struct cpat_select_case *cs, size_t n,
+			struct waiter *ws, struct parker *pk,
+			struct cpat_token *tok, int64_t deadline)
+{
+	struct cpat_chan *locks[64];
+	uint8_t order[64];
+	size_t nlocks = 0, nen = 0;
+	struct cpat__watch watch;
+	bool watching = false, spin = false;
+	struct cpat_chan *pend_ch = NULL;
+	int pend_dir = 0;
+	int result;
+
+	atomic_init(&pk->state, W_ABORTED);
+	for (size_t i = 0; i < n; i++) {
+		struct cpat_chan *ch = cs[i].ch;
+		if (!ch)
+			continue;
+		order[nen++] = (uint8_t)i;
+		ws[i].counted = first_of_kind(cs, i);
+		ws[i].queued = false;
+		size_t j = 0;
+		while (j < nlocks && locks[j] < ch)
+			j++;
+		if (j < nlocks && locks[j] == ch)
+			continue;
+		memmove(&locks[j + 1], &locks[j],
+			(nlocks - j) * sizeof locks[0]);
+		locks[j] = ch;
+		nlocks++;
+	}
+
+	/* A lone buffered case has polled already (buf_*_spin). */
+	spin = !(nen == 1 && cs[order[0]].ch->cap > 0);
+
+	/*
+	 * Watch the token before any record is enqueued, so that once
+	 * cpat_token_cancel() has returned no partner can claim a record of
+	 * this call. A fire marks the parker: see the exchange below.
+	 */
+	if (tok) {
+		watch.fn = watch_fired;
+		watch.arg = pk;
+		cpat_token_ref(tok);
+		int cause = cpat__token_watch(tok, &watch);
+		if (cause != 0) {
+			cpat_token_unref(tok);
+			return cause;
+		}
+		watching = true;
+	}
+
+	for (;;) {
+		/* Attempt every case, in a random order, under the locks. */
+		for (size_t i = nen; i > 1; i--) {
+			size_t j = rng_next() % i;
+			uint8_t t = order[i - 1];
+			order[i - 1] = order[j];
+			order[j] = t;
+		}
+		_Atomic uint32_t *wake = NULL;
+		int ndir = -1;
+		lock_all(locks, nlocks);
+		for (size_t k = 0; k < nen; k++) {
+			size_t i = order[k];
+			int rc = try_case(cs[i].ch, case_dir(cs[i].op),
+					  cs[i].elem, pk, true, &wake, &ndir);
+			if (rc != -EAGAIN) {
+				unlock_all(locks, nlocks);
+				if (wake)
+					cpat__unpark_one(wake);
+				if (ndir >= 0) {
+					if (ndir == DIR_RECV)
+						wake_receivers(cs[i].ch, 1);
+					else
+						wake_senders(cs[i].ch, 1);
+				}
+				cs[i].rc = rc;
+				result = (int)i;
+				if (pend_ch == cs[i].ch &&
+				    pend_dir == case_dir(cs[i].op))
+					pend_ch = NULL;
+				goto out;
+			}
+		}
+		if (deadline_passed(deadline)) {
+			unlock_all(locks, nlocks);
+			result = -ETIMEDOUT;
+			goto out;
+		}
+		/*
+		 * Back to WAITING with an RMW: a token that fired since the
+		 * last round left W_CANCEL here (its fetch_or is ordered
+		 * before this exchange, or it will mark WAITING).
+		 */
+		bool fired = atomic_exchange_explicit(&pk->state, W_WAITING,
+						      memory_order_acq_rel) &
+			     W_CANCEL;
+		if (fired)
+			atomic_fetch_or_explicit(&pk->state, W_CANCEL,
+						 memory_order_relaxed);
+		pk->fired = -1;
+		pk->nch = NULL;
+		pk->taken = NULL;
+		for (size_t k = 0; k < nen; k++) {
+			size_t i = order[k];
+			ws[i].p = pk;
+			ws[i].elem = cs[i].elem;
+			ws[i].idx = (int)i;
+			q_push(cs[i].ch, case_dir(cs[i].op), &ws[i]);
+		}
+		unlock_all(locks, nlocks);
+
+		/* Buffered cases take no lock: re-check after enqueueing. */
+		bool retry = false;
+		for (size_t k = 0; k < nen && !retry; k++) {
+			size_t i = order[k];
+			if (cs[i].ch->cap > 0 &&
+			    buf_ready(cs[i].ch, case_dir(cs[i].op))) {
+				uint32_t s = W_WAITING;
+				retry = atomic_compare_exchange_strong_explicit(
+					&pk->state, &s, W_ABORTED,
+					memory_order_acq_rel,
+					memory_order_acquire);
+				if (!retry)
+					break;
+			}
+		}
+
+		bool timed_out = false;
+		uint32_t st = retry ? W_ABORTED
+				    : park_wait(pk, deadline, spin, &timed_out);
+
+		for (size_t k = 0; k < nen; k++) {
+			size_t i = order[k];
+			struct cpat_chan *ch = cs[i].ch;
+			/*
+			 * queued is guarded by the lock, but the record a
+			 * partner claimed (DONE or NOTIFIED) left the queue
+			 * before the exchange we acquired: no need to look.
+			 */
+			if ((st == W_DONE || st == W_NOTIFIED) &&
+			    pk->taken == &ws[i])
+				continue;
+			chan_lock(ch);
+			if (ws[i].queued)
+				q_remove(ch, case_dir(cs[i].op), &ws[i]);
+			chan_unlock(ch);
+		}
+
+		if (st == W_DONE) {
+			result = pk->fired;
+			cs[result].rc = 0;
+			if (cs[result].op == CPAT_SELECT_RECV &&
+			    cs[result].ch->elem_size <= INLINE_MAX)
+				copy_elem(cs[result].elem, pk->buf,
+					  cs[result].ch->elem_size);
+			goto out;
+		}
+		if (st == W_NOTIFIED) {
+			pend_ch = pk->nch;
+			pend_dir = pk->ndir;
+			if (tok && cpat_token_status(tok) != 0) {
+				result = cpat_token_status(tok);
+				goto out;
+			}
+			continue;
+		}
+		/* ABORTED */
+		if (retry)
+			continue;
+		if (timed_out) {
+			result = -ETIMEDOUT;
+			goto out;
+		}
+		result = tok ? cpat_token_status(tok) : -ECANCELED;
+		if (result == 0)
+			continue; /* cannot happen: aborts come from the token
+				   */
+		goto out;
+	}
+out:
+	if (watching) {
+		cpat__token_unwatch(tok, &watch);
+		cpat_token_unref(tok);
+	}
+	if (pend_ch)
+		pass_on(pend_ch, pend_dir);
+	return result;
+}
+
+/* ---- public API ------------------------------------------------------ */
+
+void cpat_chan_opts_init(struct cpat_chan_opts *opts)
+{
+	if (!opts)
+		return;
+	memset(opts, 0, sizeof *opts);
+}
+
+int cpat_chan_create_opts(struct cpat_chan **out,
+			  const struct cpat_chan_opts *opts)
+{
+	if (out)
+		*out = NULL;
+	if (!out || !opts || opts->elem_size == 0)
+		return -EINVAL;
+	size_t es = opts->elem_size, cap = opts->capacity;
+	if (es > SIZE_MAX / 4 || cap > SIZE_MAX / 8)
+		return -EINVAL;
+	size_t slot_size = (sizeof(size_t) + es + sizeof(size_t) - 1) &
+			   ~(sizeof(size_t) - 1);
+	if (cap != 0 &&
+	    slot_size > (SIZE_MAX - sizeof(struct cpat_chan) - 4096) / cap)
+		return -EINVAL;
+	struct cpat_chan *ch = cpat__malloc_aligned(
+		sizeof *ch + cap * slot_size, CPAT_CACHELINE);
+	if (!ch)
+		return -ENOMEM;
+	memset(ch, 0, sizeof *ch);
+	ch->elem_size = es;
+	ch->cap = cap;
+	ch->slot_size = slot_size;
+	size_t mark = 1;
+	while (mark < cap + 1)
+		mark <<= 1;
+	ch->mark_bit = mark;
+	ch->one_lap = mark << 1;
+	ch->drop = opts->drop;
+	ch->drop_arg = opts->drop_arg;
+	atomic_init(&ch->closed, 0);
+	atomic_init(&ch->head, 0);
+	atomic_init(&ch->tail, 0);
+	atomic_init(&ch->lock, 0);
+	for (int d = 0; d < 2; d++) {
+		atomic_init(&ch->nwait[d], 0);
+		atomic_init(&ch->nblocked[d], 0);
+	}
+	for (size_t i = 0; i < cap; i++)
+		atomic_init(&slot_at(ch, i)->stamp, i);
+	*out = ch;
+	return 0;
+}
+
+int cpat_chan_create(struct cpat_chan **out, size_t elem_size, size_t capacity)
+{
+	struct cpat_chan_opts o;
+	cpat_chan_opts_init(&o);
+	o.elem_size = elem_size;
+	o.capacity = capacity;
+	return cpat_chan_create_opts(out, &o);
+}
+
+/*
+ * Waiting for room or for an element before parking: poll the one slot
+ * that decides (read-only loads, so the line stays shared) with a pause
+ * between polls, retry the operation when it looks ready, and give the
+ * processor away a few times before the caller parks.
+ */
+
+static inline bool send_looks_ready(const struct cpat_chan *ch)
+{
+	size_t tail = atomic_load_explicit(&ch->tail, memory_order_relaxed);
+	return (tail & ch->mark_bit) ||
+	       atomic_load_explicit(&slot_at(ch, tail)->stamp,
+				    memory_order_relaxed) == tail;
+}
+
+static inline bool recv_looks_ready(const struct cpat_chan *ch)
+{
+	size_t head = atomic_load_explicit(&ch->head, memory_order_relaxed);
+	return atomic_load_explicit(&slot_at(ch, head)->stamp,
+				    memory_order_relaxed) == head + 1 ||
+	       atomic_load_explicit(&ch->closed, memory_order_relaxed);
+}
+
+static int buf_send_spin(struct cpat_chan *ch, const void *elem)
+{
+	int rc = -EAGAIN;
+	for (int i = 0; i < WAIT_POLLS; i++) {
+		wait_pause(i);
+		if (send_looks_ready(ch) &&
+		    (rc = buf_send(ch, elem)) != -EAGAIN)
+			break;
+	}
+	return rc;
+}
+
+static int buf_recv_spin(struct cpat_chan *ch, void *elem)
+{
+	int rc = -EAGAIN;
+	for (int i = 0; i < WAIT_POLLS; i++) {
+		wait_pause(i);
+		if (recv_looks_ready(ch) &&
+		    (rc = buf_recv(ch, elem)) != -EAGAIN)
+			break;
+	}
+	return rc;
+}
+
+static int block_one(struct cpat_chan *ch, int op, void *elem,
+		     struct cpat_token *tok, int64_t deadline)
+{
+	struct cpat_select_case c = {ch, op, elem, 0};
+	/*
+	 * The parker (which this thread polls) on a line of its own, apart
+	 * from the record (which a partner rewrites when it dequeues it).
+	 */
+	struct {
+		_Alignas(CPAT_CACHELINE) struct parker p;
+		_Alignas(CPAT_CACHELINE) struct waiter w;
+	} rec;
+	int r = block_select(&c, 1, &rec.w, &rec.p, tok, deadline);
+	return r < 0 ? r : c.rc;
+}
+
+int cpat_chan_send_until(struct cpat_chan *ch, const void *elem,
+			 struct cpat_token *tok, int64_t deadline_ns)
+{
+	if (!ch || !elem || !cpat__deadline_ok(deadline_ns))
+		return -EINVAL;
+	if (tok) {
+		int c = cpat_token_status(tok);
+		if (c)
+			return c;
+	}
+	if (ch->cap > 0) {
+		/*
+		 * While the slot at tail is plainly taken, poll it rather
+		 * than confirm "full" on the receivers' head line (which
+		 * would bounce it); the attempts stay exact.
+		 */
+		int rc = -EAGAIN;
+		if (send_looks_ready(ch))
+			rc = buf_send(ch, elem);
+		if (rc == -EAGAIN) {
+			if (deadline_passed(deadline_ns)) {
+				rc = buf_send(ch, elem);
+				if (rc == -EAGAIN)
+					return -ETIMEDOUT;
+			} else {
+				rc = buf_send_spin(ch, elem);
+			}
+		}
+		if (rc == 0) {
+			wake_receivers(ch, 1);
+			return 0;
+		}
+		if (rc != -EAGAIN)
+			return rc;
+		if (deadline_passed(deadline_ns))
+			return -ETIMEDOUT;
+	}
+	return block_one(ch, CPAT_SELECT_SEND, (void *)elem, tok, deadline_ns);
+}
+
+int cpat_chan_send(struct cpat_chan *ch, const void *elem,
+		   struct cpat_token *tok)
+{
+	return cpat_chan_send_until(ch, elem, tok, CPAT_FOREVER);
+}
+
+int cpat_chan_try_send(struct cpat_chan *ch, const void *elem)
+{
+	if (!ch || !elem)
+		return -EINVAL;
+	if (ch->cap > 0) {
+		int rc = buf_send(ch, elem);
+		if (rc == 0)
+			wake_receivers(ch, 1);
+		return rc;
+	}
+	_Atomic uint32_t *wake = NULL;
+	int nd = -1;
+	int rc = try_case(ch, DIR_SEND, (void *)elem, NULL, false, &wake, &nd);
+	if (wake)
+		cpat__unpark_one(wake);
+	return rc;
+}
+
+int cpat_chan_recv_until(struct cpat_chan *ch, void *elem,
+			 struct cpat_token *tok, int64_t deadline_ns)
+{
+	if (!ch || !elem || !cpat__deadline_ok(deadline_ns))
+		return -EINVAL;
+	if (tok) {
+		int c = cpat_token_status(tok);
+		if (c)
+			return c;
+	}
+	if (ch->cap > 0) {
+		/* As in send: poll the slot rather than the senders' tail. */
+		int rc = -EAGAIN;
+		if (recv_looks_ready(ch))
+			rc = buf_recv(ch, elem);
+		if (rc == -EAGAIN) {
+			if (deadline_passed(deadline_ns)) {
+				rc = buf_recv(ch, elem);
+				if (rc == -EAGAIN)
+					return -ETIMEDOUT;
+			} else {
+				rc = buf_recv_spin(ch, elem);
+			}
+		}
+		if (rc == 0) {
+			wake_senders(ch, 1);
+			return 0;
+		}
+		if (rc != -EAGAIN)
+			return rc;
+		if (deadline_passed(deadline_ns))
+			return -ETIMEDOUT;
+	}
+	return block_one(ch, CPAT_SELECT_RECV, elem, tok, deadline_ns);
+}
+
+int cpat_chan_recv(struct cpat_chan *ch, void *elem, struct cpat_token *tok)
+{
+	return cpat_chan_recv_until(ch, elem, tok, CPAT_FOREVER);
+}
+
+int cpat_chan_try_recv(struct cpat_chan *ch, void *elem)
+{
+	if (!ch || !elem)
+		return -EINVAL;
+	if (ch->cap > 0) {
+		int rc = buf_recv(ch, elem);
+		if (rc == 0)
+			wake_senders(ch, 1);
+		return rc;
+	}
+	_Atomic uint32_t *wake = NULL;
+	int nd = -1;
+	int rc = try_case(ch, DIR_RECV, elem, NULL, false, &wake, &nd);
+	if (wake)
+		cpat__unpark_one(wake);
+	return rc;
+}
+
+int cpat_chan_send_many(struct cpat_chan *ch, const void *elems, size_t n,
+			size_t *sent, struct cpat_token *tok,
+			int64_t deadline_ns)
+{
+	size_t done = 0;
+	int rc = 0;
+	if (sent)
+		*sent = 0;
+	if (!ch || !elems || n == 0 || !cpat__deadline_ok(deadline_ns))
+		return -EINVAL;
+	if (tok && (rc = cpat_token_status(tok)) != 0)
+		return rc;
+	const unsigned char *src = elems;
+	while (done < n) {
+		if (ch->cap > 0) {
+			int err;
+			size_t k = buf_send_batch(
+				ch, src + done * ch->elem_size, n - done, &err);
+			if (k > 0) {
+				done += k;
+				wake_receivers(ch, k);
+				continue;
+			}
+			if (err == -EPIPE) {
+				rc = err;
+				break;
+			}
+		}
+		/* No room: one blocking send, then batches again. */
+		rc = cpat_chan_send_until(ch, src + done * ch->elem_size, tok,
+					  deadline_ns);
+		if (rc != 0)
+			break;
+		done++;
+	}
+	if (sent)
+		*sent = done;
+	return rc;
+}
+
+int cpat_chan_recv_many(struct cpat_chan *ch, void *elems, size_t n,
+			size_t *received, struct cpat_token *tok,
+			int64_t deadline_ns)
+{
+	size_t done = 0;
+	int rc;
+	if (received)
+		*received = 0;
+	if (!ch || !elems || n == 0 || !cpat__deadline_ok(deadline_ns))
+		return -EINVAL;
+	if (tok && (rc = cpat_token_status(tok)) != 0)
+		return rc;
+	unsigned char *dst = elems;
+	if (ch->cap > 0) {
+		int err;
+		done = buf_recv_batch(ch, dst, n, &err);
+		if (done > 0) {
+			wake_senders(ch, done);
+			if (received)
+				*received = done;
+			return 0;
+		}
+		if (err == -EPIPE)
+			return err;
+	}
+	rc = cpat_chan_recv_until(ch, dst, tok, deadline_ns);
+	if (rc != 0)
+		return rc;
+	done = 1;
+	if (ch->cap > 0 && done < n) {
+		int err;
+		size_t k = buf_recv_batch(ch, dst + ch->elem_size, n - 1, &err);
+		if (k > 0) {
+			done += k;
+			wake_senders(ch, k);
+		}
+	} else {
+		while (done < n &&
+		       cpat_chan_try_recv(ch, dst + done * ch->elem_size) == 0)
+			done++;
+	}
+	if (received)
+		*received = done;
+	return 0;
+}
+
+int cpat_chan_select(struct cpat_select_case *cases, size_t n,
+		     struct cpat_token *tok, int64_t deadline_ns)
+{
+	if (!cases || n == 0 || n > 64 || !cpat__deadline_ok(deadline_ns))
+		return -EINVAL;
+	size_t nen = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (!cases[i].ch)
+			continue;
+		if ((cases[i].op != CPAT_SELECT_SEND &&
+		     cases[i].op != CPAT_SELECT_RECV) ||
+		    !cases[i].elem)
+			return -EINVAL;
+		nen++;
+	}
+	if (nen == 0 && !tok && deadline_ns == CPAT_FOREVER)
+		return -EINVAL;
+	if (tok) {
+		int c = cpat_token_status(tok);
+		if (c)
+			return c;
+	}
+
+	/* Lock-free first pass in a random order. */
+	uint8_t order[64];
+	size_t m = 0;
+	for (size_t i = 0; i < n; i++)
+		if (cases[i].ch)
+			order[m++] = (uint8_t)i;
+	for (size_t i = m; i > 1; i--) {
+		size_t j = rng_next() % i;
+		uint8_t t = order[i - 1];
+		order[i - 1] = order[j];
+		order[j] = t;
+	}
+	for (size_t k = 0; k < m; k++) {
+		size_t i = order[k];
+		_Atomic uint32_t *wake = NULL;
+		int nd = -1;
+		int rc = try_case(cases[i].ch, case_dir(cases[i].op),
+				  cases[i].elem, NULL, false, &wake, &nd);
+		if (rc == -EAGAIN)
+			continue;
+		if (wake)
+			cpat__unpark_one(wake);
+		if (nd == DIR_RECV)
+			wake_receivers(cases[i].ch, 1);
+		else if (nd == DIR_SEND)
+			wake_senders(cases[i].ch, 1);
+		cases[i].rc = rc;
+		return (int)i;
+	}
+	if (deadline_passed(deadline_ns))
+		return -ETIMEDOUT;
+	struct {
+		_Alignas(CPAT_CACHELINE) struct parker pk;
+		_Alignas(CPAT_CACHELINE) struct waiter ws[64];
+	} rec;
+	return block_select(cases, n, rec.ws, &rec.pk, tok, deadline_ns);
+}
+
+int cpat_chan_close(struct cpat_chan *ch)
+{
+	if (!ch)
+		return -EINVAL;
+	chan_lock(ch);
+	size_t old = atomic_fetch_or_explicit(&ch->tail, ch->mark_bit,
+					      memory_order_seq_cst);
+	if (old & ch->mark_bit) {
+		chan_unlock(ch);
+		return -EPIPE;
+	}
+	atomic_store_explicit(&ch->closed, 1, memory_order_seq_cst);
+	for (int d = 0; d < 2; d++) {
+		struct waiter *w;
+		while ((w = q_claim(ch, d, NULL)) != NULL) {
+			w->p->nch = NULL;
+			_Atomic uint32_t *f = finish(w->p, W_NOTIFIED);
+			if (f)
+				cpat__unpark_one(f);
+			/* Planted: wake one waiter per side, not all. */
+			if (CPAT_PLANTED(CPAT_BUG_CHAN_CLOSE_SIGNAL))
+				break;
+		}
+	}
+	chan_unlock(ch);
+	return 0;
+}
+
+size_t cpat_chan_len(const struct cpat_chan *ch)
+{
+	if (!ch || ch->cap == 0)
+		return 0;
+	for (;;) {
+		size_t tail =
+			atomic_load_explicit(&ch->tail, memory_order_seq_cst);
+		size_t head =
+			atomic_load_explicit(&ch->head, memory_order_seq_cst);
+		if (atomic_load_explicit(&ch->tail, memory_order_seq_cst) !=
+		    tail)
+			continue;
+		size_t hix = head & (ch->mark_bit - 1);
+		size_t tix = tail & (ch->mark_bit - 1);
+		if (hix < tix)
+			return tix - hix;
+		if (hix > tix)
+			return ch->cap - hix + tix;
+		if ((tail & ~ch->mark_bit) == head)
+			return 0;
+		return ch->cap;
+	}
+}
+
+size_t cpat_chan_cap(const struct cpat_chan *ch)
+{
+	return ch ? ch->cap : 0;
+}
+
+size_t cpat_chan_elem_size(const struct cpat_chan *ch)
+{
+	return ch ? ch->elem_size : 0;
+}
+
+int cpat_chan_is_closed(const struct cpat_chan *ch)
+{
+	if (!ch)
+		return -EINVAL;
+	return is_closed(ch) ? 1 : 0;
+}
+
+void cpat_chan_destroy(struct cpat_chan *ch)
+{
+	if (!ch)
+		return;
+	if (ch->drop && ch->cap > 0) {
+		size_t head =
+			atomic_load_explicit(&ch->head, memory_order_acquire);
+		size_t tail =
+			atomic_load_explicit(&ch->tail, memory_order_acquire) &
+			~ch->mark_bit;
+		while (head != tail) {
+			struct slot *s = slot_at(ch, head);
+			if (atomic_load_explicit(&s->stamp,
+						 memory_order_acquire) !=
+			    head + 1)
+				break;
+			ch->drop(s->data, ch->drop_arg);
+			head = stamp_next(ch, head);
+		}
+	}
+	cpat__free_aligned(ch);
+}
+
+/* ---- test hooks ------------------------------------------------------ */
+
+size_t cpat__chan_nblocked(const struct cpat_chan *ch, int op)
+{
+	if (!ch || (op != CPAT_SELECT_SEND && op != CPAT_SELECT_RECV))
+		return 0;
+	return atomic_load_explicit(&ch->nblocked[case_dir(op)],
+				    memory_order_seq_cst);
+}
