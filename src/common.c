@@ -11,6 +11,7 @@
  */
 #include "internal.h"
 
+#include <pthread.h>
 #include <time.h>
 
 #include "cpattern/version.h"
@@ -85,6 +86,43 @@ void cpat__free_aligned(void *ptr)
 	cpat__free((unsigned char *)ptr - off);
 }
 
+/*
+ * Thread creation with failure injection for tests. The counters are
+ * process-wide test state, not configuration: with injection off (k = 0)
+ * they only count.
+ */
+static _Atomic long g_thread_starts, g_thread_fail_k;
+static _Atomic bool g_thread_fail_persist;
+
+int cpat__thread_start(pthread_t *th, void *(*fn)(void *), void *arg,
+                       bool detached)
+{
+	long n = atomic_fetch_add(&g_thread_starts, 1) + 1;
+	long k = atomic_load(&g_thread_fail_k);
+	if (k > 0 && (n == k || (n > k && atomic_load(&g_thread_fail_persist))))
+		return -EAGAIN;
+	pthread_attr_t attr;
+	if (pthread_attr_init(&attr) != 0)
+		return -EAGAIN;
+	if (detached)
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	int rc = pthread_create(th, &attr, fn, arg);
+	pthread_attr_destroy(&attr);
+	return rc == 0 ? 0 : -EAGAIN;
+}
+
+void cpat__test_fail_thread_at(long k, bool persistent)
+{
+	atomic_store(&g_thread_fail_persist, persistent);
+	atomic_store(&g_thread_fail_k,
+	             k > 0 ? atomic_load(&g_thread_starts) + k : 0);
+}
+
+long cpat__test_thread_starts(void)
+{
+	return atomic_load(&g_thread_starts);
+}
+
 const char *cpat_strerror(int rc)
 {
 	if (rc > 0)
@@ -107,8 +145,19 @@ const char *cpat_strerror(int rc)
 	case -EBUSY:
 		return "busy: in use, or called from its own worker";
 	default:
-		return "unknown error";
+		break;
 	}
+	/* Other negative errno values (a task's own -EIO, say): the C
+	 * library's description, from its static table (strerror() itself
+	 * may use a per-call buffer). */
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 32)
+	if (rc < 0 && rc > -4096) {
+		const char *d = strerrordesc_np(-rc);
+		if (d)
+			return d;
+	}
+#endif
+	return "unknown error";
 }
 
 int64_t cpat_now_ns(void)

@@ -171,13 +171,7 @@ static int start_service_thread(pthread_t *th, void *(*fn)(void *))
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
-	pthread_attr_t attr;
-	int rc = pthread_attr_init(&attr);
-	if (!rc) {
-		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-		rc = pthread_create(th, &attr, fn, NULL);
-		pthread_attr_destroy(&attr);
-	}
+	int rc = cpat__thread_start(th, fn, NULL, true);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	return rc;
 }
@@ -537,7 +531,8 @@ static void token_release(struct cpat_token *t)
 		if (parent) {
 			lock(parent);
 			/* Linked unless it was born fired. */
-			if (t->sib_prev || parent->first_child == t) {
+			if (!CPAT_PLANTED(CPAT_BUG_TOKEN_CHILD_UNREGISTER) &&
+			    (t->sib_prev || parent->first_child == t)) {
 				if (t->sib_prev)
 					t->sib_prev->sib_next = t->sib_next;
 				else

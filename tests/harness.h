@@ -18,6 +18,7 @@
 #endif
 
 #include <errno.h>
+#include <fnmatch.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -310,8 +311,54 @@ static inline int th_disarm(void **state)
 	return 0;
 }
 
-/* Prints the seed before the tests run, then runs the group. */
+/*
+ * Test selection, for slow runs (valgrind, helgrind: see tests/RELIABILITY.md).
+ * CPAT_TEST_ONLY and CPAT_TEST_SKIP are comma-separated lists of fnmatch()
+ * patterns over test names: a test runs if it matches some ONLY pattern (or
+ * ONLY is unset) and no SKIP pattern. Unset, every test runs, as before.
+ * Tests left out are not run and not reported (the count in the TAP plan
+ * shrinks); the number left out is printed as a comment.
+ */
+static inline int th_name_matches(const char *list, const char *name)
+{
+	char buf[2048];
+	snprintf(buf, sizeof buf, "%s", list);
+	for (char *save = NULL, *pat = strtok_r(buf, ",", &save); pat;
+	     pat = strtok_r(NULL, ",", &save))
+		if (*pat && fnmatch(pat, name, 0) == 0)
+			return 1;
+	return 0;
+}
+
+static inline int th_run_selected(const char *group,
+                                  const struct CMUnitTest *t, size_t n)
+{
+	static struct CMUnitTest kept[512];
+	const char *only = getenv("CPAT_TEST_ONLY");
+	const char *skip = getenv("CPAT_TEST_SKIP");
+	size_t k = 0;
+	if ((!only || !*only) && (!skip || !*skip))
+		return _cmocka_run_group_tests(group, t, n, NULL, NULL);
+	if (n > sizeof kept / sizeof kept[0]) {
+		fprintf(stderr, "# CPAT_TEST_ONLY/SKIP: too many tests\n");
+		abort();
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (only && *only && !th_name_matches(only, t[i].name))
+			continue;
+		if (skip && *skip && th_name_matches(skip, t[i].name))
+			continue;
+		kept[k++] = t[i];
+	}
+	fprintf(stderr, "# CPAT_TEST_ONLY/SKIP: running %zu of %zu tests\n", k,
+	        n);
+	return _cmocka_run_group_tests(group, kept, k, NULL, NULL);
+}
+
+/* Prints the seed before the tests run, then runs the group (the tests
+ * that CPAT_TEST_ONLY / CPAT_TEST_SKIP select, by default all). */
 #define TH_RUN(name, tests)                                                    \
-	(th_seed(), cmocka_run_group_tests_name(name, tests, NULL, NULL))
+	(th_seed(),                                                            \
+	 th_run_selected(name, tests, sizeof(tests) / sizeof((tests)[0])))
 
 #endif /* CPAT_TEST_HARNESS_H */
