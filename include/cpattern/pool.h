@@ -1,0 +1,315 @@
+/**
+ * @file cpattern/pool.h
+ * @brief Worker pools: a bounded task queue served by worker threads, that
+ * never loses a task (the guide's WorkerPool, done right).
+ *
+ * A task is a function `int fn(void *arg, struct cpat_token *tok)` and an
+ * optional `done(arg, rc)` callback. The pool runs `fn` on one of its
+ * workers with the pool's token (see cpat_pool_token()), then calls `done`
+ * with what `fn` returned. If an accepted task never runs (DISCARD
+ * shutdown, or a shutdown deadline), `done` is called with -ECANCELED
+ * instead. Either way `done` runs exactly once for every accepted task, and
+ * never for a task whose submit failed. A task reports failure by returning
+ * non-zero; the pool counts and keeps those errors (the guide's
+ * `Close() []error`, see cpat_pool_errors()).
+ *
+ * **Queue.** Tasks are stored by value in a bounded queue of
+ * cpat_pool_opts.queue_capacity entries; nothing is allocated per task.
+ * What submit does when the queue is full is the pool's policy:
+ * #CPAT_POOL_BLOCK (wait, under the caller's token and deadline),
+ * #CPAT_POOL_REJECT (fail with -EAGAIN at once) or
+ * #CPAT_POOL_CALLER_RUNS (run the task in the submitting thread).
+ *
+ * **Fixed and dynamic.** This header makes pools with a fixed number of
+ * workers; `cpattern/dynpool.h` makes pools whose workers come and go
+ * between a minimum and a maximum. Both are a `struct cpat_pool`, and every
+ * function here applies to both.
+ *
+ * **Shutdown.** cpat_pool_shutdown() stops intake (later submits get
+ * -EPIPE), then either runs what is queued (#CPAT_POOL_DRAIN) or hands it
+ * all to `done` with -ECANCELED (#CPAT_POOL_DISCARD), and joins every
+ * worker. If its deadline passes first, it cancels the pool token (running
+ * tasks can notice), discards what is still queued, and reports the tasks
+ * still running. Accounting always holds: submitted = ran + discarded +
+ * rejected, where submitted counts every call that offered a task.
+ *
+ * **From inside a task.** A task may submit to its own pool: when that
+ * would block (queue full, policy BLOCK), the task is run inline in the
+ * submitting worker instead, so a pool can never deadlock on itself.
+ * cpat_pool_wait_idle() and cpat_pool_shutdown() called from a task of the
+ * same pool return -EBUSY at once (waiting for itself could never end).
+ *
+ * **Thread safety.** Every function may be called from any thread, while
+ * the pool exists. cpat_pool_destroy() must be the last call.
+ *
+ * @code
+ * static int work(void *arg, struct cpat_token *tok) { ... return 0; }
+ *
+ * struct cpat_pool *pool;
+ * struct cpat_pool_opts o;
+ * cpat_pool_opts_init(&o);
+ * o.workers = 4;
+ * if (cpat_pool_create(&pool, &o) != 0)
+ *         return -1;
+ * for (int i = 0; i < 10; i++) {
+ *         struct cpat_task t = { .fn = work, .arg = &jobs[i] };
+ *         cpat_pool_submit(pool, &t, NULL);   // blocks while the queue is full
+ * }
+ * struct cpat_pool_report r;
+ * cpat_pool_shutdown(pool, CPAT_POOL_DRAIN, CPAT_FOREVER, &r);
+ * printf("ran %llu, failed %llu\n", r.ran, r.failed);
+ * cpat_pool_destroy(pool);
+ * @endcode
+ */
+#ifndef CPATTERN_POOL_H
+#define CPATTERN_POOL_H
+
+#include "cpattern/common.h"
+#include "cpattern/token.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** A worker pool, fixed or dynamic (opaque). */
+struct cpat_pool;
+
+/**
+ * A task body.
+ * @param arg the task's argument.
+ * @param tok the pool's token: fires when the pool is shut down past its
+ *            deadline (or its parent fires). Long tasks should watch it.
+ * @return 0 for success, any other value is counted as an error.
+ */
+typedef int (*cpat_task_fn)(void *arg, struct cpat_token *tok);
+
+/**
+ * Called exactly once per accepted task, in the thread that finished or
+ * discarded it.
+ * @param arg the task's argument.
+ * @param rc  what the task returned, or -ECANCELED if it never ran.
+ */
+typedef void (*cpat_task_done_fn)(void *arg, int rc);
+
+/** A task, copied into the queue by value. */
+struct cpat_task {
+	cpat_task_fn fn;        /**< the body; required */
+	cpat_task_done_fn done; /**< optional completion callback */
+	void *arg;              /**< passed to both */
+};
+
+/** What submit does when the queue is full. */
+enum cpat_pool_policy {
+	CPAT_POOL_BLOCK = 0,       /**< wait for room (token, deadline) */
+	CPAT_POOL_REJECT = 1,      /**< fail at once with -EAGAIN */
+	CPAT_POOL_CALLER_RUNS = 2  /**< run the task in the submitting thread */
+};
+
+/** How cpat_pool_shutdown() treats queued tasks. */
+enum cpat_pool_shutdown_mode {
+	CPAT_POOL_DRAIN = 0,  /**< run every queued task */
+	CPAT_POOL_DISCARD = 1 /**< run none; done(arg, -ECANCELED) each */
+};
+
+/** Options of a fixed pool; fill with cpat_pool_opts_init() first. */
+struct cpat_pool_opts {
+	unsigned workers;      /**< worker threads, >= 1 (default: 4) */
+	size_t queue_capacity; /**< queued tasks, >= 1 (default 1024: 32 KiB.
+	                            The guide's 2 x workers makes a fast
+	                            submitter sleep and wake for every few
+	                            tasks; bench/RESULTS.md has the numbers) */
+	int policy;            /**< enum cpat_pool_policy (default BLOCK) */
+	struct cpat_token *parent; /**< parent of the pool token, or NULL */
+	size_t max_errors;     /**< task errors kept (default 64) */
+};
+
+/** Counters of a pool: snapshots (see cpat_pool_stats()). */
+struct cpat_pool_stats {
+	unsigned long long submitted;  /**< calls that offered a task */
+	unsigned long long rejected;   /**< of those, refused (-EAGAIN, -EPIPE,
+	                                    token, deadline) */
+	unsigned long long completed;  /**< tasks that ran and returned */
+	unsigned long long failed;     /**< of those, returned non-zero */
+	unsigned long long discarded;  /**< accepted, never ran */
+	unsigned long long queued;     /**< waiting in the queue now */
+	unsigned long long running;    /**< running now */
+	unsigned workers;              /**< worker threads alive now */
+	unsigned idle;                 /**< of those, waiting for work */
+	unsigned peak_workers;         /**< most workers alive at once */
+	unsigned long long spawned;    /**< worker threads ever started */
+	unsigned long long retired;    /**< worker threads that exited */
+	double worker_seconds;         /**< summed lifetime of all workers */
+};
+
+/** What cpat_pool_shutdown() reports. */
+struct cpat_pool_report {
+	unsigned long long submitted;     /**< as in cpat_pool_stats */
+	unsigned long long ran;           /**< tasks that ran to completion */
+	unsigned long long failed;        /**< of those, returned non-zero */
+	unsigned long long discarded;     /**< accepted, never ran */
+	unsigned long long rejected;      /**< submits refused */
+	unsigned long long still_running; /**< running when it returned */
+};
+
+/** Fills @p opts with the defaults. NULL is a no-op. Never blocks. */
+CPAT_API void cpat_pool_opts_init(struct cpat_pool_opts *opts);
+
+/**
+ * Creates a fixed pool and starts its workers.
+ *
+ * Blocks only while starting threads. Thread-safe.
+ * @param out  receives the pool (owned by the caller; cpat_pool_destroy());
+ *             NULL on failure.
+ * @param opts options, read during the call only; NULL for the defaults.
+ * @return 0; -EINVAL for NULL @p out, 0 workers, queue_capacity 0 or a bad
+ *         policy; -ENOMEM if allocation failed; -EAGAIN if a worker thread
+ *         could not be started (every thread already started is joined and
+ *         nothing leaks).
+ */
+CPAT_API int cpat_pool_create(struct cpat_pool **out,
+                              const struct cpat_pool_opts *opts);
+
+/**
+ * Submits a task, applying the pool's policy when the queue is full.
+ *
+ * Blocks (policy BLOCK) while the queue is full, until there is room, @p tok
+ * fires or the pool shuts down. Called from a task of this pool where it
+ * would block, runs the task inline instead. Thread-safe.
+ * @param pool the pool.
+ * @param task copied; task->fn must not be NULL.
+ * @param tok  cancellation token for the wait, or NULL.
+ * @return 0 if accepted (it will run, or be discarded with done
+ *         -ECANCELED; for CALLER_RUNS it may already have run); -EAGAIN if
+ *         full and the policy is REJECT; -EPIPE if the pool is shut down;
+ *         -ECANCELED / -ETIMEDOUT (the token's cause); -EINVAL for NULL
+ *         @p pool, @p task or task->fn. On error the task was not accepted
+ *         and its done is never called.
+ */
+CPAT_API int cpat_pool_submit(struct cpat_pool *pool,
+                              const struct cpat_task *task,
+                              struct cpat_token *tok);
+
+/**
+ * cpat_pool_submit() with a deadline for the wait.
+ * @return as cpat_pool_submit(); also -ETIMEDOUT when @p deadline_ns passes
+ *         first; -EINVAL for a bad deadline.
+ */
+CPAT_API int cpat_pool_submit_until(struct cpat_pool *pool,
+                                    const struct cpat_task *task,
+                                    struct cpat_token *tok,
+                                    int64_t deadline_ns);
+
+/**
+ * Submits a task only if there is room now, whatever the policy.
+ *
+ * Never blocks. Thread-safe.
+ * @return 0 if accepted; -EAGAIN if the queue is full; -EPIPE if shut
+ *         down; -EINVAL for bad arguments.
+ */
+CPAT_API int cpat_pool_try_submit(struct cpat_pool *pool,
+                                  const struct cpat_task *task);
+
+/**
+ * Submits @p n tasks in order, as many per step as there is room for:
+ * cheaper per task than single submits. Blocks as cpat_pool_submit()
+ * (policy REJECT: takes what fits and returns -EAGAIN; CALLER_RUNS: runs
+ * the rest inline when full).
+ *
+ * Thread-safe.
+ * @param submitted if not NULL, receives how many were accepted, on success
+ *                  and on error; the rest were not.
+ * @return 0 when all @p n were accepted; otherwise the reason it stopped,
+ *         as cpat_pool_submit_until(); -EINVAL for NULL arguments, a task
+ *         with NULL fn (nothing is submitted), or @p n == 0.
+ */
+CPAT_API int cpat_pool_submit_many(struct cpat_pool *pool,
+                                   const struct cpat_task *tasks, size_t n,
+                                   size_t *submitted, struct cpat_token *tok,
+                                   int64_t deadline_ns);
+
+/**
+ * Waits until the pool is idle: nothing queued and nothing running. When
+ * it returns 0, every task accepted before the call has finished. If other
+ * threads keep submitting, the pool may never be idle: use a deadline.
+ * The pool stays usable.
+ *
+ * Blocks. Thread-safe.
+ * @return 0 once idle; -ETIMEDOUT if @p deadline_ns passed first;
+ *         -ECANCELED / -ETIMEDOUT (the token's cause); -EBUSY if called
+ *         from a task of this pool; -EINVAL for NULL @p pool or a bad
+ *         deadline.
+ */
+CPAT_API int cpat_pool_wait_idle(struct cpat_pool *pool,
+                                 struct cpat_token *tok, int64_t deadline_ns);
+
+/**
+ * Shuts the pool down: refuses new tasks (-EPIPE, also to submitters
+ * blocked now), then drains or discards the queue, waits for the workers
+ * and joins them.
+ *
+ * If @p deadline_ns passes first, cancels the pool token, discards what is
+ * still queued (done with -ECANCELED), and returns -ETIMEDOUT with the
+ * tasks still running when it returns counted in the report (0 if they all
+ * stopped on the token at once: the return code still says the deadline
+ * forced the shutdown); their workers are joined by a later call of
+ * cpat_pool_shutdown() or by cpat_pool_destroy(). A second
+ * call after a complete shutdown returns 0 with the same report.
+ *
+ * Blocks. Thread-safe (concurrent calls: each waits, each reports).
+ * @param pool        the pool.
+ * @param mode        enum cpat_pool_shutdown_mode.
+ * @param deadline_ns absolute deadline, or #CPAT_FOREVER.
+ * @param report      if not NULL, receives the accounting.
+ * @return 0 when every worker has exited; -ETIMEDOUT as above; -EBUSY from
+ *         a task of this pool (nothing done); -EINVAL for NULL @p pool, a
+ *         bad mode or deadline.
+ */
+CPAT_API int cpat_pool_shutdown(struct cpat_pool *pool, int mode,
+                                int64_t deadline_ns,
+                                struct cpat_pool_report *report);
+
+/**
+ * The pool's token, given to every task: fires when a shutdown deadline
+ * passes or the parent token fires. Borrowed: valid until
+ * cpat_pool_destroy() (cpat_token_ref() it to keep it longer).
+ * Never blocks; thread-safe. NULL for NULL.
+ */
+CPAT_API struct cpat_token *cpat_pool_token(struct cpat_pool *pool);
+
+/**
+ * Reads the pool's counters (each a snapshot, not one atomic view).
+ * Never blocks (short internal locks); thread-safe.
+ * @return 0; -EINVAL for NULL arguments.
+ */
+CPAT_API int cpat_pool_stats(struct cpat_pool *pool,
+                             struct cpat_pool_stats *stats);
+
+/**
+ * Copies the kept task errors: the non-zero returns of failed tasks in the
+ * order they finished, the first max_errors of them (the first error is
+ * always errs[0]).
+ *
+ * Never blocks (short internal lock); thread-safe.
+ * @param errs room for @p n values (may be NULL if @p n is 0).
+ * @return how many errors are kept (may exceed @p n: only @p n were
+ *         copied); -EINVAL for NULL @p pool, or NULL @p errs with n > 0.
+ */
+CPAT_API int cpat_pool_errors(struct cpat_pool *pool, int *errs, size_t n);
+
+/**
+ * Destroys the pool. If it was not shut down, first shuts it down with
+ * #CPAT_POOL_DRAIN and no deadline; if a shutdown timed out, waits for the
+ * tasks still running. Then frees it.
+ *
+ * Blocks as just said. Must be the last call on the pool, from a thread
+ * that is not one of its workers (from a worker it does nothing: that is a
+ * caller bug, detected).
+ * @param pool the pool, or NULL (no-op).
+ */
+CPAT_API void cpat_pool_destroy(struct cpat_pool *pool);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CPATTERN_POOL_H */
