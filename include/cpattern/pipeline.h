@@ -1,0 +1,452 @@
+/**
+ * @file cpattern/pipeline.h
+ * @brief Pipelines: stages of worker threads joined by bounded channels,
+ * with ordered or unordered parallel stages, batching, first-error
+ * propagation, full accounting of every item, and a report that names the
+ * bottleneck stage (the guide's §2, done right).
+ *
+ * **Shape.** A pipeline has one source, any number of stages, and one sink:
+ *
+ *     source -> [chan] -> stage 1 (N workers) -> [chan] -> ... -> sink
+ *
+ * The source is a generator function the pipeline calls, or a *feed* the
+ * caller pushes items into (cpat_pipeline_feed()) and closes. Each stage
+ * maps one input item to one output item, to none (a filter), or, for a
+ * flat stage, to any number (cpat_stage_emit()); it may fail. A batch stage
+ * groups items (by count, by time, at end of input). The sink is a callback
+ * run for every item that leaves the last stage, or a channel the caller
+ * drains (cpat_pipeline_output()). Items are fixed-size values copied
+ * through bounded channels: memory is bounded by the channel capacities.
+ *
+ * **Order.** An unordered stage passes items on as its workers finish them.
+ * An ordered stage passes them on in the order it received them: workers
+ * take items in turn (a few at a time when items are cheap, one at a time
+ * when they are slow) and leave their results in a reorder slot, from
+ * which they are handed on in turn by whichever worker is free; a worker
+ * waits for a slower one only when all 2 x workers slots are taken (the
+ * reorder memory is bounded by the items in flight). A pipeline whose
+ * source and every stage are ordered, or single-worker, delivers in source
+ * order.
+ *
+ * **Cost.** Threads pass items on in chunks of up to 32 (one channel
+ * operation per chunk) and never wait for a chunk to fill: a stage takes
+ * what is there, and a generator source holds items back for at most
+ * 50 us (none after a generator call slower than 5 us), so a trickle of
+ * items still goes through one by one. Nothing is allocated per item.
+ *
+ * **Errors and cancellation.** The first stage (or source, or sink)
+ * callback to return a negative value stops the pipeline: its token is
+ * cancelled, every stage stops promptly, and cpat_pipeline_wait() returns
+ * that value, with the stage's name and the item's index in the result.
+ * Cancelling the caller's token, or the deadline, stops it the same way
+ * with -ECANCELED or -ETIMEDOUT. Every item that left the source is
+ * accounted for exactly once: delivered to the sink, filtered by a stage,
+ * or not processed (counted, and handed to the drop callback if one is
+ * set). Precisely, in cpat_pipeline_result:
+ *
+ *     produced + expanded == delivered + filtered + not_processed + batched
+ *
+ * where a flat stage's input that emits nothing counts as filtered, one
+ * that emits n >= 1 items adds n - 1 to expanded, and a batch of c items
+ * adds c - 1 to batched (a batch is then one item downstream: delivered
+ * counts batches). An item whose callback failed is not processed. With
+ * cpat_pipeline_set_output(), an item counts as delivered once it is in
+ * the output channel.
+ *
+ * **Statistics.** For every stage: items in and out, busy time, time
+ * starved (waiting for input) and blocked (waiting for room downstream),
+ * and utilisation. cpat_pipeline_report() writes them as a table and names
+ * the bottleneck: the stage with the highest busy time per worker.
+ *
+ * **Lifetime.** create, add stages (in order), set a source and a sink,
+ * then cpat_pipeline_run() (start and wait) or cpat_pipeline_start() and
+ * cpat_pipeline_wait(). A pipeline runs once. Destroy after wait (destroy
+ * of a running pipeline cancels it and waits).
+ *
+ * **Thread safety.** Building is single-threaded. Once started, feed,
+ * feed_close, output, cancel, stats and report may be called from any
+ * thread; wait from one.
+ *
+ * @code
+ * static int gen(void *out, void *arg) {            // 1..5
+ *         int *next = arg;
+ *         if (*next > 5) return 0;                  // end of input
+ *         *(int *)out = (*next)++;
+ *         return 1;
+ * }
+ * static int square(const void *in, void *out, struct cpat_stage_ctx *c) {
+ *         *(int *)out = *(const int *)in * *(const int *)in;
+ *         return CPAT_STAGE_EMIT;
+ * }
+ * static int even(const void *in, void *out, struct cpat_stage_ctx *c) {
+ *         *(int *)out = *(const int *)in;
+ *         return *(const int *)in % 2 ? CPAT_STAGE_SKIP : CPAT_STAGE_EMIT;
+ * }
+ * static int print(const void *item, void *arg) {
+ *         printf("%d\n", *(const int *)item); return 0;   // 4, 16
+ * }
+ *
+ * struct cpat_pipeline *p;
+ * struct cpat_pipeline_opts po;
+ * cpat_pipeline_opts_init(&po);
+ * po.item_size = sizeof(int);
+ * cpat_pipeline_create(&p, &po);
+ * int next = 1;
+ * cpat_pipeline_set_generator(p, gen, &next);
+ * struct cpat_stage_opts so;
+ * cpat_stage_opts_init(&so);
+ * so.name = "square"; so.map = square; so.out_size = sizeof(int);
+ * cpat_pipeline_add_stage(p, &so);
+ * so.name = "even"; so.map = even;
+ * cpat_pipeline_add_stage(p, &so);
+ * cpat_pipeline_set_sink(p, print, NULL);
+ * struct cpat_pipeline_result res;
+ * int rc = cpat_pipeline_run(p, NULL, CPAT_FOREVER, &res);
+ * cpat_pipeline_destroy(p);
+ * @endcode
+ */
+#ifndef CPATTERN_PIPELINE_H
+#define CPATTERN_PIPELINE_H
+
+#include "cpattern/chan.h"
+#include "cpattern/common.h"
+#include "cpattern/token.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** A pipeline (opaque). */
+struct cpat_pipeline;
+/** What a stage function is given besides its item (opaque). */
+struct cpat_stage_ctx;
+
+/** Return values of a map stage besides a negative error. */
+enum cpat_stage_result {
+	CPAT_STAGE_EMIT = 0, /**< pass *out on */
+	CPAT_STAGE_SKIP = 1  /**< filter the item out (counted as filtered) */
+};
+
+/**
+ * Produces the next source item into @p out (item_size bytes).
+ * @return 1 if an item was produced; 0 at the end of input; a negative
+ *         value to fail the pipeline with it.
+ */
+typedef int (*cpat_source_fn)(void *out, void *arg);
+
+/**
+ * A map stage: reads @p in, writes @p out (out_size bytes).
+ * @return #CPAT_STAGE_EMIT, #CPAT_STAGE_SKIP (any other positive value
+ *         counts as SKIP), or a negative value to fail the pipeline with it.
+ */
+typedef int (*cpat_map_fn)(const void *in, void *out,
+                           struct cpat_stage_ctx *ctx);
+
+/**
+ * A flat stage: reads @p in and emits any number of items with
+ * cpat_stage_emit().
+ * @return 0, or a negative value to fail the pipeline with it.
+ */
+typedef int (*cpat_flat_fn)(const void *in, struct cpat_stage_ctx *ctx);
+
+/**
+ * The sink: called for every item leaving the last stage, from one thread
+ * at a time, in delivery order.
+ * @return 0, or a negative value to fail the pipeline with it.
+ */
+typedef int (*cpat_sink_fn)(const void *item, void *arg);
+
+/**
+ * Called once for every item that is not processed (cancellation, error,
+ * deadline), with the item as it was when it stopped (source or stage
+ * output type, see cpat_pipeline_opts.drop).
+ * @param item  the item.
+ * @param stage index of the stage it was waiting for (0 = first stage;
+ *              the number of stages = the sink).
+ * @param arg   cpat_pipeline_opts.drop_arg.
+ */
+typedef void (*cpat_item_drop_fn)(const void *item, unsigned stage,
+                                  void *arg);
+
+/** Pipeline options; fill with cpat_pipeline_opts_init() first. */
+struct cpat_pipeline_opts {
+	size_t item_size;       /**< source item size, > 0 */
+	size_t source_capacity; /**< channel after the source (default 64) */
+	cpat_item_drop_fn drop; /**< for items not processed, or NULL */
+	void *drop_arg;         /**< passed to drop */
+};
+
+/** Stage options; fill with cpat_stage_opts_init() first. */
+struct cpat_stage_opts {
+	const char *name;    /**< for errors and the report (copied) */
+	cpat_map_fn map;     /**< the function, or NULL if flat is set */
+	cpat_flat_fn flat;   /**< a flat stage's function, or NULL */
+	void *arg;           /**< cpat_stage_arg() returns it */
+	size_t out_size;     /**< output item size, > 0 */
+	unsigned workers;    /**< threads running the stage (default 1) */
+	int ordered;         /**< keep input order (default 0) */
+	size_t out_capacity; /**< channel after this stage (default 64) */
+};
+
+/**
+ * A batch of items, the output of a batch stage: a header followed by
+ * `count` items of `item_size` bytes (read them with cpat_batch_item()).
+ * The output item size of a batch stage is cpat_batch_size().
+ */
+struct cpat_batch {
+	size_t count;     /**< items in this batch, 1..max_items */
+	size_t item_size; /**< bytes per item */
+	uint64_t first_index; /**< index of the batch's first item */
+};
+
+/** Batch stage options; fill with cpat_batch_opts_init() first. */
+struct cpat_batch_opts {
+	const char *name;      /**< for errors and the report (copied) */
+	size_t max_items;      /**< flush when this many are held (default 100) */
+	int64_t flush_ns;      /**< flush what is held after this long since the
+	                            batch's first item, > 0; #CPAT_FOREVER: only
+	                            by count and at end (default 1 s) */
+	int flush_on_cancel;   /**< on cancellation, pass the partial batch on
+	                            to the sink instead of dropping it (default 0).
+	                            Only for the last stage: a sink callback then
+	                            also gets the batches already made (it drains
+	                            its channel); an output channel gets the
+	                            partial batch only if it has room. Elsewhere
+	                            the partial batch is dropped. */
+	size_t out_capacity;   /**< channel after this stage (default 4) */
+};
+
+/** Per-stage statistics (cpat_pipeline_stats()). */
+struct cpat_stage_stats {
+	char name[32];          /**< the stage's name (truncated) */
+	unsigned workers;       /**< its threads */
+	uint64_t items_in;      /**< items taken from its input */
+	uint64_t items_out;     /**< items passed on */
+	uint64_t filtered;      /**< items it dropped by design (SKIP) */
+	uint64_t busy_ns;       /**< summed over workers: in the function */
+	uint64_t starved_ns;    /**< summed: waiting for input */
+	uint64_t blocked_ns;    /**< summed: waiting for room downstream */
+	double utilisation;     /**< busy / (busy + starved + blocked) */
+};
+
+/** What a finished pipeline reports (cpat_pipeline_wait()). */
+struct cpat_pipeline_result {
+	int rc;                /**< as wait returned */
+	char stage[32];        /**< where the first error happened: a stage's
+	                            name, "source" or "sink"; "" if none */
+	uint64_t item_index;   /**< index of the failing item (source order) */
+	uint64_t produced;     /**< items that left the source */
+	uint64_t delivered;    /**< items the sink took (batch: batches) */
+	uint64_t filtered;     /**< items stages skipped */
+	uint64_t not_processed; /**< items stopped by error/cancel/deadline */
+	uint64_t expanded;     /**< flat stages: outputs - 1 for every input
+	                            that emitted at least one item */
+	uint64_t batched;      /**< batch stages: count - 1 for every batch */
+};
+
+/** Fills @p o with the defaults. NULL is a no-op. Never blocks. */
+CPAT_API void cpat_pipeline_opts_init(struct cpat_pipeline_opts *o);
+/** Fills @p o with the defaults. NULL is a no-op. Never blocks. */
+CPAT_API void cpat_stage_opts_init(struct cpat_stage_opts *o);
+/** Fills @p o with the defaults. NULL is a no-op. Never blocks. */
+CPAT_API void cpat_batch_opts_init(struct cpat_batch_opts *o);
+
+/**
+ * The output item size of a batch stage of @p max_items items of
+ * @p item_size bytes (header included); 0 on overflow. Never blocks.
+ */
+CPAT_API size_t cpat_batch_size(size_t max_items, size_t item_size);
+
+/** Item @p i of @p b (no check of @p i). Never blocks. */
+CPAT_API const void *cpat_batch_item(const struct cpat_batch *b, size_t i);
+
+/**
+ * Creates an empty pipeline.
+ * @return 0; -EINVAL for NULL @p out or @p opts, item_size 0 or
+ *         source_capacity 0; -ENOMEM. *out is NULL on failure.
+ */
+CPAT_API int cpat_pipeline_create(struct cpat_pipeline **out,
+                                  const struct cpat_pipeline_opts *opts);
+
+/**
+ * Makes @p fn the source: the pipeline calls it from one thread until it
+ * returns 0 (end) or a negative value (error), or the pipeline stops.
+ * @return 0; -EINVAL for NULL arguments; -EBUSY if a source is set or the
+ *         pipeline was started.
+ */
+CPAT_API int cpat_pipeline_set_generator(struct cpat_pipeline *p,
+                                         cpat_source_fn fn, void *arg);
+
+/**
+ * Makes the pipeline's source a feed: the caller pushes items with
+ * cpat_pipeline_feed() and ends the input with cpat_pipeline_feed_close().
+ * @return 0; -EINVAL for NULL; -EBUSY if a source is set or started.
+ */
+CPAT_API int cpat_pipeline_set_feed(struct cpat_pipeline *p);
+
+/**
+ * Appends a map or flat stage.
+ * @return 0; -EINVAL for NULL arguments, neither or both of map and flat,
+ *         out_size 0, workers 0 or out_capacity 0; -ENOMEM; -EBUSY if
+ *         started, or after cpat_pipeline_output() fixed the output
+ *         channel.
+ */
+CPAT_API int cpat_pipeline_add_stage(struct cpat_pipeline *p,
+                                     const struct cpat_stage_opts *opts);
+
+/**
+ * Appends a batch stage: its input items are grouped into struct
+ * cpat_batch items (see cpat_batch_size()). A batch is passed on when it
+ * holds max_items, when flush_ns has passed since its first item, and at
+ * end of input (the remainder).
+ * @return 0; -EINVAL for NULL, max_items 0, a bad flush_ns or
+ *         out_capacity 0; -ENOMEM; -EBUSY if started, or after
+ *         cpat_pipeline_output() fixed the output channel.
+ */
+CPAT_API int cpat_pipeline_add_batch(struct cpat_pipeline *p,
+                                     const struct cpat_batch_opts *opts);
+
+/**
+ * Makes @p fn the sink.
+ * @return 0; -EINVAL for NULL; -EBUSY if a sink is set or started.
+ */
+CPAT_API int cpat_pipeline_set_sink(struct cpat_pipeline *p, cpat_sink_fn fn,
+                                    void *arg);
+
+/**
+ * Makes the last channel the sink: the caller receives the output items
+ * from cpat_pipeline_output() until it returns -EPIPE.
+ * @return 0; -EINVAL for NULL; -EBUSY if a sink is set or started.
+ */
+CPAT_API int cpat_pipeline_set_output(struct cpat_pipeline *p);
+
+/**
+ * Starts every stage. Stops by itself when the input ends and everything
+ * has been delivered, at the first error, when @p tok fires or at
+ * @p deadline_ns.
+ *
+ * Never blocks but for starting threads.
+ * @param tok         cancellation token for the whole run, or NULL;
+ *                    referenced for the run.
+ * @param deadline_ns absolute deadline for the whole run, or #CPAT_FOREVER.
+ * @return 0; -EINVAL for NULL, no source, no sink, an output channel
+ *         (cpat_pipeline_set_output()) with no stage, or a bad deadline;
+ *         -EBUSY if already started; -ENOMEM; -EAGAIN if a thread could
+ *         not be started (those started are stopped and joined). On any
+ *         failure nothing was run and nothing leaked: the pipeline is as
+ *         before the call (start may be tried again, or it destroyed).
+ */
+CPAT_API int cpat_pipeline_start(struct cpat_pipeline *p,
+                                 struct cpat_token *tok, int64_t deadline_ns);
+
+/**
+ * Pushes one item into a feed source. Blocks while the first channel is
+ * full. Feeds from several threads are allowed; item indices are given in
+ * the order feeds begin (a failed feed leaves a gap). Items over 4 KiB
+ * (with an 8-16 byte header) are staged in a temporary allocation
+ * (-ENOMEM possible); smaller ones never allocate.
+ * @return 0; -EPIPE after feed_close or once the pipeline has stopped;
+ *         -ECANCELED / -ETIMEDOUT (@p tok's cause); -EINVAL for NULL or a
+ *         pipeline without a feed, or not started; -ENOMEM (large items
+ *         only, see above).
+ */
+CPAT_API int cpat_pipeline_feed(struct cpat_pipeline *p, const void *item,
+                                struct cpat_token *tok);
+
+/**
+ * Ends a feed's input. Never blocks.
+ * @return 0; -EPIPE if already closed; -EINVAL as cpat_pipeline_feed().
+ */
+CPAT_API int cpat_pipeline_feed_close(struct cpat_pipeline *p);
+
+/**
+ * The output channel of a pipeline made with cpat_pipeline_set_output():
+ * receive from it until -EPIPE (it closes when the pipeline stops). Its
+ * elements are the last stage's output items (the source's items if there
+ * is no stage), without any header. It may be asked for before start: it
+ * is then made at once, and the pipeline's stages are fixed from then on.
+ * Borrowed: valid until cpat_pipeline_destroy(). Never blocks.
+ * @return the channel; NULL for NULL, a pipeline with a sink callback, or
+ *         when it could not be made (out of memory, before start).
+ */
+CPAT_API struct cpat_chan *cpat_pipeline_output(struct cpat_pipeline *p);
+
+/**
+ * Waits until the pipeline has stopped and every thread has exited, then
+ * drains every channel (but the output channel), dropping what is left.
+ * A second call returns the same result.
+ *
+ * Blocks. Call from one thread, not from a stage.
+ * @param res if not NULL, receives the result.
+ * @return 0 if the input ended and everything was delivered; the first
+ *         error (a negative value from a callback); -ECANCELED or
+ *         -ETIMEDOUT if the token fired or the deadline passed; -EINVAL
+ *         for NULL or a pipeline never started; -EBUSY from a stage.
+ */
+CPAT_API int cpat_pipeline_wait(struct cpat_pipeline *p,
+                                struct cpat_pipeline_result *res);
+
+/**
+ * cpat_pipeline_start() then cpat_pipeline_wait().
+ * @return as those.
+ */
+CPAT_API int cpat_pipeline_run(struct cpat_pipeline *p, struct cpat_token *tok,
+                               int64_t deadline_ns,
+                               struct cpat_pipeline_result *res);
+
+/**
+ * Stops a running pipeline as a cancelled token would (-ECANCELED).
+ * Never blocks. @return 0; -EINVAL for NULL.
+ */
+CPAT_API int cpat_pipeline_cancel(struct cpat_pipeline *p);
+
+/**
+ * Per-stage statistics, a snapshot (any time after start).
+ * @param stats room for @p n entries, in stage order.
+ * @return the number of stages (may exceed @p n); -EINVAL for NULL.
+ */
+CPAT_API int cpat_pipeline_stats(struct cpat_pipeline *p,
+                                 struct cpat_stage_stats *stats, size_t n);
+
+/**
+ * Writes a human-readable table of the statistics into @p buf, naming the
+ * bottleneck stage, like snprintf().
+ * @return the length of the full report (may exceed @p len: truncated);
+ *         -EINVAL for NULL @p p, or NULL @p buf with @p len > 0.
+ */
+CPAT_API int cpat_pipeline_report(struct cpat_pipeline *p, char *buf,
+                                  size_t len);
+
+/* ---- for stage functions ---- */
+
+/**
+ * Emits one output item from a flat stage (out_size bytes, copied).
+ * Blocks while the next channel is full.
+ * @return 0; -ECANCELED if the pipeline is stopping (return at once);
+ *         -EINVAL for NULL or outside a flat stage.
+ */
+CPAT_API int cpat_stage_emit(struct cpat_stage_ctx *ctx, const void *item);
+
+/** The pipeline's token (fires when it stops). Never blocks. */
+CPAT_API struct cpat_token *cpat_stage_token(struct cpat_stage_ctx *ctx);
+
+/** The stage's arg (cpat_stage_opts.arg). Never blocks. */
+CPAT_API void *cpat_stage_arg(struct cpat_stage_ctx *ctx);
+
+/** The index of the current item in source order. Never blocks. */
+CPAT_API uint64_t cpat_stage_index(struct cpat_stage_ctx *ctx);
+
+/** Which worker of the stage runs the call, 0..workers-1. Never blocks. */
+CPAT_API unsigned cpat_stage_worker(struct cpat_stage_ctx *ctx);
+
+/**
+ * Destroys the pipeline; if it is running, cancels it and waits first.
+ * @param p the pipeline, or NULL (no-op).
+ */
+CPAT_API void cpat_pipeline_destroy(struct cpat_pipeline *p);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CPATTERN_PIPELINE_H */

@@ -1,0 +1,848 @@
+/*
+ * Fan-out, fan-in, ordered merge, broadcast and parallel map
+ * (cpattern/fan.h).
+ *
+ * DESIGN
+ *
+ * A fan owns a token (child of the caller's), its threads, and small
+ * per-thread buffers made at start; the channels stay the caller's. Nothing
+ * is allocated per item.
+ *
+ * Start gate. Every thread first waits on `gate` (0: wait, 1: go, 2:
+ * abort). The constructor opens it only once every thread has started; if
+ * one could not be started it sets 2, and the threads started exit without
+ * touching any channel, so a failed constructor has no effect: "nothing is
+ * closed". Waiting on the gate: park on the word while it is 0; the opener
+ * stores it and unparks all (start-up only, so the system call is fine).
+ *
+ * Stop. A worker function's negative return is recorded by fail(): a CAS
+ * of `rc` from 0 (the first error wins; an error seen after the token
+ * fired is part of the stop, not its cause), then the token is cancelled.
+ * A watch on the token (on_stop) CASes the token's cause into `rc`, so
+ * whichever came first is what cpat_fan_wait() returns. Threads block only
+ * in channel operations under the fan token, so they all return promptly.
+ * A thread that stops holds at most one item (received, not yet sent): it
+ * is lost to the caller, as the header says; channels keep the rest.
+ *
+ * Closing outputs exactly once. Shared output (fan-out with one output,
+ * fan-in, merge): `live` counts the threads; the one whose exit takes it
+ * to 0 closes the output. Fan-out with one output per worker: worker i
+ * closes outs[i] as it exits. Broadcast: its single thread closes every
+ * output as it exits. A thread exits when its input is closed and drained
+ * (-EPIPE), or on a stop.
+ *
+ * Ordered merge (one thread): items that arrive before their turn are
+ * held in slots, found in order by a binary min-heap on their sequence
+ * numbers. The thread selects over the open inputs; once `window` items
+ * are held, only over the inputs that may still hold the next number
+ * (those whose last item read is below it: each input is increasing), so
+ * the window is exceeded only by an input that turns out to be ahead as
+ * well (at most one item per input, hence window + nins slots). If every
+ * open input is ahead and the next number is not held, or every input is
+ * closed with items still held, the next number can never come: that is a
+ * gap, the merge ends with -EPIPE, and the items it holds are counted as
+ * dropped (cpat_fan_dropped(f, 0)). Items whose number was already passed
+ * (duplicates, or out of order within their input) are dropped and
+ * counted too.
+ *
+ * Broadcast (one thread): each item goes to every output in turn: with
+ * BLOCK_ALL by a blocking send (so the slowest output paces all), with
+ * DROP_SLOW by try_send, a full output missing the item (dropped[i]++). An
+ * output closed by someone else also counts its missed items as dropped.
+ * dropped[] has one writer (the thread): relaxed load + store; readers
+ * load relaxed.
+ *
+ * Parallel map: a shared state, heap-allocated and reference counted
+ * (caller + each pool task), holds `next`, the first index not yet handed
+ * out; a worker claims [i, i + chunk) with one fetch_add. `busy` counts the
+ * workers inside the claiming loop: a worker increments it before it
+ * checks `stop` and claims, and decrements it when it leaves; the caller
+ * works too, then sets `stop` if it stopped early, and waits until busy is
+ * 0 (Dekker-style, seq_cst: a worker that enters later sees stop or finds
+ * nothing left to claim, and touches neither array). So the caller returns
+ * as soon as every claimed chunk is finished, without waiting for pool
+ * tasks that have not started (a pool whose workers are all busy, or the
+ * caller being one of them, cannot deadlock it); late tasks find nothing
+ * to do and drop their reference, and the last reference frees the state.
+ * Wake-up: the caller sets `waiting` then re-reads busy and parks on it; a
+ * worker leaving unparks if `waiting` is set.
+ */
+#include "internal.h"
+
+#include <limits.h>
+
+#include "cpattern/chan.h"
+#include "cpattern/fan.h"
+#include "cpattern/pool.h"
+
+enum { F_OUT, F_IN, F_MERGE, F_BCAST };
+
+static _Atomic long g_live_threads;
+
+long cpat__fan_live_threads(void)
+{
+	return atomic_load(&g_live_threads);
+}
+
+struct fthread {
+	struct cpat_fan *f;
+	unsigned id;
+	pthread_t th;
+	bool started;
+};
+
+struct cpat_fan {
+	int kind;
+	struct cpat_token *tok;
+	struct cpat__watch watch;
+	bool watching;
+	_Atomic int rc;
+	_Atomic uint32_t gate;
+	unsigned nthreads;
+	struct fthread *th;
+	struct cpat_chan *in;
+	struct cpat_chan **chs; /* outputs (out, broadcast) or inputs */
+	size_t nchs;
+	struct cpat_chan *outch;
+	cpat_fan_fn fn;
+	void *arg;
+	int policy;
+	_Atomic unsigned live;
+	_Atomic uint64_t *dropped; /* per output (broadcast), [0] (merge) */
+	size_t ndropped;
+	char *bufs; /* per-thread: in item + out item */
+	size_t buf_stride, in_size;
+	/* Ordered merge. */
+	cpat_seq_fn seq;
+	void *seq_arg;
+	uint64_t first_seq;
+	size_t window;
+	bool waited;
+	int final_rc;
+};
+
+/* ---- common ---- */
+
+static void on_stop(struct cpat__watch *w, int cause)
+{
+	struct cpat_fan *f = w->arg;
+	int zero = 0;
+	atomic_compare_exchange_strong(&f->rc, &zero, cause);
+}
+
+static void fail(struct cpat_fan *f, int rc)
+{
+	if (cpat_token_status(f->tok) == 0) {
+		int zero = 0;
+		atomic_compare_exchange_strong(&f->rc, &zero, rc);
+	}
+	cpat_token_cancel(f->tok);
+}
+
+/* Waits for the start gate; false: abort, touch nothing. */
+static bool gate_wait(struct cpat_fan *f)
+{
+	for (;;) {
+		uint32_t g = atomic_load(&f->gate);
+		if (g == 1)
+			return true;
+		if (g == 2)
+			return false;
+		cpat__park(&f->gate, 0, CPAT_FOREVER);
+	}
+}
+
+static void thread_exit(void)
+{
+	atomic_fetch_sub(&g_live_threads, 1);
+}
+
+static void dropped_add(struct cpat_fan *f, size_t i, uint64_t v)
+{
+	atomic_store_explicit(&f->dropped[i],
+	                      atomic_load_explicit(&f->dropped[i],
+	                                           memory_order_relaxed) +
+	                              v,
+	                      memory_order_relaxed);
+}
+
+/* ---- the threads ---- */
+
+static void *out_main(void *arg)
+{
+	struct fthread *t = arg;
+	struct cpat_fan *f = t->f;
+	if (gate_wait(f)) {
+		struct cpat_chan *out = f->chs[f->nchs == 1 ? 0 : t->id];
+		char *in = f->bufs + t->id * f->buf_stride;
+		char *res = in + f->in_size;
+		for (;;) {
+			int rc = cpat_chan_recv(f->in, in, f->tok);
+			if (rc != 0)
+				break;
+			rc = f->fn(in, res, t->id, f->arg);
+			if (rc < 0) {
+				fail(f, rc);
+				break;
+			}
+			if (rc == 0 && cpat_chan_send(out, res, f->tok) != 0)
+				break;
+		}
+		if (f->nchs == 1) {
+			if (atomic_fetch_sub(&f->live, 1) == 1)
+				cpat_chan_close(out);
+		} else {
+			cpat_chan_close(out);
+		}
+	}
+	thread_exit();
+	return NULL;
+}
+
+static void *in_main(void *arg)
+{
+	struct fthread *t = arg;
+	struct cpat_fan *f = t->f;
+	if (gate_wait(f)) {
+		char *buf = f->bufs + t->id * f->buf_stride;
+		while (cpat_chan_recv(f->chs[t->id], buf, f->tok) == 0)
+			if (cpat_chan_send(f->outch, buf, f->tok) != 0)
+				break;
+		if (atomic_fetch_sub(&f->live, 1) == 1)
+			cpat_chan_close(f->outch);
+	}
+	thread_exit();
+	return NULL;
+}
+
+static void *bcast_main(void *arg)
+{
+	struct fthread *t = arg;
+	struct cpat_fan *f = t->f;
+	if (gate_wait(f)) {
+		char *buf = f->bufs;
+		while (cpat_chan_recv(f->in, buf, f->tok) == 0) {
+			bool stop = false;
+			for (size_t i = 0; i < f->nchs && !stop; i++) {
+				int rc;
+				if (f->policy == CPAT_FAN_BLOCK_ALL)
+					rc = cpat_chan_send(f->chs[i], buf, f->tok);
+				else
+					rc = cpat_chan_try_send(f->chs[i], buf);
+				if (rc == -EAGAIN || rc == -EPIPE)
+					dropped_add(f, i, 1);
+				else if (rc != 0)
+					stop = true;
+			}
+			if (stop)
+				break;
+		}
+		for (size_t i = 0; i < f->nchs; i++)
+			cpat_chan_close(f->chs[i]);
+	}
+	thread_exit();
+	return NULL;
+}
+
+/*
+ * Ordered merge state: the items held out of order live in `cap` slots
+ * (window + nins); a binary min-heap of (seq, slot) finds the next one;
+ * free slots are a stack. All in f->bufs, owned by the one merge thread.
+ */
+struct mheap {
+	uint64_t seq;
+	size_t slot;
+};
+
+struct merge {
+	struct cpat_fan *f;
+	size_t esz, stride, cap, held; /* stride: esz rounded to 16 */
+	uint64_t next;
+	char *slots;
+	struct mheap *heap;
+	size_t *freel;
+	size_t nfree;
+	uint64_t *last; /* per input: last seq read */
+	unsigned char *has_last, *closed;
+};
+
+static void heap_push(struct merge *m, uint64_t seq, const void *item)
+{
+	size_t slot = m->freel[--m->nfree];
+	memcpy(m->slots + slot * m->stride, item, m->esz);
+	size_t i = m->held++;
+	while (i > 0) {
+		size_t up = (i - 1) / 2;
+		if (m->heap[up].seq <= seq)
+			break;
+		m->heap[i] = m->heap[up];
+		i = up;
+	}
+	m->heap[i].seq = seq;
+	m->heap[i].slot = slot;
+}
+
+static void heap_pop(struct merge *m)
+{
+	m->freel[m->nfree++] = m->heap[0].slot;
+	struct mheap x = m->heap[--m->held];
+	size_t i = 0, n = m->held;
+	for (;;) {
+		size_t c = 2 * i + 1;
+		if (c >= n)
+			break;
+		if (c + 1 < n && m->heap[c + 1].seq < m->heap[c].seq)
+			c++;
+		if (x.seq <= m->heap[c].seq)
+			break;
+		m->heap[i] = m->heap[c];
+		i = c;
+	}
+	if (n > 0)
+		m->heap[i] = x;
+}
+
+/* Sends every held item that is next in line; false on a stop. */
+static bool merge_emit(struct merge *m)
+{
+	struct cpat_fan *f = m->f;
+	while (m->held > 0 && m->heap[0].seq <= m->next) {
+		if (m->heap[0].seq == m->next) {
+			if (cpat_chan_send(f->outch,
+			                   m->slots + m->heap[0].slot * m->stride,
+			                   f->tok) != 0)
+				return false;
+			m->next++;
+		} else {
+			dropped_add(f, 0, 1); /* a duplicate number */
+		}
+		heap_pop(m);
+	}
+	return true;
+}
+
+/* Bytes of merge state for n inputs and a window. 0 on overflow. */
+static size_t merge_size(size_t esz, size_t n, size_t window)
+{
+	size_t cap = window + n;
+	size_t stride = (esz + 15) / 16 * 16;
+	if (cap < window || stride < esz ||
+	    cap > (SIZE_MAX / 4) / (stride + 2 * sizeof(size_t) +
+	                            sizeof(struct mheap)))
+		return 0;
+	return (cap + 1) * stride + cap * sizeof(struct mheap) +
+	       cap * sizeof(size_t) + n * sizeof(uint64_t) + 2 * n + 64;
+}
+
+static void *merge_main(void *arg)
+{
+	struct fthread *t = arg;
+	struct cpat_fan *f = t->f;
+	if (gate_wait(f)) {
+		struct merge m;
+		size_t n = f->nchs;
+		m.f = f;
+		m.esz = f->in_size;
+		m.stride = (m.esz + 15) / 16 * 16;
+		m.cap = f->window + n;
+		m.held = 0;
+		m.next = f->first_seq;
+		/* Layout: heap, free list, last (8-aligned), then the item
+		 * bytes and flags. */
+		char *b = f->bufs;
+		m.heap = (struct mheap *)b;
+		b += m.cap * sizeof(struct mheap);
+		m.freel = (size_t *)b;
+		b += m.cap * sizeof(size_t);
+		m.last = (uint64_t *)b;
+		b += n * sizeof(uint64_t);
+		b = f->bufs + ((size_t)(b - f->bufs) + 15) / 16 * 16;
+		m.slots = b;
+		b += m.cap * m.stride;
+		char *tmp = b;
+		b += m.stride;
+		m.has_last = (unsigned char *)b;
+		m.closed = m.has_last + n;
+		memset(m.has_last, 0, 2 * n);
+		for (size_t i = 0; i < m.cap; i++)
+			m.freel[i] = m.cap - 1 - i;
+		m.nfree = m.cap;
+		struct cpat_select_case cs[64];
+		size_t map[64];
+		for (;;) {
+			if (!merge_emit(&m))
+				break;
+			/* While the window is full, read only the inputs that
+			 * may still hold the next number: those not ahead of
+			 * it. */
+			bool full = m.held >= f->window;
+			size_t k = 0, open = 0;
+			for (size_t i = 0; i < n; i++) {
+				if (m.closed[i])
+					continue;
+				open++;
+				if (full && m.has_last[i] && m.last[i] >= m.next)
+					continue;
+				cs[k].ch = f->chs[i];
+				cs[k].op = CPAT_SELECT_RECV;
+				cs[k].elem = tmp;
+				map[k++] = i;
+			}
+			if (k == 0) {
+				/* Every input is closed, or ahead of the next
+				 * number: it can never come. */
+				if (m.held > 0 || open > 0) {
+					dropped_add(f, 0, m.held);
+					fail(f, -EPIPE);
+				}
+				break;
+			}
+			int r = cpat_chan_select(cs, k, f->tok, CPAT_FOREVER);
+			if (r < 0)
+				break;
+			size_t i = map[r];
+			if (cs[r].rc != 0) {
+				m.closed[i] = 1;
+				continue;
+			}
+			uint64_t s = f->seq(tmp, f->seq_arg);
+			m.last[i] = s;
+			m.has_last[i] = 1;
+			if (s == m.next) {
+				if (cpat_chan_send(f->outch, tmp, f->tok) != 0)
+					break;
+				m.next++;
+			} else if (s < m.next) {
+				dropped_add(f, 0, 1); /* a duplicate number */
+			} else {
+				heap_push(&m, s, tmp);
+			}
+		}
+		if (atomic_fetch_sub(&f->live, 1) == 1)
+			cpat_chan_close(f->outch);
+	}
+	thread_exit();
+	return NULL;
+}
+
+/* ---- construction ---- */
+
+static void fan_free(struct cpat_fan *f)
+{
+	if (!f)
+		return;
+	if (f->watching)
+		cpat__token_unwatch(f->tok, &f->watch);
+	if (f->tok)
+		cpat_token_unref(f->tok);
+	cpat__free(f->th);
+	cpat__free(f->chs);
+	cpat__free(f->bufs);
+	cpat__free(f->dropped);
+	cpat__free(f);
+}
+
+static int fan_alloc(struct cpat_fan **out, int kind, unsigned nthreads,
+                     struct cpat_chan **chs, size_t nchs, size_t buf_stride,
+                     size_t bufs_size, size_t ndropped,
+                     struct cpat_token *tok)
+{
+	struct cpat_fan *f = cpat__calloc(1, sizeof(*f));
+	if (!f)
+		return -ENOMEM;
+	f->kind = kind;
+	f->nthreads = nthreads;
+	f->nchs = nchs;
+	f->buf_stride = buf_stride;
+	f->ndropped = ndropped;
+	f->th = cpat__calloc(nthreads, sizeof(*f->th));
+	f->chs = cpat__calloc(nchs, sizeof(*f->chs));
+	f->bufs = cpat__malloc(bufs_size ? bufs_size : 1);
+	f->dropped = cpat__calloc(ndropped ? ndropped : 1, sizeof(*f->dropped));
+	int rc = (!f->th || !f->chs || !f->bufs || !f->dropped) ? -ENOMEM : 0;
+	if (rc == 0)
+		rc = cpat_token_create(&f->tok, tok);
+	if (rc != 0) {
+		fan_free(f);
+		return rc;
+	}
+	memcpy(f->chs, chs, nchs * sizeof(*chs));
+	atomic_store(&f->live, nthreads);
+	f->watch.fn = on_stop;
+	f->watch.arg = f;
+	int cause = cpat__token_watch(f->tok, &f->watch);
+	if (cause < 0)
+		on_stop(&f->watch, cause);
+	else
+		f->watching = true;
+	*out = f;
+	return 0;
+}
+
+/* Starts the threads and opens the gate; on failure aborts, joins and
+ * frees. */
+static int fan_go(struct cpat_fan **out, struct cpat_fan *f,
+                  void *(*fn)(void *))
+{
+	int rc = 0;
+	for (unsigned i = 0; i < f->nthreads; i++) {
+		f->th[i].f = f;
+		f->th[i].id = i;
+		atomic_fetch_add(&g_live_threads, 1);
+		rc = cpat__thread_start(&f->th[i].th, fn, &f->th[i], false);
+		if (rc != 0) {
+			atomic_fetch_sub(&g_live_threads, 1);
+			break;
+		}
+		f->th[i].started = true;
+	}
+	atomic_store(&f->gate, rc == 0 ? 1 : 2);
+	cpat__unpark_all(&f->gate);
+	if (rc != 0) {
+		for (unsigned i = 0; i < f->nthreads; i++)
+			if (f->th[i].started)
+				CPAT_CHECK(pthread_join(f->th[i].th, NULL) == 0);
+		fan_free(f);
+		return rc;
+	}
+	*out = f;
+	return 0;
+}
+
+static bool chans_ok(struct cpat_chan **chs, size_t n)
+{
+	if (!chs || n == 0)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!chs[i])
+			return false;
+	return true;
+}
+
+int cpat_fan_out(struct cpat_fan **out, struct cpat_chan *in,
+                 struct cpat_chan **outs, size_t nouts, unsigned workers,
+                 cpat_fan_fn fn, void *arg, struct cpat_token *tok)
+{
+	if (out)
+		*out = NULL;
+	if (!out || !in || !fn || workers == 0 || !chans_ok(outs, nouts) ||
+	    (nouts != 1 && nouts != workers))
+		return -EINVAL;
+	size_t isz = cpat_chan_elem_size(in), osz = 0;
+	for (size_t i = 0; i < nouts; i++)
+		if (cpat_chan_elem_size(outs[i]) > osz)
+			osz = cpat_chan_elem_size(outs[i]);
+	size_t stride = (isz + osz + 15) / 16 * 16;
+	if (stride < isz || (size_t)workers > SIZE_MAX / stride)
+		return -EINVAL;
+	struct cpat_fan *f;
+	int rc = fan_alloc(&f, F_OUT, workers, outs, nouts, stride,
+	                   stride * workers, 0, tok);
+	if (rc)
+		return rc;
+	f->in = in;
+	f->fn = fn;
+	f->arg = arg;
+	f->in_size = isz;
+	return fan_go(out, f, out_main);
+}
+
+int cpat_fan_in(struct cpat_fan **out, struct cpat_chan **ins, size_t nins,
+                struct cpat_chan *outch, struct cpat_token *tok)
+{
+	if (out)
+		*out = NULL;
+	if (!out || !outch || !chans_ok(ins, nins) || nins > UINT_MAX)
+		return -EINVAL;
+	size_t esz = cpat_chan_elem_size(outch);
+	for (size_t i = 0; i < nins; i++)
+		if (cpat_chan_elem_size(ins[i]) != esz)
+			return -EINVAL;
+	size_t stride = (esz + 15) / 16 * 16;
+	if (nins > SIZE_MAX / stride)
+		return -EINVAL;
+	struct cpat_fan *f;
+	int rc = fan_alloc(&f, F_IN, (unsigned)nins, ins, nins, stride,
+	                   stride * nins, 0, tok);
+	if (rc)
+		return rc;
+	f->outch = outch;
+	f->in_size = esz;
+	return fan_go(out, f, in_main);
+}
+
+int cpat_fan_merge_ordered(struct cpat_fan **out, struct cpat_chan **ins,
+                           size_t nins, struct cpat_chan *outch,
+                           cpat_seq_fn seq, void *seq_arg, uint64_t first_seq,
+                           size_t window, struct cpat_token *tok)
+{
+	if (out)
+		*out = NULL;
+	if (!out || !outch || !seq || window == 0 || !chans_ok(ins, nins) ||
+	    nins > 64)
+		return -EINVAL;
+	size_t esz = cpat_chan_elem_size(outch);
+	for (size_t i = 0; i < nins; i++)
+		if (cpat_chan_elem_size(ins[i]) != esz)
+			return -EINVAL;
+	size_t size = merge_size(esz, nins, window);
+	if (size == 0)
+		return -EINVAL;
+	struct cpat_fan *f;
+	int rc = fan_alloc(&f, F_MERGE, 1, ins, nins, size, size, 1, tok);
+	if (rc)
+		return rc;
+	f->outch = outch;
+	f->in_size = esz;
+	f->seq = seq;
+	f->seq_arg = seq_arg;
+	f->first_seq = first_seq;
+	f->window = window;
+	return fan_go(out, f, merge_main);
+}
+
+int cpat_fan_broadcast(struct cpat_fan **out, struct cpat_chan *in,
+                       struct cpat_chan **outs, size_t nouts, int policy,
+                       struct cpat_token *tok)
+{
+	if (out)
+		*out = NULL;
+	if (!out || !in || !chans_ok(outs, nouts) ||
+	    (policy != CPAT_FAN_BLOCK_ALL && policy != CPAT_FAN_DROP_SLOW))
+		return -EINVAL;
+	size_t esz = cpat_chan_elem_size(in);
+	for (size_t i = 0; i < nouts; i++)
+		if (cpat_chan_elem_size(outs[i]) != esz)
+			return -EINVAL;
+	struct cpat_fan *f;
+	int rc = fan_alloc(&f, F_BCAST, 1, outs, nouts, esz, esz, nouts, tok);
+	if (rc)
+		return rc;
+	f->in = in;
+	f->in_size = esz;
+	f->policy = policy;
+	return fan_go(out, f, bcast_main);
+}
+
+uint64_t cpat_fan_dropped(struct cpat_fan *fan, size_t i)
+{
+	if (!fan || i >= fan->ndropped)
+		return 0;
+	return atomic_load_explicit(&fan->dropped[i], memory_order_relaxed);
+}
+
+int cpat_fan_wait(struct cpat_fan *fan)
+{
+	if (!fan)
+		return -EINVAL;
+	if (fan->waited)
+		return fan->final_rc;
+	for (unsigned i = 0; i < fan->nthreads; i++)
+		if (fan->th[i].started)
+			CPAT_CHECK(pthread_join(fan->th[i].th, NULL) == 0);
+	if (fan->watching)
+		cpat__token_unwatch(fan->tok, &fan->watch);
+	fan->watching = false;
+	fan->final_rc = atomic_load(&fan->rc);
+	fan->waited = true;
+	return fan->final_rc;
+}
+
+int cpat_fan_cancel(struct cpat_fan *fan)
+{
+	if (!fan)
+		return -EINVAL;
+	cpat_token_cancel(fan->tok);
+	return 0;
+}
+
+void cpat_fan_destroy(struct cpat_fan *fan)
+{
+	if (!fan)
+		return;
+	if (!fan->waited) {
+		cpat_token_cancel(fan->tok);
+		cpat_fan_wait(fan);
+	}
+	fan_free(fan);
+}
+
+/* ---- parallel map ---- */
+
+struct pmap {
+	_Atomic int refs;
+	_Atomic size_t next;
+	_Atomic uint32_t busy;
+	_Atomic uint32_t waiting;
+	_Atomic int stop;
+	_Atomic int rc;
+	const char *in;
+	char *out;
+	size_t in_size, out_size, n, chunk;
+	cpat_map_item_fn fn;
+	void *arg;
+	struct cpat_token *tok;
+};
+
+static void pmap_unref(struct pmap *m)
+{
+	if (atomic_fetch_sub(&m->refs, 1) == 1)
+		cpat__free(m);
+}
+
+static void pmap_fail(struct pmap *m, int rc)
+{
+	int zero = 0;
+	atomic_compare_exchange_strong(&m->rc, &zero, rc);
+	atomic_store(&m->stop, 1);
+}
+
+static void pmap_work(struct pmap *m)
+{
+	atomic_fetch_add(&m->busy, 1);
+	while (!atomic_load(&m->stop)) {
+		/* Claim first: a helper that runs after the caller returned
+		 * finds nothing and must not touch the caller's token. */
+		size_t i = atomic_fetch_add(&m->next, m->chunk);
+		if (i >= m->n)
+			break;
+		if (m->tok) {
+			int c = cpat_token_status(m->tok);
+			if (c < 0) {
+				pmap_fail(m, c);
+				break;
+			}
+		}
+		size_t end = m->n - i < m->chunk ? m->n : i + m->chunk;
+		for (; i < end; i++) {
+			int rc = m->fn(m->in + i * m->in_size,
+			               m->out + i * m->out_size, i, m->arg);
+			if (rc < 0) {
+				pmap_fail(m, rc);
+				break;
+			}
+		}
+	}
+	atomic_fetch_sub(&m->busy, 1);
+	if (atomic_load(&m->waiting))
+		cpat__unpark_all(&m->busy);
+}
+
+static int pmap_task(void *arg, struct cpat_token *tok)
+{
+	(void)tok;
+	pmap_work(arg);
+	return 0;
+}
+
+static void pmap_task_done(void *arg, int rc)
+{
+	(void)rc;
+	pmap_unref(arg);
+}
+
+static void *pmap_thread(void *arg)
+{
+	pmap_work(arg);
+	atomic_fetch_sub(&g_live_threads, 1);
+	return NULL;
+}
+
+/* The caller has done its share: stop the others if it ended early, then
+ * wait until no worker is inside a chunk. */
+static void pmap_settle(struct pmap *m)
+{
+	if (atomic_load(&m->next) < m->n)
+		atomic_store(&m->stop, 1);
+	atomic_store(&m->waiting, 1);
+	for (;;) {
+		uint32_t b = atomic_load(&m->busy);
+		if (b == 0)
+			break;
+		cpat__park(&m->busy, b, CPAT_FOREVER);
+	}
+}
+
+int cpat_parallel_map(const void *in, size_t in_size, void *out,
+                      size_t out_size, size_t n, cpat_map_item_fn fn,
+                      void *arg, struct cpat_pool *pool, unsigned workers,
+                      struct cpat_token *tok)
+{
+	if (!fn || in_size == 0 || out_size == 0 || (n > 0 && (!in || !out)) ||
+	    (!pool && workers == 0))
+		return -EINVAL;
+	if (n > 0 && (n > SIZE_MAX / in_size || n > SIZE_MAX / out_size))
+		return -EINVAL;
+	if (tok) {
+		int c = cpat_token_status(tok);
+		if (c < 0)
+			return c;
+	}
+	if (n == 0)
+		return 0;
+	unsigned par = workers;
+	if (pool) {
+		struct cpat_pool_stats ps;
+		par = cpat_pool_stats(pool, &ps) == 0 && ps.workers > 0
+		              ? ps.workers + 1
+		              : 2;
+	}
+	struct pmap *m = cpat__calloc(1, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	m->in = in;
+	m->out = out;
+	m->in_size = in_size;
+	m->out_size = out_size;
+	m->n = n;
+	m->fn = fn;
+	m->arg = arg;
+	m->tok = tok;
+	size_t chunk = n / ((size_t)par * 8);
+	m->chunk = chunk < 1 ? 1 : chunk > 1024 ? 1024 : chunk;
+	atomic_store(&m->refs, 1);
+
+	pthread_t *th = NULL;
+	unsigned started = 0;
+	int rc = 0;
+	if (pool) {
+		for (unsigned i = 0; i + 1 < par; i++) {
+			struct cpat_task t = { pmap_task, pmap_task_done, m };
+			atomic_fetch_add(&m->refs, 1);
+			int r = cpat_pool_try_submit(pool, &t);
+			if (r != 0) {
+				atomic_fetch_sub(&m->refs, 1);
+				if (r == -EPIPE && i == 0)
+					rc = -EPIPE;
+				break;
+			}
+		}
+	} else if (par > 1) {
+		th = cpat__calloc(par - 1, sizeof(*th));
+		if (!th) {
+			cpat__free(m);
+			return -ENOMEM;
+		}
+		for (unsigned i = 0; i + 1 < par; i++) {
+			atomic_fetch_add(&g_live_threads, 1);
+			if (cpat__thread_start(&th[i], pmap_thread, m, false) !=
+			    0) {
+				atomic_fetch_sub(&g_live_threads, 1);
+				break;
+			}
+			started++;
+		}
+		if (started == 0)
+			rc = -EAGAIN;
+	}
+	if (rc == 0) {
+		pmap_work(m);
+		pmap_settle(m);
+		rc = atomic_load(&m->rc);
+	}
+	for (unsigned i = 0; i < started; i++)
+		CPAT_CHECK(pthread_join(th[i], NULL) == 0);
+	cpat__free(th);
+	pmap_unref(m);
+	return rc;
+}

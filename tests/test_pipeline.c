@@ -1,0 +1,2579 @@
+/*
+ * Conformance and stress tests of cpattern/pipeline.h (with fan.h for the
+ * fan-out/fan-in end of the long pipeline).
+ *
+ * Every test asserts a documented behaviour of the header: return codes,
+ * what reached the sink, in which order, and the accounting of every item
+ * (produced = delivered + filtered + not processed, the drop callback seeing
+ * exactly the items not processed). Items carry their source index, so
+ * every test can track each item's fate in a per-index state array.
+ *
+ * Callbacks run on pipeline threads: they record into their own structs
+ * and atomics; the main thread asserts after cpat_pipeline_wait() (which
+ * joins every pipeline thread). Nothing sleeps to synchronise: the stage
+ * functions that spin or nanosleep a few microseconds model per-item work
+ * or a slow consumer (data, not synchronisation). The main thread waits on
+ * conditions (a mutex/condvar the sink signals, a stats counter reaching a
+ * value) under the harness watchdog.
+ *
+ * "No thread left" is measured by counting the entries of /proc/self/task
+ * (every thread of the process) against a baseline taken at the start of
+ * the test: the library's timer thread is started once in main() so that
+ * a deadline does not change the count.
+ *
+ * The counting allocator is installed before anything else and never
+ * removed; tests compare th_alloc_live() with a baseline taken while
+ * quiescent. Sizes are small by default, smaller under sanitizers, and
+ * multiplied by CPAT_TEST_SCALE; the seed is printed and read back from
+ * CPAT_TEST_SEED.
+ */
+#include "harness.h"
+#include "internal.h"
+
+#include <dirent.h>
+#include <limits.h>
+#include <strings.h>
+#include <sched.h>
+
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#define SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
+#define SANITIZED 1
+#endif
+#endif
+#ifndef SANITIZED
+#define SANITIZED 0
+#endif
+
+/* A size that is @p plain in the plain build and @p san under sanitizers,
+ * scaled by CPAT_TEST_SCALE. */
+#define SIZE(plain, san) TH_SCALED(SANITIZED ? (san) : (plain))
+
+/* ---- helpers ------------------------------------------------------------ */
+
+/* Threads of the process now (every entry of /proc/self/task). */
+static long count_threads(void)
+{
+	DIR *d = opendir("/proc/self/task");
+	if (!d)
+		abort();
+	long n = 0;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL)
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n;
+}
+
+/* The thread count once it has come down to @p base (a joined thread may
+ * still be listed for a moment after pthread_join() returns), or what it
+ * is after 5 s if it never does: the caller asserts it equals @p base. */
+static long threads_settle(long base)
+{
+	int64_t end = cpat_now_ns() + 5 * CPAT_SEC;
+	long n;
+	while ((n = count_threads()) > base && cpat_now_ns() < end)
+		th_relax();
+	return n;
+}
+
+/* Spins (without sleeping) for about @p ns: per-item work. */
+/* The test hooks of pipeline.c and fan.c: their threads not yet exited. */
+long cpat__pipeline_live_threads(void);
+long cpat__fan_live_threads(void);
+
+/* No pipeline or fan thread is left (the library's own count), and the
+ * process is back to @p base threads. */
+#define assert_no_threads_left(base)                                           \
+	do {                                                                   \
+		assert_int_equal(cpat__pipeline_live_threads(), 0);            \
+		assert_int_equal(cpat__fan_live_threads(), 0);                 \
+		assert_int_equal(threads_settle(base), (base));                \
+	} while (0)
+
+static void spin_ns(int64_t ns)
+{
+	int64_t end = cpat_now_ns() + ns;
+	while (cpat_now_ns() < end)
+		;
+}
+
+/* Sleeps @p us microseconds: per-item work of a stage (data). */
+static void work_us(long us)
+{
+	struct timespec ts = {0, us * 1000L};
+	nanosleep(&ts, NULL);
+}
+
+/* A deterministic per-index random number from the run's seed. */
+static uint64_t hash_idx(uint64_t i, uint64_t salt)
+{
+	struct th_rng r;
+	th_rng_init(&r, i * 7919u + salt);
+	return th_rng_next(&r);
+}
+
+static struct cpat_token *mktok(void)
+{
+	struct cpat_token *t = NULL;
+	if (cpat_token_create(&t, NULL) != 0 || t == NULL)
+		abort();
+	return t;
+}
+
+/*
+ * Per-index fate of every item: exactly one of delivered, filtered, dropped
+ * (passed to the drop callback). A second fate for an index is a conflict.
+ */
+enum { ST_DELIVERED = 1, ST_FILTERED = 2, ST_DROPPED = 4 };
+
+struct track {
+	_Atomic unsigned char *st;
+	uint64_t n;
+	_Atomic uint64_t delivered, filtered, dropped;
+	_Atomic uint64_t conflicts;    /* an index given two fates */
+	_Atomic uint64_t out_of_range; /* an index >= n */
+	_Atomic uint64_t bad_drop_stage;
+	unsigned nstages;
+};
+
+static void track_init(struct track *t, uint64_t n, unsigned nstages)
+{
+	memset(t, 0, sizeof *t);
+	t->st = calloc(n ? n : 1, 1);
+	if (!t->st)
+		abort();
+	t->n = n;
+	t->nstages = nstages;
+}
+
+static void track_reset(struct track *t)
+{
+	for (uint64_t i = 0; i < t->n; i++)
+		atomic_store_explicit(&t->st[i], 0, memory_order_relaxed);
+	atomic_store(&t->delivered, 0);
+	atomic_store(&t->filtered, 0);
+	atomic_store(&t->dropped, 0);
+	atomic_store(&t->conflicts, 0);
+	atomic_store(&t->out_of_range, 0);
+	atomic_store(&t->bad_drop_stage, 0);
+}
+
+static void track_free(struct track *t)
+{
+	free((void *)t->st);
+	t->st = NULL;
+}
+
+static void track_mark(struct track *t, uint64_t idx, unsigned char what)
+{
+	if (idx >= t->n) {
+		atomic_fetch_add(&t->out_of_range, 1);
+		return;
+	}
+	unsigned char old = atomic_fetch_or(&t->st[idx], what);
+	if (old != 0)
+		atomic_fetch_add(&t->conflicts, 1);
+	if (what == ST_DELIVERED)
+		atomic_fetch_add(&t->delivered, 1);
+	else if (what == ST_FILTERED)
+		atomic_fetch_add(&t->filtered, 1);
+	else
+		atomic_fetch_add(&t->dropped, 1);
+}
+
+/* The drop callback of tracked pipelines: items are uint64_t indices at
+ * every stage. */
+static void track_drop(const void *item, unsigned stage, void *arg)
+{
+	struct track *t = arg;
+	if (stage > t->nstages)
+		atomic_fetch_add(&t->bad_drop_stage, 1);
+	track_mark(t, *(const uint64_t *)item, ST_DROPPED);
+}
+
+/* Asserts the accounting of a finished run against the tracked fates:
+ * indices 0..produced-1 have exactly one fate each, none beyond. */
+static void assert_accounting(struct track *t,
+			      const struct cpat_pipeline_result *res)
+{
+	assert_int_equal(atomic_load(&t->conflicts), 0);
+	assert_int_equal(atomic_load(&t->out_of_range), 0);
+	assert_int_equal(atomic_load(&t->bad_drop_stage), 0);
+	assert_int_equal(res->produced,
+			 res->delivered + res->filtered + res->not_processed);
+	assert_int_equal(res->delivered, atomic_load(&t->delivered));
+	assert_int_equal(res->filtered, atomic_load(&t->filtered));
+	assert_int_equal(res->not_processed, atomic_load(&t->dropped));
+	for (uint64_t i = 0; i < t->n; i++) {
+		unsigned char s = atomic_load_explicit(&t->st[i],
+						       memory_order_relaxed);
+		if (i < res->produced) {
+			if (s != ST_DELIVERED && s != ST_FILTERED &&
+			    s != ST_DROPPED)
+				fail_msg("item %llu of %llu produced has fate %u",
+					 (unsigned long long)i,
+					 (unsigned long long)res->produced, s);
+		} else if (s != 0) {
+			fail_msg("item %llu (not produced, produced = %llu) has "
+				 "fate %u",
+				 (unsigned long long)i,
+				 (unsigned long long)res->produced, s);
+		}
+	}
+}
+
+/* ---- a generator ---------------------------------------------------------- */
+
+/* Produces indices 0..n-1 (uint64_t); optionally fails at one index, or
+ * cancels the pipeline or a token when it produces one. */
+struct gen {
+	uint64_t next, n;
+	_Atomic uint64_t made; /* items returned with 1 */
+	uint64_t fail_at;
+	int fail_rc;           /* 0: never fail */
+	uint64_t cancel_at;    /* UINT64_MAX: never */
+	struct cpat_pipeline *cancel_p;
+	struct cpat_token *cancel_tok;
+	_Atomic int calls_after_end; /* called again after returning 0/<0 */
+	int ended;
+};
+
+static void gen_init(struct gen *g, uint64_t n)
+{
+	memset(g, 0, sizeof *g);
+	g->n = n;
+	g->cancel_at = UINT64_MAX;
+}
+
+static int gen_fn(void *out, void *arg)
+{
+	struct gen *g = arg;
+	if (g->ended) {
+		atomic_fetch_add(&g->calls_after_end, 1);
+		return 0;
+	}
+	if (g->next >= g->n) {
+		g->ended = 1;
+		return 0;
+	}
+	uint64_t i = g->next;
+	if (g->fail_rc && i == g->fail_at) {
+		g->ended = 1;
+		return g->fail_rc;
+	}
+	g->next++;
+	*(uint64_t *)out = i;
+	atomic_store(&g->made, g->next);
+	if (i == g->cancel_at) {
+		if (g->cancel_tok)
+			cpat_token_cancel(g->cancel_tok);
+		if (g->cancel_p)
+			cpat_pipeline_cancel(g->cancel_p);
+	}
+	return 1;
+}
+
+/* ---- a configurable map stage ------------------------------------------- */
+
+struct scfg {
+	uint64_t mul, add;     /* out = in * mul + add; mul 0: out = in */
+	uint64_t skip_mod;     /* skip when in % skip_mod == 0; 0: never */
+	int64_t spin;          /* ns of busy work per item */
+	long max_delay_us;     /* random nanosleep 0..max per item */
+	uint64_t salt;
+	uint64_t fail_at;      /* source index to fail at */
+	int fail_rc;           /* 0: never */
+	uint64_t fail_wait_made; /* before failing, wait until gen made this */
+	struct gen *gen;
+	_Atomic uint64_t *wait_seen; /* before failing, wait until a sink */
+	uint64_t wait_sink_n;        /* has seen this many items */
+	uint64_t cancel_at;    /* source index at which to cancel; MAX: never */
+	struct cpat_pipeline *cancel_p;
+	struct track *tr;      /* records SKIPs */
+	int check_index;       /* items are indices: check cpat_stage_index */
+	unsigned workers;
+	void *expect_arg;      /* cpat_stage_arg() must return this */
+	_Atomic uint64_t calls;
+	_Atomic uint64_t bad_ctx;
+	_Atomic int emit_rc;   /* cpat_stage_emit() from a map stage */
+};
+
+static void scfg_init(struct scfg *c)
+{
+	memset(c, 0, sizeof *c);
+	c->cancel_at = UINT64_MAX;
+	c->workers = 1;
+	c->expect_arg = c;
+	atomic_store(&c->emit_rc, 1);
+}
+
+static int map_fn(const void *in, void *out, struct cpat_stage_ctx *ctx)
+{
+	struct scfg *c = cpat_stage_arg(ctx);
+	uint64_t v = *(const uint64_t *)in;
+	uint64_t idx = cpat_stage_index(ctx);
+	atomic_fetch_add(&c->calls, 1);
+	if (c != c->expect_arg || cpat_stage_worker(ctx) >= c->workers ||
+	    cpat_stage_token(ctx) == NULL || (c->check_index && idx != v))
+		atomic_fetch_add(&c->bad_ctx, 1);
+	if (c->spin)
+		spin_ns(c->spin);
+	if (c->max_delay_us)
+		work_us((long)(hash_idx(idx, c->salt) %
+			       (uint64_t)(c->max_delay_us + 1)));
+	if (c->fail_rc && idx == c->fail_at) {
+		if (c->gen)
+			while (atomic_load(&c->gen->made) < c->fail_wait_made)
+				th_relax();
+		if (c->wait_seen)
+			while (atomic_load(c->wait_seen) <
+			       c->wait_sink_n)
+				th_relax();
+		return c->fail_rc;
+	}
+	if (idx == c->cancel_at && c->cancel_p)
+		cpat_pipeline_cancel(c->cancel_p);
+	if (c->skip_mod && v % c->skip_mod == 0) {
+		if (c->tr)
+			track_mark(c->tr, v, ST_FILTERED);
+		return CPAT_STAGE_SKIP;
+	}
+	*(uint64_t *)out = c->mul ? v * c->mul + c->add : v;
+	return CPAT_STAGE_EMIT;
+}
+
+/* A map stage that tries cpat_stage_emit() (only for flat stages). */
+static int map_tries_emit(const void *in, void *out, struct cpat_stage_ctx *ctx)
+{
+	struct scfg *c = cpat_stage_arg(ctx);
+	int expected = 1;
+	atomic_compare_exchange_strong(&c->emit_rc, &expected,
+				       cpat_stage_emit(ctx, in));
+	memcpy(out, in, sizeof(uint64_t));
+	return CPAT_STAGE_EMIT;
+}
+
+/* ---- a sink ------------------------------------------------------------- */
+
+struct sink {
+	uint64_t *got; /* values in delivery order (room for cap) */
+	uint64_t cap, count;
+	_Atomic uint64_t seen;  /* count, readable from other threads */
+	struct track *tr;      /* marks DELIVERED by value (indices) */
+	int64_t spin;          /* slow consumer: busy ns per item */
+	long sleep_us;         /* slow consumer: nanosleep per item */
+	uint64_t fail_at;      /* index (count) at which to fail */
+	int fail_rc;
+	uint64_t cancel_at;
+	struct cpat_pipeline *cancel_p;
+	struct gen *gen;       /* to measure how far ahead the source gets */
+	uint64_t max_ahead;    /* max of gen made - count */
+	long live_min, live_max; /* th_alloc_live() seen from item watch_from */
+	long calls_min, calls_max;
+	uint64_t watch_from;
+	int watch;
+};
+
+static void sink_init(struct sink *s, uint64_t cap)
+{
+	memset(s, 0, sizeof *s);
+	s->cap = cap;
+	s->got = cap ? malloc(cap * sizeof(uint64_t)) : NULL;
+	s->fail_at = UINT64_MAX;
+	s->cancel_at = UINT64_MAX;
+	s->live_min = LONG_MAX;
+	s->live_max = LONG_MIN;
+	s->calls_min = LONG_MAX;
+	s->calls_max = LONG_MIN;
+}
+
+static int sink_fn(const void *item, void *arg)
+{
+	struct sink *s = arg;
+	uint64_t v = *(const uint64_t *)item;
+	if (s->fail_rc && s->count == s->fail_at)
+		return s->fail_rc;
+	if (s->count < s->cap)
+		s->got[s->count] = v;
+	if (s->tr)
+		track_mark(s->tr, v, ST_DELIVERED);
+	if (s->gen) {
+		uint64_t made = atomic_load(&s->gen->made);
+		if (made > s->count && made - s->count > s->max_ahead)
+			s->max_ahead = made - s->count;
+	}
+	if (s->watch && s->count >= s->watch_from) {
+		long l = th_alloc_live(), c = th_alloc_count();
+		if (l < s->live_min)
+			s->live_min = l;
+		if (l > s->live_max)
+			s->live_max = l;
+		if (c < s->calls_min)
+			s->calls_min = c;
+		if (c > s->calls_max)
+			s->calls_max = c;
+	}
+	s->count++;
+	atomic_store(&s->seen, s->count);
+	if (s->spin)
+		spin_ns(s->spin);
+	if (s->sleep_us)
+		work_us(s->sleep_us);
+	if (v == s->cancel_at && s->cancel_p)
+		cpat_pipeline_cancel(s->cancel_p);
+	return 0;
+}
+
+/* ---- building ----------------------------------------------------------- */
+
+static struct cpat_pipeline *mkpipe(size_t src_cap, cpat_item_drop_fn drop,
+				    void *drop_arg)
+{
+	struct cpat_pipeline_opts po;
+	cpat_pipeline_opts_init(&po);
+	po.item_size = sizeof(uint64_t);
+	if (src_cap)
+		po.source_capacity = src_cap;
+	po.drop = drop;
+	po.drop_arg = drop_arg;
+	struct cpat_pipeline *p = NULL;
+	int rc = cpat_pipeline_create(&p, &po);
+	assert_int_equal(rc, 0);
+	assert_non_null(p);
+	return p;
+}
+
+static void add_map(struct cpat_pipeline *p, const char *name,
+		    struct scfg *c, unsigned workers, int ordered, size_t cap)
+{
+	struct cpat_stage_opts so;
+	cpat_stage_opts_init(&so);
+	so.name = name;
+	so.map = map_fn;
+	so.arg = c;
+	so.out_size = sizeof(uint64_t);
+	so.workers = workers;
+	so.ordered = ordered;
+	if (cap)
+		so.out_capacity = cap;
+	c->workers = workers;
+	assert_int_equal(cpat_pipeline_add_stage(p, &so), 0);
+}
+
+/* ---- guide example and order -------------------------------------------- */
+
+static int sq_map(const void *in, void *out, struct cpat_stage_ctx *c)
+{
+	(void)c;
+	*(int *)out = *(const int *)in * *(const int *)in;
+	return CPAT_STAGE_EMIT;
+}
+
+static int even_map(const void *in, void *out, struct cpat_stage_ctx *c)
+{
+	(void)c;
+	*(int *)out = *(const int *)in;
+	return *(const int *)in % 2 ? CPAT_STAGE_SKIP : CPAT_STAGE_EMIT;
+}
+
+static int gen_1_to_5(void *out, void *arg)
+{
+	int *next = arg;
+	if (*next > 5)
+		return 0;
+	*(int *)out = (*next)++;
+	return 1;
+}
+
+struct int_sink {
+	int v[16];
+	int n;
+};
+
+static int int_sink_fn(const void *item, void *arg)
+{
+	struct int_sink *s = arg;
+	if (s->n < 16)
+		s->v[s->n] = *(const int *)item;
+	s->n++;
+	return 0;
+}
+
+TH_TEST_FN(pipeline_guide_example_square_then_even_delivers_4_16)
+{
+	(void)state;
+	long live = th_alloc_live(), thr = count_threads();
+	struct cpat_pipeline *p;
+	struct cpat_pipeline_opts po;
+	cpat_pipeline_opts_init(&po);
+	po.item_size = sizeof(int);
+	assert_int_equal(cpat_pipeline_create(&p, &po), 0);
+	int next = 1;
+	assert_int_equal(cpat_pipeline_set_generator(p, gen_1_to_5, &next), 0);
+	struct cpat_stage_opts so;
+	cpat_stage_opts_init(&so);
+	so.name = "square";
+	so.map = sq_map;
+	so.out_size = sizeof(int);
+	assert_int_equal(cpat_pipeline_add_stage(p, &so), 0);
+	so.name = "even";
+	so.map = even_map;
+	assert_int_equal(cpat_pipeline_add_stage(p, &so), 0);
+	struct int_sink s = {0};
+	assert_int_equal(cpat_pipeline_set_sink(p, int_sink_fn, &s), 0);
+	struct cpat_pipeline_result res;
+	memset(&res, 0xab, sizeof res);
+	assert_int_equal(cpat_pipeline_run(p, NULL, CPAT_FOREVER, &res), 0);
+	assert_int_equal(res.rc, 0);
+	assert_string_equal(res.stage, "");
+	assert_int_equal(s.n, 2);
+	assert_int_equal(s.v[0], 4);
+	assert_int_equal(s.v[1], 16);
+	assert_int_equal(res.produced, 5);
+	assert_int_equal(res.delivered, 2);
+	assert_int_equal(res.filtered, 3);
+	assert_int_equal(res.not_processed, 0);
+	assert_no_threads_left(thr);
+	cpat_pipeline_destroy(p);
+	assert_int_equal(th_alloc_live(), live);
+}
+
+TH_TEST_FN(pipeline_all_ordered_multiworker_stages_deliver_in_source_order)
+{
+	(void)state;
+	uint64_t n = (uint64_t)SIZE(20000, 3000);
+	struct track tr;
+	track_init(&tr, n, 3);
+	struct gen g;
+	gen_init(&g, n);
+	struct cpat_pipeline *p = mkpipe(8, track_drop, &tr);
+	assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
+	struct scfg a, b, c;
+	scfg_init(&a);
+	scfg_init(&b);
+	scfg_init(&c);
+	a.check_index = b.check_index = c.check_index = 1;
+	b.skip_mod = 3;
+	b.tr = &tr;
+	add_map(p, "a", &a, 4, 1, 4);
+	add_map(p, "filter", &b, 3, 1, 2);
+	add_map(p, "c", &c, 2, 1, 16);
+	struct sink s;
+	sink_init(&s, n);
+	s.tr = &tr;
+	assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, &s), 0);
+	struct cpat_pipeline_result res;
+	assert_int_equal(cpat_pipeline_run(p, NULL, CPAT_FOREVER, &res), 0);
+	assert_int_equal(atomic_load(&a.bad_ctx), 0);
+	assert_int_equal(atomic_load(&b.bad_ctx), 0);
+	assert_int_equal(atomic_load(&c.bad_ctx), 0);
+	assert_int_equal(res.produced, n);
+	assert_int_equal(res.not_processed, 0);
+	uint64_t k = 0;
+	for (uint64_t i = 0; i < n; i++) {
+		if (i % 3 == 0)
+			continue;
+		if (k >= s.count || s.got[k] != i)
+			fail_msg("delivery %llu: expected item %llu, got %llu",
+				 (unsigned long long)k, (unsigned long long)i,
+				 (unsigned long long)(k < s.count ? s.got[k]
+								  : ~0ull));
+		k++;
+	}
+	assert_int_equal(s.count, k);
+	assert_accounting(&tr, &res);
+	cpat_pipeline_destroy(p);
+	free(s.got);
+	track_free(&tr);
+}
+
+TH_TEST_FN(pipeline_ordered_stage_4_workers_random_delays_keeps_order)
+{
+	(void)state;
+	uint64_t n = (uint64_t)SIZE(2000, 400);
+	struct gen g;
+	gen_init(&g, n);
+	struct cpat_pipeline *p = mkpipe(16, NULL, NULL);
+	assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
+	struct scfg a;
+	scfg_init(&a);
+	a.max_delay_us = 50;
+	a.salt = 17;
+	a.check_index = 1;
+	a.mul = 2;
+	a.add = 1;
+	add_map(p, "jitter", &a, 4, 1, 8);
+	struct sink s;
+	sink_init(&s, n);
+	assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, &s), 0);
+	struct cpat_pipeline_result res;
+	assert_int_equal(cpat_pipeline_run(p, NULL, CPAT_FOREVER, &res), 0);
+	assert_int_equal(atomic_load(&a.bad_ctx), 0);
+	assert_int_equal(s.count, n);
+	for (uint64_t i = 0; i < n; i++)
+		if (s.got[i] != 2 * i + 1)
+			fail_msg("position %llu holds %llu, expected %llu",
+				 (unsigned long long)i,
+				 (unsigned long long)s.got[i],
+				 (unsigned long long)(2 * i + 1));
+	assert_int_equal(res.delivered, n);
+	cpat_pipeline_destroy(p);
+	free(s.got);
+}
+
+/* An unordered stage with random delays still delivers every item once
+ * (and, on a 4-worker stage, not necessarily in order: not asserted). */
+TH_TEST_FN(pipeline_unordered_stage_random_delays_delivers_each_item_once)
+{
+	(void)state;
+	uint64_t n = (uint64_t)SIZE(2000, 400);
+	struct track tr;
+	track_init(&tr, n, 1);
+	struct gen g;
+	gen_init(&g, n);
+	struct cpat_pipeline *p = mkpipe(4, track_drop, &tr);
+	assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
+	struct scfg a;
+	scfg_init(&a);
+	a.max_delay_us = 30;
+	a.salt = 5;
+	a.check_index = 1;
+	add_map(p, "jitter", &a, 4, 0, 4);
+	struct sink s;
+	sink_init(&s, 0);
+	s.tr = &tr;
+	assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, &s), 0);
+	struct cpat_pipeline_result res;
+	assert_int_equal(cpat_pipeline_run(p, NULL, CPAT_FOREVER, &res), 0);
+	assert_int_equal(atomic_load(&a.bad_ctx), 0);
+	assert_int_equal(res.delivered, n);
+	assert_accounting(&tr, &res);
+	cpat_pipeline_destroy(p);
+	track_free(&tr);
+}
+
+/* ---- the long pipeline: generator -> map -> filter -> fan-out 4 -> fan-in -*/
+
+static int fan_add7(const void *in, void *out, unsigned worker, void *arg)
+{
+	_Atomic uint64_t *per_worker = arg;
+	atomic_fetch_add(&per_worker[worker < 4 ? worker : 0], 1);
+	uint64_t v = *(const uint64_t *)in;
+	if (v % 11 == 0)
+		return 1; /* send nothing */
+	*(uint64_t *)out = v + 7;
+	return 0;
+}
+
+TH_TEST_FN(pipeline_map_filter_fan_out_4_fan_in_matches_sequential_multiset)
+{
+	(void)state;
+	long n_plain = th_scale() >= 10 ? 1000000 / th_scale() : 100000;
+	uint64_t n = (uint64_t)SIZE(n_plain, 20000);
+	long live = th_alloc_live(), thr = count_threads();
+	/* Sequential reference: v = 3i + 1, keep v % 5 != 0, then
+	 * keep v % 11 != 0, w = v + 7. Each w comes from exactly one i. */
+	uint64_t expect = 0;
+	unsigned char *want = calloc(n, 1);
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t v = 3 * i + 1;
+		if (v % 5 == 0 || v % 11 == 0)
+			continue;
+		want[i] = 1;
+		expect++;
+	}
+	struct gen g;
+	gen_init(&g, n);
+	struct cpat_pipeline *p = mkpipe(64, NULL, NULL);
+	assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
+	struct scfg m, f;
+	scfg_init(&m);
+	scfg_init(&f);
+	m.mul = 3;
+	m.add = 1;
+	f.skip_mod = 5;
+	add_map(p, "map", &m, 2, 0, 64);
+	add_map(p, "filter", &f, 2, 0, 64);
+	assert_int_equal(cpat_pipeline_set_output(p), 0);
+
+	struct cpat_chan *wout[4], *merged;
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(cpat_chan_create(&wout[i], sizeof(uint64_t), 32),
+				 0);
+	assert_int_equal(cpat_chan_create(&merged, sizeof(uint64_t), 64), 0);
+	_Atomic uint64_t per_worker[4] = {0};
+	struct cpat_fan *fo = NULL, *fi = NULL;
+	assert_int_equal(cpat_pipeline_start(p, NULL, CPAT_FOREVER), 0);
+	/* (Before start: see pipeline_output_channel_set_before_and_after_
+	 * start.) */
+	struct cpat_chan *pout = cpat_pipeline_output(p);
+	assert_non_null(pout);
+	assert_int_equal(cpat_chan_elem_size(pout), sizeof(uint64_t));
+	assert_int_equal(cpat_fan_out(&fo, pout, wout, 4, 4, fan_add7,
+				      per_worker, NULL),
+			 0);
+	assert_int_equal(cpat_fan_in(&fi, wout, 4, merged, NULL), 0);
+
+	unsigned char *seen = calloc(n, 1);
+	uint64_t got = 0, dup = 0, bad = 0;
+	uint64_t w;
+	int rc;
+	while ((rc = cpat_chan_recv(merged, &w, NULL)) == 0) {
+		got++;
+		if (w < 8 || (w - 8) % 3 != 0 || (w - 8) / 3 >= n) {
+			bad++;
+			continue;
+		}
+		uint64_t i = (w - 8) / 3;
+		if (!want[i])
+			bad++;
+		else if (seen[i]++)
+			dup++;
+	}
+	assert_int_equal(rc, -EPIPE);
+	assert_int_equal(cpat_fan_wait(fo), 0);
+	assert_int_equal(cpat_fan_wait(fi), 0);
+	struct cpat_pipeline_result res;
+	assert_int_equal(cpat_pipeline_wait(p, &res), 0);
+	assert_int_equal(bad, 0);
+	assert_int_equal(dup, 0);
+	assert_int_equal(got, expect);
+	assert_int_equal(res.produced, n);
+	assert_int_equal(res.delivered + res.filtered, n);
+	assert_int_equal(res.not_processed, 0);
+	uint64_t fanned = 0;
+	for (int i = 0; i < 4; i++)
+		fanned += atomic_load(&per_worker[i]);
+	assert_int_equal(fanned, res.delivered);
+	/* Every output of the fan-out and the merged channel are closed. */
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(cpat_chan_is_closed(wout[i]), 1);
+	assert_int_equal(cpat_chan_is_closed(merged), 1);
+	assert_no_threads_left(thr);
+	cpat_fan_destroy(fi);
+	cpat_fan_destroy(fo);
+	cpat_pipeline_destroy(p);
+	for (int i = 0; i < 4; i++)
+		cpat_chan_destroy(wout[i]);
+	cpat_chan_destroy(merged);
+	assert_int_equal(th_alloc_live(), live);
+	free(seen);
+	free(want);
+}
+
+/* ---- flat stage ------------------------------------------------------------ */
+
+struct flat_cfg {
+	_Atomic uint64_t emit_fail;
+};
+
+/* Emits item i (i % 4) times, as i * 4 + copy. */
+static int flat_fn(const void *in, struct cpat_stage_ctx *ctx)
+{
+	struct flat_cfg *c = cpat_stage_arg(ctx);
+	uint64_t v = *(const uint64_t *)in;
+	for (uint64_t k = 0; k < v % 4; k++) {
+		uint64_t o = v * 4 + k;
+		if (cpat_stage_emit(ctx, &o) != 0)
+			atomic_fetch_add(&c->emit_fail, 1);
+	}
+	return 0;
+}
+
+TH_TEST_FN(pipeline_flat_stage_emits_any_number_per_item_ordered)
+{
+	(void)state;
+	uint64_t n = (uint64_t)SIZE(4000, 600);
+	struct gen g;
+	gen_init(&g, n);
+	struct cpat_pipeline *p = mkpipe(8, NULL, NULL);
+	assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
+	struct flat_cfg fc = {0};
+	struct cpat_stage_opts so;
+	cpat_stage_opts_init(&so);
+	so.name = "flat";
+	so.flat = flat_fn;
+	so.arg = &fc;
+	so.out_size = sizeof(uint64_t);
+	so.workers = 3;
+	so.ordered = 1;
+	so.out_capacity = 4;
+	assert_int_equal(cpat_pipeline_add_stage(p, &so), 0);
+	struct sink s;
+	uint64_t expect = 0;
+	for (uint64_t i = 0; i < n; i++)
+		expect += i % 4;
+	sink_init(&s, expect);
+	assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, &s), 0);
+	struct cpat_pipeline_result res;
+	assert_int_equal(cpat_pipeline_run(p, NULL, CPAT_FOREVER, &res), 0);
+	assert_int_equal(atomic_load(&fc.emit_fail), 0);
+	assert_int_equal(s.count, expect);
+	assert_int_equal(res.delivered, expect);
+	uint64_t k = 0;
+	for (uint64_t i = 0; i < n; i++)
+		for (uint64_t c = 0; c < i % 4; c++, k++)
+			if (s.got[k] != i * 4 + c)
+				fail_msg("flat delivery %llu: got %llu, want "
+					 "%llu",
+					 (unsigned long long)k,
+					 (unsigned long long)s.got[k],
+					 (unsigned long long)(i * 4 + c));
+	cpat_pipeline_destroy(p);
+	free(s.got);
+}
+
+/* ---- cancellation at a random item ------------------------------------- */
+
+TH_TEST_FN(pipeline_cancel_at_random_item_threads_exit_every_item_accounted)
+{
+	(void)state;
+	long trials = SIZE(1000, 100);
+	const uint64_t n = 200;
+	struct th_rng rng;
+	th_rng_init(&rng, 101);
+	struct track tr;
+	track_init(&tr, n, 3);
+	long thr = count_threads(), live = th_alloc_live();
+	for (long t = 0; t < trials; t++) {
+		track_reset(&tr);
+		uint64_t at = th_rng_below(&rng, n);
+		int who = (int)th_rng_below(&rng, 4); /* source, token, stage,
+							 sink */
+		struct gen g;
+		gen_init(&g, n);
+		struct cpat_token *tok = mktok();
+		struct cpat_pipeline *p =
+			mkpipe(1 + th_rng_below(&rng, 8), track_drop, &tr);
+		assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
+		struct scfg a, b, c;
+		scfg_init(&a);
+		scfg_init(&b);
+		scfg_init(&c);
+		b.skip_mod = 4;
+		b.tr = &tr;
+		a.check_index = b.check_index = c.check_index = 1;
+		add_map(p, "a", &a, 2, (int)th_rng_below(&rng, 2),
+			1 + th_rng_below(&rng, 4));
+		add_map(p, "filter", &b, 2, (int)th_rng_below(&rng, 2),
+			1 + th_rng_below(&rng, 4));
+		add_map(p, "c", &c, 1, 0, 1 + th_rng_below(&rng, 4));
+		struct sink s;
+		sink_init(&s, 0);
+		s.tr = &tr;
+		if (who == 0) {
+			g.cancel_at = at;
+			g.cancel_p = p;
+		} else if (who == 1) {
+			g.cancel_at = at;
+			g.cancel_tok = tok;
+		} else if (who == 2) {
+			a.cancel_at = at;
+			a.cancel_p = p;
+		} else {
+			s.cancel_at = at;
+			s.cancel_p = p;
+			if (at % 4 == 0) /* filtered: never reaches the sink */
+				s.cancel_at = at + 1 < n ? at + 1 : 1;
+		}
+		assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, &s), 0);
+		struct cpat_pipeline_result res;
+		int rc = cpat_pipeline_run(p, tok, CPAT_FOREVER, &res);
+		/* The cancel came before the input ended, unless the sink
+		 * cancelled at the last item (then it is a race between the
+		 * end and the cancel). */
+		if (!(who == 3 && s.cancel_at == n - 1 ? (rc == 0 ||
+							   rc == -ECANCELED)
+						       : rc == -ECANCELED))
+			fail_msg("trial %ld (who %d, at %llu): rc %d", t, who,
+				 (unsigned long long)at, rc);
+		assert_int_equal(res.rc, rc);
+		assert_int_equal(atomic_load(&a.bad_ctx), 0);
+		assert_int_equal(atomic_load(&b.bad_ctx), 0);
+		assert_int_equal(atomic_load(&c.bad_ctx), 0);
+		/* The source stops: at most the item in hand did not leave. */
+		uint64_t made = atomic_load(&g.made);
+		assert_true(res.produced <= made);
+		assert_true(res.produced + 1 >= made);
+		if (who <= 1)
+			assert_true(made >= at + 1);
+		assert_int_equal(atomic_load(&g.calls_after_end), 0);
+		assert_accounting(&tr, &res);
+		/* Every stage thread has exited when wait returns. */
+		assert_int_equal(cpat__pipeline_live_threads(), 0);
+		long now_thr = threads_settle(thr);
+		if (now_thr != thr)
+			fail_msg("trial %ld: %ld threads, baseline %ld", t,
+				 now_thr, thr);
+		cpat_pipeline_destroy(p);
+		cpat_token_unref(tok);
+		assert_int_equal(th_alloc_live(), live);
+	}
+	track_free(&tr);
+}
+
+/* A cancel made by the source or the sink while cpat_pipeline_start() may
+ * not have returned yet (the first items) still stops the pipeline: the
+ * pipeline is running from the moment its first thread runs. Repeated to
+ * catch the window between the threads starting and start returning. */
+TH_TEST_FN(pipeline_cancel_from_source_or_sink_right_at_start_is_not_lost)
+{
+	(void)state;
+	long trials = SIZE(2000, 200);
+	long lost = 0, first_lost = -1;
+	for (long t = 0; t < trials; t++) {
+		struct gen g;
+		gen_init(&g, 1000);
+		struct cpat_pipeline *p = mkpipe(64, NULL, NULL);
+		assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
+		struct sink s;
+		sink_init(&s, 0);
+		if (t % 2) {
+			g.cancel_at = 0;
+			g.cancel_p = p;
+		} else {
+			s.cancel_at = 0;
+			s.cancel_p = p;
+		}
+		assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, &s), 0);
+		struct cpat_pipeline_result res;
+		int rc = cpat_pipeline_run(p, NULL, CPAT_FOREVER, &res);
+		if (rc != -ECANCELED) {
+			if (first_lost < 0)
+				first_lost = t;
+			lost++;
+		}
+		cpat_pipeline_destroy(p);
+	}
+	if (lost)
+		fail_msg("%ld of %ld cancels lost (rc 0, all delivered), first "
+			 "at trial %ld",
+			 lost, trials, first_lost);
+}
+
+/* ---- errors ------------------------------------------------------------- */
+
+TH_TEST_FN(pipeline_stage2_error_with_upstream_blocked_reports_name_and_index)
+{
+	(void)state;
+	long thr = count_threads();
+	const uint64_t n = 1000000;
+	struct track tr;
+	track_init(&tr, n, 2);
+	struct gen g;
+	gen_init(&g, n);
+	struct cpat_pipeline *p = mkpipe(1, track_drop, &tr);
+	assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
+	struct scfg a, b;
+	scfg_init(&a);
+	scfg_init(&b);
+	b.fail_at = 3;
+	b.fail_rc = -EIO;
+	b.gen = &g;
+	/* Items 0..2 are delivered; while stage 2 holds item 3, the
+	 * source, the channel after it (capacity 1), stage 1 and the channel
+	 * after it (capacity 1) fill: the source makes items up to 3 + 4 and
+	 * then blocks in its send. */
+	b.fail_wait_made = 3 + 5;
+	add_map(p, "stage-one", &a, 1, 0, 1);
+	add_map(p, "stage-two", &b, 1, 0, 1);
+	struct sink s;
+	sink_init(&s, 16);
+	s.tr = &tr;
+	/* ... and the sink has taken items 0..2. */
+	b.wait_seen = &s.seen;
+	b.wait_sink_n = 3;
+	assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, &s), 0);
+	struct cpat_pipeline_result res;
+	int rc = cpat_pipeline_run(p, NULL, CPAT_FOREVER, &res);
+	assert_int_equal(rc, -EIO);
+	assert_int_equal(res.rc, -EIO);
+	assert_string_equal(res.stage, "stage-two");
+	assert_int_equal(res.item_index, 3);
+	assert_int_equal(s.count, 3);
+	assert_int_equal(res.delivered, 3);
+	/* The source stopped soon after it blocked. */
+	assert_true(atomic_load(&g.made) < 3 + 5 + 64);
+	assert_accounting(&tr, &res);
+	assert_no_threads_left(thr);
+	cpat_pipeline_destroy(p);
+	track_free(&tr);
+	free(s.got);
+}
+
+TH_TEST_FN(pipeline_source_and_sink_errors_report_source_and_sink)
+{
+	(void)state;
+	for (int where = 0; where < 2; where++) {
+		struct track tr;
+		track_init(&tr, 1000, 1);
+		struct gen g;
+		gen_init(&g, 1000);
+		if (where == 0) {
+			g.fail_at = 7;
+			g.fail_rc = -ENOSPC;
+		}
+		struct cpat_pipeline *p = mkpipe(4, track_drop, &tr);
+		assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
+		struct scfg a;
+		scfg_init(&a);
+		add_map(p, "only", &a, 2, 1, 4);
+		struct sink s;
+		sink_init(&s, 1000);
+		if (where == 1) {
+			s.fail_at = 5;
+			s.fail_rc = -ENOSPC;
+		}
+		s.tr = &tr;
+		assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, &s), 0);
+		struct cpat_pipeline_result res;
+		assert_int_equal(cpat_pipeline_run(p, NULL, CPAT_FOREVER, &res),
+				 -ENOSPC);
+		assert_int_equal(res.rc, -ENOSPC);
+		if (where == 0) {
+			assert_string_equal(res.stage, "source");
+			assert_int_equal(res.item_index, 7);
+			assert_true(res.produced <= 7);
+		} else {
+			assert_string_equal(res.stage, "sink");
+			assert_int_equal(res.item_index, 5);
+			assert_int_equal(s.count, 5);
+			assert_int_equal(res.delivered, 5);
+		}
+		assert_int_equal(atomic_load(&g.calls_after_end), 0);
+		/* The sink's failing item is not delivered: it counts as not
+		 * processed (the drop callback may see it at the sink). */
+		assert_int_equal(res.produced, res.delivered + res.filtered +
+						       res.not_processed);
+		cpat_pipeline_destroy(p);
+		track_free(&tr);
+		free(s.got);
+	}
+}
+
+/* A slow consumer: the sink takes 20 us per item. Memory does not grow
+ * (no allocation at all while items flow), the source is held back by the
+ * bounded channels, and nothing is dropped. */
+TH_TEST_FN(pipeline_slow_consumer_bounded_memory_producers_block_nothing_dropped)
+{
+	(void)state;
+	uint64_t n = (uint64_t)SIZE(3000, 600);
+	struct track tr;
+	track_init(&tr, n, 2);
+	struct gen g;
+	gen_init(&g, n);
+	struct cpat_pipeline *p = mkpipe(4, track_drop, &tr);
+	assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
+	struct scfg a, b;
+	scfg_init(&a);
+	scfg_init(&b);
+	add_map(p, "a", &a, 2, 0, 4);
+	add_map(p, "b", &b, 2, 1, 4);
+	struct sink s;
+	sink_init(&s, n);
+	s.tr = &tr;
+	s.spin = 20 * CPAT_USEC;
+	s.gen = &g;
+	s.watch = 1;
+	s.watch_from = 50;
+	assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, &s), 0);
+	struct cpat_pipeline_result res;
+	assert_int_equal(cpat_pipeline_run(p, NULL, CPAT_FOREVER, &res), 0);
+	assert_int_equal(s.count, n);
+	assert_int_equal(res.delivered, n);
+	assert_int_equal(res.not_processed, 0);
+	assert_accounting(&tr, &res);
+	/* Flat: not one allocation between item 50 and the last. */
+	assert_int_equal(s.live_max, s.live_min);
+	assert_int_equal(s.calls_max, s.calls_min);
+	/* Held back: the source is never further ahead of the sink than
+	 * what the channels (4 + 4 + 4) and the threads (source, 2 + 2
+	 * workers, sink, ordered reorder slots) can hold, with slack for
+	 * workers that take a few items at a time: 64, against 3000. */
+	if (s.max_ahead > 64)
+		fail_msg("the source ran %llu items ahead of the sink",
+			 (unsigned long long)s.max_ahead);
+	cpat_pipeline_destroy(p);
+	free(s.got);
+	track_free(&tr);
+}
+
+/* ---- feed source and output sink ---------------------------------------- */
+
+struct feeder {
+	pthread_t t;
+	struct th_barrier *start;
+	struct cpat_pipeline *p;
+	struct cpat_token *tok;
+	uint64_t base; /* items are base + 0, 1, 2, ... */
+	uint64_t ok;
+	int rc;
+};
+
+static void *feeder_main(void *arg)
+{
+	struct feeder *f = arg;
+	th_barrier_wait(f->start);
+	for (uint64_t i = 0;; i++) {
+		uint64_t v = f->base + i;
+		int rc = cpat_pipeline_feed(f->p, &v, f->tok);
+		if (rc != 0) {
+			f->rc = rc;
+			break;
+		}
+		f->ok++;
+	}
+	return NULL;
+}
+
+/* The consumer reads 10 items from the output, then cancels: the feeder,
+ * blocked on a full pipeline, returns -EPIPE (the pipeline has stopped);
+ * a feeder with its own token, cancelled, returns -ECANCELED. */
+TH_TEST_FN(pipeline_consumer_stops_and_cancels_feed_unblocks_with_error)
+{
+	(void)state;
+	for (int variant = 0; variant < 2; variant++) {
+		long thr = count_threads();
+		struct track tr;
+		track_init(&tr, 1u << 20, 1);
+		struct cpat_pipeline_opts po;
+		cpat_pipeline_opts_init(&po);
+		po.item_size = sizeof(uint64_t);
+		po.source_capacity = 2;
+		po.drop = track_drop;
+		po.drop_arg = &tr;
+		struct cpat_pipeline *p;
+		assert_int_equal(cpat_pipeline_create(&p, &po), 0);
+		assert_int_equal(cpat_pipeline_set_feed(p), 0);
+		struct scfg a;
+		scfg_init(&a);
+		a.check_index = 1;
+		add_map(p, "a", &a, 2, 1, 2);
+		assert_int_equal(cpat_pipeline_set_output(p), 0);
+		assert_int_equal(cpat_pipeline_start(p, NULL, CPAT_FOREVER), 0);
+		struct cpat_chan *out = cpat_pipeline_output(p);
+		assert_non_null(out);
+		struct th_barrier b;
+		th_barrier_init(&b, 2);
+		struct feeder f = {.start = &b, .p = p};
+		if (variant == 1)
+			f.tok = mktok();
+		th_spawn(&f.t, feeder_main, &f);
+		th_barrier_wait(&b);
+		uint64_t v, received = 0;
+		for (int i = 0; i < 10; i++) {
+			assert_int_equal(cpat_chan_recv(out, &v, NULL), 0);
+			assert_int_equal(v, (uint64_t)i);
+			track_mark(&tr, v, ST_DELIVERED);
+			received++;
+		}
+		if (variant == 0)
+			assert_int_equal(cpat_pipeline_cancel(p), 0);
+		else
+			cpat_token_cancel(f.tok);
+		th_join(f.t);
+		assert_int_equal(f.rc, variant == 0 ? -EPIPE : -ECANCELED);
+		if (variant == 1) {
+			/* The pipeline itself still runs: end it. */
+			assert_int_equal(cpat_pipeline_feed_close(p), 0);
+		}
+		/* Drain the output until it closes. */
+		int rc;
+		while ((rc = cpat_chan_recv(out, &v, NULL)) == 0) {
+			track_mark(&tr, v, ST_DELIVERED);
+			received++;
+		}
+		assert_int_equal(rc, -EPIPE);
+		struct cpat_pipeline_result res;
+		rc = cpat_pipeline_wait(p, &res);
+		assert_int_equal(rc, variant == 0 ? -ECANCELED : 0);
+		assert_int_equal(res.produced, f.ok);
+		assert_int_equal(res.produced, res.delivered + res.filtered +
+						       res.not_processed);
+		assert_int_equal(res.delivered, received);
+		assert_int_equal(atomic_load(&tr.conflicts), 0);
+		assert_int_equal(atomic_load(&tr.dropped), res.not_processed);
+		if (variant == 1)
+			assert_int_equal(received, f.ok);
+		/* Every pipeline thread has exited when wait returns. */
+		assert_no_threads_left(thr);
+		cpat_pipeline_destroy(p);
+		cpat_token_unref(f.tok);
+		th_barrier_destroy(&b);
+		track_free(&tr);
+		assert_no_threads_left(thr);
+	}
+}
+
+/* Three feeders blocked on a full pipeline: the consumer cancels, every
+ * feeder returns -EPIPE; per-feeder order is kept through an ordered
+ * stage; every fed item is delivered or not processed. */
+TH_TEST_FN(pipeline_consumer_cancel_unblocks_three_feeders_with_epipe)
+{
+	(void)state;
+	enum { F = 3 };
+	long thr = count_threads();
+	struct cpat_pipeline *p = mkpipe(2, NULL, NULL);
+	assert_int_equal(cpat_pipeline_set_feed(p), 0);
+	struct scfg a;
+	scfg_init(&a);
+	add_map(p, "a", &a, 2, 1, 2);
+	assert_int_equal(cpat_pipeline_set_output(p), 0);
+	assert_int_equal(cpat_pipeline_start(p, NULL, CPAT_FOREVER), 0);
+	struct cpat_chan *out = cpat_pipeline_output(p);
+	assert_non_null(out);
+	struct th_barrier b;
+	th_barrier_init(&b, F + 1);
+	struct feeder f[F];
+	for (int i = 0; i < F; i++) {
+		f[i] = (struct feeder){.start = &b, .p = p,
+				       .base = (uint64_t)i << 32};
+		th_spawn(&f[i].t, feeder_main, &f[i]);
+	}
+	th_barrier_wait(&b);
+	uint64_t next[F] = {0}, received = 0, bad = 0, v;
+	for (int i = 0; i < 30; i++) {
+		assert_int_equal(cpat_chan_recv(out, &v, NULL), 0);
+		uint64_t id = v >> 32;
+		if (id >= F || (v & 0xffffffffu) < next[id])
+			bad++;
+		else
+			next[id] = (v & 0xffffffffu) + 1;
+		received++;
+	}
+	assert_int_equal(cpat_pipeline_cancel(p), 0);
+	for (int i = 0; i < F; i++)
+		th_join(f[i].t);
+	int rc;
+	while ((rc = cpat_chan_recv(out, &v, NULL)) == 0) {
+		uint64_t id = v >> 32;
+		if (id >= F || (v & 0xffffffffu) < next[id])
+			bad++;
+		else
+			next[id] = (v & 0xffffffffu) + 1;
+		received++;
+	}
+	assert_int_equal(rc, -EPIPE);
+	struct cpat_pipeline_result res;
+	assert_int_equal(cpat_pipeline_wait(p, &res), -ECANCELED);
+	uint64_t fed = 0;
+	for (int i = 0; i < F; i++) {
+		assert_int_equal(f[i].rc, -EPIPE);
+		fed += f[i].ok;
+	}
+	assert_int_equal(bad, 0);
+	assert_int_equal(res.produced, fed);
+	assert_int_equal(res.delivered, received);
+	assert_int_equal(res.produced, res.delivered + res.filtered +
+					       res.not_processed);
+	assert_no_threads_left(thr);
+	cpat_pipeline_destroy(p);
+	th_barrier_destroy(&b);
+}
+
+TH_TEST_FN(pipeline_deadline_gives_etimedout_and_accounts_every_item)
+{
+	(void)state;
+	long thr = count_threads();
+	const uint64_t n = 1u << 22;
+	struct track tr;
+	track_init(&tr, n, 2);
+	struct gen g;
+	gen_init(&g, n);
+	struct cpat_pipeline *p = mkpipe(8, track_drop, &tr);
+	assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
+	struct scfg a, b;
+	scfg_init(&a);
+	scfg_init(&b);
+	a.spin = 50 * CPAT_USEC;
+	b.skip_mod = 3;
+	b.tr = &tr;
+	add_map(p, "work", &a, 2, 0, 8);
+	add_map(p, "filter", &b, 1, 1, 8);
+	struct sink s;
+	sink_init(&s, 0);
+	s.tr = &tr;
+	assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, &s), 0);
+	int64_t deadline = cpat_now_ns() + 60 * CPAT_MSEC;
+	struct cpat_pipeline_result res;
+	int rc = cpat_pipeline_run(p, NULL, deadline, &res);
+	int64_t done = cpat_now_ns();
+	assert_int_equal(rc, -ETIMEDOUT);
+	assert_int_equal(res.rc, -ETIMEDOUT);
+	assert_true(done >= deadline);
+	/* (Not asserted: that anything was produced. On a loaded machine
+	 * the source may not run within 60 ms.) */
+	assert_true(res.produced < n);
+	assert_accounting(&tr, &res);
+	assert_no_threads_left(thr);
+	cpat_pipeline_destroy(p);
+	track_free(&tr);
+}
+
+/* Destroy of a running pipeline cancels it and waits. */
+TH_TEST_FN(pipeline_destroy_while_running_cancels_and_joins)
+{
+	(void)state;
+	long thr = count_threads(), live = th_alloc_live();
+	struct gen g;
+	gen_init(&g, UINT64_MAX);
+	struct cpat_pipeline *p = mkpipe(2, NULL, NULL);
+	assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
+	struct scfg a;
+	scfg_init(&a);
+	add_map(p, "a", &a, 2, 0, 2);
+	struct sink s;
+	sink_init(&s, 0);
+	assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, &s), 0);
+	assert_int_equal(cpat_pipeline_start(p, NULL, CPAT_FOREVER), 0);
+	while (atomic_load(&g.made) < 100)
+		th_relax();
+	cpat_pipeline_destroy(p);
+	assert_no_threads_left(thr);
+	assert_int_equal(th_alloc_live(), live);
+}
+
+/* ---- batching ----------------------------------------------------------- */
+
+#define MAXB 64
+struct bsink {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int nb;
+	size_t count[MAXB];
+	uint64_t first[MAXB];
+	int64_t at[MAXB];
+	int contents_ok;
+	uint64_t next_item; /* items arrive in order across batches */
+};
+
+static void bsink_init(struct bsink *s)
+{
+	memset(s, 0, sizeof *s);
+	pthread_mutex_init(&s->mu, NULL);
+	pthread_cond_init(&s->cv, NULL);
+	s->contents_ok = 1;
+}
+
+static void bsink_destroy(struct bsink *s)
+{
+	pthread_mutex_destroy(&s->mu);
+	pthread_cond_destroy(&s->cv);
+}
+
+static int bsink_fn(const void *item, void *arg)
+{
+	struct bsink *s = arg;
+	const struct cpat_batch *b = item;
+	int64_t now = cpat_now_ns();
+	pthread_mutex_lock(&s->mu);
+	if (s->nb < MAXB) {
+		s->count[s->nb] = b->count;
+		s->first[s->nb] = b->first_index;
+		s->at[s->nb] = now;
+	}
+	if (b->item_size != sizeof(uint64_t) || b->first_index != s->next_item)
+		s->contents_ok = 0;
+	for (size_t i = 0; i < b->count; i++)
+		if (*(const uint64_t *)cpat_batch_item(b, i) !=
+		    s->next_item + i)
+			s->contents_ok = 0;
+	s->next_item += b->count;
+	s->nb++;
+	pthread_cond_broadcast(&s->cv);
+	pthread_mutex_unlock(&s->mu);
+	return 0;
+}
+
+static void bsink_wait(struct bsink *s, int nb)
+{
+	pthread_mutex_lock(&s->mu);
+	while (s->nb < nb)
+		pthread_cond_wait(&s->cv, &s->mu);
+	pthread_mutex_unlock(&s->mu);
+}
+
+static struct cpat_pipeline *mkbatch(size_t max_items, int64_t flush_ns,
+				     int flush_on_cancel, int feed,
+				     struct gen *g, struct bsink *s,
+				     struct track *tr)
+{
+	struct cpat_pipeline *p =
+		mkpipe(16, tr ? track_drop : NULL, tr);
+	if (feed)
+		assert_int_equal(cpat_pipeline_set_feed(p), 0);
+	else
+		assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, g), 0);
+	struct cpat_batch_opts bo;
+	cpat_batch_opts_init(&bo);
+	bo.name = "batch";
+	bo.max_items = max_items;
+	bo.flush_ns = flush_ns;
+	bo.flush_on_cancel = flush_on_cancel;
+	assert_int_equal(cpat_pipeline_add_batch(p, &bo), 0);
+	assert_int_equal(cpat_pipeline_set_sink(p, bsink_fn, s), 0);
+	return p;
+}
+
+TH_TEST_FN(pipeline_batch_defaults_and_size)
+{
+	(void)state;
+	struct cpat_batch_opts bo;
+	memset(&bo, 0x5a, sizeof bo);
+	cpat_batch_opts_init(&bo);
+	assert_int_equal(bo.max_items, 100);
+	assert_true(bo.flush_ns == CPAT_SEC);
+	assert_int_equal(bo.flush_on_cancel, 0);
+	assert_int_equal(bo.out_capacity, 4);
+	assert_true(cpat_batch_size(100, 8) >=
+		    sizeof(struct cpat_batch) + 100 * 8);
+	assert_int_equal(cpat_batch_size(SIZE_MAX / 2, 8), 0);
+	assert_int_equal(cpat_batch_size(2, SIZE_MAX), 0);
+	struct cpat_stage_opts so;
+	memset(&so, 0x5a, sizeof so);
+	cpat_stage_opts_init(&so);
+	assert_int_equal(so.workers, 1);
+	assert_int_equal(so.ordered, 0);
+	assert_int_equal(so.out_capacity, 64);
+	assert_null(so.map);
+	assert_null(so.flat);
+	struct cpat_pipeline_opts po;
+	memset(&po, 0x5a, sizeof po);
+	cpat_pipeline_opts_init(&po);
+	assert_int_equal(po.source_capacity, 64);
+	assert_null(po.drop);
+	cpat_batch_opts_init(NULL);
+	cpat_stage_opts_init(NULL);
+	cpat_pipeline_opts_init(NULL);
+}
+
+TH_TEST_FN(pipeline_batch_flushes_by_count_100_100_then_50_at_end)
+{
+	(void)state;
+	struct gen g;
+	gen_init(&g, 250);
+	struct bsink s;
+	bsink_init(&s);
+	struct cpat_pipeline *p = mkbatch(100, CPAT_FOREVER, 0, 0, &g, &s,
+					  NULL);
+	struct cpat_pipeline_result res;
+	assert_int_equal(cpat_pipeline_run(p, NULL, CPAT_FOREVER, &res), 0);
+	assert_int_equal(s.nb, 3);
+	assert_int_equal(s.count[0], 100);
+	assert_int_equal(s.count[1], 100);
+	assert_int_equal(s.count[2], 50);
+	assert_int_equal(s.first[0], 0);
+	assert_int_equal(s.first[1], 100);
+	assert_int_equal(s.first[2], 200);
+	assert_true(s.contents_ok);
+	assert_int_equal(res.produced, 250);
+	assert_int_equal(res.delivered, 3);
+	assert_int_equal(res.not_processed, 0);
+	cpat_pipeline_destroy(p);
+	bsink_destroy(&s);
+}
+
+/* Items trickle in one at a time: each is flushed alone by the timer, not
+ * before the interval has passed since it was fed; a burst of 3 fed back
+ * to back goes out after the interval too; the remainder at close. */
+TH_TEST_FN(pipeline_batch_flushes_by_time_trickling_feed_not_before_interval)
+{
+	(void)state;
+	const int64_t interval = 20 * CPAT_MSEC;
+	struct bsink s;
+	bsink_init(&s);
+	struct cpat_pipeline *p = mkbatch(100, interval, 0, 1, NULL, &s, NULL);
+	assert_int_equal(cpat_pipeline_start(p, NULL, CPAT_FOREVER), 0);
+	int64_t fed[8];
+	uint64_t item = 0;
+	for (int i = 0; i < 5; i++) {
+		fed[i] = cpat_now_ns();
+		assert_int_equal(cpat_pipeline_feed(p, &item, NULL), 0);
+		item++;
+		bsink_wait(&s, i + 1);
+	}
+	/* A burst. */
+	int64_t burst = cpat_now_ns();
+	for (int i = 0; i < 3; i++, item++)
+		assert_int_equal(cpat_pipeline_feed(p, &item, NULL), 0);
+	pthread_mutex_lock(&s.mu);
+	while (s.next_item < item)
+		pthread_cond_wait(&s.cv, &s.mu);
+	int nb_burst = s.nb;
+	pthread_mutex_unlock(&s.mu);
+	/* The remainder at close: two items, well before the interval. */
+	for (int i = 0; i < 2; i++, item++)
+		assert_int_equal(cpat_pipeline_feed(p, &item, NULL), 0);
+	assert_int_equal(cpat_pipeline_feed_close(p), 0);
+	struct cpat_pipeline_result res;
+	assert_int_equal(cpat_pipeline_wait(p, &res), 0);
+	assert_true(s.contents_ok);
+	assert_int_equal(s.next_item, 10);
+	for (int i = 0; i < 5; i++) {
+		assert_int_equal(s.count[i], 1);
+		assert_int_equal(s.first[i], (uint64_t)i);
+		if (s.at[i] - fed[i] < interval)
+			fail_msg("batch %d flushed %lld ns after its item, "
+				 "interval %lld",
+				 i, (long long)(s.at[i] - fed[i]),
+				 (long long)interval);
+	}
+	assert_true(nb_burst >= 6 && nb_burst <= 8);
+	for (int i = 5; i < nb_burst; i++)
+		assert_true(s.at[i] - burst >= interval);
+	assert_int_equal(s.nb, nb_burst + 1);
+	assert_int_equal(s.count[nb_burst], 2);
+	assert_int_equal(res.produced, 10);
+	assert_int_equal(res.delivered, (uint64_t)s.nb);
+	cpat_pipeline_destroy(p);
+	bsink_destroy(&s);
+}
+
+/* Waits until the stage @p i has taken @p k items (stats snapshot). */
+static void wait_stage_in(struct cpat_pipeline *p, int i, uint64_t k)
+{
+	struct cpat_stage_stats st[4];
+	for (;;) {
+		int n = cpat_pipeline_stats(p, st, 4);
+		if (n > i && st[i].items_in >= k)
+			return;
+		th_relax();
+	}
+}
+
+struct count_drop {
+	_Atomic uint64_t n;
+	_Atomic uint64_t bad_stage;
+};
+
+static void count_drop_fn(const void *item, unsigned stage, void *arg)
+{
+	(void)item;
+	struct count_drop *c = arg;
+	if (stage > 2)
+		atomic_fetch_add(&c->bad_stage, 1);
+	atomic_fetch_add(&c->n, 1);
+}
+
+TH_TEST_FN(pipeline_batch_flush_on_cancel_passes_partial_batch_else_drops_it)
+{
+	(void)state;
+	/* shape 0: feed -> batch; shape 1: feed -> map -> batch. (A
+	 * generator that pauses cannot be used: the source may hold the
+	 * items it made while the generator is in its call.) */
+	for (int src = 1; src >= 0; src--) {
+		for (int foc = 0; foc < 2; foc++) {
+			struct bsink s;
+			bsink_init(&s);
+			struct count_drop cd = {0};
+			struct cpat_pipeline_opts po;
+			cpat_pipeline_opts_init(&po);
+			po.item_size = sizeof(uint64_t);
+			po.drop = count_drop_fn;
+			po.drop_arg = &cd;
+			struct cpat_pipeline *p;
+			assert_int_equal(cpat_pipeline_create(&p, &po), 0);
+			assert_int_equal(cpat_pipeline_set_feed(p), 0);
+			struct scfg a;
+			scfg_init(&a);
+			if (src == 1)
+				add_map(p, "map", &a, 1, 0, 64);
+			struct cpat_batch_opts bo;
+			cpat_batch_opts_init(&bo);
+			bo.name = "batch";
+			bo.max_items = 100;
+			bo.flush_ns = CPAT_FOREVER;
+			bo.flush_on_cancel = foc;
+			assert_int_equal(cpat_pipeline_add_batch(p, &bo), 0);
+			assert_int_equal(cpat_pipeline_set_sink(p, bsink_fn, &s),
+					 0);
+			assert_int_equal(
+				cpat_pipeline_start(p, NULL, CPAT_FOREVER), 0);
+			for (uint64_t i = 0; i < 30; i++)
+				assert_int_equal(cpat_pipeline_feed(p, &i, NULL),
+						 0);
+			wait_stage_in(p, src, 30);
+			pthread_mutex_lock(&s.mu);
+			int nb_before = s.nb;
+			pthread_mutex_unlock(&s.mu);
+			assert_int_equal(nb_before, 0); /* not full, no timer */
+			assert_int_equal(cpat_pipeline_cancel(p), 0);
+			struct cpat_pipeline_result res;
+			assert_int_equal(cpat_pipeline_wait(p, &res),
+					 -ECANCELED);
+			assert_int_equal(res.produced, 30);
+			assert_int_equal(atomic_load(&cd.bad_stage), 0);
+			/* Whatever unit the drop callback is given (the items
+			 * or the batch), it saw what is counted. */
+			assert_int_equal(atomic_load(&cd.n), res.not_processed);
+			if (foc) {
+				if (s.nb != 1)
+					fail_msg("%s, flush_on_cancel: "
+						 "sink saw %d batches, "
+						 "not_processed %llu",
+						 src ? "feed-map-batch"
+						     : "feed-batch",
+						 s.nb,
+						 (unsigned long long)
+							 res.not_processed);
+				assert_int_equal(s.count[0], 30);
+				assert_int_equal(s.first[0], 0);
+				assert_true(s.contents_ok);
+				assert_int_equal(res.delivered, 1);
+			} else {
+				assert_int_equal(s.nb, 0);
+				assert_int_equal(res.delivered, 0);
+				assert_true(res.not_processed > 0);
+			}
+			cpat_pipeline_destroy(p);
+			bsink_destroy(&s);
+		}
+	}
+}
+
+/* ---- statistics and report ---------------------------------------------- */
+
+/* Finds the line of @p buf that mentions "bottleneck" (any case). */
+static const char *bottleneck_line(const char *buf, size_t *len)
+{
+	const char *line = buf;
+	while (*line) {
+		const char *end = strchr(line, '\n');
+		size_t l = end ? (size_t)(end - line) : strlen(line);
+		for (size_t i = 0; i + 10 <= l; i++)
+			if (strncasecmp(line + i, "bottleneck", 10) == 0) {
+				*len = l;
+				return line;
+			}
+		if (!end)
+			break;
+		line = end + 1;
+	}
+	return NULL;
+}
+
+static int line_has(const char *line, size_t len, const char *word)
+{
+	size_t w = strlen(word);
+	for (size_t i = 0; i + w <= len; i++)
+		if (memcmp(line + i, word, w) == 0)
+			return 1;
+	return 0;
+}
+
+TH_TEST_FN(pipeline_stats_consistent_report_names_slowest_stage_bottleneck)
+{
+	(void)state;
+	uint64_t n = (uint64_t)SIZE(2000, 500);
+	struct gen g;
+	gen_init(&g, n);
+	struct cpat_pipeline *p = mkpipe(8, NULL, NULL);
+	assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
+	struct scfg a, b, c;
+	scfg_init(&a);
+	scfg_init(&b);
+	scfg_init(&c);
+	a.skip_mod = 10;
+	b.spin = 20 * CPAT_USEC;
+	add_map(p, "alpha", &a, 1, 0, 8);
+	add_map(p, "SLOWSTAGE", &b, 1, 0, 8);
+	add_map(p, "omega", &c, 2, 0, 8);
+	struct sink s;
+	sink_init(&s, 0);
+	assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, &s), 0);
+	struct cpat_pipeline_result res;
+	assert_int_equal(cpat_pipeline_run(p, NULL, CPAT_FOREVER, &res), 0);
+	struct cpat_stage_stats st[4];
+	memset(st, 0, sizeof st);
+	assert_int_equal(cpat_pipeline_stats(p, st, 4), 3);
+	assert_int_equal(cpat_pipeline_stats(p, st, 1), 3); /* n < count */
+	assert_int_equal(cpat_pipeline_stats(p, st, 4), 3);
+	assert_string_equal(st[0].name, "alpha");
+	assert_string_equal(st[1].name, "SLOWSTAGE");
+	assert_string_equal(st[2].name, "omega");
+	assert_int_equal(st[0].workers, 1);
+	assert_int_equal(st[2].workers, 2);
+	uint64_t kept = n - (n + 9) / 10;
+	assert_int_equal(st[0].items_in, n);
+	assert_int_equal(st[0].filtered, n - kept);
+	assert_int_equal(st[0].items_out, kept);
+	assert_int_equal(st[1].items_in, kept);
+	assert_int_equal(st[1].items_out, kept);
+	assert_int_equal(st[2].items_in, kept);
+	assert_int_equal(st[2].items_out, kept);
+	assert_int_equal(res.delivered, kept);
+	assert_int_equal(res.filtered, n - kept);
+	for (int i = 0; i < 3; i++) {
+		assert_true(st[i].utilisation >= 0.0);
+		assert_true(st[i].utilisation <= 1.0 + 1e-9);
+	}
+	/* The slow stage was busy at least 20 us per item. */
+	assert_true(st[1].busy_ns >= kept * 20 * (uint64_t)CPAT_USEC);
+	assert_true(st[1].busy_ns > st[0].busy_ns);
+	assert_true(st[1].busy_ns > st[2].busy_ns / 2);
+	/* Report: named bottleneck, snprintf semantics. */
+	int len = cpat_pipeline_report(p, NULL, 0);
+	assert_true(len > 0);
+	char *buf = malloc((size_t)len + 1);
+	assert_int_equal(cpat_pipeline_report(p, buf, (size_t)len + 1), len);
+	assert_int_equal(strlen(buf), (size_t)len);
+	size_t ll = 0;
+	const char *line = bottleneck_line(buf, &ll);
+	if (!line)
+		fail_msg("no bottleneck line in report:\n%s", buf);
+	if (!line_has(line, ll, "SLOWSTAGE") || line_has(line, ll, "alpha") ||
+	    line_has(line, ll, "omega"))
+		fail_msg("bottleneck line does not name SLOWSTAGE alone:\n%s",
+			 buf);
+	assert_non_null(strstr(buf, "alpha"));
+	assert_non_null(strstr(buf, "omega"));
+	char small[8];
+	memset(small, 'x', sizeof small);
+	assert_int_equal(cpat_pipeline_report(p, small, sizeof small), len);
+	assert_int_equal(small[7], '\0');
+	assert_memory_equal(small, buf, 7);
+	free(buf);
+	cpat_pipeline_destroy(p);
+}
+
+/* A slow source starves the stage after it; a slow sink blocks the stage
+ * before it: both times are measured (one-sided: at least half of the
+ * time the slow end spent). The slow ends sleep 50 us per item, leaving
+ * the CPU to the others (a spinning one on 2 cores makes the stage wait
+ * for the CPU, not for its neighbour). */
+static int slow_gen(void *out, void *arg)
+{
+	struct gen *g = arg;
+	if (g->next >= g->n)
+		return 0;
+	work_us(50); /* sleeps: the CPU is left to the other threads */
+	*(uint64_t *)out = g->next++;
+	return 1;
+}
+
+TH_TEST_FN(pipeline_stats_measure_starved_behind_slow_source_blocked_by_slow_sink)
+{
+	(void)state;
+	const uint64_t n = (uint64_t)SIZE(400, 200);
+	const int64_t per = 50 * CPAT_USEC;
+	for (int slow_sink = 0; slow_sink < 2; slow_sink++) {
+		struct gen g;
+		gen_init(&g, n);
+		struct cpat_pipeline *p = mkpipe(2, NULL, NULL);
+		assert_int_equal(cpat_pipeline_set_generator(
+					 p, slow_sink ? gen_fn : slow_gen, &g),
+				 0);
+		struct scfg a;
+		scfg_init(&a);
+		add_map(p, "middle", &a, 1, 0, 2);
+		struct sink s;
+		sink_init(&s, 0);
+		if (slow_sink)
+			s.sleep_us = per / CPAT_USEC;
+		assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, &s), 0);
+		struct cpat_pipeline_result res;
+		assert_int_equal(cpat_pipeline_run(p, NULL, CPAT_FOREVER, &res),
+				 0);
+		struct cpat_stage_stats st;
+		assert_int_equal(cpat_pipeline_stats(p, &st, 1), 1);
+		assert_int_equal(st.items_in, n);
+		uint64_t half = n * (uint64_t)per / 2;
+		if (slow_sink) {
+			if (st.blocked_ns < half)
+				fail_msg("blocked %llu ns behind a sink that "
+					 "took %llu ns (busy %llu, starved "
+					 "%llu, items out %llu)",
+					 (unsigned long long)st.blocked_ns,
+					 (unsigned long long)(n * per),
+					 (unsigned long long)st.busy_ns,
+					 (unsigned long long)st.starved_ns,
+					 (unsigned long long)st.items_out);
+		} else {
+			if (st.starved_ns < half)
+				fail_msg("starved %llu ns behind a source that "
+					 "took %llu ns (busy %llu, blocked "
+					 "%llu)",
+					 (unsigned long long)st.starved_ns,
+					 (unsigned long long)(n * per),
+					 (unsigned long long)st.busy_ns,
+					 (unsigned long long)st.blocked_ns);
+		}
+		assert_true(st.utilisation < 0.5);
+		cpat_pipeline_destroy(p);
+	}
+}
+
+/* A long stage name is truncated, not overflowed, in stats and errors. */
+TH_TEST_FN(pipeline_long_stage_name_truncated_in_stats_and_result)
+{
+	(void)state;
+	char name[100];
+	memset(name, 'n', sizeof name - 1);
+	name[sizeof name - 1] = '\0';
+	struct gen g;
+	gen_init(&g, 10);
+	struct cpat_pipeline *p = mkpipe(4, NULL, NULL);
+	assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
+	struct scfg a;
+	scfg_init(&a);
+	a.fail_at = 2;
+	a.fail_rc = -EIO;
+	add_map(p, name, &a, 1, 0, 4);
+	memset(name, 'z', 10); /* copied at add_stage */
+	struct sink s;
+	sink_init(&s, 0);
+	assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, &s), 0);
+	struct cpat_pipeline_result res;
+	assert_int_equal(cpat_pipeline_run(p, NULL, CPAT_FOREVER, &res), -EIO);
+	assert_int_equal(strlen(res.stage), 31);
+	for (int i = 0; i < 31; i++)
+		assert_int_equal(res.stage[i], 'n');
+	struct cpat_stage_stats st;
+	assert_int_equal(cpat_pipeline_stats(p, &st, 1), 1);
+	assert_int_equal(strlen(st.name), 31);
+	assert_int_equal(st.name[0], 'n');
+	cpat_pipeline_destroy(p);
+}
+
+/* ---- API errors --------------------------------------------------------- */
+
+/* cpat_pipeline_wait() from one of the pipeline's own stages: -EBUSY. */
+struct self_wait {
+	struct cpat_pipeline *p;
+	_Atomic int rc;
+};
+
+static int map_waits_own(const void *in, void *out, struct cpat_stage_ctx *ctx)
+{
+	struct self_wait *w = cpat_stage_arg(ctx);
+	int expected = 1;
+	atomic_compare_exchange_strong(&w->rc, &expected,
+				       cpat_pipeline_wait(w->p, NULL));
+	memcpy(out, in, sizeof(uint64_t));
+	return CPAT_STAGE_EMIT;
+}
+
+TH_TEST_FN(pipeline_wait_from_own_stage_ebusy)
+{
+	(void)state;
+	struct gen g;
+	gen_init(&g, 5);
+	struct cpat_pipeline *p = mkpipe(4, NULL, NULL);
+	assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
+	struct self_wait w = {.p = p, .rc = 1};
+	struct cpat_stage_opts so;
+	cpat_stage_opts_init(&so);
+	so.name = "selfwait";
+	so.map = map_waits_own;
+	so.arg = &w;
+	so.out_size = sizeof(uint64_t);
+	assert_int_equal(cpat_pipeline_add_stage(p, &so), 0);
+	struct sink s;
+	sink_init(&s, 8);
+	assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, &s), 0);
+	struct cpat_pipeline_result res;
+	assert_int_equal(cpat_pipeline_run(p, NULL, CPAT_FOREVER, &res), 0);
+	assert_int_equal(atomic_load(&w.rc), -EBUSY);
+	assert_int_equal(s.count, 5);
+	cpat_pipeline_destroy(p);
+	free(s.got);
+}
+
+/* A flat stage emitting without end: once the pipeline is cancelled,
+ * cpat_stage_emit() returns -ECANCELED (and the stage returns at once). */
+struct endless {
+	_Atomic int emit_rc;
+	_Atomic uint64_t emitted;
+};
+
+static int flat_endless(const void *in, struct cpat_stage_ctx *ctx)
+{
+	struct endless *e = cpat_stage_arg(ctx);
+	uint64_t v = *(const uint64_t *)in;
+	int rc;
+	while ((rc = cpat_stage_emit(ctx, &v)) == 0)
+		atomic_fetch_add(&e->emitted, 1);
+	atomic_store(&e->emit_rc, rc);
+	return rc;
+}
+
+TH_TEST_FN(pipeline_flat_emit_returns_ecanceled_once_pipeline_stops)
+{
+	(void)state;
+	long thr = count_threads();
+	struct gen g;
+	gen_init(&g, 3);
+	struct cpat_pipeline *p = mkpipe(4, NULL, NULL);
+	assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
+	struct endless e = {.emit_rc = 1};
+	struct cpat_stage_opts so;
+	cpat_stage_opts_init(&so);
+	so.name = "endless";
+	so.flat = flat_endless;
+	so.arg = &e;
+	so.out_size = sizeof(uint64_t);
+	so.out_capacity = 2;
+	assert_int_equal(cpat_pipeline_add_stage(p, &so), 0);
+	assert_int_equal(cpat_pipeline_set_output(p), 0);
+	assert_int_equal(cpat_pipeline_start(p, NULL, CPAT_FOREVER), 0);
+	struct cpat_chan *out = cpat_pipeline_output(p);
+	assert_non_null(out);
+	uint64_t v;
+	for (int i = 0; i < 100; i++)
+		assert_int_equal(cpat_chan_recv(out, &v, NULL), 0);
+	assert_int_equal(cpat_pipeline_cancel(p), 0);
+	struct cpat_pipeline_result res;
+	assert_int_equal(cpat_pipeline_wait(p, &res), -ECANCELED);
+	assert_int_equal(atomic_load(&e.emit_rc), -ECANCELED);
+	/* Cancelled by the caller: not the stage's error. */
+	assert_string_equal(res.stage, "");
+	assert_no_threads_left(thr);
+	cpat_pipeline_destroy(p);
+}
+
+/* A pipeline with no stage: the source straight to the sink, or to the
+ * output channel (the header requires a source and a sink, no stage). */
+TH_TEST_FN(pipeline_zero_stages_source_straight_to_sink_or_output)
+{
+	(void)state;
+	for (int out = 0; out < 2; out++) {
+		struct gen g;
+		gen_init(&g, 50);
+		struct cpat_pipeline *p = mkpipe(4, NULL, NULL);
+		assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
+		struct sink s;
+		sink_init(&s, 50);
+		if (out)
+			assert_int_equal(cpat_pipeline_set_output(p), 0);
+		else
+			assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, &s),
+					 0);
+		int rc = cpat_pipeline_start(p, NULL, CPAT_FOREVER);
+		if (rc != 0)
+			fail_msg("zero stages, %s: start = %d",
+				 out ? "output" : "sink", rc);
+		if (out) {
+			uint64_t v;
+			while (cpat_chan_recv(cpat_pipeline_output(p), &v,
+					      NULL) == 0)
+				s.got[s.count++] = v;
+		}
+		struct cpat_pipeline_result res;
+		assert_int_equal(cpat_pipeline_wait(p, &res), 0);
+		assert_int_equal(s.count, 50);
+		for (uint64_t i = 0; i < 50; i++)
+			assert_int_equal(s.got[i], i);
+		assert_int_equal(res.delivered, 50);
+		struct cpat_stage_stats st;
+		assert_int_equal(cpat_pipeline_stats(p, &st, 1), 0);
+		cpat_pipeline_destroy(p);
+		free(s.got);
+	}
+}
+
+/* cpat_pipeline_output() gives the channel of a pipeline made with
+ * cpat_pipeline_set_output(), "valid until destroy": the header gives no
+ * exception before start. Items come out of it in order; it closes when
+ * the pipeline stops. */
+TH_TEST_FN(pipeline_output_channel_set_before_and_after_start)
+{
+	(void)state;
+	struct gen g;
+	gen_init(&g, 100);
+	struct cpat_pipeline *p = mkpipe(4, NULL, NULL);
+	assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
+	struct scfg a;
+	scfg_init(&a);
+	add_map(p, "a", &a, 2, 1, 4);
+	assert_int_equal(cpat_pipeline_set_output(p), 0);
+	struct cpat_chan *before = cpat_pipeline_output(p);
+	assert_int_equal(cpat_pipeline_start(p, NULL, CPAT_FOREVER), 0);
+	struct cpat_chan *after = cpat_pipeline_output(p);
+	assert_non_null(after);
+	uint64_t v, k = 0;
+	int rc;
+	while ((rc = cpat_chan_recv(after, &v, NULL)) == 0)
+		assert_int_equal(v, k++);
+	assert_int_equal(rc, -EPIPE);
+	assert_int_equal(k, 100);
+	struct cpat_pipeline_result res;
+	assert_int_equal(cpat_pipeline_wait(p, &res), 0);
+	assert_int_equal(res.delivered, 100);
+	assert_ptr_equal(cpat_pipeline_output(p), after);
+	cpat_pipeline_destroy(p);
+	/* Checked last so the rest of the behaviour is checked first. */
+	assert_non_null(before);
+}
+
+TH_TEST_FN(pipeline_feed_after_close_epipe_on_generator_einval)
+{
+	(void)state;
+	uint64_t v = 1;
+	/* A feed pipeline. */
+	struct cpat_pipeline *p = mkpipe(4, NULL, NULL);
+	assert_int_equal(cpat_pipeline_set_feed(p), 0);
+	struct scfg a;
+	scfg_init(&a);
+	add_map(p, "a", &a, 1, 0, 4);
+	struct sink s;
+	sink_init(&s, 4);
+	assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, &s), 0);
+	/* Not started. */
+	assert_int_equal(cpat_pipeline_feed(p, &v, NULL), -EINVAL);
+	assert_int_equal(cpat_pipeline_start(p, NULL, CPAT_FOREVER), 0);
+	assert_int_equal(cpat_pipeline_feed(p, NULL, NULL), -EINVAL);
+	assert_int_equal(cpat_pipeline_feed(NULL, &v, NULL), -EINVAL);
+	assert_int_equal(cpat_pipeline_feed(p, &v, NULL), 0);
+	assert_int_equal(cpat_pipeline_feed_close(NULL), -EINVAL);
+	assert_int_equal(cpat_pipeline_feed_close(p), 0);
+	assert_int_equal(cpat_pipeline_feed_close(p), -EPIPE);
+	assert_int_equal(cpat_pipeline_feed(p, &v, NULL), -EPIPE);
+	struct cpat_pipeline_result res;
+	assert_int_equal(cpat_pipeline_wait(p, &res), 0);
+	assert_int_equal(res.produced, 1);
+	assert_int_equal(s.count, 1);
+	assert_int_equal(s.got[0], 1);
+	assert_int_equal(cpat_pipeline_feed(p, &v, NULL), -EPIPE);
+	cpat_pipeline_destroy(p);
+	free(s.got);
+
+	/* A generator pipeline. */
+	struct gen g;
+	gen_init(&g, 5);
+	p = mkpipe(4, NULL, NULL);
+	assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
+	sink_init(&s, 8);
+	assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, &s), 0);
+	assert_int_equal(cpat_pipeline_feed(p, &v, NULL), -EINVAL);
+	assert_int_equal(cpat_pipeline_feed_close(p), -EINVAL);
+	assert_int_equal(cpat_pipeline_start(p, NULL, CPAT_FOREVER), 0);
+	assert_int_equal(cpat_pipeline_feed(p, &v, NULL), -EINVAL);
+	assert_int_equal(cpat_pipeline_feed_close(p), -EINVAL);
+	/* No output channel with a sink callback. */
+	assert_null(cpat_pipeline_output(p));
+	assert_int_equal(cpat_pipeline_wait(p, &res), 0);
+	assert_int_equal(s.count, 5);
+	cpat_pipeline_destroy(p);
+	free(s.got);
+
+	/* A feed with a token that fired: its cause. */
+	p = mkpipe(4, NULL, NULL);
+	assert_int_equal(cpat_pipeline_set_feed(p), 0);
+	sink_init(&s, 8);
+	assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, &s), 0);
+	assert_int_equal(cpat_pipeline_start(p, NULL, CPAT_FOREVER), 0);
+	struct cpat_token *t = mktok();
+	cpat_token_cancel(t);
+	assert_int_equal(cpat_pipeline_feed(p, &v, t), -ECANCELED);
+	cpat_token_unref(t);
+	assert_int_equal(cpat_pipeline_feed_close(p), 0);
+	assert_int_equal(cpat_pipeline_wait(p, &res), 0);
+	assert_int_equal(res.produced, 0);
+	assert_int_equal(s.count, 0);
+	cpat_pipeline_destroy(p);
+	free(s.got);
+}
+
+TH_TEST_FN(pipeline_building_after_start_ebusy_and_second_source_sink_ebusy)
+{
+	(void)state;
+	struct gen g;
+	gen_init(&g, 3);
+	struct cpat_pipeline *p = mkpipe(4, NULL, NULL);
+	assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
+	assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), -EBUSY);
+	assert_int_equal(cpat_pipeline_set_feed(p), -EBUSY);
+	struct sink s;
+	sink_init(&s, 8);
+	assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, &s), 0);
+	assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, &s), -EBUSY);
+	assert_int_equal(cpat_pipeline_set_output(p), -EBUSY);
+	assert_null(cpat_pipeline_output(p));
+	assert_int_equal(cpat_pipeline_start(p, NULL, CPAT_FOREVER), 0);
+	struct scfg a;
+	scfg_init(&a);
+	struct cpat_stage_opts so;
+	cpat_stage_opts_init(&so);
+	so.name = "late";
+	so.map = map_fn;
+	so.arg = &a;
+	so.out_size = sizeof(uint64_t);
+	assert_int_equal(cpat_pipeline_add_stage(p, &so), -EBUSY);
+	struct cpat_batch_opts bo;
+	cpat_batch_opts_init(&bo);
+	assert_int_equal(cpat_pipeline_add_batch(p, &bo), -EBUSY);
+	assert_int_equal(cpat_pipeline_start(p, NULL, CPAT_FOREVER), -EBUSY);
+	assert_int_equal(cpat_pipeline_run(p, NULL, CPAT_FOREVER, NULL), -EBUSY);
+	struct cpat_pipeline_result res;
+	assert_int_equal(cpat_pipeline_wait(p, &res), 0);
+	assert_int_equal(s.count, 3);
+	assert_int_equal(atomic_load(&a.calls), 0);
+	/* Runs once. */
+	assert_int_equal(cpat_pipeline_start(p, NULL, CPAT_FOREVER), -EBUSY);
+	assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, &s), -EBUSY);
+	cpat_pipeline_destroy(p);
+	free(s.got);
+
+	/* Output then sink: -EBUSY too. */
+	p = mkpipe(4, NULL, NULL);
+	assert_int_equal(cpat_pipeline_set_feed(p), 0);
+	assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), -EBUSY);
+	assert_int_equal(cpat_pipeline_set_output(p), 0);
+	assert_int_equal(cpat_pipeline_set_output(p), -EBUSY);
+	assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, &s), -EBUSY);
+	cpat_pipeline_destroy(p); /* never started */
+}
+
+static void noop_drop(const void *item, unsigned stage, void *arg)
+{
+	(void)item;
+	(void)stage;
+	(void)arg;
+}
+
+TH_TEST_FN(pipeline_bad_arguments_einval_everywhere)
+{
+	(void)state;
+	long live = th_alloc_live();
+	struct cpat_pipeline_opts po;
+	cpat_pipeline_opts_init(&po);
+	po.item_size = sizeof(uint64_t);
+	struct cpat_pipeline *p = (struct cpat_pipeline *)&p;
+	assert_int_equal(cpat_pipeline_create(NULL, &po), -EINVAL);
+	assert_int_equal(cpat_pipeline_create(&p, NULL), -EINVAL);
+	assert_null(p);
+	p = (struct cpat_pipeline *)&p;
+	po.item_size = 0;
+	assert_int_equal(cpat_pipeline_create(&p, &po), -EINVAL);
+	assert_null(p);
+	assert_int_equal(th_alloc_live(), live);
+
+	p = mkpipe(4, noop_drop, NULL);
+	struct gen g;
+	gen_init(&g, 3);
+	assert_int_equal(cpat_pipeline_set_generator(NULL, gen_fn, &g),
+			 -EINVAL);
+	assert_int_equal(cpat_pipeline_set_generator(p, NULL, &g), -EINVAL);
+	assert_int_equal(cpat_pipeline_set_feed(NULL), -EINVAL);
+	struct scfg a;
+	scfg_init(&a);
+	struct cpat_stage_opts so;
+	cpat_stage_opts_init(&so);
+	so.name = "s";
+	so.map = map_fn;
+	so.arg = &a;
+	so.out_size = sizeof(uint64_t);
+	assert_int_equal(cpat_pipeline_add_stage(NULL, &so), -EINVAL);
+	assert_int_equal(cpat_pipeline_add_stage(p, NULL), -EINVAL);
+	struct cpat_stage_opts bad = so;
+	bad.map = NULL; /* neither */
+	assert_int_equal(cpat_pipeline_add_stage(p, &bad), -EINVAL);
+	bad = so;
+	bad.flat = flat_fn; /* both */
+	assert_int_equal(cpat_pipeline_add_stage(p, &bad), -EINVAL);
+	bad = so;
+	bad.out_size = 0;
+	assert_int_equal(cpat_pipeline_add_stage(p, &bad), -EINVAL);
+	bad = so;
+	bad.workers = 0;
+	assert_int_equal(cpat_pipeline_add_stage(p, &bad), -EINVAL);
+	bad = so;
+	bad.out_capacity = 0;
+	assert_int_equal(cpat_pipeline_add_stage(p, &bad), -EINVAL);
+	struct cpat_batch_opts bo;
+	cpat_batch_opts_init(&bo);
+	assert_int_equal(cpat_pipeline_add_batch(NULL, &bo), -EINVAL);
+	assert_int_equal(cpat_pipeline_add_batch(p, NULL), -EINVAL);
+	struct cpat_batch_opts bb = bo;
+	bb.max_items = 0;
+	assert_int_equal(cpat_pipeline_add_batch(p, &bb), -EINVAL);
+	bb = bo;
+	bb.flush_ns = 0;
+	assert_int_equal(cpat_pipeline_add_batch(p, &bb), -EINVAL);
+	bb.flush_ns = -5;
+	assert_int_equal(cpat_pipeline_add_batch(p, &bb), -EINVAL);
+	bb = bo;
+	bb.out_capacity = 0;
+	assert_int_equal(cpat_pipeline_add_batch(p, &bb), -EINVAL);
+	bb = bo;
+	bb.max_items = SIZE_MAX / 2; /* the batch item size overflows */
+	assert_int_equal(cpat_pipeline_add_batch(p, &bb), -EINVAL);
+	struct sink s;
+	sink_init(&s, 4);
+	assert_int_equal(cpat_pipeline_set_sink(NULL, sink_fn, &s), -EINVAL);
+	assert_int_equal(cpat_pipeline_set_sink(p, NULL, &s), -EINVAL);
+	assert_int_equal(cpat_pipeline_set_output(NULL), -EINVAL);
+	assert_null(cpat_pipeline_output(NULL));
+	assert_null(cpat_pipeline_output(p)); /* no output set */
+	/* Start: no source, no sink, bad deadline, NULL. */
+	assert_int_equal(cpat_pipeline_start(NULL, NULL, CPAT_FOREVER),
+			 -EINVAL);
+	assert_int_equal(cpat_pipeline_start(p, NULL, CPAT_FOREVER), -EINVAL);
+	assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
+	assert_int_equal(cpat_pipeline_start(p, NULL, CPAT_FOREVER), -EINVAL);
+	assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, &s), 0);
+	assert_int_equal(cpat_pipeline_start(p, NULL, -2), -EINVAL);
+	assert_int_equal(cpat_pipeline_run(NULL, NULL, CPAT_FOREVER, NULL),
+			 -EINVAL);
+	/* Wait on a pipeline never started. */
+	struct cpat_pipeline_result res;
+	assert_int_equal(cpat_pipeline_wait(p, &res), -EINVAL);
+	assert_int_equal(cpat_pipeline_wait(NULL, &res), -EINVAL);
+	assert_int_equal(cpat_pipeline_cancel(NULL), -EINVAL);
+	struct cpat_stage_stats st;
+	assert_int_equal(cpat_pipeline_stats(NULL, &st, 1), -EINVAL);
+	assert_int_equal(cpat_pipeline_stats(p, NULL, 1), -EINVAL);
+	assert_int_equal(cpat_pipeline_report(NULL, NULL, 0), -EINVAL);
+	assert_int_equal(cpat_pipeline_report(p, NULL, 10), -EINVAL);
+	assert_int_equal(cpat_stage_emit(NULL, &g), -EINVAL);
+	/* After all those refusals it still runs as built. */
+	assert_int_equal(cpat_pipeline_run(p, NULL, CPAT_FOREVER, &res), 0);
+	assert_int_equal(s.count, 3);
+	cpat_pipeline_destroy(p);
+	cpat_pipeline_destroy(NULL);
+	free(s.got);
+
+	/* cpat_stage_emit() from a map stage: -EINVAL. */
+	gen_init(&g, 3);
+	p = mkpipe(4, NULL, NULL);
+	assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
+	so.map = map_tries_emit;
+	assert_int_equal(cpat_pipeline_add_stage(p, &so), 0);
+	sink_init(&s, 4);
+	assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, &s), 0);
+	assert_int_equal(cpat_pipeline_run(p, NULL, CPAT_FOREVER, &res), 0);
+	assert_int_equal(atomic_load(&a.emit_rc), -EINVAL);
+	assert_int_equal(s.count, 3);
+	cpat_pipeline_destroy(p);
+	free(s.got);
+	assert_int_equal(th_alloc_live(), live);
+}
+
+/* ---- allocation and thread-creation failure ------------------------------ */
+
+/* The full shape used by the failure tests: generator -> map (2 workers)
+ * -> batch of 7 -> flat (2 workers, ordered) that re-emits the batch's
+ * items -> sink. */
+static int unbatch_fn(const void *in, struct cpat_stage_ctx *ctx)
+{
+	const struct cpat_batch *b = in;
+	for (size_t i = 0; i < b->count; i++)
+		if (cpat_stage_emit(ctx, cpat_batch_item(b, i)) != 0)
+			return -EIO;
+	return 0;
+}
+
+struct full {
+	struct gen g;
+	struct scfg a;
+	struct sink s;
+};
+
+/* Creates the pipeline of the full shape (no stage yet). */
+static int build_full(struct cpat_pipeline **pp, struct full *f, uint64_t n)
+{
+	gen_init(&f->g, n);
+	scfg_init(&f->a);
+	f->a.workers = 2;
+	sink_init(&f->s, n);
+	struct cpat_pipeline_opts po;
+	cpat_pipeline_opts_init(&po);
+	po.item_size = sizeof(uint64_t);
+	po.source_capacity = 4;
+	return cpat_pipeline_create(pp, &po);
+}
+
+static int full_add_stage(struct cpat_pipeline *p, struct full *f)
+{
+	struct cpat_stage_opts so;
+	cpat_stage_opts_init(&so);
+	so.name = "map";
+	so.map = map_fn;
+	so.arg = &f->a;
+	so.out_size = sizeof(uint64_t);
+	so.workers = 2;
+	so.out_capacity = 4;
+	return cpat_pipeline_add_stage(p, &so);
+}
+
+static int full_add_batch(struct cpat_pipeline *p)
+{
+	struct cpat_batch_opts bo;
+	cpat_batch_opts_init(&bo);
+	bo.name = "batch";
+	bo.max_items = 7;
+	bo.flush_ns = CPAT_FOREVER;
+	return cpat_pipeline_add_batch(p, &bo);
+}
+
+static int full_add_flat(struct cpat_pipeline *p)
+{
+	struct cpat_stage_opts so;
+	cpat_stage_opts_init(&so);
+	so.name = "unbatch";
+	so.flat = unbatch_fn;
+	so.out_size = sizeof(uint64_t);
+	so.workers = 2;
+	so.ordered = 1;
+	so.out_capacity = 4;
+	return cpat_pipeline_add_stage(p, &so);
+}
+
+static void full_finish(struct cpat_pipeline *p, struct full *f)
+{
+	assert_int_equal(full_add_stage(p, f), 0);
+	assert_int_equal(full_add_batch(p), 0);
+	assert_int_equal(full_add_flat(p), 0);
+	assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &f->g), 0);
+	assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, &f->s), 0);
+}
+
+/* Checks a successful run of the full shape: every item in order
+ * (map 2 workers unordered, so only the multiset). */
+static void full_check(struct full *f, uint64_t n,
+		       const struct cpat_pipeline_result *res)
+{
+	assert_int_equal(f->s.count, n);
+	assert_int_equal(res->delivered, n);
+	unsigned char *seen = calloc(n, 1);
+	for (uint64_t i = 0; i < n; i++) {
+		assert_true(f->s.got[i] < n);
+		assert_int_equal(seen[f->s.got[i]]++, 0);
+	}
+	free(seen);
+}
+
+TH_TEST_FN(pipeline_allocation_failure_each_site_enomem_leaks_nothing)
+{
+	(void)state;
+	const uint64_t n = 50;
+	long live = th_alloc_live(), thr = count_threads();
+	/* create */
+	int ok = 0;
+	for (long k = 1; k <= 200 && !ok; k++) {
+		struct cpat_pipeline_opts po;
+		cpat_pipeline_opts_init(&po);
+		po.item_size = 8;
+		struct cpat_pipeline *p = (struct cpat_pipeline *)&po;
+		th_alloc_fail_at(k, 0);
+		int rc = cpat_pipeline_create(&p, &po);
+		th_alloc_fail_at(0, 0);
+		if (rc == 0) {
+			ok = 1;
+			cpat_pipeline_destroy(p);
+		} else {
+			assert_int_equal(rc, -ENOMEM);
+			assert_null(p);
+		}
+		assert_int_equal(th_alloc_live(), live);
+	}
+	assert_true(ok);
+	/* add_stage (map and flat) and add_batch: a failed add changes
+	 * nothing; the pipeline then builds and runs correctly. */
+	for (int site = 0; site < 3; site++) {
+		ok = 0;
+		for (long k = 1; k <= 200 && !ok; k++) {
+			struct full f;
+			struct cpat_pipeline *p;
+			assert_int_equal(build_full(&p, &f, n), 0);
+			if (site >= 1)
+				assert_int_equal(full_add_stage(p, &f), 0);
+			if (site >= 2)
+				assert_int_equal(full_add_batch(p), 0);
+			th_alloc_fail_at(k, 0);
+			int rc = site == 0   ? full_add_stage(p, &f)
+				 : site == 1 ? full_add_batch(p)
+					     : full_add_flat(p);
+			th_alloc_fail_at(0, 0);
+			if (rc == 0) {
+				ok = 1;
+			} else {
+				assert_int_equal(rc, -ENOMEM);
+				/* Retry: the pipeline is as before. */
+				rc = site == 0   ? full_add_stage(p, &f)
+					 : site == 1 ? full_add_batch(p)
+						     : full_add_flat(p);
+				assert_int_equal(rc, 0);
+			}
+			if (site < 1)
+				assert_int_equal(full_add_batch(p), 0);
+			if (site < 2)
+				assert_int_equal(full_add_flat(p), 0);
+			assert_int_equal(
+				cpat_pipeline_set_generator(p, gen_fn, &f.g), 0);
+			assert_int_equal(
+				cpat_pipeline_set_sink(p, sink_fn, &f.s), 0);
+			struct cpat_pipeline_result res;
+			assert_int_equal(
+				cpat_pipeline_run(p, NULL, CPAT_FOREVER, &res),
+				0);
+			struct cpat_stage_stats st[4];
+			assert_int_equal(cpat_pipeline_stats(p, st, 4), 3);
+			full_check(&f, n, &res);
+			cpat_pipeline_destroy(p);
+			free(f.s.got);
+			assert_int_equal(th_alloc_live(), live);
+		}
+		assert_true(ok);
+	}
+	/* start: -ENOMEM with no thread left and nothing leaked after
+	 * destroy; or it starts and runs to the end. */
+	ok = 0;
+	for (long k = 1; k <= 500 && !ok; k++) {
+		struct full f;
+		struct cpat_pipeline *p;
+		assert_int_equal(build_full(&p, &f, n), 0);
+		full_finish(p, &f);
+		th_alloc_fail_at(k, 0);
+		int rc = cpat_pipeline_start(p, NULL, CPAT_FOREVER);
+		th_alloc_fail_at(0, 0);
+		if (rc == 0) {
+			struct cpat_pipeline_result res;
+			rc = cpat_pipeline_wait(p, &res);
+			if (rc == 0) {
+				full_check(&f, n, &res);
+				ok = 1;
+			} else {
+				/* An allocation after start failed. */
+				assert_int_equal(rc, -ENOMEM);
+			}
+		} else {
+			assert_int_equal(rc, -ENOMEM);
+		}
+		assert_int_equal(cpat__pipeline_live_threads(), 0);
+		long t = threads_settle(thr);
+		if (t != thr)
+			fail_msg("k = %ld: %ld threads left, baseline %ld", k, t,
+				 thr);
+		cpat_pipeline_destroy(p);
+		free(f.s.got);
+		assert_int_equal(th_alloc_live(), live);
+	}
+	assert_true(ok);
+	/* Persistent failure from the first allocation of start. */
+	{
+		struct full f;
+		struct cpat_pipeline *p;
+		assert_int_equal(build_full(&p, &f, n), 0);
+		full_finish(p, &f);
+		th_alloc_fail_at(1, 1);
+		int rc = cpat_pipeline_start(p, NULL, CPAT_FOREVER);
+		th_alloc_fail_at(0, 0);
+		if (rc == 0) {
+			/* start allocates nothing: it must then run. */
+			struct cpat_pipeline_result res;
+			assert_int_equal(cpat_pipeline_wait(p, &res), 0);
+		} else {
+			assert_int_equal(rc, -ENOMEM);
+		}
+		assert_no_threads_left(thr);
+		cpat_pipeline_destroy(p);
+		free(f.s.got);
+		assert_int_equal(th_alloc_live(), live);
+	}
+}
+
+TH_TEST_FN(pipeline_thread_creation_failure_each_thread_eagain_no_thread_left)
+{
+	(void)state;
+	const uint64_t n = 50;
+	long live = th_alloc_live(), thr = count_threads();
+	int ok = 0;
+	long failures = 0;
+	for (long k = 1; k <= 64 && !ok; k++) {
+		struct full f;
+		struct cpat_pipeline *p;
+		assert_int_equal(build_full(&p, &f, n), 0);
+		full_finish(p, &f);
+		cpat__test_fail_thread_at(k, false);
+		int rc = cpat_pipeline_start(p, NULL, CPAT_FOREVER);
+		cpat__test_fail_thread_at(0, false);
+		if (rc == 0) {
+			struct cpat_pipeline_result res;
+			assert_int_equal(cpat_pipeline_wait(p, &res), 0);
+			full_check(&f, n, &res);
+			ok = 1;
+		} else {
+			assert_int_equal(rc, -EAGAIN);
+			failures++;
+			/* The pipeline can only be destroyed. */
+		}
+		assert_int_equal(cpat__pipeline_live_threads(), 0);
+		long t = threads_settle(thr);
+		if (t != thr)
+			fail_msg("k = %ld: %ld threads left, baseline %ld", k, t,
+				 thr);
+		cpat_pipeline_destroy(p);
+		free(f.s.got);
+		assert_int_equal(th_alloc_live(), live);
+	}
+	assert_true(ok);
+	/* source + 2 map + batch + 2 flat (+ sink): at least 5 threads
+	 * however the sink is run. */
+	assert_true(failures >= 5);
+	/* Persistent. */
+	struct full f;
+	struct cpat_pipeline *p;
+	assert_int_equal(build_full(&p, &f, n), 0);
+	full_finish(p, &f);
+	cpat__test_fail_thread_at(3, true);
+	assert_int_equal(cpat_pipeline_start(p, NULL, CPAT_FOREVER), -EAGAIN);
+	cpat__test_fail_thread_at(0, false);
+	assert_no_threads_left(thr);
+	cpat_pipeline_destroy(p);
+	free(f.s.got);
+	assert_int_equal(th_alloc_live(), live);
+}
+
+int main(void)
+{
+	/* The counting allocator first, for every object of the run. */
+	th_alloc_install();
+	/* Start the library's shared timer thread now, so that a deadline
+	 * in a test does not change the thread count. */
+	struct cpat_token *t = NULL;
+	if (cpat_token_create_deadline(&t, NULL,
+				       cpat_now_ns() + 3600 * CPAT_SEC) != 0)
+		abort();
+	cpat_token_unref(t);
+	const struct CMUnitTest tests[] = {
+		TH_TEST(pipeline_allocation_failure_each_site_enomem_leaks_nothing),
+		TH_TEST(pipeline_thread_creation_failure_each_thread_eagain_no_thread_left),
+		TH_TEST(pipeline_bad_arguments_einval_everywhere),
+		TH_TEST(pipeline_building_after_start_ebusy_and_second_source_sink_ebusy),
+		TH_TEST(pipeline_feed_after_close_epipe_on_generator_einval),
+		TH_TEST(pipeline_output_channel_set_before_and_after_start),
+		TH_TEST(pipeline_wait_from_own_stage_ebusy),
+		TH_TEST(pipeline_flat_emit_returns_ecanceled_once_pipeline_stops),
+		TH_TEST(pipeline_stats_measure_starved_behind_slow_source_blocked_by_slow_sink),
+		TH_TEST(pipeline_zero_stages_source_straight_to_sink_or_output),
+		TH_TEST(pipeline_batch_defaults_and_size),
+		TH_TEST(pipeline_guide_example_square_then_even_delivers_4_16),
+		TH_TEST(pipeline_all_ordered_multiworker_stages_deliver_in_source_order),
+		TH_TEST(pipeline_ordered_stage_4_workers_random_delays_keeps_order),
+		TH_TEST(pipeline_unordered_stage_random_delays_delivers_each_item_once),
+		TH_TEST(pipeline_flat_stage_emits_any_number_per_item_ordered),
+		TH_TEST(pipeline_map_filter_fan_out_4_fan_in_matches_sequential_multiset),
+		TH_TEST(pipeline_cancel_at_random_item_threads_exit_every_item_accounted),
+		TH_TEST(pipeline_cancel_from_source_or_sink_right_at_start_is_not_lost),
+		TH_TEST(pipeline_stage2_error_with_upstream_blocked_reports_name_and_index),
+		TH_TEST(pipeline_source_and_sink_errors_report_source_and_sink),
+		TH_TEST(pipeline_slow_consumer_bounded_memory_producers_block_nothing_dropped),
+		TH_TEST(pipeline_consumer_stops_and_cancels_feed_unblocks_with_error),
+		TH_TEST(pipeline_consumer_cancel_unblocks_three_feeders_with_epipe),
+		TH_TEST(pipeline_deadline_gives_etimedout_and_accounts_every_item),
+		TH_TEST(pipeline_destroy_while_running_cancels_and_joins),
+		TH_TEST(pipeline_batch_flushes_by_count_100_100_then_50_at_end),
+		TH_TEST(pipeline_batch_flushes_by_time_trickling_feed_not_before_interval),
+		TH_TEST(pipeline_batch_flush_on_cancel_passes_partial_batch_else_drops_it),
+		TH_TEST(pipeline_stats_consistent_report_names_slowest_stage_bottleneck),
+		TH_TEST(pipeline_long_stage_name_truncated_in_stats_and_result),
+	};
+	const char *filter = getenv("CPAT_TEST_FILTER");
+	if (filter && *filter)
+		cmocka_set_test_filter(filter);
+	return TH_RUN("pipeline", tests);
+}
