@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""Runs one scenario bench and checks what it reports.
+
+usage: scenario_test.py [--expect-skip] BINARY JSON_PATH [ARGS...]
+
+Without --expect-skip: the bench must exit 0, print no FAILED check, and
+write a JSON document that parses, has "ok": true and at least one summary
+row. With --expect-skip: it must exit 0, print "SKIP <what>: ..." and write
+{"skipped": reason} (or, for a scenario that skips only a part,
+"data": {"skipped_parts": [...]}).
+"""
+import json
+import os
+import subprocess
+import sys
+
+args = sys.argv[1:]
+expect_skip = False
+if args and args[0] == "--expect-skip":
+    expect_skip = True
+    args = args[1:]
+exe, jpath, rest = args[0], args[1], args[2:]
+if os.path.exists(jpath):
+    os.remove(jpath)
+p = subprocess.run([exe, "--json", jpath] + rest, capture_output=True, text=True)
+sys.stdout.write(p.stdout)
+sys.stderr.write(p.stderr)
+
+
+def fail(msg):
+    print("scenario_test: FAIL: " + msg)
+    sys.exit(1)
+
+
+if p.returncode != 0:
+    fail(f"exit code {p.returncode}")
+doc = json.load(open(jpath))
+skipped = "skipped" in doc
+parts = doc.get("data", {}).get("skipped_parts") or []
+if expect_skip:
+    # The whole scenario, or a part of it, must say it was skipped and why.
+    if (not skipped and not parts) or "SKIP " not in p.stdout:
+        fail("expected a reported skip")
+    print(f"scenario_test: skip reported: {doc.get('skipped') or parts}")
+    sys.exit(0)
+if skipped:
+    # An optional library absent at build time: a skip is the right
+    # answer, reported as such to Meson.
+    print(f"scenario_test: skipped: {doc['skipped']}")
+    sys.exit(77)
+if "FAILED" in p.stdout:
+    fail("a check failed")
+if not doc.get("ok"):
+    fail('JSON says "ok": false')
+if not doc.get("summary"):
+    fail("no summary rows")
+for name, ok in doc.get("checks", {}).items():
+    if not ok:
+        fail(f"check {name} failed")
+print(f"scenario_test: ok ({len(doc['summary'])} summary rows, checks: "
+      + ", ".join(doc.get("checks", {})) + ")")
