@@ -9,5 +9,10 @@
 #include "cpattern/version.h"
 #include "cpattern/token.h"
 #include "cpattern/chan.h"
+#include "cpattern/pool.h"
+#include "cpattern/dynpool.h"
+#include "cpattern/group.h"
+#include "cpattern/pipeline.h"
+#include "cpattern/fan.h"
 
 #endif /* CPATTERN_H */

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite, three times: a plain build, an AddressSanitizer +
 # UBSan build and a ThreadSanitizer build (separate build folders under
-# build/). Installs what is missing first (scripts/deps.sh). Ends with one
-# line "N passed, N failed" counted over all three builds from Meson's
-# meson-logs/testlog.json, and exits non-zero if anything failed.
+# build/); then the planted-bug checks (scripts/planted.sh: the unit suite
+# must fail on each known bug planted in the library). Installs what is
+# missing first (scripts/deps.sh). Ends with one line "N passed, N failed"
+# counted over all of it from Meson's meson-logs/testlog.json, and exits
+# non-zero if anything failed.
 #
-# usage: scripts/test.sh [plain|asan|tsan ...]   (default: all three)
+# usage: scripts/test.sh [plain|asan|tsan|planted ...]   (default: all four)
 # Environment: CPAT_TEST_SCALE (stress sizes, default 1), CPAT_TEST_SEED,
 # CPAT_TEST_TIMEOUT (per-test watchdog, seconds), CPAT_BUILD_ROOT (build/).
 set -u
@@ -14,16 +16,21 @@ cd "$(dirname "$0")/.."
 
 root=${CPAT_BUILD_ROOT:-build}
 builds=("$@")
-[ ${#builds[@]} -gt 0 ] || builds=(plain asan tsan)
+[ ${#builds[@]} -gt 0 ] || builds=(plain asan tsan planted)
 start=$(date +%s)
 status=0
 
 for b in "${builds[@]}"; do
 	case $b in
+	planted)
+		echo "=== planted bugs: the suite must catch each" >&2
+		./scripts/planted.sh || status=1
+		continue
+		;;
 	plain) opts=() ;;
 	asan) opts=(-Db_sanitize=address,undefined) ;;
 	tsan) opts=(-Db_sanitize=thread) ;;
-	*) echo "unknown build '$b' (plain, asan, tsan)" >&2; exit 2 ;;
+	*) echo "unknown build '$b' (plain, asan, tsan, planted)" >&2; exit 2 ;;
 	esac
 	dir="$root/$b"
 	if [ ! -f "$dir/build.ninja" ]; then
