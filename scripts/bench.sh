@@ -8,7 +8,7 @@
 # optional libturbojpeg0-dev libmicrohttpd-dev libcurl4-openssl-dev
 # libcjson-dev gnuplot-nox), builds a release build in build/bench, runs
 # each scenario (bench/cpat-bench-*) at quick sizes (about 3 minutes on 2
-# cores) and the channel and pool micro-benchmarks. A scenario whose
+# cores) and the channel, pool and pipeline micro-benchmarks. A scenario whose
 # optional library is absent says so and what to install; nothing is
 # faked. Results: build/bench/results/<scenario>.json and .txt (the JSON
 # feeds scripts/plot.sh).
@@ -44,15 +44,7 @@ start=$(date +%s)
 
 if [ $build -eq 1 ]; then
 	./scripts/deps.sh || exit 1
-	if [ "$(id -u)" -eq 0 ]; then
-		./scripts/deps.sh "${optional[@]}" ||
-			echo "bench: could not install some optional packages; their scenarios will skip" >&2
-	else
-		for p in "${optional[@]}"; do
-			dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
-				echo "bench: optional package $p is missing (not root: not installing); its scenario will skip" >&2
-		done
-	fi
+	./scripts/deps.sh --optional "${optional[@]}"
 	if [ -f "$dir/build.ninja" ]; then
 		# Re-detect the optional libraries (they may have been installed since).
 		meson setup --reconfigure "$dir" >"$dir-setup.log" 2>&1
@@ -106,14 +98,21 @@ if want micro; then
 		pool_args=(--empty-tasks 100000 --cpu-tasks 20000 --sleep-tasks 200 --seq-div 1
 			--impls cpattern,cpattern-dyn)
 	fi
-	for m in chan pool; do
+	# The pipeline bench (hand-off cost, ordered stages, batching) writes
+	# a scenario JSON: its rows join the summary table as micro-pipeline.
+	pipe_args=("$mode" --no-progress --json "$res/micro-pipeline.json")
+	for m in chan pool pipeline; do
 		exe=$dir/bench/cpat-bench-$m
 		if [ ! -x "$exe" ]; then
 			echo "SKIP micro-$m: $exe was not built" | tee "$res/micro-$m.txt"
 			continue
 		fi
 		echo "=== micro-$m" >&2
-		if [ $m = chan ]; then args=("${chan_args[@]}"); else args=("${pool_args[@]}"); fi
+		case $m in
+		chan) args=("${chan_args[@]}") ;;
+		pool) args=("${pool_args[@]}") ;;
+		*) args=("${pipe_args[@]}") ;;
+		esac
 		"$exe" "${args[@]}" >"$res/micro-$m.txt" 2>"$res/micro-$m.err"
 		rc=$?
 		cat "$res/micro-$m.txt"
@@ -129,7 +128,7 @@ python3 - "$res" "$mode" "$loadavg_start" "$loadavg_end" "$(( $(date +%s) - star
 import glob, json, math, os, sys
 
 res, mode, la0, la1, secs = sys.argv[1:6]
-order = ["numbers", "logs", "pools", "images", "crawl", "realtime"]
+order = ["numbers", "logs", "pools", "images", "crawl", "realtime", "micro-pipeline"]
 rows, skips, fails, verdicts, machine = [], [], [], [], None
 
 
