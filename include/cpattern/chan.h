@@ -127,6 +127,9 @@ CPAT_API int cpat_chan_send(struct cpat_chan *ch, const void *elem,
 
 /**
  * cpat_chan_send() with a deadline.
+ * @param ch          the channel.
+ * @param elem        elem_size bytes, copied; the caller keeps ownership.
+ * @param tok         cancellation token, or NULL.
  * @param deadline_ns absolute deadline, or #CPAT_FOREVER; a past deadline
  *                    makes the call non-blocking.
  * @return as cpat_chan_send(); also -ETIMEDOUT when @p deadline_ns passes

@@ -66,7 +66,11 @@ struct cpat_fan;
 /**
  * A fan-out worker function: reads @p in (the input's elem_size), writes
  * @p out (the output's elem_size).
+ * @param in     the item taken from the input channel.
+ * @param out    room for the result, sent to the output unless 1 is
+ *               returned.
  * @param worker which worker, 0..n-1.
+ * @param arg    the @p arg given to cpat_fan_out().
  * @return 0 to send *out, 1 to send nothing for this item, a negative
  *         value to stop everything with it.
  */
@@ -98,6 +102,12 @@ enum cpat_fan_policy {
  * and drained, or the fan stops, every output is closed once.
  *
  * @param out     receives the handle; NULL on failure.
+ * @param in      the input channel.
+ * @param outs    the output channels, @p nouts of them.
+ * @param nouts   1 (shared by every worker) or @p workers (one each).
+ * @param workers how many worker threads, > 0.
+ * @param fn      the worker function.
+ * @param arg     passed to every call of @p fn.
  * @param tok     stops the fan when it fires, or NULL.
  * @return 0; -EINVAL for NULL arguments, 0 workers, @p nouts not 1 or
  *         @p workers; -ENOMEM; -EAGAIN if a thread could not be started
@@ -194,8 +204,15 @@ CPAT_API void cpat_fan_destroy(struct cpat_fan *fan);
  * pool cannot deadlock. Own threads: @p workers - 1 are started, the
  * caller being the last; if only some start, the map runs on those.
  * @param in       @p n items of @p in_size bytes.
+ * @param in_size  bytes per input item, > 0.
  * @param out      room for @p n items of @p out_size bytes.
+ * @param out_size bytes per output item, > 0.
+ * @param n        how many items.
+ * @param fn       computes one item.
+ * @param arg      passed to every call of @p fn.
+ * @param pool     the pool to run on, or NULL for threads of its own.
  * @param workers  own threads when @p pool is NULL (>= 1; 1 runs inline).
+ * @param tok      cancellation token, or NULL.
  * @return 0; the first error; the token's cause; -EINVAL for NULL arrays
  *         with n > 0, sizes 0, workers 0 without a pool; -ENOMEM; -EAGAIN
  *         if no thread could be started (nothing is computed); -EPIPE if

@@ -326,6 +326,7 @@ CPAT_API int cpat_pipeline_set_output(struct cpat_pipeline *p);
  * @p deadline_ns.
  *
  * Never blocks but for starting threads.
+ * @param p           the pipeline.
  * @param tok         cancellation token for the whole run, or NULL;
  *                    referenced for the run.
  * @param deadline_ns absolute deadline for the whole run, or #CPAT_FOREVER.
@@ -377,6 +378,7 @@ CPAT_API struct cpat_chan *cpat_pipeline_output(struct cpat_pipeline *p);
  * A second call returns the same result.
  *
  * Blocks. Call from one thread, not from a stage.
+ * @param p   the pipeline.
  * @param res if not NULL, receives the result.
  * @return 0 if the input ended and everything was delivered; the first
  *         error (a negative value from a callback); -ECANCELED or
@@ -402,7 +404,9 @@ CPAT_API int cpat_pipeline_cancel(struct cpat_pipeline *p);
 
 /**
  * Per-stage statistics, a snapshot (any time after start).
+ * @param p     the pipeline.
  * @param stats room for @p n entries, in stage order.
+ * @param n     how many entries @p stats has room for.
  * @return the number of stages (may exceed @p n); -EINVAL for NULL.
  */
 CPAT_API int cpat_pipeline_stats(struct cpat_pipeline *p,

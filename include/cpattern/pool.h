@@ -216,8 +216,13 @@ CPAT_API int cpat_pool_try_submit(struct cpat_pool *pool,
  * the rest inline when full).
  *
  * Thread-safe.
- * @param submitted if not NULL, receives how many were accepted, on success
- *                  and on error; the rest were not.
+ * @param pool        the pool.
+ * @param tasks       @p n tasks, copied; each fn must not be NULL.
+ * @param n           how many, > 0.
+ * @param submitted   if not NULL, receives how many were accepted, on success
+ *                    and on error; the rest were not.
+ * @param tok         cancellation token for the wait, or NULL.
+ * @param deadline_ns absolute deadline, or #CPAT_FOREVER.
  * @return 0 when all @p n were accepted; otherwise the reason it stopped,
  *         as cpat_pool_submit_until(); -EINVAL for NULL arguments, a task
  *         with NULL fn (nothing is submitted), or @p n == 0.
@@ -290,7 +295,9 @@ CPAT_API int cpat_pool_stats(struct cpat_pool *pool,
  * always errs[0]).
  *
  * Never blocks (short internal lock); thread-safe.
+ * @param pool the pool.
  * @param errs room for @p n values (may be NULL if @p n is 0).
+ * @param n    how many values @p errs has room for.
  * @return how many errors are kept (may exceed @p n: only @p n were
  *         copied); -EINVAL for NULL @p pool, or NULL @p errs with n > 0.
  */

@@ -1,5 +1,6 @@
-/*
- * libcpattern: version information.
+/**
+ * @file cpattern/version.h
+ * @brief libcpattern: version information.
  *
  * The macros give the version the program was compiled against;
  * cpat_version() gives the version of the library it runs with. The build
@@ -12,13 +13,16 @@
 
 #include "cpattern/common.h"
 
+/** The major version the program was compiled against. */
 #define CPAT_VERSION_MAJOR 0
+/** The minor version the program was compiled against. */
 #define CPAT_VERSION_MINOR 1
+/** The patch version the program was compiled against. */
 #define CPAT_VERSION_PATCH 0
-/* The shared library's ABI number (libcpattern.so.N). */
+/** The shared library's ABI number (libcpattern.so.N). */
 #define CPAT_SOVERSION 0
 
-/* A single comparable number: 0xMMmmpp. */
+/** A single comparable number: 0xMMmmpp. */
 #define CPAT_VERSION_NUMBER                                                    \
 	((CPAT_VERSION_MAJOR << 16) | (CPAT_VERSION_MINOR << 8) |              \
 	 CPAT_VERSION_PATCH)
