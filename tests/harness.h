@@ -17,9 +17,11 @@
 #define _GNU_SOURCE 1
 #endif
 
+#include <dirent.h>
 #include <errno.h>
 #include <fnmatch.h>
 #include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -83,6 +85,63 @@ static inline void th_relax(void)
 	sched_yield();
 }
 
+/* ---- sanitizers, sizes, thread counts ---------------------------------- */
+
+/* SANITIZED: built with ASan or TSan (gcc and clang spell it differently);
+ * TSAN: with TSan. Stress sizes shrink there (5-50x slower). */
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#define SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
+#define SANITIZED 1
+#endif
+#endif
+#ifndef SANITIZED
+#define SANITIZED 0
+#endif
+
+#if defined(__SANITIZE_THREAD__)
+#define TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TSAN 1
+#endif
+#endif
+#ifndef TSAN
+#define TSAN 0
+#endif
+
+/* A size that is @p plain in the plain build and @p san under sanitizers,
+ * scaled by CPAT_TEST_SCALE. */
+#define SIZE(plain, san) TH_SCALED(SANITIZED ? (san) : (plain))
+
+/* The threads of this process now (from /proc/self/task). */
+static inline long th_count_threads(void)
+{
+	DIR *d = opendir("/proc/self/task");
+	if (!d)
+		abort();
+	long n = 0;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL)
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n;
+}
+
+/* The thread count once it has come down to @p base (a joined thread may
+ * still be listed for a moment after pthread_join() returns), or what it
+ * is after 5 s if it never does: the caller asserts it equals @p base. */
+static inline long th_threads_settle(long base)
+{
+	int64_t end = cpat_now_ns() + 5 * CPAT_SEC;
+	long n;
+	while ((n = th_count_threads()) > base && cpat_now_ns() < end)
+		sched_yield();
+	return n;
+}
+
 /* ---- scale and seed --------------------------------------------------- */
 
 /* CPAT_TEST_SCALE (default 1): multiply stress sizes by it. */
@@ -93,7 +152,7 @@ static inline long th_scale(void)
 	return v > 0 ? v : 1;
 }
 
-#define TH_SCALED(n) ((long)(n) * th_scale())
+#define TH_SCALED(n) ((long)(n)*th_scale())
 
 static uint64_t th_seed_value;
 static int th_seed_set;
@@ -109,13 +168,13 @@ static inline uint64_t th_seed(void)
 			struct timespec ts;
 			clock_gettime(CLOCK_REALTIME, &ts);
 			th_seed_value = (uint64_t)ts.tv_sec * 1000000007u ^
-			                (uint64_t)ts.tv_nsec;
+					(uint64_t)ts.tv_nsec;
 		}
 		if (th_seed_value == 0)
 			th_seed_value = 1;
 		th_seed_set = 1;
 		fprintf(stderr, "# seed: CPAT_TEST_SEED=%llu\n",
-		        (unsigned long long)th_seed_value);
+			(unsigned long long)th_seed_value);
 	}
 	return th_seed_value;
 }
@@ -173,8 +232,9 @@ static void *th_watchdog_main(void *arg)
 		}
 		int64_t now = cpat_now_ns();
 		if (now >= th_wd.deadline) {
-			fprintf(stderr, "# WATCHDOG: test '%s' exceeded its timeout\n",
-			        th_wd.name ? th_wd.name : "?");
+			fprintf(stderr,
+				"# WATCHDOG: test '%s' exceeded its timeout\n",
+				th_wd.name ? th_wd.name : "?");
 			fflush(stderr);
 			abort();
 		}
@@ -237,8 +297,8 @@ static void *th_counting_malloc(size_t n)
 {
 	long k = atomic_load(&th_alloc_fail_k);
 	long call = atomic_fetch_add(&th_alloc_calls, 1) + 1;
-	if (k > 0 && (call == k || (atomic_load(&th_alloc_fail_persist) &&
-	                            call > k)))
+	if (k > 0 &&
+	    (call == k || (atomic_load(&th_alloc_fail_persist) && call > k)))
 		return NULL;
 	void *p = malloc(n);
 	if (p)
@@ -269,7 +329,7 @@ static inline void th_alloc_fail_at(long k, int persistent)
 {
 	atomic_store(&th_alloc_fail_persist, persistent);
 	atomic_store(&th_alloc_fail_k,
-	             k > 0 ? atomic_load(&th_alloc_calls) + k : 0);
+		     k > 0 ? atomic_load(&th_alloc_calls) + k : 0);
 }
 
 static inline long th_alloc_count(void)
@@ -285,23 +345,22 @@ static inline long th_alloc_live(void)
 /* ---- running ---------------------------------------------------------- */
 
 /* A cmocka test with the watchdog armed around it, named by its function. */
-#define TH_TEST(fn)                                                            \
-	cmocka_unit_test_setup_teardown(fn, th_arm_##fn, th_disarm)
+#define TH_TEST(fn) cmocka_unit_test_setup_teardown(fn, th_arm_##fn, th_disarm)
 
-#define TH_DECLARE(fn)                                                         \
-	static void fn(void **state);                                          \
-	static int th_arm_##fn(void **state)                                   \
-	{                                                                      \
-		(void)state;                                                   \
-		th_watchdog_arm(#fn);                                          \
-		return 0;                                                      \
+#define TH_DECLARE(fn)                       \
+	static void fn(void **state);        \
+	static int th_arm_##fn(void **state) \
+	{                                    \
+		(void)state;                 \
+		th_watchdog_arm(#fn);        \
+		return 0;                    \
 	}
 
 /* Defines a test function with its watchdog arming: write tests as
  *   TH_TEST_FN(chan_close_wakes_receivers) { ... }
  * and list them as TH_TEST(chan_close_wakes_receivers). */
-#define TH_TEST_FN(fn)                                                         \
-	TH_DECLARE(fn)                                                         \
+#define TH_TEST_FN(fn) \
+	TH_DECLARE(fn) \
 	static void fn(void **state)
 
 static inline int th_disarm(void **state)
@@ -330,8 +389,8 @@ static inline int th_name_matches(const char *list, const char *name)
 	return 0;
 }
 
-static inline int th_run_selected(const char *group,
-                                  const struct CMUnitTest *t, size_t n)
+static inline int th_run_selected(const char *group, const struct CMUnitTest *t,
+				  size_t n)
 {
 	static struct CMUnitTest kept[512];
 	const char *only = getenv("CPAT_TEST_ONLY");
@@ -351,14 +410,14 @@ static inline int th_run_selected(const char *group,
 		kept[k++] = t[i];
 	}
 	fprintf(stderr, "# CPAT_TEST_ONLY/SKIP: running %zu of %zu tests\n", k,
-	        n);
+		n);
 	return _cmocka_run_group_tests(group, kept, k, NULL, NULL);
 }
 
 /* Prints the seed before the tests run, then runs the group (the tests
  * that CPAT_TEST_ONLY / CPAT_TEST_SKIP select, by default all). */
-#define TH_RUN(name, tests)                                                    \
-	(th_seed(),                                                            \
+#define TH_RUN(name, tests) \
+	(th_seed(),         \
 	 th_run_selected(name, tests, sizeof(tests) / sizeof((tests)[0])))
 
 #endif /* CPAT_TEST_HARNESS_H */

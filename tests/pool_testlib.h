@@ -23,32 +23,6 @@
 #include "cpattern/group.h"
 #include "cpattern/pool.h"
 
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
-#ifndef SANITIZED
-#define SANITIZED 0
-#endif
-
-#if defined(__SANITIZE_THREAD__)
-#define TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define TSAN 1
-#endif
-#endif
-#ifndef TSAN
-#define TSAN 0
-#endif
-
-/* A size that is @p plain in the plain build and @p san under sanitizers,
- * scaled by CPAT_TEST_SCALE. */
-#define SIZE(plain, san) TH_SCALED(SANITIZED ? (san) : (plain))
-
 /* ---- a recording task --------------------------------------------------- */
 
 enum job_kind {
@@ -253,38 +227,6 @@ static inline void give_time(long n)
 }
 
 /* ---- threads of the process ------------------------------------------ */
-
-/* How many threads the process has now (Linux: /proc/self/task). */
-static inline int live_threads(void)
-{
-	DIR *d = opendir("/proc/self/task");
-	if (!d)
-		return -1;
-	int n = 0;
-	struct dirent *e;
-	while ((e = readdir(d)) != NULL)
-		if (e->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n;
-}
-
-/*
- * Waits until the process has at most @p n threads, and returns how many it
- * has. pthread_join() returns when the kernel clears the thread's id, a
- * little before the thread leaves /proc/self/task: a joined thread is gone
- * within microseconds. A thread that was never joined, or still runs,
- * stays: after a generous bound (an upper bound only reached on failure)
- * the count is returned for the caller to assert.
- */
-static inline int threads_settle(int n)
-{
-	int64_t give_up = cpat_now_ns() + 5 * CPAT_SEC;
-	int now;
-	while ((now = live_threads()) > n && cpat_now_ns() < give_up)
-		th_relax();
-	return now;
-}
 
 /* Starts the token timer thread now, so that it never consumes a thread
  * start that a test means to make fail, nor allocates while a test counts. */

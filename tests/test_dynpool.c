@@ -111,7 +111,7 @@ TH_TEST_FN(dynpool_create_enomem_at_every_allocation_leaks_nothing)
 	(void)state;
 	th_alloc_install();
 	long base = th_alloc_live();
-	int threads0 = live_threads();
+	int threads0 = th_count_threads();
 	int succeeded = 0;
 	for (long k = 1; k <= 256 && !succeeded; k++) {
 		struct cpat_pool *p = (struct cpat_pool *)&p;
@@ -131,7 +131,7 @@ TH_TEST_FN(dynpool_create_enomem_at_every_allocation_leaks_nothing)
 			assert_null(p);
 		}
 		assert_int_equal(th_alloc_live(), base);
-		assert_int_equal(threads_settle(threads0), threads0);
+		assert_int_equal(th_threads_settle(threads0), threads0);
 	}
 	assert_true(succeeded);
 	th_alloc_uninstall();
@@ -143,7 +143,7 @@ TH_TEST_FN(dynpool_create_thread_failure_at_each_of_min_eagain_nothing_left)
 	start_timer_thread();
 	th_alloc_install();
 	long base = th_alloc_live();
-	int threads0 = live_threads();
+	int threads0 = th_count_threads();
 	const unsigned MIN = 3;
 	for (unsigned k = 1; k <= MIN; k++) {
 		struct cpat_pool *p = (struct cpat_pool *)&p;
@@ -159,7 +159,7 @@ TH_TEST_FN(dynpool_create_thread_failure_at_each_of_min_eagain_nothing_left)
 		assert_int_equal(rc, -EAGAIN);
 		assert_null(p);
 		assert_true(starts >= (long)k);
-		assert_int_equal(threads_settle(threads0), threads0);
+		assert_int_equal(th_threads_settle(threads0), threads0);
 		assert_int_equal(th_alloc_live(), base);
 	}
 	th_alloc_uninstall();

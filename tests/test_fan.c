@@ -24,45 +24,7 @@
 #include <dirent.h>
 #include <sched.h>
 
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
-#ifndef SANITIZED
-#define SANITIZED 0
-#endif
-
-#define SIZE(plain, san) TH_SCALED(SANITIZED ? (san) : (plain))
-
 /* ---- helpers ------------------------------------------------------------ */
-
-static long count_threads(void)
-{
-	DIR *d = opendir("/proc/self/task");
-	if (!d)
-		abort();
-	long n = 0;
-	struct dirent *e;
-	while ((e = readdir(d)) != NULL)
-		if (e->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n;
-}
-
-/* The thread count once it is down to @p base (a joined thread may be
- * listed for a moment after pthread_join() returns), or after 5 s. */
-static long threads_settle(long base)
-{
-	int64_t end = cpat_now_ns() + 5 * CPAT_SEC;
-	long n;
-	while ((n = count_threads()) > base && cpat_now_ns() < end)
-		th_relax();
-	return n;
-}
 
 /* The test hooks of pipeline.c and fan.c: their threads not yet exited. */
 long cpat__pipeline_live_threads(void);
@@ -70,11 +32,11 @@ long cpat__fan_live_threads(void);
 
 /* No pipeline or fan thread is left (the library's own count), and the
  * process is back to @p base threads. */
-#define assert_no_threads_left(base)                                           \
-	do {                                                                   \
-		assert_int_equal(cpat__pipeline_live_threads(), 0);            \
-		assert_int_equal(cpat__fan_live_threads(), 0);                 \
-		assert_int_equal(threads_settle(base), (base));                \
+#define assert_no_threads_left(base)                                \
+	do {                                                        \
+		assert_int_equal(cpat__pipeline_live_threads(), 0); \
+		assert_int_equal(cpat__fan_live_threads(), 0);      \
+		assert_int_equal(th_threads_settle(base), (base));  \
 	} while (0)
 
 static void spin_ns(int64_t ns)
@@ -160,9 +122,10 @@ static void *prod_main(void *arg)
 		th_barrier_wait(p->start);
 	for (uint64_t i = 0; i < p->n; i++) {
 		uint64_t v = p->from + i;
-		const void *e = p->items ? (const void *)((const char *)p->items +
-							  i * p->isize)
-					 : (const void *)&v;
+		const void *e =
+			p->items ? (const void *)((const char *)p->items +
+						  i * p->isize)
+				 : (const void *)&v;
 		int rc = cpat_chan_send(p->ch, e, NULL);
 		if (rc != 0) {
 			p->rc = rc;
@@ -177,9 +140,9 @@ static void *prod_main(void *arg)
 /* ---- worker functions --------------------------------------------------- */
 
 struct fcfg {
-	uint64_t fail_at;     /* item value to fail at */
-	int fail_rc;          /* 0: never */
-	uint64_t skip_mod;    /* return 1 (send nothing) when v % mod == 0 */
+	uint64_t fail_at;  /* item value to fail at */
+	int fail_rc;       /* 0: never */
+	uint64_t skip_mod; /* return 1 (send nothing) when v % mod == 0 */
 	unsigned workers;
 	_Atomic uint64_t calls;
 	_Atomic uint64_t bad_worker;
@@ -261,7 +224,7 @@ static void mcfg_init(struct mcfg *c)
 TH_TEST_FN(fan_out_shared_output_4_workers_every_item_once_then_closed)
 {
 	(void)state;
-	long thr = count_threads(), live = th_alloc_live();
+	long thr = th_count_threads(), live = th_alloc_live();
 	uint64_t n = (uint64_t)SIZE(50000, 5000);
 	struct cpat_chan *in = mk(8, 16), *out = mk(8, 16);
 	struct fcfg c = {.workers = 4, .skip_mod = 7};
@@ -271,7 +234,9 @@ TH_TEST_FN(fan_out_shared_output_4_workers_every_item_once_then_closed)
 	struct th_barrier b;
 	th_barrier_init(&b, 3);
 	struct prod p = {.start = &b, .ch = in, .n = n, .close = 1};
-	struct cons k = {.start = &b, .ch = out, .cap = n,
+	struct cons k = {.start = &b,
+			 .ch = out,
+			 .cap = n,
 			 .got = malloc(n * sizeof(uint64_t))};
 	th_spawn(&p.t, prod_main, &p);
 	th_spawn(&k.t, cons_main, &k);
@@ -316,14 +281,15 @@ TH_TEST_FN(fan_out_per_worker_outputs_worker_i_sends_to_outs_i)
 		outs[i] = mk(8, 4);
 	struct fcfg c = {.workers = 4};
 	struct cpat_fan *f = NULL;
-	assert_int_equal(cpat_fan_out(&f, in, outs, 4, 4, fan_fn, &c, NULL),
-			 0);
+	assert_int_equal(cpat_fan_out(&f, in, outs, 4, 4, fan_fn, &c, NULL), 0);
 	struct th_barrier b;
 	th_barrier_init(&b, 6);
 	struct prod p = {.start = &b, .ch = in, .n = n, .close = 1};
 	struct cons k[4];
 	for (int i = 0; i < 4; i++) {
-		k[i] = (struct cons){.start = &b, .ch = outs[i], .cap = n,
+		k[i] = (struct cons){.start = &b,
+				     .ch = outs[i],
+				     .cap = n,
 				     .got = malloc(n * sizeof(uint64_t)),
 				     .spin = i == 3 ? 2 * CPAT_USEC : 0};
 		th_spawn(&k[i].t, cons_main, &k[i]);
@@ -367,7 +333,7 @@ TH_TEST_FN(fan_out_per_worker_outputs_worker_i_sends_to_outs_i)
 TH_TEST_FN(fan_out_worker_error_stops_fan_wait_returns_it_outputs_closed)
 {
 	(void)state;
-	long thr = count_threads();
+	long thr = th_count_threads();
 	const uint64_t n = 1000;
 	struct cpat_chan *in = mk(8, n), *outs[3];
 	for (int i = 0; i < 3; i++)
@@ -375,8 +341,7 @@ TH_TEST_FN(fan_out_worker_error_stops_fan_wait_returns_it_outputs_closed)
 	fill_close(in, 0, n, 0); /* left open: only the error stops it */
 	struct fcfg c = {.workers = 3, .fail_at = 10, .fail_rc = -EIO};
 	struct cpat_fan *f = NULL;
-	assert_int_equal(cpat_fan_out(&f, in, outs, 3, 3, fan_fn, &c, NULL),
-			 0);
+	assert_int_equal(cpat_fan_out(&f, in, outs, 3, 3, fan_fn, &c, NULL), 0);
 	assert_int_equal(cpat_fan_wait(f), -EIO);
 	assert_int_equal(cpat_fan_wait(f), -EIO); /* again: same result */
 	assert_no_threads_left(thr);
@@ -405,7 +370,7 @@ TH_TEST_FN(fan_out_token_or_cancel_stops_with_cause_outputs_closed)
 {
 	(void)state;
 	for (int how = 0; how < 3; how++) {
-		long thr = count_threads();
+		long thr = th_count_threads();
 		struct cpat_chan *in = mk(8, 4), *out = mk(8, 4);
 		struct cpat_token *tok = mktok();
 		struct fcfg c = {.workers = 2};
@@ -444,7 +409,7 @@ TH_TEST_FN(fan_out_token_or_cancel_stops_with_cause_outputs_closed)
 TH_TEST_FN(fan_destroy_while_running_stops_and_joins)
 {
 	(void)state;
-	long thr = count_threads(), live = th_alloc_live();
+	long thr = th_count_threads(), live = th_alloc_live();
 	struct cpat_chan *in = mk(8, 4), *out = mk(8, 1);
 	struct fcfg c = {.workers = 3};
 	struct cpat_fan *f = NULL;
@@ -467,7 +432,7 @@ TH_TEST_FN(fan_in_closes_output_once_after_last_input_random_close_order)
 	th_rng_init(&rng, 7);
 	long rounds = SIZE(50, 10);
 	for (long r = 0; r < rounds; r++) {
-		long thr = count_threads();
+		long thr = th_count_threads();
 		enum { N = 6 };
 		struct cpat_chan *ins[N], *out = mk(8, 2);
 		for (int i = 0; i < N; i++)
@@ -504,8 +469,9 @@ TH_TEST_FN(fan_in_closes_output_once_after_last_input_random_close_order)
 			assert_int_equal(got, v);
 			/* The output is still open: an item sent now to any
 			 * open input comes through. */
-			int o = order[s + 1 + (int)th_rng_below(
-					      &rng, (uint64_t)(N - s - 1))];
+			int o = order[s + 1 +
+				      (int)th_rng_below(&rng,
+							(uint64_t)(N - s - 1))];
 			assert_true(open[o]);
 			tag++;
 			assert_int_equal(cpat_chan_send(ins[o], &tag, NULL), 0);
@@ -544,12 +510,16 @@ TH_TEST_FN(fan_in_keeps_per_input_order_4_producers_nothing_lost)
 	th_barrier_init(&b, P + 2);
 	struct prod p[P];
 	for (int i = 0; i < P; i++) {
-		p[i] = (struct prod){.start = &b, .ch = ins[i],
-				     .from = (uint64_t)i << 32, .n = n,
+		p[i] = (struct prod){.start = &b,
+				     .ch = ins[i],
+				     .from = (uint64_t)i << 32,
+				     .n = n,
 				     .close = 1};
 		th_spawn(&p[i].t, prod_main, &p[i]);
 	}
-	struct cons k = {.start = &b, .ch = out, .cap = P * n,
+	struct cons k = {.start = &b,
+			 .ch = out,
+			 .cap = P * n,
 			 .got = malloc(P * n * sizeof(uint64_t))};
 	th_spawn(&k.t, cons_main, &k);
 	th_barrier_wait(&b);
@@ -581,7 +551,7 @@ TH_TEST_FN(fan_in_keeps_per_input_order_4_producers_nothing_lost)
 TH_TEST_FN(fan_in_token_stops_with_cause_and_closes_output)
 {
 	(void)state;
-	long thr = count_threads();
+	long thr = th_count_threads();
 	struct cpat_chan *ins[2] = {mk(8, 2), mk(8, 2)}, *out = mk(8, 2);
 	struct cpat_token *tok = mktok();
 	struct cpat_fan *f = NULL;
@@ -635,7 +605,7 @@ TH_TEST_FN(fan_merge_ordered_restores_order_from_3_interleaved_inputs)
 	th_rng_init(&rng, 33);
 	size_t windows[2] = {8, 3};
 	for (int w = 0; w < 2; w++) {
-		long thr = count_threads();
+		long thr = th_count_threads();
 		enum { NI = 3 };
 		struct seq_item *items[NI];
 		uint64_t cnt[NI] = {0};
@@ -645,26 +615,28 @@ TH_TEST_FN(fan_merge_ordered_restores_order_from_3_interleaved_inputs)
 		 * own items are increasing. */
 		for (uint64_t s = first; s < first + n; s++) {
 			int i = (int)th_rng_below(&rng, NI);
-			items[i][cnt[i]++] =
-				(struct seq_item){.seq = s, .payload = s * 3 + 1};
+			items[i][cnt[i]++] = (struct seq_item){
+				.seq = s, .payload = s * 3 + 1};
 		}
 		struct cpat_chan *ins[NI],
 			*out = mk(sizeof(struct seq_item), 4);
 		for (int i = 0; i < NI; i++)
 			ins[i] = mk(sizeof(struct seq_item), 1 + (size_t)i * 2);
 		struct cpat_fan *f = NULL;
-		assert_int_equal(cpat_fan_merge_ordered(&f, ins, NI, out, seq_of,
-							NULL, first, windows[w],
-							NULL),
+		assert_int_equal(cpat_fan_merge_ordered(&f, ins, NI, out,
+							seq_of, NULL, first,
+							windows[w], NULL),
 				 0);
 		struct th_barrier b;
 		th_barrier_init(&b, NI + 2);
 		struct prod p[NI];
 		for (int i = 0; i < NI; i++) {
-			p[i] = (struct prod){.start = &b, .ch = ins[i],
+			p[i] = (struct prod){.start = &b,
+					     .ch = ins[i],
 					     .items = (uint64_t *)items[i],
 					     .isize = sizeof(struct seq_item),
-					     .n = cnt[i], .close = 1};
+					     .n = cnt[i],
+					     .close = 1};
 			th_spawn(&p[i].t, prod_main, &p[i]);
 		}
 		struct seq_cons c = {.start = &b, .ch = out, .first = first};
@@ -708,8 +680,8 @@ TH_TEST_FN(fan_merge_ordered_full_window_stops_reading_ahead_bounded)
 		assert_int_equal(cpat_chan_send(ins[2], &b, NULL), 0);
 	}
 	struct cpat_fan *f = NULL;
-	assert_int_equal(cpat_fan_merge_ordered(&f, ins, 3, out, seq_of, NULL, 0,
-						window, NULL),
+	assert_int_equal(cpat_fan_merge_ordered(&f, ins, 3, out, seq_of, NULL,
+						0, window, NULL),
 			 0);
 	/* Let it read what it will (a bounded poll: the bound below holds
 	 * whatever the timing). */
@@ -759,15 +731,16 @@ TH_TEST_FN(fan_merge_ordered_gap_in_sequence_wait_epipe_output_closed)
 		ins[i] = mk(sizeof(struct seq_item), 16);
 	uint64_t a[] = {0, 2, 5}, b[] = {1, 4, 6}; /* 3 missing */
 	for (int k = 0; k < 3; k++) {
-		struct seq_item x = {a[k], a[k] * 3 + 1}, y = {b[k], b[k] * 3 + 1};
+		struct seq_item x = {a[k], a[k] * 3 + 1},
+				y = {b[k], b[k] * 3 + 1};
 		assert_int_equal(cpat_chan_send(ins[0], &x, NULL), 0);
 		assert_int_equal(cpat_chan_send(ins[1], &y, NULL), 0);
 	}
 	assert_int_equal(cpat_chan_close(ins[0]), 0);
 	assert_int_equal(cpat_chan_close(ins[1]), 0);
 	struct cpat_fan *f = NULL;
-	assert_int_equal(cpat_fan_merge_ordered(&f, ins, 2, out, seq_of, NULL, 0,
-						8, NULL),
+	assert_int_equal(cpat_fan_merge_ordered(&f, ins, 2, out, seq_of, NULL,
+						0, 8, NULL),
 			 0);
 	struct seq_cons c = {.ch = out, .first = 0};
 	seq_cons_main(&c);
@@ -786,7 +759,7 @@ TH_TEST_FN(fan_merge_ordered_gap_in_sequence_wait_epipe_output_closed)
 TH_TEST_FN(fan_broadcast_block_all_every_consumer_gets_every_item_in_order)
 {
 	(void)state;
-	long thr = count_threads();
+	long thr = th_count_threads();
 	uint64_t n = (uint64_t)SIZE(10000, 2000);
 	enum { C = 3 };
 	struct cpat_chan *in = mk(8, 8), *outs[C];
@@ -794,14 +767,16 @@ TH_TEST_FN(fan_broadcast_block_all_every_consumer_gets_every_item_in_order)
 	for (int i = 0; i < C; i++)
 		outs[i] = mk(8, caps[i]);
 	struct cpat_fan *f = NULL;
-	assert_int_equal(cpat_fan_broadcast(&f, in, outs, C, CPAT_FAN_BLOCK_ALL,
-					    NULL),
-			 0);
+	assert_int_equal(
+		cpat_fan_broadcast(&f, in, outs, C, CPAT_FAN_BLOCK_ALL, NULL),
+		0);
 	struct th_barrier b;
 	th_barrier_init(&b, C + 1);
 	struct cons k[C];
 	for (int i = 0; i < C; i++) {
-		k[i] = (struct cons){.start = &b, .ch = outs[i], .cap = n,
+		k[i] = (struct cons){.start = &b,
+				     .ch = outs[i],
+				     .cap = n,
 				     .got = malloc(n * sizeof(uint64_t)),
 				     .spin = i == 0 ? 5 * CPAT_USEC : 0};
 		th_spawn(&k[i].t, cons_main, &k[i]);
@@ -840,9 +815,9 @@ TH_TEST_FN(fan_broadcast_drop_slow_counts_drops_readers_get_all)
 	outs[1] = mk(8, 0); /* never read, rendezvous: misses all */
 	outs[2] = mk(8, 2); /* never read: holds 2, misses the rest */
 	struct cpat_fan *f = NULL;
-	assert_int_equal(cpat_fan_broadcast(&f, in, outs, 3, CPAT_FAN_DROP_SLOW,
-					    NULL),
-			 0);
+	assert_int_equal(
+		cpat_fan_broadcast(&f, in, outs, 3, CPAT_FAN_DROP_SLOW, NULL),
+		0);
 	fill_close(in, 0, n, 1); /* never blocks for long: nobody is waited */
 	assert_int_equal(cpat_fan_wait(f), 0);
 	assert_int_equal(cpat_fan_dropped(f, 0), 0);
@@ -876,12 +851,14 @@ TH_TEST_FN(fan_broadcast_drop_slow_slow_reader_received_plus_dropped_is_all)
 	uint64_t n = (uint64_t)SIZE(5000, 1000);
 	struct cpat_chan *in = mk(8, 4), *outs[2] = {mk(8, n), mk(8, 1)};
 	struct cpat_fan *f = NULL;
-	assert_int_equal(cpat_fan_broadcast(&f, in, outs, 2, CPAT_FAN_DROP_SLOW,
-					    NULL),
-			 0);
+	assert_int_equal(
+		cpat_fan_broadcast(&f, in, outs, 2, CPAT_FAN_DROP_SLOW, NULL),
+		0);
 	struct th_barrier b;
 	th_barrier_init(&b, 2);
-	struct cons k = {.start = &b, .ch = outs[1], .cap = n,
+	struct cons k = {.start = &b,
+			 .ch = outs[1],
+			 .cap = n,
 			 .got = malloc(n * sizeof(uint64_t)),
 			 .spin = 10 * CPAT_USEC};
 	th_spawn(&k.t, cons_main, &k);
@@ -910,7 +887,7 @@ TH_TEST_FN(fan_every_kind_stopped_returns_cause_and_closes_outputs)
 	(void)state;
 	for (int kind = 0; kind < 4; kind++) {
 		for (int how = 0; how < 2; how++) {
-			long thr = count_threads();
+			long thr = th_count_threads();
 			struct cpat_chan *ins[2] = {mk(16, 2), mk(16, 2)};
 			struct cpat_chan *outs[2] = {mk(16, 2), mk(16, 2)};
 			struct cpat_token *tok = mktok();
@@ -920,8 +897,8 @@ TH_TEST_FN(fan_every_kind_stopped_returns_cause_and_closes_outputs)
 			size_t nouts = 1;
 			switch (kind) {
 			case 0:
-				rc = cpat_fan_out(&f, ins[0], outs, 2, 2, fan_fn,
-						  &c, tok);
+				rc = cpat_fan_out(&f, ins[0], outs, 2, 2,
+						  fan_fn, &c, tok);
 				nouts = 2;
 				break;
 			case 1:
@@ -934,7 +911,8 @@ TH_TEST_FN(fan_every_kind_stopped_returns_cause_and_closes_outputs)
 				break;
 			default:
 				rc = cpat_fan_broadcast(&f, ins[0], outs, 2,
-							CPAT_FAN_BLOCK_ALL, tok);
+							CPAT_FAN_BLOCK_ALL,
+							tok);
 				nouts = 2;
 				break;
 			}
@@ -945,8 +923,10 @@ TH_TEST_FN(fan_every_kind_stopped_returns_cause_and_closes_outputs)
 				assert_int_equal(cpat_fan_cancel(f), 0);
 			assert_int_equal(cpat_fan_wait(f), -ECANCELED);
 			for (size_t i = 0; i < nouts; i++) {
-				assert_int_equal(cpat_chan_is_closed(outs[i]), 1);
-				assert_int_equal(cpat_chan_close(outs[i]), -EPIPE);
+				assert_int_equal(cpat_chan_is_closed(outs[i]),
+						 1);
+				assert_int_equal(cpat_chan_close(outs[i]),
+						 -EPIPE);
 			}
 			assert_int_equal(cpat_chan_is_closed(ins[0]), 0);
 			assert_int_equal(cpat_chan_is_closed(ins[1]), 0);
@@ -980,14 +960,14 @@ TH_TEST_FN(parallel_map_results_in_input_order_own_threads_inline_and_pool)
 	size_t n = (size_t)SIZE(200000, 20000);
 	uint32_t *in = map_input(n);
 	uint64_t *out = malloc(n * sizeof *out);
-	long thr = count_threads(), live = th_alloc_live();
+	long thr = th_count_threads(), live = th_alloc_live();
 	unsigned ws[] = {1, 2, 4, 7};
 	for (int w = 0; w < 4; w++) {
 		memset(out, 0xee, n * sizeof *out);
 		struct mcfg c;
 		mcfg_init(&c);
-		assert_int_equal(cpat_parallel_map(in, 4, out, 8, n, map_item, &c,
-						   NULL, ws[w], NULL),
+		assert_int_equal(cpat_parallel_map(in, 4, out, 8, n, map_item,
+						   &c, NULL, ws[w], NULL),
 				 0);
 		assert_int_equal(atomic_load(&c.calls), n);
 		assert_int_equal(atomic_load(&c.bad_index), 0);
@@ -1010,7 +990,7 @@ TH_TEST_FN(parallel_map_results_in_input_order_own_threads_inline_and_pool)
 	po.workers = 3;
 	struct cpat_pool *pool = NULL;
 	assert_int_equal(cpat_pool_create(&pool, &po), 0);
-	long pthr = count_threads();
+	long pthr = th_count_threads();
 	memset(out, 0xee, n * sizeof *out);
 	struct mcfg c;
 	mcfg_init(&c);
@@ -1023,7 +1003,8 @@ TH_TEST_FN(parallel_map_results_in_input_order_own_threads_inline_and_pool)
 	struct cpat_pool_stats ps;
 	assert_int_equal(cpat_pool_stats(pool, &ps), 0);
 	assert_true(ps.submitted >= 1); /* it ran on the pool */
-	assert_int_equal(threads_settle(pthr), pthr); /* no threads of its own */
+	assert_int_equal(th_threads_settle(pthr),
+			 pthr); /* no threads of its own */
 	cpat_pool_destroy(pool);
 	assert_no_threads_left(thr);
 	free(in);
@@ -1036,7 +1017,7 @@ TH_TEST_FN(parallel_map_first_error_stops_map_and_is_returned)
 	size_t n = (size_t)SIZE(200000, 40000);
 	uint32_t *in = map_input(n);
 	uint64_t *out = malloc(n * sizeof *out);
-	long thr = count_threads();
+	long thr = th_count_threads();
 	/* Inline: exactly the items up to the failing one ran. */
 	struct mcfg c;
 	mcfg_init(&c);
@@ -1084,9 +1065,9 @@ TH_TEST_FN(parallel_map_first_error_stops_map_and_is_returned)
 	}
 	cpat_token_unref(tok);
 	/* A pool that is shut down: -EPIPE. */
-	assert_int_equal(cpat_pool_shutdown(pool, CPAT_POOL_DRAIN, CPAT_FOREVER,
-					    NULL),
-			 0);
+	assert_int_equal(
+		cpat_pool_shutdown(pool, CPAT_POOL_DRAIN, CPAT_FOREVER, NULL),
+		0);
 	mcfg_init(&c);
 	assert_int_equal(cpat_parallel_map(in, 4, out, 8, n, map_item, &c, pool,
 					   0, NULL),
@@ -1127,7 +1108,8 @@ TH_TEST_FN(parallel_map_token_cancelled_midway_returns_ecanceled)
 	c.spin = 2 * CPAT_USEC;
 	struct canceller k = {.tok = tok, .c = &c, .after = 100};
 	th_spawn(&k.t, canceller_main, &k);
-	int rc = cpat_parallel_map(in, 4, out, 8, n, map_item, &c, NULL, 2, tok);
+	int rc =
+		cpat_parallel_map(in, 4, out, 8, n, map_item, &c, NULL, 2, tok);
 	th_join(k.t);
 	assert_int_equal(rc, -ECANCELED);
 	assert_true(atomic_load(&c.calls) < n);
@@ -1141,7 +1123,7 @@ TH_TEST_FN(parallel_map_token_cancelled_midway_returns_ecanceled)
 TH_TEST_FN(fan_bad_arguments_einval_everywhere)
 {
 	(void)state;
-	long live = th_alloc_live(), thr = count_threads();
+	long live = th_alloc_live(), thr = th_count_threads();
 	struct cpat_chan *in = mk(8, 4), *o8[2] = {mk(8, 4), mk(8, 4)},
 			 *o4 = mk(4, 4);
 	struct cpat_chan *mixed[2] = {o8[0], o4};
@@ -1183,39 +1165,39 @@ TH_TEST_FN(fan_bad_arguments_einval_everywhere)
 	assert_int_equal(cpat_fan_merge_ordered(&f, NULL, 2, in, seq_of, NULL,
 						0, 4, NULL),
 			 -EINVAL);
-	assert_int_equal(cpat_fan_merge_ordered(&f, o8, 0, in, seq_of, NULL, 0,
-						4, NULL),
-			 -EINVAL);
+	assert_int_equal(
+		cpat_fan_merge_ordered(&f, o8, 0, in, seq_of, NULL, 0, 4, NULL),
+		-EINVAL);
 	assert_int_equal(cpat_fan_merge_ordered(&f, o8, 2, NULL, seq_of, NULL,
 						0, 4, NULL),
 			 -EINVAL);
-	assert_int_equal(cpat_fan_merge_ordered(&f, o8, 2, in, NULL, NULL, 0, 4,
-						NULL),
-			 -EINVAL);
-	assert_int_equal(cpat_fan_merge_ordered(&f, o8, 2, in, seq_of, NULL, 0,
-						0, NULL),
-			 -EINVAL); /* window 0 */
+	assert_int_equal(
+		cpat_fan_merge_ordered(&f, o8, 2, in, NULL, NULL, 0, 4, NULL),
+		-EINVAL);
+	assert_int_equal(
+		cpat_fan_merge_ordered(&f, o8, 2, in, seq_of, NULL, 0, 0, NULL),
+		-EINVAL); /* window 0 */
 	assert_int_equal(cpat_fan_merge_ordered(&f, mixed, 2, in, seq_of, NULL,
 						0, 4, NULL),
 			 -EINVAL);
 	/* broadcast */
-	assert_int_equal(cpat_fan_broadcast(NULL, in, o8, 2, CPAT_FAN_BLOCK_ALL,
-					    NULL),
-			 -EINVAL);
-	assert_int_equal(cpat_fan_broadcast(&f, NULL, o8, 2, CPAT_FAN_BLOCK_ALL,
-					    NULL),
-			 -EINVAL);
-	assert_int_equal(cpat_fan_broadcast(&f, in, NULL, 2, CPAT_FAN_BLOCK_ALL,
-					    NULL),
-			 -EINVAL);
-	assert_int_equal(cpat_fan_broadcast(&f, in, o8, 0, CPAT_FAN_BLOCK_ALL,
-					    NULL),
-			 -EINVAL);
+	assert_int_equal(
+		cpat_fan_broadcast(NULL, in, o8, 2, CPAT_FAN_BLOCK_ALL, NULL),
+		-EINVAL);
+	assert_int_equal(
+		cpat_fan_broadcast(&f, NULL, o8, 2, CPAT_FAN_BLOCK_ALL, NULL),
+		-EINVAL);
+	assert_int_equal(
+		cpat_fan_broadcast(&f, in, NULL, 2, CPAT_FAN_BLOCK_ALL, NULL),
+		-EINVAL);
+	assert_int_equal(
+		cpat_fan_broadcast(&f, in, o8, 0, CPAT_FAN_BLOCK_ALL, NULL),
+		-EINVAL);
 	assert_int_equal(cpat_fan_broadcast(&f, in, o8, 2, 7, NULL), -EINVAL);
 	assert_int_equal(cpat_fan_broadcast(&f, in, o8, 2, -1, NULL), -EINVAL);
-	assert_int_equal(cpat_fan_broadcast(&f, in, mixed, 2, CPAT_FAN_DROP_SLOW,
-					    NULL),
-			 -EINVAL);
+	assert_int_equal(
+		cpat_fan_broadcast(&f, in, mixed, 2, CPAT_FAN_DROP_SLOW, NULL),
+		-EINVAL);
 	assert_null(f);
 	/* handle functions */
 	assert_int_equal(cpat_fan_wait(NULL), -EINVAL);
@@ -1239,9 +1221,9 @@ TH_TEST_FN(fan_bad_arguments_einval_everywhere)
 	assert_int_equal(cpat_parallel_map(vin, 4, vout, 0, 4, map_item, &m,
 					   NULL, 2, NULL),
 			 -EINVAL);
-	assert_int_equal(cpat_parallel_map(vin, 4, vout, 8, 4, NULL, &m, NULL,
-					   2, NULL),
-			 -EINVAL);
+	assert_int_equal(
+		cpat_parallel_map(vin, 4, vout, 8, 4, NULL, &m, NULL, 2, NULL),
+		-EINVAL);
 	assert_int_equal(cpat_parallel_map(vin, 4, vout, 8, 4, map_item, &m,
 					   NULL, 0, NULL),
 			 -EINVAL);
@@ -1252,7 +1234,7 @@ TH_TEST_FN(fan_bad_arguments_einval_everywhere)
 	assert_int_equal(cpat_chan_is_closed(o8[1]), 0);
 	assert_int_equal(cpat_chan_is_closed(o4), 0);
 	assert_int_equal(atomic_load(&c.calls), 0);
-	assert_int_equal(count_threads(), thr);
+	assert_int_equal(th_count_threads(), thr);
 	cpat_chan_destroy(in);
 	cpat_chan_destroy(o8[0]);
 	cpat_chan_destroy(o8[1]);
@@ -1274,7 +1256,7 @@ static const char *site_name[] = {"fan_out", "fan_in", "merge_ordered",
  */
 static int run_site(int site, void (*arm)(long, int), long k, int persistent)
 {
-	long live = th_alloc_live(), thr = count_threads();
+	long live = th_alloc_live(), thr = th_count_threads();
 	struct cpat_chan *a = mk(sizeof(struct seq_item), 64),
 			 *b = mk(sizeof(struct seq_item), 64),
 			 *c = mk(sizeof(struct seq_item), 64),
@@ -1324,19 +1306,19 @@ static int run_site(int site, void (*arm)(long, int), long k, int persistent)
 		assert_null(f);
 		assert_int_equal(th_alloc_live(), chans_live);
 		for (int i = 0; i < 4; i++)
-			assert_int_equal(
-				cpat_chan_is_closed(i == 0   ? a
-						    : i == 1 ? b
-						    : i == 2 ? c
-							     : d),
-				0);
+			assert_int_equal(cpat_chan_is_closed(i == 0   ? a
+							     : i == 1 ? b
+							     : i == 2 ? c
+								      : d),
+					 0);
 		assert_int_equal(atomic_load(&fc.calls), 0);
 	} else {
 		struct seq_item it, got;
 		if (site == S_OUT || site == S_BCAST) {
 			for (uint64_t i = 0; i < 10; i++) {
 				it = (struct seq_item){i, i * 3 + 1};
-				assert_int_equal(cpat_chan_send(a, &it, NULL), 0);
+				assert_int_equal(cpat_chan_send(a, &it, NULL),
+						 0);
 			}
 			assert_int_equal(cpat_chan_close(a), 0);
 			uint64_t cnt = 0;
@@ -1365,7 +1347,7 @@ static int run_site(int site, void (*arm)(long, int), long k, int persistent)
 		cpat_fan_destroy(f);
 	}
 	assert_int_equal(cpat__fan_live_threads(), 0);
-	long t = threads_settle(thr);
+	long t = th_threads_settle(thr);
 	if (t != thr)
 		fail_msg("%s, k = %ld: %ld threads left, baseline %ld",
 			 site_name[site], k, t, thr);
@@ -1411,7 +1393,8 @@ TH_TEST_FN(fan_allocation_failure_each_start_function_enomem_leaks_nothing)
 	}
 }
 
-TH_TEST_FN(fan_thread_creation_failure_each_start_function_eagain_no_thread_left)
+TH_TEST_FN(
+	fan_thread_creation_failure_each_start_function_eagain_no_thread_left)
 {
 	(void)state;
 	for (int site = 0; site < S_NSITES; site++) {

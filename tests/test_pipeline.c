@@ -35,64 +35,22 @@
 #include <strings.h>
 #include <sched.h>
 
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
-#ifndef SANITIZED
-#define SANITIZED 0
-#endif
-
-/* A size that is @p plain in the plain build and @p san under sanitizers,
- * scaled by CPAT_TEST_SCALE. */
-#define SIZE(plain, san) TH_SCALED(SANITIZED ? (san) : (plain))
-
 /* ---- helpers ------------------------------------------------------------ */
 
-/* Threads of the process now (every entry of /proc/self/task). */
-static long count_threads(void)
-{
-	DIR *d = opendir("/proc/self/task");
-	if (!d)
-		abort();
-	long n = 0;
-	struct dirent *e;
-	while ((e = readdir(d)) != NULL)
-		if (e->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n;
-}
-
-/* The thread count once it has come down to @p base (a joined thread may
- * still be listed for a moment after pthread_join() returns), or what it
- * is after 5 s if it never does: the caller asserts it equals @p base. */
-static long threads_settle(long base)
-{
-	int64_t end = cpat_now_ns() + 5 * CPAT_SEC;
-	long n;
-	while ((n = count_threads()) > base && cpat_now_ns() < end)
-		th_relax();
-	return n;
-}
-
-/* Spins (without sleeping) for about @p ns: per-item work. */
 /* The test hooks of pipeline.c and fan.c: their threads not yet exited. */
 long cpat__pipeline_live_threads(void);
 long cpat__fan_live_threads(void);
 
 /* No pipeline or fan thread is left (the library's own count), and the
  * process is back to @p base threads. */
-#define assert_no_threads_left(base)                                           \
-	do {                                                                   \
-		assert_int_equal(cpat__pipeline_live_threads(), 0);            \
-		assert_int_equal(cpat__fan_live_threads(), 0);                 \
-		assert_int_equal(threads_settle(base), (base));                \
+#define assert_no_threads_left(base)                                \
+	do {                                                        \
+		assert_int_equal(cpat__pipeline_live_threads(), 0); \
+		assert_int_equal(cpat__fan_live_threads(), 0);      \
+		assert_int_equal(th_threads_settle(base), (base));  \
 	} while (0)
 
+/* Spins (without sleeping) for about @p ns: per-item work. */
 static void spin_ns(int64_t ns)
 {
 	int64_t end = cpat_now_ns() + ns;
@@ -208,24 +166,27 @@ static void assert_accounting(struct track *t,
 	assert_int_equal(res->filtered, atomic_load(&t->filtered));
 	assert_int_equal(res->not_processed, atomic_load(&t->dropped));
 	for (uint64_t i = 0; i < t->n; i++) {
-		unsigned char s = atomic_load_explicit(&t->st[i],
-						       memory_order_relaxed);
+		unsigned char s =
+			atomic_load_explicit(&t->st[i], memory_order_relaxed);
 		if (i < res->produced) {
 			if (s != ST_DELIVERED && s != ST_FILTERED &&
 			    s != ST_DROPPED)
-				fail_msg("item %llu of %llu produced has fate %u",
+				fail_msg("item %llu of %llu produced has fate "
+					 "%u",
 					 (unsigned long long)i,
 					 (unsigned long long)res->produced, s);
 		} else if (s != 0) {
-			fail_msg("item %llu (not produced, produced = %llu) has "
-				 "fate %u",
-				 (unsigned long long)i,
-				 (unsigned long long)res->produced, s);
+			fail_msg(
+				"item %llu (not produced, produced = %llu) has "
+				"fate %u",
+				(unsigned long long)i,
+				(unsigned long long)res->produced, s);
 		}
 	}
 }
 
-/* ---- a generator ---------------------------------------------------------- */
+/* ---- a generator ----------------------------------------------------------
+ */
 
 /* Produces indices 0..n-1 (uint64_t); optionally fails at one index, or
  * cancels the pipeline or a token when it produces one. */
@@ -233,8 +194,8 @@ struct gen {
 	uint64_t next, n;
 	_Atomic uint64_t made; /* items returned with 1 */
 	uint64_t fail_at;
-	int fail_rc;           /* 0: never fail */
-	uint64_t cancel_at;    /* UINT64_MAX: never */
+	int fail_rc;        /* 0: never fail */
+	uint64_t cancel_at; /* UINT64_MAX: never */
 	struct cpat_pipeline *cancel_p;
 	struct cpat_token *cancel_tok;
 	_Atomic int calls_after_end; /* called again after returning 0/<0 */
@@ -279,26 +240,26 @@ static int gen_fn(void *out, void *arg)
 /* ---- a configurable map stage ------------------------------------------- */
 
 struct scfg {
-	uint64_t mul, add;     /* out = in * mul + add; mul 0: out = in */
-	uint64_t skip_mod;     /* skip when in % skip_mod == 0; 0: never */
-	int64_t spin;          /* ns of busy work per item */
-	long max_delay_us;     /* random nanosleep 0..max per item */
+	uint64_t mul, add; /* out = in * mul + add; mul 0: out = in */
+	uint64_t skip_mod; /* skip when in % skip_mod == 0; 0: never */
+	int64_t spin;      /* ns of busy work per item */
+	long max_delay_us; /* random nanosleep 0..max per item */
 	uint64_t salt;
-	uint64_t fail_at;      /* source index to fail at */
-	int fail_rc;           /* 0: never */
+	uint64_t fail_at;        /* source index to fail at */
+	int fail_rc;             /* 0: never */
 	uint64_t fail_wait_made; /* before failing, wait until gen made this */
 	struct gen *gen;
 	_Atomic uint64_t *wait_seen; /* before failing, wait until a sink */
 	uint64_t wait_sink_n;        /* has seen this many items */
-	uint64_t cancel_at;    /* source index at which to cancel; MAX: never */
+	uint64_t cancel_at; /* source index at which to cancel; MAX: never */
 	struct cpat_pipeline *cancel_p;
-	struct track *tr;      /* records SKIPs */
-	int check_index;       /* items are indices: check cpat_stage_index */
+	struct track *tr; /* records SKIPs */
+	int check_index;  /* items are indices: check cpat_stage_index */
 	unsigned workers;
-	void *expect_arg;      /* cpat_stage_arg() must return this */
+	void *expect_arg; /* cpat_stage_arg() must return this */
 	_Atomic uint64_t calls;
 	_Atomic uint64_t bad_ctx;
-	_Atomic int emit_rc;   /* cpat_stage_emit() from a map stage */
+	_Atomic int emit_rc; /* cpat_stage_emit() from a map stage */
 };
 
 static void scfg_init(struct scfg *c)
@@ -329,8 +290,7 @@ static int map_fn(const void *in, void *out, struct cpat_stage_ctx *ctx)
 			while (atomic_load(&c->gen->made) < c->fail_wait_made)
 				th_relax();
 		if (c->wait_seen)
-			while (atomic_load(c->wait_seen) <
-			       c->wait_sink_n)
+			while (atomic_load(c->wait_seen) < c->wait_sink_n)
 				th_relax();
 		return c->fail_rc;
 	}
@@ -361,7 +321,7 @@ static int map_tries_emit(const void *in, void *out, struct cpat_stage_ctx *ctx)
 struct sink {
 	uint64_t *got; /* values in delivery order (room for cap) */
 	uint64_t cap, count;
-	_Atomic uint64_t seen;  /* count, readable from other threads */
+	_Atomic uint64_t seen; /* count, readable from other threads */
 	struct track *tr;      /* marks DELIVERED by value (indices) */
 	int64_t spin;          /* slow consumer: busy ns per item */
 	long sleep_us;         /* slow consumer: nanosleep per item */
@@ -369,8 +329,8 @@ struct sink {
 	int fail_rc;
 	uint64_t cancel_at;
 	struct cpat_pipeline *cancel_p;
-	struct gen *gen;       /* to measure how far ahead the source gets */
-	uint64_t max_ahead;    /* max of gen made - count */
+	struct gen *gen;         /* to measure how far ahead the source gets */
+	uint64_t max_ahead;      /* max of gen made - count */
 	long live_min, live_max; /* th_alloc_live() seen from item watch_from */
 	long calls_min, calls_max;
 	uint64_t watch_from;
@@ -446,8 +406,8 @@ static struct cpat_pipeline *mkpipe(size_t src_cap, cpat_item_drop_fn drop,
 	return p;
 }
 
-static void add_map(struct cpat_pipeline *p, const char *name,
-		    struct scfg *c, unsigned workers, int ordered, size_t cap)
+static void add_map(struct cpat_pipeline *p, const char *name, struct scfg *c,
+		    unsigned workers, int ordered, size_t cap)
 {
 	struct cpat_stage_opts so;
 	cpat_stage_opts_init(&so);
@@ -505,7 +465,7 @@ static int int_sink_fn(const void *item, void *arg)
 TH_TEST_FN(pipeline_guide_example_square_then_even_delivers_4_16)
 {
 	(void)state;
-	long live = th_alloc_live(), thr = count_threads();
+	long live = th_alloc_live(), thr = th_count_threads();
 	struct cpat_pipeline *p;
 	struct cpat_pipeline_opts po;
 	cpat_pipeline_opts_init(&po);
@@ -673,7 +633,7 @@ TH_TEST_FN(pipeline_map_filter_fan_out_4_fan_in_matches_sequential_multiset)
 	(void)state;
 	long n_plain = th_scale() >= 10 ? 1000000 / th_scale() : 100000;
 	uint64_t n = (uint64_t)SIZE(n_plain, 20000);
-	long live = th_alloc_live(), thr = count_threads();
+	long live = th_alloc_live(), thr = th_count_threads();
 	/* Sequential reference: v = 3i + 1, keep v % 5 != 0, then
 	 * keep v % 11 != 0, w = v + 7. Each w comes from exactly one i. */
 	uint64_t expect = 0;
@@ -701,8 +661,8 @@ TH_TEST_FN(pipeline_map_filter_fan_out_4_fan_in_matches_sequential_multiset)
 
 	struct cpat_chan *wout[4], *merged;
 	for (int i = 0; i < 4; i++)
-		assert_int_equal(cpat_chan_create(&wout[i], sizeof(uint64_t), 32),
-				 0);
+		assert_int_equal(
+			cpat_chan_create(&wout[i], sizeof(uint64_t), 32), 0);
 	assert_int_equal(cpat_chan_create(&merged, sizeof(uint64_t), 64), 0);
 	_Atomic uint64_t per_worker[4] = {0};
 	struct cpat_fan *fo = NULL, *fi = NULL;
@@ -712,9 +672,9 @@ TH_TEST_FN(pipeline_map_filter_fan_out_4_fan_in_matches_sequential_multiset)
 	struct cpat_chan *pout = cpat_pipeline_output(p);
 	assert_non_null(pout);
 	assert_int_equal(cpat_chan_elem_size(pout), sizeof(uint64_t));
-	assert_int_equal(cpat_fan_out(&fo, pout, wout, 4, 4, fan_add7,
-				      per_worker, NULL),
-			 0);
+	assert_int_equal(
+		cpat_fan_out(&fo, pout, wout, 4, 4, fan_add7, per_worker, NULL),
+		0);
 	assert_int_equal(cpat_fan_in(&fi, wout, 4, merged, NULL), 0);
 
 	unsigned char *seen = calloc(n, 1);
@@ -764,7 +724,8 @@ TH_TEST_FN(pipeline_map_filter_fan_out_4_fan_in_matches_sequential_multiset)
 	free(want);
 }
 
-/* ---- flat stage ------------------------------------------------------------ */
+/* ---- flat stage ------------------------------------------------------------
+ */
 
 struct flat_cfg {
 	_Atomic uint64_t emit_fail;
@@ -837,7 +798,7 @@ TH_TEST_FN(pipeline_cancel_at_random_item_threads_exit_every_item_accounted)
 	th_rng_init(&rng, 101);
 	struct track tr;
 	track_init(&tr, n, 3);
-	long thr = count_threads(), live = th_alloc_live();
+	long thr = th_count_threads(), live = th_alloc_live();
 	for (long t = 0; t < trials; t++) {
 		track_reset(&tr);
 		uint64_t at = th_rng_below(&rng, n);
@@ -885,9 +846,9 @@ TH_TEST_FN(pipeline_cancel_at_random_item_threads_exit_every_item_accounted)
 		/* The cancel came before the input ended, unless the sink
 		 * cancelled at the last item (then it is a race between the
 		 * end and the cancel). */
-		if (!(who == 3 && s.cancel_at == n - 1 ? (rc == 0 ||
-							   rc == -ECANCELED)
-						       : rc == -ECANCELED))
+		if (!(who == 3 && s.cancel_at == n - 1
+			      ? (rc == 0 || rc == -ECANCELED)
+			      : rc == -ECANCELED))
 			fail_msg("trial %ld (who %d, at %llu): rc %d", t, who,
 				 (unsigned long long)at, rc);
 		assert_int_equal(res.rc, rc);
@@ -904,7 +865,7 @@ TH_TEST_FN(pipeline_cancel_at_random_item_threads_exit_every_item_accounted)
 		assert_accounting(&tr, &res);
 		/* Every stage thread has exited when wait returns. */
 		assert_int_equal(cpat__pipeline_live_threads(), 0);
-		long now_thr = threads_settle(thr);
+		long now_thr = th_threads_settle(thr);
 		if (now_thr != thr)
 			fail_msg("trial %ld: %ld threads, baseline %ld", t,
 				 now_thr, thr);
@@ -959,7 +920,7 @@ TH_TEST_FN(pipeline_cancel_from_source_or_sink_right_at_start_is_not_lost)
 TH_TEST_FN(pipeline_stage2_error_with_upstream_blocked_reports_name_and_index)
 {
 	(void)state;
-	long thr = count_threads();
+	long thr = th_count_threads();
 	const uint64_t n = 1000000;
 	struct track tr;
 	track_init(&tr, n, 2);
@@ -1057,7 +1018,8 @@ TH_TEST_FN(pipeline_source_and_sink_errors_report_source_and_sink)
 /* A slow consumer: the sink takes 20 us per item. Memory does not grow
  * (no allocation at all while items flow), the source is held back by the
  * bounded channels, and nothing is dropped. */
-TH_TEST_FN(pipeline_slow_consumer_bounded_memory_producers_block_nothing_dropped)
+TH_TEST_FN(
+	pipeline_slow_consumer_bounded_memory_producers_block_nothing_dropped)
 {
 	(void)state;
 	uint64_t n = (uint64_t)SIZE(3000, 600);
@@ -1136,7 +1098,7 @@ TH_TEST_FN(pipeline_consumer_stops_and_cancels_feed_unblocks_with_error)
 {
 	(void)state;
 	for (int variant = 0; variant < 2; variant++) {
-		long thr = count_threads();
+		long thr = th_count_threads();
 		struct track tr;
 		track_init(&tr, 1u << 20, 1);
 		struct cpat_pipeline_opts po;
@@ -1215,7 +1177,7 @@ TH_TEST_FN(pipeline_consumer_cancel_unblocks_three_feeders_with_epipe)
 {
 	(void)state;
 	enum { F = 3 };
-	long thr = count_threads();
+	long thr = th_count_threads();
 	struct cpat_pipeline *p = mkpipe(2, NULL, NULL);
 	assert_int_equal(cpat_pipeline_set_feed(p), 0);
 	struct scfg a;
@@ -1229,8 +1191,8 @@ TH_TEST_FN(pipeline_consumer_cancel_unblocks_three_feeders_with_epipe)
 	th_barrier_init(&b, F + 1);
 	struct feeder f[F];
 	for (int i = 0; i < F; i++) {
-		f[i] = (struct feeder){.start = &b, .p = p,
-				       .base = (uint64_t)i << 32};
+		f[i] = (struct feeder){
+			.start = &b, .p = p, .base = (uint64_t)i << 32};
 		th_spawn(&f[i].t, feeder_main, &f[i]);
 	}
 	th_barrier_wait(&b);
@@ -1267,8 +1229,8 @@ TH_TEST_FN(pipeline_consumer_cancel_unblocks_three_feeders_with_epipe)
 	assert_int_equal(bad, 0);
 	assert_int_equal(res.produced, fed);
 	assert_int_equal(res.delivered, received);
-	assert_int_equal(res.produced, res.delivered + res.filtered +
-					       res.not_processed);
+	assert_int_equal(res.produced,
+			 res.delivered + res.filtered + res.not_processed);
 	assert_no_threads_left(thr);
 	cpat_pipeline_destroy(p);
 	th_barrier_destroy(&b);
@@ -1277,7 +1239,7 @@ TH_TEST_FN(pipeline_consumer_cancel_unblocks_three_feeders_with_epipe)
 TH_TEST_FN(pipeline_deadline_gives_etimedout_and_accounts_every_item)
 {
 	(void)state;
-	long thr = count_threads();
+	long thr = th_count_threads();
 	const uint64_t n = 1u << 22;
 	struct track tr;
 	track_init(&tr, n, 2);
@@ -1317,7 +1279,7 @@ TH_TEST_FN(pipeline_deadline_gives_etimedout_and_accounts_every_item)
 TH_TEST_FN(pipeline_destroy_while_running_cancels_and_joins)
 {
 	(void)state;
-	long thr = count_threads(), live = th_alloc_live();
+	long thr = th_count_threads(), live = th_alloc_live();
 	struct gen g;
 	gen_init(&g, UINT64_MAX);
 	struct cpat_pipeline *p = mkpipe(2, NULL, NULL);
@@ -1401,8 +1363,7 @@ static struct cpat_pipeline *mkbatch(size_t max_items, int64_t flush_ns,
 				     struct gen *g, struct bsink *s,
 				     struct track *tr)
 {
-	struct cpat_pipeline *p =
-		mkpipe(16, tr ? track_drop : NULL, tr);
+	struct cpat_pipeline *p = mkpipe(16, tr ? track_drop : NULL, tr);
 	if (feed)
 		assert_int_equal(cpat_pipeline_set_feed(p), 0);
 	else
@@ -1457,8 +1418,8 @@ TH_TEST_FN(pipeline_batch_flushes_by_count_100_100_then_50_at_end)
 	gen_init(&g, 250);
 	struct bsink s;
 	bsink_init(&s);
-	struct cpat_pipeline *p = mkbatch(100, CPAT_FOREVER, 0, 0, &g, &s,
-					  NULL);
+	struct cpat_pipeline *p =
+		mkbatch(100, CPAT_FOREVER, 0, 0, &g, &s, NULL);
 	struct cpat_pipeline_result res;
 	assert_int_equal(cpat_pipeline_run(p, NULL, CPAT_FOREVER, &res), 0);
 	assert_int_equal(s.nb, 3);
@@ -1588,13 +1549,13 @@ TH_TEST_FN(pipeline_batch_flush_on_cancel_passes_partial_batch_else_drops_it)
 			bo.flush_ns = CPAT_FOREVER;
 			bo.flush_on_cancel = foc;
 			assert_int_equal(cpat_pipeline_add_batch(p, &bo), 0);
-			assert_int_equal(cpat_pipeline_set_sink(p, bsink_fn, &s),
-					 0);
+			assert_int_equal(
+				cpat_pipeline_set_sink(p, bsink_fn, &s), 0);
 			assert_int_equal(
 				cpat_pipeline_start(p, NULL, CPAT_FOREVER), 0);
 			for (uint64_t i = 0; i < 30; i++)
-				assert_int_equal(cpat_pipeline_feed(p, &i, NULL),
-						 0);
+				assert_int_equal(
+					cpat_pipeline_feed(p, &i, NULL), 0);
 			wait_stage_in(p, src, 30);
 			pthread_mutex_lock(&s.mu);
 			int nb_before = s.nb;
@@ -1754,7 +1715,8 @@ static int slow_gen(void *out, void *arg)
 	return 1;
 }
 
-TH_TEST_FN(pipeline_stats_measure_starved_behind_slow_source_blocked_by_slow_sink)
+TH_TEST_FN(
+	pipeline_stats_measure_starved_behind_slow_source_blocked_by_slow_sink)
 {
 	(void)state;
 	const uint64_t n = (uint64_t)SIZE(400, 200);
@@ -1903,7 +1865,7 @@ static int flat_endless(const void *in, struct cpat_stage_ctx *ctx)
 TH_TEST_FN(pipeline_flat_emit_returns_ecanceled_once_pipeline_stops)
 {
 	(void)state;
-	long thr = count_threads();
+	long thr = th_count_threads();
 	struct gen g;
 	gen_init(&g, 3);
 	struct cpat_pipeline *p = mkpipe(4, NULL, NULL);
@@ -2106,7 +2068,8 @@ TH_TEST_FN(pipeline_building_after_start_ebusy_and_second_source_sink_ebusy)
 	cpat_batch_opts_init(&bo);
 	assert_int_equal(cpat_pipeline_add_batch(p, &bo), -EBUSY);
 	assert_int_equal(cpat_pipeline_start(p, NULL, CPAT_FOREVER), -EBUSY);
-	assert_int_equal(cpat_pipeline_run(p, NULL, CPAT_FOREVER, NULL), -EBUSY);
+	assert_int_equal(cpat_pipeline_run(p, NULL, CPAT_FOREVER, NULL),
+			 -EBUSY);
 	struct cpat_pipeline_result res;
 	assert_int_equal(cpat_pipeline_wait(p, &res), 0);
 	assert_int_equal(s.count, 3);
@@ -2350,7 +2313,7 @@ TH_TEST_FN(pipeline_allocation_failure_each_site_enomem_leaks_nothing)
 {
 	(void)state;
 	const uint64_t n = 50;
-	long live = th_alloc_live(), thr = count_threads();
+	long live = th_alloc_live(), thr = th_count_threads();
 	/* create */
 	int ok = 0;
 	for (long k = 1; k <= 200 && !ok; k++) {
@@ -2394,8 +2357,8 @@ TH_TEST_FN(pipeline_allocation_failure_each_site_enomem_leaks_nothing)
 				assert_int_equal(rc, -ENOMEM);
 				/* Retry: the pipeline is as before. */
 				rc = site == 0   ? full_add_stage(p, &f)
-					 : site == 1 ? full_add_batch(p)
-						     : full_add_flat(p);
+				     : site == 1 ? full_add_batch(p)
+						 : full_add_flat(p);
 				assert_int_equal(rc, 0);
 			}
 			if (site < 1)
@@ -2403,7 +2366,8 @@ TH_TEST_FN(pipeline_allocation_failure_each_site_enomem_leaks_nothing)
 			if (site < 2)
 				assert_int_equal(full_add_flat(p), 0);
 			assert_int_equal(
-				cpat_pipeline_set_generator(p, gen_fn, &f.g), 0);
+				cpat_pipeline_set_generator(p, gen_fn, &f.g),
+				0);
 			assert_int_equal(
 				cpat_pipeline_set_sink(p, sink_fn, &f.s), 0);
 			struct cpat_pipeline_result res;
@@ -2444,10 +2408,10 @@ TH_TEST_FN(pipeline_allocation_failure_each_site_enomem_leaks_nothing)
 			assert_int_equal(rc, -ENOMEM);
 		}
 		assert_int_equal(cpat__pipeline_live_threads(), 0);
-		long t = threads_settle(thr);
+		long t = th_threads_settle(thr);
 		if (t != thr)
-			fail_msg("k = %ld: %ld threads left, baseline %ld", k, t,
-				 thr);
+			fail_msg("k = %ld: %ld threads left, baseline %ld", k,
+				 t, thr);
 		cpat_pipeline_destroy(p);
 		free(f.s.got);
 		assert_int_equal(th_alloc_live(), live);
@@ -2480,7 +2444,7 @@ TH_TEST_FN(pipeline_thread_creation_failure_each_thread_eagain_no_thread_left)
 {
 	(void)state;
 	const uint64_t n = 50;
-	long live = th_alloc_live(), thr = count_threads();
+	long live = th_alloc_live(), thr = th_count_threads();
 	int ok = 0;
 	long failures = 0;
 	for (long k = 1; k <= 64 && !ok; k++) {
@@ -2502,10 +2466,10 @@ TH_TEST_FN(pipeline_thread_creation_failure_each_thread_eagain_no_thread_left)
 			/* The pipeline can only be destroyed. */
 		}
 		assert_int_equal(cpat__pipeline_live_threads(), 0);
-		long t = threads_settle(thr);
+		long t = th_threads_settle(thr);
 		if (t != thr)
-			fail_msg("k = %ld: %ld threads left, baseline %ld", k, t,
-				 thr);
+			fail_msg("k = %ld: %ld threads left, baseline %ld", k,
+				 t, thr);
 		cpat_pipeline_destroy(p);
 		free(f.s.got);
 		assert_int_equal(th_alloc_live(), live);

@@ -148,7 +148,7 @@ TH_TEST_FN(pool_create_enomem_at_every_allocation_leaks_nothing)
 	(void)state;
 	th_alloc_install();
 	long base = th_alloc_live();
-	int threads0 = live_threads();
+	int threads0 = th_count_threads();
 	int succeeded = 0;
 	/* Fail the k-th allocation of create for k = 1, 2, ... until create
 	 * needs fewer than k allocations and succeeds. */
@@ -176,7 +176,7 @@ TH_TEST_FN(pool_create_enomem_at_every_allocation_leaks_nothing)
 			assert_null(p);
 		}
 		assert_int_equal(th_alloc_live(), base);
-		assert_int_equal(threads_settle(threads0), threads0);
+		assert_int_equal(th_threads_settle(threads0), threads0);
 	}
 	assert_true(succeeded);
 	/* Persistent failure. */
@@ -266,7 +266,7 @@ TH_TEST_FN(pool_create_thread_failure_at_each_worker_eagain_nothing_left)
 	start_timer_thread();
 	th_alloc_install();
 	long base = th_alloc_live();
-	int threads0 = live_threads();
+	int threads0 = th_count_threads();
 	const unsigned W = 4;
 	for (unsigned k = 1; k <= W; k++) {
 		for (int persistent = 0; persistent < 2; persistent++) {
@@ -286,7 +286,7 @@ TH_TEST_FN(pool_create_thread_failure_at_each_worker_eagain_nothing_left)
 			assert_true(starts >= (long)k);
 			assert_true(starts <= (long)W);
 			/* Every started worker was joined: no thread left. */
-			assert_int_equal(threads_settle(threads0), threads0);
+			assert_int_equal(th_threads_settle(threads0), threads0);
 			assert_int_equal(th_alloc_live(), base);
 		}
 	}
@@ -303,7 +303,7 @@ TH_TEST_FN(pool_create_thread_failure_at_each_worker_eagain_nothing_left)
 	assert_int_equal(cpat__test_thread_starts() - starts0, W);
 	cpat_pool_destroy(p);
 	assert_int_equal(th_alloc_live(), base);
-	assert_int_equal(threads_settle(threads0), threads0);
+	assert_int_equal(th_threads_settle(threads0), threads0);
 	th_alloc_uninstall();
 }
 
