@@ -60,10 +60,12 @@ trap 'stop_hog; exit 130' INT TERM
 # run MODE BIN I: one run; prints nothing, returns the test's status.
 run() {
 	local mode=$1 bin=$2 i=$3 out="$logs/$2.$1.$3.log" rc
+	# The subshell keeps the shell's "Aborted" notice of a crashed run out
+	# of the report (the run's own output is in its log).
 	if [ "$mode" = pinned ]; then
-		timeout "$run_timeout" taskset -c 0 "$dir/tests/test_$bin" >"$out" 2>&1
+		(timeout "$run_timeout" taskset -c 0 "$dir/tests/test_$bin" >"$out" 2>&1) 2>/dev/null
 	else
-		timeout "$run_timeout" "$dir/tests/test_$bin" >"$out" 2>&1
+		(timeout "$run_timeout" "$dir/tests/test_$bin" >"$out" 2>&1) 2>/dev/null
 	fi
 	rc=$?
 	[ $rc -eq 0 ] && rm -f "$out"
