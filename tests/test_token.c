@@ -1743,16 +1743,85 @@ TH_TEST_FN(allocation_failure_in_on_cancel_is_enomem_and_fn_never_runs)
 			on_cancel_failure_sites(fired, with_handle);
 }
 
+/* The signal helper thread cannot be started: create_signals gives -EAGAIN,
+ * *out NULL, nothing installed; the next call starts it. Runs before any
+ * other signal test (the helper is started once per process). */
+TH_TEST_FN(create_signals_helper_thread_failure_is_eagain_then_recovers)
+{
+	(void)state;
+	int sigs[] = {SIGUSR2};
+	struct sigaction before, after;
+	assert_int_equal(sigaction(SIGUSR2, NULL, &before), 0);
+	long live = th_alloc_live();
+	struct cpat_token *t = (struct cpat_token *)&t;
+	cpat__test_fail_thread_at(1, false);
+	int rc = cpat_token_create_signals(&t, NULL, sigs, 1);
+	cpat__test_fail_thread_at(0, false);
+	assert_int_equal(rc, -EAGAIN);
+	assert_null(t);
+	assert_int_equal(th_alloc_live(), live);
+	assert_int_equal(sigaction(SIGUSR2, NULL, &after), 0);
+	assert_true(after.sa_handler == before.sa_handler);
+	assert_int_equal(cpat_token_create_signals(&t, NULL, sigs, 1), 0);
+	assert_int_equal(cpat_token_status(t), 0);
+	cpat_token_unref(t);
+}
+
+/* Deadline tokens released in an order that takes each out of the middle of
+ * the timer heap: the others still fire, none before its deadline, and a
+ * released one never fires anything. */
+TH_TEST_FN(deadline_tokens_released_out_of_order_leave_the_rest_on_time)
+{
+	(void)state;
+	enum { N = 16 };
+	struct th_rng rng;
+	th_rng_init(&rng, 77);
+	struct cpat_token *far[N], *near;
+	int64_t now = cpat_now_ns();
+	/* Far deadlines in a random order, so that the heap has depth. */
+	for (int i = 0; i < N; i++)
+		assert_int_equal(
+			cpat_token_create_deadline(
+				&far[i], NULL,
+				now + (int64_t)(10 + th_rng_below(&rng, 50)) *
+						CPAT_SEC),
+			0);
+	int64_t dl = now + 30 * CPAT_MSEC;
+	assert_int_equal(cpat_token_create_deadline(&near, NULL, dl), 0);
+	/* Release the far ones in a random order (most are not the root). */
+	int order[N];
+	for (int i = 0; i < N; i++)
+		order[i] = i;
+	for (int i = N - 1; i > 0; i--) {
+		int j = (int)th_rng_below(&rng, (uint64_t)i + 1);
+		int x = order[i];
+		order[i] = order[j];
+		order[j] = x;
+	}
+	for (int i = 0; i < N / 2; i++)
+		cpat_token_unref(far[order[i]]);
+	assert_int_equal(cpat_token_wait(near, now + 30 * CPAT_SEC), 0);
+	assert_true(cpat_now_ns() >= dl);
+	assert_int_equal(cpat_token_status(near), -ETIMEDOUT);
+	for (int i = N / 2; i < N; i++) {
+		assert_int_equal(cpat_token_status(far[order[i]]), 0);
+		cpat_token_unref(far[order[i]]);
+	}
+	cpat_token_unref(near);
+}
+
 int main(void)
 {
 	/* Before the first token, and for the whole run. */
 	th_alloc_install();
 	const struct CMUnitTest tests[] = {
+		TH_TEST(create_signals_helper_thread_failure_is_eagain_then_recovers),
 		TH_TEST(token_starts_live_and_cancel_fires_it_with_ecanceled),
 		TH_TEST(cancel_is_idempotent_one_then_zero_and_callbacks_run_once),
 		TH_TEST(concurrent_cancels_fire_once_and_each_returns_after_the_tree),
 		TH_TEST(cancel_root_of_random_tree_fires_every_descendant_before_return),
 		TH_TEST(cancel_inner_node_leaves_parent_and_siblings_live),
+		TH_TEST(deadline_tokens_released_out_of_order_leave_the_rest_on_time),
 		TH_TEST(child_of_a_fired_parent_is_born_fired_with_its_cause),
 		TH_TEST(child_created_while_parent_is_cancelled_is_always_born_fired),
 		TH_TEST(every_node_cancelled_from_its_own_thread_no_deadlock_all_fired),
