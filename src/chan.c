@@ -206,20 +206,52 @@ struct backoff {
  * That is longer than a futex hand-off, so that two threads do not fall
  * into a convoy where each message costs a wake-up, and short enough that
  * a thread blocked for a second burns well under a millisecond of CPU.
+ *
+ * Two limits keep that wait from starving the very partner it waits for.
+ * A thread that may run on one CPU only does not spin at all
+ * (cpat__spin_pays()). And the wait is bounded by the clock as well as by
+ * polls: a yield beside a busy thread can cost a whole time slice, and
+ * counting polls alone made the 16 yields of one wait cost 16 slices (a
+ * round trip of 3 to 4 ms, against 50 us for a condition variable, with
+ * both threads pinned to one CPU beside a CPU hog). The clock is read at
+ * each yield, so at most one slow yield happens per wait.
  */
 #define SPIN_LIMIT 3
 #define YIELD_LIMIT 7
 #define WAIT_POLLS 1024
 #define WAIT_YIELD_EVERY 64
+#define WAIT_SPIN_NS 40000
 
-/* One step of a wait before parking: mostly a pause, now and then a yield
- * (a partner preempted on this core can then run). */
-static inline void wait_pause(int i)
+/* The wait before parking: `while (spin_more(&w)) poll();`. */
+struct spinwait {
+	int i;
+	int64_t t0;
+};
+
+/* One step of the wait: mostly a pause, now and then a yield (a partner
+ * preempted on this core can then run). False when it is time to park. */
+static inline bool spin_more(struct spinwait *w)
 {
-	if (i % WAIT_YIELD_EVERY == WAIT_YIELD_EVERY - 1)
-		sched_yield();
-	else
+	int i = w->i++;
+	if (i >= WAIT_POLLS)
+		return false;
+	if (i == 0) {
+		if (!cpat__spin_pays()) {
+			w->i = WAIT_POLLS;
+			return false;
+		}
+		w->t0 = cpat_now_ns();
+	}
+	if (i % WAIT_YIELD_EVERY != WAIT_YIELD_EVERY - 1) {
 		cpu_relax();
+		return true;
+	}
+	if (cpat_now_ns() - w->t0 > WAIT_SPIN_NS) {
+		w->i = WAIT_POLLS;
+		return false;
+	}
+	sched_yield();
+	return true;
 }
 
 static inline void backoff_spin(struct backoff *b)
@@ -251,8 +283,9 @@ static inline void backoff_snooze(struct backoff *b)
 static void lock_slow(_Atomic uint32_t *m)
 {
 	/* Held for a few hundred nanoseconds at most, unless the holder was
-	 * preempted: spin, then yield (to that holder, maybe), then sleep. */
-	for (int i = 0; i < 128; i++) {
+	 * preempted: spin, then yield (to that holder, maybe), then sleep.
+	 * On one CPU the holder cannot be running: sleep at once. */
+	for (int i = cpat__spin_pays() ? 0 : 128; i < 128; i++) {
 		uint32_t c = 0;
 		if (atomic_load_explicit(m, memory_order_relaxed) == 0 &&
 		    atomic_compare_exchange_weak_explicit(m, &c, 1,
@@ -715,15 +748,15 @@ static uint32_t park_wait(struct parker *p, int64_t deadline, bool spin,
 {
 	uint32_t s;
 	if (spin) {
-		for (int i = 0; i < WAIT_POLLS; i++) {
+		struct spinwait w = {0, 0};
+		do {
 			s = atomic_load_explicit(&p->state,
 						 memory_order_acquire);
 			if ((s & W_VALUE) >= W_DONE)
 				return s & W_VALUE;
 			if (s & W_CANCEL)
 				break;
-			wait_pause(i);
-		}
+		} while (spin_more(&w));
 	}
 	for (;;) {
 		s = atomic_load_explicit(&p->state, memory_order_acquire);
@@ -1071,8 +1104,8 @@ static inline bool recv_looks_ready(const struct cpat_chan *ch)
 static int buf_send_spin(struct cpat_chan *ch, const void *elem)
 {
 	int rc = -EAGAIN;
-	for (int i = 0; i < WAIT_POLLS; i++) {
-		wait_pause(i);
+	struct spinwait w = {0, 0};
+	while (spin_more(&w)) {
 		if (send_looks_ready(ch) &&
 		    (rc = buf_send(ch, elem)) != -EAGAIN)
 			break;
@@ -1083,8 +1116,8 @@ static int buf_send_spin(struct cpat_chan *ch, const void *elem)
 static int buf_recv_spin(struct cpat_chan *ch, void *elem)
 {
 	int rc = -EAGAIN;
-	for (int i = 0; i < WAIT_POLLS; i++) {
-		wait_pause(i);
+	struct spinwait w = {0, 0};
+	while (spin_more(&w)) {
 		if (recv_looks_ready(ch) &&
 		    (rc = buf_recv(ch, elem)) != -EAGAIN)
 			break;

@@ -114,6 +114,17 @@ CPAT_HIDDEN void cpat__unpark_one(_Atomic uint32_t *word);
 CPAT_HIDDEN void cpat__unpark_all(_Atomic uint32_t *word);
 
 /*
+ * Whether spinning before parking can pay off for the calling thread:
+ * false when the thread may run on one CPU only (taskset -c N, a cpuset of
+ * one CPU, a 1-CPU machine). There the partner a spinner waits for cannot
+ * run while it spins, and a sched_yield() beside a busy thread on that CPU
+ * can cost a whole time slice (milliseconds), so such a thread parks at
+ * once. The answer is read once per thread (sched_getaffinity) and cached:
+ * a thread that changes its own affinity later keeps its first answer.
+ */
+CPAT_HIDDEN bool cpat__spin_pays(void);
+
+/*
  * Token watches: how the library's blocking calls learn that a token fired,
  * without allocating. A watch lives in the blocked caller's stack frame.
  *

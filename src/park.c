@@ -14,7 +14,26 @@
  */
 #include "internal.h"
 
+#include <sched.h>
 #include <time.h>
+
+bool cpat__spin_pays(void)
+{
+	/* 0: not read yet; 1: one CPU; 2: more. */
+	static _Thread_local int cpus;
+	if (cpus == 0) {
+#if defined(__linux__)
+		cpu_set_t set;
+		int n = sched_getaffinity(0, sizeof(set), &set) == 0
+		                ? CPU_COUNT(&set)
+		                : 2;
+		cpus = n > 1 ? 2 : 1;
+#else
+		cpus = 2;
+#endif
+	}
+	return cpus > 1;
+}
 
 #if defined(__linux__)
 #include <linux/futex.h>

@@ -31,6 +31,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+
+#include <linux/futex.h>
+#include <sys/syscall.h>
 
 #include <cmocka.h>
 
@@ -83,6 +87,49 @@ static inline void th_barrier_destroy(struct th_barrier *b)
 static inline void th_relax(void)
 {
 	sched_yield();
+}
+
+/* A short busy pause (timing jitter in races; no yield, which can cost a
+ * time slice beside a busy thread on one CPU). */
+static inline void th_pause(unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+#if defined(__x86_64__) || defined(__i386__)
+		__builtin_ia32_pause();
+#else
+		atomic_signal_fence(memory_order_seq_cst);
+#endif
+	}
+}
+
+/*
+ * A hand-off word for per-trial handshakes between the main thread and a
+ * helper (thousands of them in one test): th_wait_u32() spins briefly,
+ * then sleeps on the word (a futex); th_set_u32() stores and wakes. A
+ * th_relax() loop there costs a whole time slice per hand-off when the test
+ * is pinned to one CPU beside a busy thread (scripts/flaky.sh does that).
+ */
+static inline void th_wait_u32(_Atomic uint32_t *w, uint32_t v)
+{
+	for (int i = 0; i < 256; i++) {
+		if (atomic_load_explicit(w, memory_order_acquire) == v)
+			return;
+		th_pause(1);
+	}
+	for (;;) {
+		uint32_t cur = atomic_load_explicit(w, memory_order_acquire);
+		if (cur == v)
+			return;
+		syscall(SYS_futex, (uint32_t *)w, FUTEX_WAIT_PRIVATE, cur,
+			NULL, NULL, 0);
+	}
+}
+
+static inline void th_set_u32(_Atomic uint32_t *w, uint32_t v)
+{
+	atomic_store_explicit(w, v, memory_order_release);
+	syscall(SYS_futex, (uint32_t *)w, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL,
+		NULL, 0);
 }
 
 /* ---- sanitizers, sizes, thread counts ---------------------------------- */

@@ -1584,7 +1584,7 @@ TH_TEST_FN(chan_cancel_wakes_blocked_send_and_recv_without_side_effect)
 struct race {
 	pthread_t t;
 	struct cpat_chan *ch;
-	_Atomic long go, done;
+	_Atomic uint32_t go, done;
 	struct cpat_token *tok; /* published before go (release) */
 	long trials;
 	int worker_sends;
@@ -1596,9 +1596,7 @@ static void *race_main(void *arg)
 {
 	struct race *r = arg;
 	for (long i = 0; i < r->trials; i++) {
-		while (atomic_load_explicit(&r->go, memory_order_acquire) !=
-		       i + 1)
-			th_relax();
+		th_wait_u32(&r->go, (uint32_t)i + 1);
 		struct cpat_token *tok = r->tok;
 		if (r->worker_sends) {
 			uint64_t v = (uint64_t)i;
@@ -1608,7 +1606,7 @@ static void *race_main(void *arg)
 			r->rc[i] = cpat_chan_recv(r->ch, &v, tok);
 			r->got[i] = v;
 		}
-		atomic_store_explicit(&r->done, i + 1, memory_order_release);
+		th_set_u32(&r->done, (uint32_t)i + 1);
 	}
 	return NULL;
 }
@@ -1630,10 +1628,8 @@ static long cancel_race(long trials, int worker_sends, long *n_ok,
 	for (long i = 0; i < trials; i++) {
 		struct cpat_token *tok = mktok(NULL);
 		r.tok = tok;
-		atomic_store_explicit(&r.go, i + 1, memory_order_release);
-		unsigned spin = (unsigned)th_rng_below(&rng, 4);
-		for (unsigned s = 0; s < spin; s++)
-			th_relax();
+		th_set_u32(&r.go, (uint32_t)i + 1);
+		th_pause((unsigned)th_rng_below(&rng, 4) * 16);
 		uint64_t v = (uint64_t)i, w = UINT64_MAX;
 		int delivered = 0;
 		if (!worker_sends) {
@@ -1659,9 +1655,7 @@ static long cancel_race(long trials, int worker_sends, long *n_ok,
 				delivered = 1;
 			}
 		}
-		while (atomic_load_explicit(&r.done, memory_order_acquire) !=
-		       i + 1)
-			th_relax();
+		th_wait_u32(&r.done, (uint32_t)i + 1);
 		if (!worker_sends) {
 			/* Delivered means the worker got it; otherwise it is
 			 * still in the buffer. */
