@@ -1717,6 +1717,36 @@ TH_TEST_FN(pool_parent_token_fires_pool_token)
 	ctx_fini(&c);
 }
 
+/* The test hooks: an idle pool ends with every worker parked, a running
+ * task keeps its worker out of the count; NULL counts nothing. */
+TH_TEST_FN(pool_hooks_count_parked_workers_and_are_zero_for_null)
+{
+	(void)state;
+	enum { W = 3 };
+	struct cpat_pool *p = mkpool(W, 8, CPAT_POOL_BLOCK);
+	while (cpat__pool_parked_workers(p) != W)
+		th_relax();
+	struct ctx c;
+	ctx_init(&c);
+	struct job j;
+	job_init(&j, &c, J_GATE, 0);
+	struct cpat_task t = job_task(&j);
+	assert_int_equal(cpat_pool_submit(p, &t, NULL), 0);
+	wait_long(&c.started, 1);
+	assert_true(cpat__pool_parked_workers(p) <= W - 1);
+	ctx_open(&c);
+	assert_int_equal(cpat_pool_wait_idle(p, NULL, CPAT_FOREVER), 0);
+	while (cpat__pool_parked_workers(p) != W)
+		th_relax();
+	assert_int_equal(cpat__pool_blocked_submitters(p), 0);
+	assert_int_equal(cpat__pool_idle_waiters(p), 0);
+	assert_int_equal(cpat__pool_parked_workers(NULL), 0);
+	assert_int_equal(cpat__pool_blocked_submitters(NULL), 0);
+	assert_int_equal(cpat__pool_idle_waiters(NULL), 0);
+	cpat_pool_destroy(p);
+	ctx_fini(&c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1751,6 +1781,7 @@ int main(void)
 		TH_TEST(pool_stats_fields_consistent),
 		TH_TEST(pool_errors_keeps_first_error_first_up_to_max_errors),
 		TH_TEST(pool_parent_token_fires_pool_token),
+		TH_TEST(pool_hooks_count_parked_workers_and_are_zero_for_null),
 	};
 	/* CPAT_TEST_FILTER=pool_shutdown_* runs a subset (cmocka's pattern). */
 	const char *filter = getenv("CPAT_TEST_FILTER");
