@@ -196,38 +196,53 @@ static size_t drain(struct cpat_chan *ch, uint64_t *vals, size_t max,
 
 /* ---- allocation (first: nothing else is allocating yet) ---------------- */
 
+struct create_ctx {
+	int use_opts;
+	struct cpat_chan *ch;
+};
+
+static int create_24x100(void *arg)
+{
+	struct create_ctx *c = arg;
+	struct cpat_chan_opts o;
+	cpat_chan_opts_init(&o);
+	o.elem_size = 24;
+	o.capacity = 100;
+	c->ch = (struct cpat_chan *)&c->ch;
+	return c->use_opts ? cpat_chan_create_opts(&c->ch, &o)
+			   : cpat_chan_create(&c->ch, 24, 100);
+}
+
+static void check_24x100(void *arg, int rc)
+{
+	struct create_ctx *c = arg;
+	if (rc != 0) {
+		assert_null(c->ch);
+		return;
+	}
+	assert_non_null(c->ch);
+	assert_int_equal(cpat_chan_cap(c->ch), 100);
+	cpat_chan_destroy(c->ch);
+}
+
 TH_TEST_FN(chan_create_enomem_leaks_nothing)
 {
 	(void)state;
 	th_alloc_install();
 	long base = th_alloc_live();
-	int succeeded = 0;
 	/* Fail the k-th allocation of create for k = 1, 2, ... until create
 	 * needs fewer than k allocations and succeeds. */
-	for (long k = 1; k <= 64 && !succeeded; k++) {
-		for (int use_opts = 0; use_opts < 2; use_opts++) {
-			struct cpat_chan *ch = (struct cpat_chan *)&ch;
-			struct cpat_chan_opts o;
-			cpat_chan_opts_init(&o);
-			o.elem_size = 24;
-			o.capacity = 100;
-			th_alloc_fail_at(k, 0);
-			int rc = use_opts ? cpat_chan_create_opts(&ch, &o)
-					  : cpat_chan_create(&ch, 24, 100);
-			th_alloc_fail_at(0, 0);
-			if (rc == 0) {
-				assert_non_null(ch);
-				assert_int_equal(cpat_chan_cap(ch), 100);
-				cpat_chan_destroy(ch);
-				succeeded = 1;
-			} else {
-				assert_int_equal(rc, -ENOMEM);
-				assert_null(ch);
-			}
-			assert_int_equal(th_alloc_live(), base);
-		}
+	for (int use_opts = 0; use_opts < 2; use_opts++) {
+		struct create_ctx c = {.use_opts = use_opts};
+		struct th_alloc_sweep sw = {
+			.create = create_24x100,
+			.check = check_24x100,
+			.ctx = &c,
+			.max_k = 64,
+			.what = use_opts ? "chan_create_opts" : "chan_create",
+		};
+		th_alloc_sweep(&sw);
 	}
-	assert_true(succeeded);
 	/* Persistent failure, for every capacity shape. */
 	size_t caps[] = {0, 1, 1024};
 	for (size_t i = 0; i < 3; i++) {

@@ -88,31 +88,39 @@ TH_TEST_FN(group_bad_arguments_einval)
 	cpat_group_destroy(NULL); /* no-op */
 }
 
+static int create_limit_3(void *arg)
+{
+	struct cpat_group **g = arg;
+	struct cpat_group_opts o;
+	cpat_group_opts_init(&o);
+	o.limit = 3;
+	*g = (struct cpat_group *)g;
+	return cpat_group_create(g, &o);
+}
+
+static void check_limit_3(void *arg, int rc)
+{
+	struct cpat_group **g = arg;
+	if (rc == 0) {
+		assert_non_null(*g);
+		cpat_group_destroy(*g);
+	} else {
+		assert_null(*g);
+	}
+}
+
 TH_TEST_FN(group_create_enomem_at_every_allocation_leaks_nothing)
 {
 	(void)state;
 	th_alloc_install();
 	long base = th_alloc_live();
-	int succeeded = 0;
-	for (long k = 1; k <= 64 && !succeeded; k++) {
-		struct cpat_group *g = (struct cpat_group *)&g;
-		struct cpat_group_opts o;
-		cpat_group_opts_init(&o);
-		o.limit = 3;
-		th_alloc_fail_at(k, 0);
-		int rc = cpat_group_create(&g, &o);
-		th_alloc_fail_at(0, 0);
-		if (rc == 0) {
-			assert_non_null(g);
-			cpat_group_destroy(g);
-			succeeded = 1;
-		} else {
-			assert_int_equal(rc, -ENOMEM);
-			assert_null(g);
-		}
-		assert_int_equal(th_alloc_live(), base);
-	}
-	assert_true(succeeded);
+	struct cpat_group *created;
+	struct th_alloc_sweep sw = {.create = create_limit_3,
+				    .check = check_limit_3,
+				    .ctx = &created,
+				    .max_k = 64,
+				    .what = "group_create"};
+	th_alloc_sweep(&sw);
 	/* go under allocation failure: started (no allocation needed) or
 	 * -ENOMEM, and then the task never runs. */
 	for (int on_pool = 0; on_pool < 2; on_pool++) {

@@ -1785,42 +1785,45 @@ TH_TEST_FN(create_signals_with_unchangeable_signal_einval_undoes_the_rest)
 
 enum { MAX_SITES = 32 };
 
-/* Calls make() with the k-th allocation failing, k = 1, 2, ... until it
- * succeeds; every failure must be -ENOMEM with *out NULL and nothing
- * leaked. Returns the number of allocation sites found. */
+/* make(&out, arg) under th_alloc_sweep(), in both modes: every failure
+ * must be -ENOMEM with *out NULL and nothing leaked; the token made on
+ * success is released. */
+struct make_ctx {
+	int (*make)(struct cpat_token **, void *);
+	void *arg;
+	struct cpat_token *out;
+};
+
+static int make_try(void *ctx)
+{
+	struct make_ctx *m = ctx;
+	m->out = (struct cpat_token *)&m->out;
+	return m->make(&m->out, m->arg);
+}
+
+static void make_check(void *ctx, int rc)
+{
+	struct make_ctx *m = ctx;
+	if (rc != 0) {
+		assert_null(m->out);
+		return;
+	}
+	assert_non_null(m->out);
+	cpat_token_unref(m->out);
+}
+
+/* Returns the number of allocation sites found. */
 static int fail_each_site(int (*make)(struct cpat_token **, void *), void *arg,
 			  const char *what)
 {
-	long base = th_alloc_live();
-	for (int k = 1; k <= MAX_SITES; k++) {
-		for (int persistent = 0; persistent <= 1; persistent++) {
-			struct cpat_token *out = (struct cpat_token *)&base;
-			th_alloc_fail_at(k, persistent);
-			int rc = make(&out, arg);
-			th_alloc_fail_at(0, 0);
-			if (rc == 0) {
-				assert_non_null(out);
-				cpat_token_unref(out);
-				assert_int_equal(th_alloc_live(), base);
-				if (persistent)
-					continue; /* the other mode also
-						     succeeds */
-				return k - 1;
-			}
-			if (rc != -ENOMEM || out != NULL ||
-			    th_alloc_live() != base)
-				fprintf(stderr,
-					"# %s: fail at %d (%s): rc %d out %p "
-					"leaked %ld\n",
-					what, k, persistent ? "on" : "once", rc,
-					(void *)out, th_alloc_live() - base);
-			assert_int_equal(rc, -ENOMEM);
-			assert_null(out);
-			assert_int_equal(th_alloc_live(), base);
-		}
-	}
-	fail_msg("more allocation sites than MAX_SITES");
-	return -1;
+	struct make_ctx m = {.make = make, .arg = arg};
+	struct th_alloc_sweep sw = {.create = make_try,
+				    .check = make_check,
+				    .ctx = &m,
+				    .max_k = MAX_SITES,
+				    .persistent = 1,
+				    .what = what};
+	return (int)th_alloc_sweep(&sw);
 }
 
 static int make_plain(struct cpat_token **out, void *parent)
