@@ -389,6 +389,56 @@ static inline long th_alloc_live(void)
 	return atomic_load(&th_alloc_live_blocks);
 }
 
+/*
+ * The allocation-failure sweep of a create function: runs create(ctx) with
+ * the k-th allocation failing, for k = 1, 2, ... until create needs fewer
+ * than k allocations and succeeds (at most max_k tries; the test fails if
+ * it never does). With persistent, each k that fails is tried again with
+ * every allocation from the k-th on failing. After each try, with
+ * injection off, check(ctx, rc) runs: on success (rc 0) it uses and frees
+ * what create made; on failure it checks that nothing was handed out.
+ * Every failure must be -ENOMEM, and after check the live block count must
+ * be what it was before the sweep. Returns the number of allocation sites
+ * create went through (k - 1 at the first success). Main thread only.
+ */
+struct th_alloc_sweep {
+	int (*create)(void *ctx);
+	void (*check)(void *ctx, int rc);
+	void *ctx;
+	long max_k;
+	int persistent;
+	const char *what; /* named in the messages */
+};
+
+static inline long th_alloc_sweep(const struct th_alloc_sweep *s)
+{
+	long base = th_alloc_live();
+	for (long k = 1; k <= s->max_k; k++) {
+		for (int persistent = 0; persistent <= (s->persistent != 0);
+		     persistent++) {
+			th_alloc_fail_at(k, persistent);
+			int rc = s->create(s->ctx);
+			th_alloc_fail_at(0, 0);
+			s->check(s->ctx, rc);
+			long leaked = th_alloc_live() - base;
+			if ((rc != 0 && rc != -ENOMEM) || leaked != 0)
+				fprintf(stderr,
+					"# %s: allocation %ld failing (%s): "
+					"rc %d, %ld block(s) leaked\n",
+					s->what, k, persistent ? "on" : "once",
+					rc, leaked);
+			if (rc != 0)
+				assert_int_equal(rc, -ENOMEM);
+			assert_int_equal(th_alloc_live(), base);
+			if (rc == 0 && !persistent)
+				return k - 1;
+		}
+	}
+	fail_msg("%s: still failing with allocation %ld failing", s->what,
+		 s->max_k);
+	return -1;
+}
+
 /* ---- running ---------------------------------------------------------- */
 
 /* A cmocka test with the watchdog armed around it, named by its function. */

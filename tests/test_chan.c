@@ -196,38 +196,53 @@ static size_t drain(struct cpat_chan *ch, uint64_t *vals, size_t max,
 
 /* ---- allocation (first: nothing else is allocating yet) ---------------- */
 
+struct create_ctx {
+	int use_opts;
+	struct cpat_chan *ch;
+};
+
+static int create_24x100(void *arg)
+{
+	struct create_ctx *c = arg;
+	struct cpat_chan_opts o;
+	cpat_chan_opts_init(&o);
+	o.elem_size = 24;
+	o.capacity = 100;
+	c->ch = (struct cpat_chan *)&c->ch;
+	return c->use_opts ? cpat_chan_create_opts(&c->ch, &o)
+			   : cpat_chan_create(&c->ch, 24, 100);
+}
+
+static void check_24x100(void *arg, int rc)
+{
+	struct create_ctx *c = arg;
+	if (rc != 0) {
+		assert_null(c->ch);
+		return;
+	}
+	assert_non_null(c->ch);
+	assert_int_equal(cpat_chan_cap(c->ch), 100);
+	cpat_chan_destroy(c->ch);
+}
+
 TH_TEST_FN(chan_create_enomem_leaks_nothing)
 {
 	(void)state;
 	th_alloc_install();
 	long base = th_alloc_live();
-	int succeeded = 0;
 	/* Fail the k-th allocation of create for k = 1, 2, ... until create
 	 * needs fewer than k allocations and succeeds. */
-	for (long k = 1; k <= 64 && !succeeded; k++) {
-		for (int use_opts = 0; use_opts < 2; use_opts++) {
-			struct cpat_chan *ch = (struct cpat_chan *)&ch;
-			struct cpat_chan_opts o;
-			cpat_chan_opts_init(&o);
-			o.elem_size = 24;
-			o.capacity = 100;
-			th_alloc_fail_at(k, 0);
-			int rc = use_opts ? cpat_chan_create_opts(&ch, &o)
-					  : cpat_chan_create(&ch, 24, 100);
-			th_alloc_fail_at(0, 0);
-			if (rc == 0) {
-				assert_non_null(ch);
-				assert_int_equal(cpat_chan_cap(ch), 100);
-				cpat_chan_destroy(ch);
-				succeeded = 1;
-			} else {
-				assert_int_equal(rc, -ENOMEM);
-				assert_null(ch);
-			}
-			assert_int_equal(th_alloc_live(), base);
-		}
+	for (int use_opts = 0; use_opts < 2; use_opts++) {
+		struct create_ctx c = {.use_opts = use_opts};
+		struct th_alloc_sweep sw = {
+			.create = create_24x100,
+			.check = check_24x100,
+			.ctx = &c,
+			.max_k = 64,
+			.what = use_opts ? "chan_create_opts" : "chan_create",
+		};
+		th_alloc_sweep(&sw);
 	}
-	assert_true(succeeded);
 	/* Persistent failure, for every capacity shape. */
 	size_t caps[] = {0, 1, 1024};
 	for (size_t i = 0; i < 3; i++) {
@@ -375,6 +390,15 @@ TH_TEST_FN(chan_create_bad_arguments_einval)
 	assert_null(ch);
 	ch = (struct cpat_chan *)&ch;
 	assert_int_equal(cpat_chan_create(&ch, SIZE_MAX, SIZE_MAX), -EINVAL);
+	assert_null(ch);
+	/* Each size allowed alone, but their product overflows. */
+	ch = (struct cpat_chan *)&ch;
+	assert_int_equal(
+		cpat_chan_create(&ch, (size_t)1 << 40, (size_t)1 << 30),
+		-EINVAL);
+	assert_null(ch);
+	ch = (struct cpat_chan *)&ch;
+	assert_int_equal(cpat_chan_create(&ch, 8, SIZE_MAX / 8), -EINVAL);
 	assert_null(ch);
 
 	struct cpat_chan_opts o;
@@ -534,9 +558,9 @@ TH_TEST_FN(chan_round_trip_capacities_by_element_sizes)
 {
 	(void)state;
 	const size_t caps[] = {0, 1, 2, 7, 1024};
-	const size_t sizes[] = {1, 8, 13, 4096};
+	const size_t sizes[] = {1, 4, 8, 13, 16, 4096};
 	for (size_t ci = 0; ci < 5; ci++) {
-		for (size_t si = 0; si < 4; si++) {
+		for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
 			size_t cap = caps[ci], es = sizes[si];
 			struct cpat_chan *ch = mk(es, cap);
 			assert_int_equal(cpat_chan_cap(ch), cap);
@@ -2071,6 +2095,42 @@ TH_TEST_FN(chan_past_deadline_behaves_like_try)
 	}
 }
 
+/* Deadlines a few microseconds ahead, which may pass while the call still
+ * spins on a full (empty) buffer: -ETIMEDOUT, not before the deadline, and
+ * nothing sent or taken; then the same calls with room (an item) succeed.
+ * The blocked-count hook counts nobody, and nothing for bad arguments. */
+TH_TEST_FN(chan_deadline_passing_during_spin_etimedout_nothing_moves)
+{
+	(void)state;
+	const int64_t aheads[] = {1, 1000, 10 * 1000, 100 * 1000};
+	struct cpat_chan *ch = mk(sizeof(uint64_t), 1);
+	uint64_t v = 5, w = 77;
+	for (size_t i = 0; i < sizeof aheads / sizeof aheads[0]; i++) {
+		int64_t dl = cpat_now_ns() + aheads[i];
+		assert_int_equal(cpat_chan_recv_until(ch, &w, NULL, dl),
+				 -ETIMEDOUT);
+		assert_true(cpat_now_ns() >= dl);
+		assert_int_equal(w, 77);
+		assert_int_equal(cpat_chan_send(ch, &v, NULL), 0);
+		dl = cpat_now_ns() + aheads[i];
+		uint64_t x = 6;
+		assert_int_equal(cpat_chan_send_until(ch, &x, NULL, dl),
+				 -ETIMEDOUT);
+		assert_true(cpat_now_ns() >= dl);
+		assert_int_equal(cpat_chan_len(ch), 1);
+		assert_int_equal(cpat__chan_nblocked(ch, CPAT_SELECT_SEND), 0);
+		assert_int_equal(cpat__chan_nblocked(ch, CPAT_SELECT_RECV), 0);
+		assert_int_equal(
+			cpat_chan_recv_until(ch, &w, NULL, cpat_now_ns() + 10),
+			0);
+		assert_int_equal(w, 5);
+		w = 77;
+	}
+	assert_int_equal(cpat__chan_nblocked(NULL, CPAT_SELECT_SEND), 0);
+	assert_int_equal(cpat__chan_nblocked(ch, 12345), 0);
+	cpat_chan_destroy(ch);
+}
+
 struct retry {
 	pthread_t t;
 	struct th_barrier *b;
@@ -2932,6 +2992,7 @@ int main(void)
 		TH_TEST(chan_fired_token_fails_even_when_ready_and_nothing_moves),
 		TH_TEST(chan_deadlines_never_fire_early),
 		TH_TEST(chan_past_deadline_behaves_like_try),
+		TH_TEST(chan_deadline_passing_during_spin_etimedout_nothing_moves),
 		TH_TEST(chan_deadline_retries_keep_order_nothing_lost),
 		TH_TEST(chan_create_send_recv_destroy_cycles),
 		TH_TEST(chan_send_many_recv_many_counts_order_and_close),

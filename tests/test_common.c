@@ -52,6 +52,12 @@ TH_TEST_FN(strerror_of_unknown_and_positive_codes_is_not_null)
 				    -ECANCELED, -EPIPE,  -EBUSY};
 	for (size_t i = 0; i < sizeof vocab / sizeof vocab[0]; i++)
 		assert_string_not_equal(unknown, cpat_strerror(vocab[i]));
+	/* A negative code in the errno range that names no errno value is
+	 * unknown too, like one outside the range. */
+	assert_string_equal(cpat_strerror(-4000), unknown);
+	assert_string_equal(cpat_strerror(-4095), unknown);
+	/* A real errno value outside the vocabulary is described. */
+	assert_string_not_equal(cpat_strerror(-EIO), unknown);
 }
 
 /* ---- time ------------------------------------------------------------- */
@@ -244,6 +250,79 @@ TH_TEST_FN(internal_allocation_wrappers_go_through_the_hook)
 	th_alloc_uninstall();
 }
 
+TH_TEST_FN(internal_allocation_wrappers_reject_bad_sizes_and_alignments)
+{
+	(void)state;
+	th_alloc_install();
+	long live = th_alloc_live();
+	long calls = th_alloc_count();
+	/* Bad alignments and sizes that would overflow: NULL, and the hook
+	 * is never asked. */
+	static const size_t bad_align[] = {
+		0, 1, 2, 4, sizeof(size_t) - 1, 48, 100, 8192, (size_t)1 << 40};
+	for (size_t i = 0; i < sizeof bad_align / sizeof bad_align[0]; i++)
+		assert_null(cpat__malloc_aligned(16, bad_align[i]));
+	assert_null(cpat__malloc_aligned(SIZE_MAX, CPAT_CACHELINE));
+	assert_null(cpat__malloc_aligned(SIZE_MAX - 64, CPAT_CACHELINE));
+	assert_null(cpat__calloc(SIZE_MAX, 2));
+	assert_int_equal(th_alloc_count(), calls);
+	/* The extreme good alignments work. */
+	void *a = cpat__malloc_aligned(1, sizeof(size_t));
+	void *b = cpat__malloc_aligned(1, 4096);
+	assert_non_null(a);
+	assert_non_null(b);
+	assert_int_equal((uintptr_t)a % sizeof(size_t), 0);
+	assert_int_equal((uintptr_t)b % 4096, 0);
+	cpat__free_aligned(a);
+	cpat__free_aligned(b);
+	cpat__free_aligned(NULL); /* a no-op */
+	/* Size 0: a real block (never NULL for success), freed like any. */
+	void *z = cpat__malloc(0);
+	void *zc = cpat__calloc(0, 16);
+	void *zc2 = cpat__calloc(16, 0);
+	assert_non_null(z);
+	assert_non_null(zc);
+	assert_non_null(zc2);
+	assert_int_equal(th_alloc_live(), live + 3);
+	cpat__free(z);
+	cpat__free(zc);
+	cpat__free(zc2);
+	cpat__free(NULL); /* a no-op */
+	/* An aligned block whose hook allocation fails is NULL. */
+	th_alloc_fail_at(1, 0);
+	assert_null(cpat__malloc_aligned(16, CPAT_CACHELINE));
+	th_alloc_fail_at(0, 0);
+	assert_int_equal(th_alloc_live(), live);
+	th_alloc_uninstall();
+}
+
+/* ---- parking ----------------------------------------------------------- */
+
+TH_TEST_FN(park_returns_at_once_on_changed_word_and_past_or_negative_deadline)
+{
+	(void)state;
+	_Atomic uint32_t w = 7;
+	int64_t t0 = cpat_now_ns();
+	/* The word is not the expected value: no sleep at all. */
+	cpat__park(&w, 8, CPAT_FOREVER);
+	/* Deadlines already passed, a negative one included (taken as 0,
+	 * the clock's epoch): each returns without waiting for a wake. */
+	cpat__park(&w, 7, 0);
+	cpat__park(&w, 7, -5);
+	cpat__park(&w, 7, INT64_MIN + 1);
+	cpat__park(&w, 7, t0 - CPAT_SEC);
+	/* A short future deadline: returns, and not before it (spurious
+	 * wake-ups may return early, so only the loop's total is bounded). */
+	int64_t dl = cpat_now_ns() + 2 * CPAT_MSEC;
+	while (cpat_now_ns() < dl)
+		cpat__park(&w, 7, dl);
+	assert_true(cpat_now_ns() >= dl);
+	/* Waking a word nobody sleeps on is harmless. */
+	cpat__unpark_one(&w);
+	cpat__unpark_all(&w);
+	assert_int_equal(atomic_load(&w), 7);
+}
+
 /* ---- version ---------------------------------------------------------- */
 
 TH_TEST_FN(version_string_matches_the_macros)
@@ -279,6 +358,8 @@ int main(void)
 		TH_TEST(custom_allocator_sees_every_library_allocation),
 		TH_TEST(set_allocator_both_null_restores_malloc_and_free),
 		TH_TEST(internal_allocation_wrappers_go_through_the_hook),
+		TH_TEST(internal_allocation_wrappers_reject_bad_sizes_and_alignments),
+		TH_TEST(park_returns_at_once_on_changed_word_and_past_or_negative_deadline),
 		TH_TEST(version_string_matches_the_macros),
 		TH_TEST(version_number_matches_the_macros),
 	};

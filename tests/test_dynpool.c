@@ -106,34 +106,45 @@ TH_TEST_FN(dynpool_create_and_resize_bad_arguments_einval)
 
 /* ---- allocation and threads ------------------------------------------- */
 
+struct create_ctx {
+	struct cpat_pool *p;
+	long threads0;
+};
+
+static int create_2_to_5(void *arg)
+{
+	struct create_ctx *c = arg;
+	struct cpat_dynpool_opts o;
+	cpat_dynpool_opts_init(&o);
+	o.min_workers = 2;
+	o.max_workers = 5;
+	c->p = (struct cpat_pool *)&c->p;
+	return cpat_dynpool_create(&c->p, &o);
+}
+
+static void check_2_to_5(void *arg, int rc)
+{
+	struct create_ctx *c = arg;
+	if (rc == 0) {
+		assert_non_null(c->p);
+		cpat_pool_destroy(c->p);
+	} else {
+		assert_null(c->p);
+	}
+	assert_int_equal(th_threads_settle(c->threads0), c->threads0);
+}
+
 TH_TEST_FN(dynpool_create_enomem_at_every_allocation_leaks_nothing)
 {
 	(void)state;
 	th_alloc_install();
-	long base = th_alloc_live();
-	int threads0 = th_count_threads();
-	int succeeded = 0;
-	for (long k = 1; k <= 256 && !succeeded; k++) {
-		struct cpat_pool *p = (struct cpat_pool *)&p;
-		struct cpat_dynpool_opts o;
-		cpat_dynpool_opts_init(&o);
-		o.min_workers = 2;
-		o.max_workers = 5;
-		th_alloc_fail_at(k, 0);
-		int rc = cpat_dynpool_create(&p, &o);
-		th_alloc_fail_at(0, 0);
-		if (rc == 0) {
-			assert_non_null(p);
-			cpat_pool_destroy(p);
-			succeeded = 1;
-		} else {
-			assert_int_equal(rc, -ENOMEM);
-			assert_null(p);
-		}
-		assert_int_equal(th_alloc_live(), base);
-		assert_int_equal(th_threads_settle(threads0), threads0);
-	}
-	assert_true(succeeded);
+	struct create_ctx c = {.threads0 = th_count_threads()};
+	struct th_alloc_sweep sw = {.create = create_2_to_5,
+				    .check = check_2_to_5,
+				    .ctx = &c,
+				    .max_k = 256,
+				    .what = "dynpool_create"};
+	th_alloc_sweep(&sw);
 	th_alloc_uninstall();
 }
 

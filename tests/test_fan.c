@@ -662,6 +662,83 @@ TH_TEST_FN(fan_merge_ordered_restores_order_from_3_interleaved_inputs)
 	}
 }
 
+/* Numbers seen again are dropped and counted, whether the first copy was
+ * still held (ahead of the next number) or already passed on. One input,
+ * filled and closed before the merge starts: the order is fixed. */
+TH_TEST_FN(fan_merge_ordered_duplicates_held_or_passed_dropped_and_counted)
+{
+	(void)state;
+	long thr = th_count_threads();
+	const struct seq_item items[] = {{5, 50}, {5, 51}, {3, 30},
+					 {4, 40}, {3, 31}, {4, 41}};
+	const size_t n = sizeof items / sizeof items[0];
+	struct cpat_chan *in = mk(sizeof(struct seq_item), n),
+			 *out = mk(sizeof(struct seq_item), n);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(cpat_chan_send(in, &items[i], NULL), 0);
+	assert_int_equal(cpat_chan_close(in), 0);
+	struct cpat_fan *f = NULL;
+	assert_int_equal(cpat_fan_merge_ordered(&f, &in, 1, out, seq_of, NULL,
+						3, 8, NULL),
+			 0);
+	struct seq_item got;
+	uint64_t want = 3;
+	int rc;
+	while ((rc = cpat_chan_recv(out, &got, NULL)) == 0) {
+		assert_int_equal(got.seq, want);
+		assert_int_equal(got.payload / 10, got.seq);
+		want++;
+	}
+	assert_int_equal(rc, -EPIPE);
+	assert_int_equal(want, 6); /* 3, 4, 5 once each */
+	assert_int_equal(cpat_fan_wait(f), 0);
+	assert_int_equal(cpat_fan_dropped(f, 0), 3);
+	cpat_fan_destroy(f);
+	assert_no_threads_left(thr);
+	cpat_chan_destroy(in);
+	cpat_chan_destroy(out);
+}
+
+/* Sizes whose byte counts overflow: -EINVAL, nothing allocated or
+ * started, no item read or written. */
+TH_TEST_FN(fan_sizes_that_overflow_einval_nothing_started)
+{
+	(void)state;
+	long live = th_alloc_live(), thr = th_count_threads();
+	struct cpat_chan *in = mk(sizeof(struct seq_item), 4),
+			 *out = mk(sizeof(struct seq_item), 4);
+	struct cpat_fan *f = (struct cpat_fan *)&f;
+	const size_t windows[] = {SIZE_MAX, SIZE_MAX - 1, SIZE_MAX / 8,
+				  SIZE_MAX / 64};
+	for (size_t i = 0; i < sizeof windows / sizeof windows[0]; i++) {
+		f = (struct cpat_fan *)&f;
+		assert_int_equal(cpat_fan_merge_ordered(&f, &in, 1, out, seq_of,
+							NULL, 0, windows[i],
+							NULL),
+				 -EINVAL);
+		assert_null(f);
+	}
+	/* parallel_map: n items of in_size or out_size bytes overflow; the
+	 * buffers are never touched. */
+	uint64_t dummy_in = 0, dummy_out = 0;
+	assert_int_equal(cpat_parallel_map(&dummy_in, 4, &dummy_out, 8,
+					   SIZE_MAX / 2, map_item, NULL, NULL,
+					   2, NULL),
+			 -EINVAL);
+	assert_int_equal(cpat_parallel_map(&dummy_in, 1, &dummy_out, 16,
+					   SIZE_MAX / 4, map_item, NULL, NULL,
+					   2, NULL),
+			 -EINVAL);
+	assert_int_equal(dummy_in, 0);
+	assert_int_equal(dummy_out, 0);
+	assert_int_equal(cpat_chan_len(in), 0);
+	assert_int_equal(cpat_chan_is_closed(out), 0);
+	cpat_chan_destroy(in);
+	cpat_chan_destroy(out);
+	assert_no_threads_left(thr);
+	assert_int_equal(th_alloc_live(), live);
+}
+
 /* While the next expected number is missing, the merge holds at most
  * window + nins - 1 items: it stops reading the inputs that are ahead. */
 TH_TEST_FN(fan_merge_ordered_full_window_stops_reading_ahead_bounded)
@@ -1447,6 +1524,8 @@ int main(void)
 		TH_TEST(fan_in_keeps_per_input_order_4_producers_nothing_lost),
 		TH_TEST(fan_in_token_stops_with_cause_and_closes_output),
 		TH_TEST(fan_merge_ordered_restores_order_from_3_interleaved_inputs),
+		TH_TEST(fan_merge_ordered_duplicates_held_or_passed_dropped_and_counted),
+		TH_TEST(fan_sizes_that_overflow_einval_nothing_started),
 		TH_TEST(fan_merge_ordered_full_window_stops_reading_ahead_bounded),
 		TH_TEST(fan_merge_ordered_gap_in_sequence_wait_epipe_output_closed),
 		TH_TEST(fan_broadcast_block_all_every_consumer_gets_every_item_in_order),

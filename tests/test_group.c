@@ -88,31 +88,39 @@ TH_TEST_FN(group_bad_arguments_einval)
 	cpat_group_destroy(NULL); /* no-op */
 }
 
+static int create_limit_3(void *arg)
+{
+	struct cpat_group **g = arg;
+	struct cpat_group_opts o;
+	cpat_group_opts_init(&o);
+	o.limit = 3;
+	*g = (struct cpat_group *)g;
+	return cpat_group_create(g, &o);
+}
+
+static void check_limit_3(void *arg, int rc)
+{
+	struct cpat_group **g = arg;
+	if (rc == 0) {
+		assert_non_null(*g);
+		cpat_group_destroy(*g);
+	} else {
+		assert_null(*g);
+	}
+}
+
 TH_TEST_FN(group_create_enomem_at_every_allocation_leaks_nothing)
 {
 	(void)state;
 	th_alloc_install();
 	long base = th_alloc_live();
-	int succeeded = 0;
-	for (long k = 1; k <= 64 && !succeeded; k++) {
-		struct cpat_group *g = (struct cpat_group *)&g;
-		struct cpat_group_opts o;
-		cpat_group_opts_init(&o);
-		o.limit = 3;
-		th_alloc_fail_at(k, 0);
-		int rc = cpat_group_create(&g, &o);
-		th_alloc_fail_at(0, 0);
-		if (rc == 0) {
-			assert_non_null(g);
-			cpat_group_destroy(g);
-			succeeded = 1;
-		} else {
-			assert_int_equal(rc, -ENOMEM);
-			assert_null(g);
-		}
-		assert_int_equal(th_alloc_live(), base);
-	}
-	assert_true(succeeded);
+	struct cpat_group *created;
+	struct th_alloc_sweep sw = {.create = create_limit_3,
+				    .check = check_limit_3,
+				    .ctx = &created,
+				    .max_k = 64,
+				    .what = "group_create"};
+	th_alloc_sweep(&sw);
 	/* go under allocation failure: started (no allocation needed) or
 	 * -ENOMEM, and then the task never runs. */
 	for (int on_pool = 0; on_pool < 2; on_pool++) {
@@ -679,6 +687,82 @@ TH_TEST_FN(group_thread_failure_go_eagain_task_never_runs)
 	cpat_group_destroy(g);
 }
 
+/* A task that destroys its own group: refused (the group cannot end under
+ * itself), the call returns at once, and the group works on. */
+struct self_destroy {
+	struct cpat_group *g;
+	_Atomic int returned;
+	int status_after;
+};
+
+static int self_destroy_fn(void *arg, struct cpat_token *tok)
+{
+	struct self_destroy *sd = arg;
+	cpat_group_destroy(sd->g);
+	sd->status_after = cpat_token_status(tok);
+	atomic_store(&sd->returned, 1);
+	return 0;
+}
+
+TH_TEST_FN(group_destroy_from_its_own_task_is_refused_group_works_on)
+{
+	(void)state;
+	for (int on_pool = 0; on_pool < 2; on_pool++) {
+		struct where w;
+		where_init(&w, on_pool, 2);
+		struct cpat_group *g = mkgroup(w.pool, 0, 1, NULL);
+		struct self_destroy sd = {.g = g};
+		assert_int_equal(cpat_group_go(g, self_destroy_fn, &sd), 0);
+		/* The group still takes tasks after the refused destroy. */
+		struct job j;
+		job_init(&j, NULL, J_PLAIN, 0);
+		assert_int_equal(go_job(g, &j), 0);
+		assert_int_equal(cpat_group_wait(g), 0);
+		assert_int_equal(atomic_load(&sd.returned), 1);
+		assert_int_equal(sd.status_after, 0);
+		assert_int_equal(atomic_load(&j.runs), 1);
+		cpat_group_destroy(g);
+		where_fini(&w);
+	}
+}
+
+/* With a limit, a go that fails after taking its slot (no memory for the
+ * record or the own pool, no thread for the own pool) gives the slot back:
+ * with limit 1, a try_go right after it gets the slot. */
+TH_TEST_FN(group_failed_go_at_limit_returns_its_slot)
+{
+	(void)state;
+	start_timer_thread();
+	th_alloc_install();
+	long base = th_alloc_live();
+	for (int mode = 0; mode < 3; mode++) {
+		/* 0: memory, own pool; 1: memory, on a pool; 2: thread. */
+		int on_pool = mode == 1;
+		struct where w;
+		where_init(&w, on_pool, 1);
+		struct cpat_group *g = mkgroup(w.pool, 1, 1, NULL);
+		struct job x, y;
+		job_init(&x, NULL, J_PLAIN, 0);
+		job_init(&y, NULL, J_PLAIN, 0);
+		if (mode == 2)
+			cpat__test_fail_thread_at(1, true);
+		else
+			th_alloc_fail_at(1, 1);
+		int rc = go_job(g, &x);
+		th_alloc_fail_at(0, 0);
+		cpat__test_fail_thread_at(0, false);
+		assert_int_equal(rc, mode == 2 ? -EAGAIN : -ENOMEM);
+		assert_int_equal(cpat_group_try_go(g, job_fn, &y), 0);
+		assert_int_equal(cpat_group_wait(g), 0);
+		assert_int_equal(atomic_load(&x.runs), 0);
+		assert_int_equal(atomic_load(&y.runs), 1);
+		cpat_group_destroy(g);
+		where_fini(&w);
+		assert_int_equal(th_alloc_live(), base);
+	}
+	th_alloc_uninstall();
+}
+
 TH_TEST_FN(group_parent_cancel_fires_group_token)
 {
 	(void)state;
@@ -758,6 +842,8 @@ int main(void)
 		TH_TEST(group_destroy_without_wait_waits_for_tasks),
 		TH_TEST(group_on_pool_runs_tasks_on_pool_shut_pool_epipe),
 		TH_TEST(group_thread_failure_go_eagain_task_never_runs),
+		TH_TEST(group_destroy_from_its_own_task_is_refused_group_works_on),
+		TH_TEST(group_failed_go_at_limit_returns_its_slot),
 		TH_TEST(group_parent_cancel_fires_group_token),
 		TH_TEST(group_many_goers_every_task_runs_once),
 	};

@@ -143,42 +143,55 @@ TH_TEST_FN(pool_calls_bad_arguments_einval_nothing_runs)
 
 /* ---- allocation ------------------------------------------------------- */
 
+struct create_ctx {
+	struct cpat_pool *p;
+	long threads0;
+};
+
+static int create_3_workers(void *arg)
+{
+	struct create_ctx *c = arg;
+	struct cpat_pool_opts o;
+	cpat_pool_opts_init(&o);
+	o.workers = 3;
+	o.queue_capacity = 17;
+	c->p = (struct cpat_pool *)&c->p;
+	return cpat_pool_create(&c->p, &o);
+}
+
+/* A created pool runs a task; a failed create left no pool and, like a
+ * destroyed one, no thread. */
+static void check_3_workers(void *arg, int rc)
+{
+	struct create_ctx *c = arg;
+	if (rc == 0) {
+		assert_non_null(c->p);
+		struct job j;
+		job_init(&j, NULL, J_PLAIN, 0);
+		struct cpat_task t = {.fn = job_fn, .arg = &j};
+		assert_int_equal(cpat_pool_submit(c->p, &t, NULL), 0);
+		cpat_pool_destroy(c->p);
+		assert_int_equal(atomic_load(&j.runs), 1);
+	} else {
+		assert_null(c->p);
+	}
+	assert_int_equal(th_threads_settle(c->threads0), c->threads0);
+}
+
 TH_TEST_FN(pool_create_enomem_at_every_allocation_leaks_nothing)
 {
 	(void)state;
 	th_alloc_install();
 	long base = th_alloc_live();
-	int threads0 = th_count_threads();
-	int succeeded = 0;
 	/* Fail the k-th allocation of create for k = 1, 2, ... until create
 	 * needs fewer than k allocations and succeeds. */
-	for (long k = 1; k <= 256 && !succeeded; k++) {
-		struct cpat_pool *p = (struct cpat_pool *)&p;
-		struct cpat_pool_opts o;
-		cpat_pool_opts_init(&o);
-		o.workers = 3;
-		o.queue_capacity = 17;
-		th_alloc_fail_at(k, 0);
-		int rc = cpat_pool_create(&p, &o);
-		th_alloc_fail_at(0, 0);
-		if (rc == 0) {
-			assert_non_null(p);
-			struct cpat_task t = {.fn = job_fn, .arg = NULL};
-			struct job j;
-			job_init(&j, NULL, J_PLAIN, 0);
-			t.arg = &j;
-			assert_int_equal(cpat_pool_submit(p, &t, NULL), 0);
-			cpat_pool_destroy(p);
-			assert_int_equal(atomic_load(&j.runs), 1);
-			succeeded = 1;
-		} else {
-			assert_int_equal(rc, -ENOMEM);
-			assert_null(p);
-		}
-		assert_int_equal(th_alloc_live(), base);
-		assert_int_equal(th_threads_settle(threads0), threads0);
-	}
-	assert_true(succeeded);
+	struct create_ctx c = {.threads0 = th_count_threads()};
+	struct th_alloc_sweep sw = {.create = create_3_workers,
+				    .check = check_3_workers,
+				    .ctx = &c,
+				    .max_k = 256,
+				    .what = "pool_create"};
+	th_alloc_sweep(&sw);
 	/* Persistent failure. */
 	struct cpat_pool *p = (struct cpat_pool *)&p;
 	th_alloc_fail_at(1, 1);
@@ -1717,6 +1730,36 @@ TH_TEST_FN(pool_parent_token_fires_pool_token)
 	ctx_fini(&c);
 }
 
+/* The test hooks: an idle pool ends with every worker parked, a running
+ * task keeps its worker out of the count; NULL counts nothing. */
+TH_TEST_FN(pool_hooks_count_parked_workers_and_are_zero_for_null)
+{
+	(void)state;
+	enum { W = 3 };
+	struct cpat_pool *p = mkpool(W, 8, CPAT_POOL_BLOCK);
+	while (cpat__pool_parked_workers(p) != W)
+		th_relax();
+	struct ctx c;
+	ctx_init(&c);
+	struct job j;
+	job_init(&j, &c, J_GATE, 0);
+	struct cpat_task t = job_task(&j);
+	assert_int_equal(cpat_pool_submit(p, &t, NULL), 0);
+	wait_long(&c.started, 1);
+	assert_true(cpat__pool_parked_workers(p) <= W - 1);
+	ctx_open(&c);
+	assert_int_equal(cpat_pool_wait_idle(p, NULL, CPAT_FOREVER), 0);
+	while (cpat__pool_parked_workers(p) != W)
+		th_relax();
+	assert_int_equal(cpat__pool_blocked_submitters(p), 0);
+	assert_int_equal(cpat__pool_idle_waiters(p), 0);
+	assert_int_equal(cpat__pool_parked_workers(NULL), 0);
+	assert_int_equal(cpat__pool_blocked_submitters(NULL), 0);
+	assert_int_equal(cpat__pool_idle_waiters(NULL), 0);
+	cpat_pool_destroy(p);
+	ctx_fini(&c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1751,6 +1794,7 @@ int main(void)
 		TH_TEST(pool_stats_fields_consistent),
 		TH_TEST(pool_errors_keeps_first_error_first_up_to_max_errors),
 		TH_TEST(pool_parent_token_fires_pool_token),
+		TH_TEST(pool_hooks_count_parked_workers_and_are_zero_for_null),
 	};
 	/* CPAT_TEST_FILTER=pool_shutdown_* runs a subset (cmocka's pattern). */
 	const char *filter = getenv("CPAT_TEST_FILTER");

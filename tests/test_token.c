@@ -9,6 +9,7 @@
 #include "harness.h"
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -1574,46 +1575,255 @@ TH_TEST_FN(create_signals_rejects_bad_arguments_with_einval)
 	install(SIGUSR1, SIG_DFL);
 }
 
+/*
+ * Exact restoration of the actions signal tokens replace: handler (plain
+ * or SA_SIGINFO), flags and mask, for several signals at once, with tokens
+ * nested (a signal token below another) and overlapping, released in an
+ * order that leaves each signal watched for a while by another token.
+ */
+static _Atomic int my_info_runs;
+
+static void my_info_handler(int sig, siginfo_t *si, void *uc)
+{
+	(void)sig;
+	(void)si;
+	(void)uc;
+	atomic_fetch_add(&my_info_runs, 1);
+}
+
+/* Whether two actions, as sigaction() reports them, are the same. */
+static int same_action(const struct sigaction *a, const struct sigaction *b)
+{
+	if (a->sa_flags != b->sa_flags)
+		return 0;
+	if ((a->sa_flags & SA_SIGINFO) ? a->sa_sigaction != b->sa_sigaction
+				       : a->sa_handler != b->sa_handler)
+		return 0;
+	for (int s = 1; s < NSIG; s++)
+		if (sigismember(&a->sa_mask, s) != sigismember(&b->sa_mask, s))
+			return 0;
+	return 1;
+}
+
+static struct sigaction action_of(int sig)
+{
+	struct sigaction sa;
+	if (sigaction(sig, NULL, &sa) != 0)
+		abort();
+	return sa;
+}
+
+/* Whether sig's action now is @p want. */
+static int action_is(int sig, const struct sigaction *want)
+{
+	struct sigaction now = action_of(sig);
+	return same_action(&now, want);
+}
+
+TH_TEST_FN(released_signal_tokens_restore_handler_flags_and_mask_exactly)
+{
+	(void)state;
+	enum { NS = 4 };
+	const int sig[NS] = {SIGUSR1, SIGUSR2, SIGHUP, SIGRTMIN + 3};
+	struct sigaction orig[NS], mine[NS], before[NS];
+	for (int i = 0; i < NS; i++) {
+		orig[i] = action_of(sig[i]);
+		memset(&mine[i], 0, sizeof mine[i]);
+		sigemptyset(&mine[i].sa_mask);
+		/* Each signal its own shape of action. */
+		sigaddset(&mine[i].sa_mask, i & 1 ? SIGWINCH : SIGALRM);
+		if (i >= 2)
+			sigaddset(&mine[i].sa_mask, SIGRTMIN + 1);
+		if (i & 1) {
+			mine[i].sa_sigaction = my_info_handler;
+			mine[i].sa_flags = SA_SIGINFO | SA_RESTART;
+		} else {
+			mine[i].sa_handler = my_usr1_handler;
+			mine[i].sa_flags = i == 0 ? SA_NODEFER : SA_ONSTACK;
+		}
+		assert_int_equal(sigaction(sig[i], &mine[i], NULL), 0);
+		before[i] = action_of(sig[i]);
+	}
+	int plain0 = atomic_load(&my_usr1_runs);
+	int info0 = atomic_load(&my_info_runs);
+
+	/* a: USR1, USR2; b (a's child): USR2, HUP, RT; c: USR1. */
+	const int sa_[] = {SIGUSR1, SIGUSR2};
+	const int sb_[] = {SIGUSR2, SIGHUP, SIGRTMIN + 3};
+	const int sc_[] = {SIGUSR1};
+	struct cpat_token *a = mk_signals(NULL, sa_, 2);
+	struct cpat_token *b = mk_signals(a, sb_, 3);
+	struct cpat_token *c = mk_signals(NULL, sc_, 1);
+	for (int i = 0; i < NS; i++)
+		assert_false(action_is(sig[i], &before[i]));
+
+	/* In between, each signal fires the tokens watching it, and only
+	 * those; our handlers never run. */
+	assert_int_equal(raise(SIGHUP), 0);
+	assert_int_equal(cpat_token_wait(b, cpat_now_ns() + GENEROUS), 0);
+	assert_int_equal(cpat_token_status(b), -ECANCELED);
+	assert_int_equal(cpat_token_status(a), 0);
+	assert_int_equal(cpat_token_status(c), 0);
+	assert_int_equal(raise(SIGRTMIN + 3), 0); /* b only: already fired */
+	assert_int_equal(raise(SIGUSR1), 0);
+	assert_int_equal(cpat_token_wait(a, cpat_now_ns() + GENEROUS), 0);
+	assert_int_equal(cpat_token_wait(c, cpat_now_ns() + GENEROUS), 0);
+	assert_int_equal(cpat_token_status(a), -ECANCELED);
+	assert_int_equal(cpat_token_status(c), -ECANCELED);
+	assert_int_equal(atomic_load(&my_usr1_runs), plain0);
+	assert_int_equal(atomic_load(&my_info_runs), info0);
+
+	/* c released: USR1 is still a's. */
+	settle(c);
+	cpat_token_unref(c);
+	assert_false(action_is(SIGUSR1, &before[0]));
+	/* b released (a keeps it alive as a parent only through b's
+	 * reference, which goes): HUP and RT come back; USR2 is a's. */
+	settle(b);
+	cpat_token_unref(b);
+	assert_true(action_is(SIGHUP, &before[2]));
+	assert_true(action_is(SIGRTMIN + 3, &before[3]));
+	assert_false(action_is(SIGUSR2, &before[1]));
+	assert_int_equal(raise(SIGHUP), 0);
+	assert_int_equal(atomic_load(&my_usr1_runs), plain0 + 1);
+	assert_int_equal(raise(SIGRTMIN + 3), 0);
+	assert_int_equal(atomic_load(&my_info_runs), info0 + 1);
+	/* The last one: every action is back, and ours run again. */
+	settle(a);
+	cpat_token_unref(a);
+	for (int i = 0; i < NS; i++)
+		assert_true(action_is(sig[i], &before[i]));
+	assert_int_equal(raise(SIGUSR1), 0);
+	assert_int_equal(raise(SIGUSR2), 0);
+	assert_int_equal(atomic_load(&my_usr1_runs), plain0 + 2);
+	assert_int_equal(atomic_load(&my_info_runs), info0 + 2);
+
+	/* Nested creation without firing: the same, whatever the order. */
+	struct cpat_token *x = mk_signals(NULL, sb_, 3);
+	struct cpat_token *y = mk_signals(x, sb_, 3);
+	struct cpat_token *z = mk_signals(y, sa_, 2);
+	cpat_token_unref(x); /* y and z keep it (as a parent) */
+	for (int i = 0; i < NS; i++)
+		assert_false(action_is(sig[i], &before[i]));
+	cpat_token_unref(y);
+	assert_false(action_is(SIGUSR2, &before[1]));
+	cpat_token_unref(z);
+	for (int i = 0; i < NS; i++) {
+		assert_true(action_is(sig[i], &before[i]));
+		assert_int_equal(sigaction(sig[i], &orig[i], NULL), 0);
+	}
+}
+
+/*
+ * A signal whose action cannot be changed (glibc reserves 32 and 33 for
+ * its own threads) in the middle of the list: create_signals gives
+ * -EINVAL and undoes the signals below it, restoring the previous actions
+ * exactly, and leaves another token watching one of them watching.
+ */
+static int unchangeable_signal(void)
+{
+	for (int s = 1; s <= 64 && s < NSIG; s++) {
+		struct sigaction sa;
+		if (s != SIGKILL && s != SIGSTOP &&
+		    sigaction(s, NULL, &sa) != 0)
+			return s;
+	}
+	return 0;
+}
+
+TH_TEST_FN(create_signals_with_unchangeable_signal_einval_undoes_the_rest)
+{
+	(void)state;
+	int bad = unchangeable_signal();
+	if (bad == 0 || bad < SIGUSR2) {
+		fprintf(stderr, "# no unchangeable signal above SIGUSR2\n");
+		skip();
+	}
+	struct sigaction orig1 = action_of(SIGUSR1), orig2 = action_of(SIGUSR2);
+	install(SIGUSR1, my_usr1_handler);
+	install(SIGUSR2, my_term_handler);
+	struct sigaction before1 = action_of(SIGUSR1);
+	struct sigaction before2 = action_of(SIGUSR2);
+	long live = th_alloc_live();
+	const int sigs[] = {SIGUSR1, bad, SIGUSR2};
+
+	/* Nobody else watching: both come back. */
+	struct cpat_token *t = (struct cpat_token *)&t;
+	assert_int_equal(cpat_token_create_signals(&t, NULL, sigs, 3), -EINVAL);
+	assert_null(t);
+	assert_int_equal(th_alloc_live(), live);
+	assert_true(action_is(SIGUSR1, &before1));
+	assert_true(action_is(SIGUSR2, &before2));
+
+	/* A token already watching USR1: it keeps the library's handler and
+	 * still fires; USR2 comes back. A parent is left as it was. */
+	const int one[] = {SIGUSR1};
+	struct cpat_token *p = mk(NULL);
+	struct cpat_token *w = mk_signals(NULL, one, 1);
+	t = (struct cpat_token *)&t;
+	assert_int_equal(cpat_token_create_signals(&t, p, sigs, 3), -EINVAL);
+	assert_null(t);
+	assert_int_equal(cpat__token_nchildren(p), 0);
+	assert_int_equal(cpat__token_refcount(p), 1);
+	assert_false(action_is(SIGUSR1, &before1));
+	assert_true(action_is(SIGUSR2, &before2));
+	int runs = atomic_load(&my_usr1_runs);
+	assert_int_equal(raise(SIGUSR1), 0);
+	assert_int_equal(cpat_token_wait(w, cpat_now_ns() + GENEROUS), 0);
+	assert_int_equal(cpat_token_status(w), -ECANCELED);
+	assert_int_equal(atomic_load(&my_usr1_runs), runs);
+	settle(w);
+	cpat_token_unref(w);
+	cpat_token_unref(p);
+	assert_true(action_is(SIGUSR1, &before1));
+	assert_int_equal(th_alloc_live(), live);
+	assert_int_equal(sigaction(SIGUSR1, &orig1, NULL), 0);
+	assert_int_equal(sigaction(SIGUSR2, &orig2, NULL), 0);
+}
+
 /* ---- allocation failure ----------------------------------------------- */
 
 enum { MAX_SITES = 32 };
 
-/* Calls make() with the k-th allocation failing, k = 1, 2, ... until it
- * succeeds; every failure must be -ENOMEM with *out NULL and nothing
- * leaked. Returns the number of allocation sites found. */
+/* make(&out, arg) under th_alloc_sweep(), in both modes: every failure
+ * must be -ENOMEM with *out NULL and nothing leaked; the token made on
+ * success is released. */
+struct make_ctx {
+	int (*make)(struct cpat_token **, void *);
+	void *arg;
+	struct cpat_token *out;
+};
+
+static int make_try(void *ctx)
+{
+	struct make_ctx *m = ctx;
+	m->out = (struct cpat_token *)&m->out;
+	return m->make(&m->out, m->arg);
+}
+
+static void make_check(void *ctx, int rc)
+{
+	struct make_ctx *m = ctx;
+	if (rc != 0) {
+		assert_null(m->out);
+		return;
+	}
+	assert_non_null(m->out);
+	cpat_token_unref(m->out);
+}
+
+/* Returns the number of allocation sites found. */
 static int fail_each_site(int (*make)(struct cpat_token **, void *), void *arg,
 			  const char *what)
 {
-	long base = th_alloc_live();
-	for (int k = 1; k <= MAX_SITES; k++) {
-		for (int persistent = 0; persistent <= 1; persistent++) {
-			struct cpat_token *out = (struct cpat_token *)&base;
-			th_alloc_fail_at(k, persistent);
-			int rc = make(&out, arg);
-			th_alloc_fail_at(0, 0);
-			if (rc == 0) {
-				assert_non_null(out);
-				cpat_token_unref(out);
-				assert_int_equal(th_alloc_live(), base);
-				if (persistent)
-					continue; /* the other mode also
-						     succeeds */
-				return k - 1;
-			}
-			if (rc != -ENOMEM || out != NULL ||
-			    th_alloc_live() != base)
-				fprintf(stderr,
-					"# %s: fail at %d (%s): rc %d out %p "
-					"leaked %ld\n",
-					what, k, persistent ? "on" : "once", rc,
-					(void *)out, th_alloc_live() - base);
-			assert_int_equal(rc, -ENOMEM);
-			assert_null(out);
-			assert_int_equal(th_alloc_live(), base);
-		}
-	}
-	fail_msg("more allocation sites than MAX_SITES");
-	return -1;
+	struct make_ctx m = {.make = make, .arg = arg};
+	struct th_alloc_sweep sw = {.create = make_try,
+				    .check = make_check,
+				    .ctx = &m,
+				    .max_k = MAX_SITES,
+				    .persistent = 1,
+				    .what = what};
+	return (int)th_alloc_sweep(&sw);
 }
 
 static int make_plain(struct cpat_token **out, void *parent)
@@ -1743,6 +1953,70 @@ TH_TEST_FN(allocation_failure_in_on_cancel_is_enomem_and_fn_never_runs)
 			on_cancel_failure_sites(fired, with_handle);
 }
 
+/* The signal helper's pipe cannot be made (no file descriptor left):
+ * create_signals gives -EAGAIN, *out NULL, nothing installed or leaked.
+ * Runs before the helper is first started (the next test starts it). */
+TH_TEST_FN(create_signals_pipe_failure_is_eagain_and_installs_nothing)
+{
+	(void)state;
+	enum { LIMIT = 128 };
+	int sigs[] = {SIGUSR2};
+	struct sigaction before = action_of(SIGUSR2);
+	long live = th_alloc_live();
+	struct rlimit old, low;
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+	low = old;
+	if (low.rlim_cur > LIMIT)
+		low.rlim_cur = LIMIT;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+	/* Take every descriptor below the limit. */
+	int fds[LIMIT], n = 0, fd;
+	while (n < LIMIT && (fd = dup(2)) >= 0)
+		fds[n++] = fd;
+	int dup_errno = errno;
+	struct cpat_token *t = (struct cpat_token *)&t;
+	int rc = cpat_token_create_signals(&t, NULL, sigs, 1);
+	for (int i = 0; i < n; i++)
+		close(fds[i]);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+	assert_int_equal(dup_errno, EMFILE);
+	assert_int_equal(rc, -EAGAIN);
+	assert_null(t);
+	assert_int_equal(th_alloc_live(), live);
+	assert_true(action_is(SIGUSR2, &before));
+}
+
+/* The timer thread cannot be started: create_deadline gives -EAGAIN,
+ * *out NULL, the parent untouched, nothing leaked; the next call starts
+ * it. Runs before any other deadline token (the thread starts once). */
+TH_TEST_FN(create_deadline_timer_thread_failure_is_eagain_then_recovers)
+{
+	(void)state;
+	long live = th_alloc_live();
+	struct cpat_token *p = mk(NULL);
+	for (int with_parent = 1; with_parent >= 0; with_parent--) {
+		struct cpat_token *t = (struct cpat_token *)&t;
+		cpat__test_fail_thread_at(1, false);
+		int rc = cpat_token_create_deadline(&t, with_parent ? p : NULL,
+						    cpat_now_ns() + GENEROUS);
+		cpat__test_fail_thread_at(0, false);
+		assert_int_equal(rc, -EAGAIN);
+		assert_null(t);
+		assert_int_equal(cpat__token_nchildren(p), 0);
+		assert_int_equal(cpat__token_refcount(p), 1);
+	}
+	assert_int_equal(cpat_token_status(p), 0);
+	cpat_token_unref(p);
+	assert_int_equal(th_alloc_live(), live);
+	/* Recovered: a short deadline fires, not before it. */
+	int64_t dl = cpat_now_ns() + 20 * CPAT_MSEC;
+	struct cpat_token *t = mk_deadline(NULL, dl);
+	assert_int_equal(cpat_token_wait(t, dl + GENEROUS), 0);
+	assert_true(cpat_now_ns() >= dl);
+	assert_int_equal(cpat_token_status(t), -ETIMEDOUT);
+	cpat_token_unref(t);
+}
+
 /* The signal helper thread cannot be started: create_signals gives -EAGAIN,
  * *out NULL, nothing installed; the next call starts it. Runs before any
  * other signal test (the helper is started once per process). */
@@ -1815,7 +2089,9 @@ int main(void)
 	/* Before the first token, and for the whole run. */
 	th_alloc_install();
 	const struct CMUnitTest tests[] = {
+		TH_TEST(create_signals_pipe_failure_is_eagain_and_installs_nothing),
 		TH_TEST(create_signals_helper_thread_failure_is_eagain_then_recovers),
+		TH_TEST(create_deadline_timer_thread_failure_is_eagain_then_recovers),
 		TH_TEST(token_starts_live_and_cancel_fires_it_with_ecanceled),
 		TH_TEST(cancel_is_idempotent_one_then_zero_and_callbacks_run_once),
 		TH_TEST(concurrent_cancels_fire_once_and_each_returns_after_the_tree),
@@ -1858,6 +2134,8 @@ int main(void)
 		TH_TEST(one_signal_fires_every_signal_token_watching_it),
 		TH_TEST(released_signal_token_restores_the_previous_handler),
 		TH_TEST(create_signals_rejects_bad_arguments_with_einval),
+		TH_TEST(released_signal_tokens_restore_handler_flags_and_mask_exactly),
+		TH_TEST(create_signals_with_unchangeable_signal_einval_undoes_the_rest),
 		TH_TEST(allocation_failure_in_create_is_enomem_and_leaks_nothing),
 		TH_TEST(allocation_failure_in_create_deadline_is_enomem_and_leaks_nothing),
 		TH_TEST(allocation_failure_in_create_signals_is_enomem_and_leaks_nothing),
