@@ -335,8 +335,8 @@ static void print_breakdown(const struct result *con, const int *done,
 	       "worker's first by %.2f ms, last request ended at %.2f ms, "
 	       "wind-down %.2f ms; the same hand-out order with the "
 	       "sequential request times and no overhead: %.2f ms\n",
-	       (double)first / 1e6, (double)last_first / 1e6,
-	       (double)end / 1e6, secs * 1e3 - (double)end / 1e6, sched * 1e3);
+	       (double)first / 1e6, (double)last_first / 1e6, (double)end / 1e6,
+	       secs * 1e3 - (double)end / 1e6, sched * 1e3);
 	bu_json_obj(j, "concurrent_breakdown");
 	bu_json_num(j, "first_start_ms", (double)first / 1e6);
 	bu_json_num(j, "all_workers_started_ms", (double)last_first / 1e6);

@@ -875,9 +875,8 @@ int main(int argc, char **argv)
 	/* seq-blocks is the blocks pipeline's own sequential baseline (the
 	 * same block functions on one thread); the line pipelines compare
 	 * with the sequential line loop. */
-	static const char *const vname[NV] = {"sequential", "per-line",
-					      "chunked", "blocks",
-					      "seq-blocks"};
+	static const char *const vname[NV] = {
+		"sequential", "per-line", "chunked", "blocks", "seq-blocks"};
 	static const int base[NV] = {0, 0, 0, 4, 4};
 	for (int v = 0; v < NV; v++)
 		snprintf(outp[v], sizeof outp[v],
@@ -942,11 +941,13 @@ int main(int argc, char **argv)
 			} else if (v == 4) {
 				rc = run_seq_blocks(in, sv, &cc, &r->lines);
 			} else {
-				struct pctx p = {(size_t)queue, in,
-						 v == 1   ? 1
-						 : v == 2 ? chunk
-							  : 0,
-						 sv, 0, &pg};
+				struct pctx p = {
+					(size_t)queue,
+					in,
+					v == 1 ? 1 : v == 2 ? chunk : 0,
+					sv,
+					0,
+					&pg};
 				rc = run_pipe(&p, (unsigned)workers,
 					      v == 3 ? rep_buf : NULL,
 					      sizeof rep_buf);
@@ -1006,9 +1007,9 @@ int main(int argc, char **argv)
 		double t = (double)res[b ? 4 : 0].ns;
 		double terms[5] = {c->read, c->parse / (double)workers,
 				   c->filter, c->save, t / (double)ncpu};
-		static const char *const tn[5] = {
-			"read", "parse / workers", "keep-error", "save",
-			"T_seq / cores"};
+		static const char *const tn[5] = {"read", "parse / workers",
+						  "keep-error", "save",
+						  "T_seq / cores"};
 		int mi = 0;
 		for (int i = 1; i < 5; i++)
 			if (terms[i] > terms[mi])
@@ -1101,8 +1102,7 @@ int main(int argc, char **argv)
 		snprintf(note, sizeof note,
 			 "%.0f lines/s, latency p50 %s p99 %s; vs %s",
 			 (double)r->lines / ((double)r->ns / 1e9),
-			 bu_fmt_ns(b1, r->p50), bu_fmt_ns(b2, r->p99),
-			 b->name);
+			 bu_fmt_ns(b1, r->p50), bu_fmt_ns(b2, r->p99), b->name);
 		bu_summary(&rep, nm, v == 1 ? "4x, 222k lines/s, 8ms" : "",
 			   (double)b->ns / 1e9, (double)r->ns / 1e9, "s",
 			   (double)b->ns / (double)r->ns, vbound[v], note);
