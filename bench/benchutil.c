@@ -443,6 +443,13 @@ static void json_machine(struct bu_json *j)
 	bu_json_int(j, "nproc", bu_ncpu());
 	bu_json_str(j, "cpu", bu_cpu_model());
 	bu_json_num(j, "loadavg1", bu_loadavg1());
+	/* The run's date (UTC), for the charts' titles. */
+	char date[32] = "";
+	time_t now = time(NULL);
+	struct tm tm;
+	if (gmtime_r(&now, &tm))
+		strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", &tm);
+	bu_json_str(j, "date", date);
 	bu_json_end(j);
 }
 

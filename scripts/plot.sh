@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Draws PNG charts from the JSON results of scripts/bench.sh with gnuplot:
 #   bench/plots/speedup_vs_workers.png   measured speedup against workers,
-#                                        with the ideal (= workers) line
+#                                        with both ideals: workers (sleeping
+#                                        or I/O tasks), min(workers, cores)
+#                                        (CPU-bound tasks)
 #   bench/plots/pipeline_crossover.png   numbers pipeline: speedup vs work
 #                                        per item, per-item and batched
 #   bench/plots/latency_vs_rate.png      real-time: latency p50/p99/p99.9
 #                                        vs offered rate
 #   bench/plots/latency_percentiles.png  p50/p99 of the pool and log runs
 # Only measured values are drawn; a chart whose data is absent (a skipped
-# scenario) is left out with a line saying so.
+# scenario) is left out with a line saying so. Every title names the run it
+# shows (quick or full, cpus, date, load average), so the same script serves
+# quick and full runs; the PNGs are committed (bench/RESULTS.md shows them):
+# regenerate them from the run RESULTS.md records.
 #
 # usage: scripts/plot.sh [RESULTS_DIR]   (default build/bench/results,
 #        or $CPAT_BENCH_DIR/results)
@@ -30,123 +35,225 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 # JSON -> whitespace-separated data files + a gnuplot script per chart.
+# Each chart's title says which run it shows (quick/full, cpus, date, load):
+# the same script serves the quick and the full runs. A chart whose JSON
+# lacks a field it needs is left out with a line saying so; the others are
+# still drawn.
 python3 - "$res" "$tmp" "$out" <<'PY' || exit 1
-import json, os, sys
+import json, os, sys, time
 
 res, tmp, out = sys.argv[1:4]
+used = []  # the JSON documents drawn, for the run line of each title
 
 
 def load(name):
     p = os.path.join(res, name + ".json")
     if not os.path.exists(p):
         return None
-    d = json.load(open(p))
-    return None if "skipped" in d else d
+    try:
+        d = json.load(open(p))
+    except ValueError as e:
+        print(f"plot: {p} does not parse ({e}): left out")
+        return None
+    if "skipped" in d:
+        return None
+    m = d.setdefault("machine", {})
+    if not m.get("date"):  # JSON from before the date field: the file's time
+        m["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(os.path.getmtime(p)))
+    return d
 
 
 def q(s):
     return '"' + s.replace('"', "'") + '"'
 
 
+def run_line(docs):
+    """'quick run, 2 cpus AMD EPYC, 2026-11-27, load 3.1-4.6' for the docs."""
+    docs = [d for d in docs if d]
+    if not docs:
+        return ""
+    modes = sorted({d.get("mode", "?") for d in docs})
+    m = docs[0]["machine"]
+    days = sorted({d["machine"]["date"][:10] for d in docs})
+    loads = [d["machine"].get("loadavg1") for d in docs if d["machine"].get("loadavg1") is not None]
+    s = f"{'/'.join(modes)} run{'s (mixed!)' if len(modes) > 1 else ''}, {m.get('nproc', '?')} cpus {m.get('cpu', '?')}, "
+    s += days[0] if len(days) == 1 else f"{days[0]}..{days[-1]}"
+    if loads:
+        lo, hi = min(loads), max(loads)
+        s += f", load {lo:.1f}" if hi - lo < 0.05 else f", load {lo:.1f}-{hi:.1f}"
+    return s
+
+
+NL = "\\n"  # a line break inside a gnuplot double-quoted string
+
+
+def title(what, docs):
+    r = run_line(docs)
+    return f"set title {q(what + (NL + r if r else ''))}"
+
+
 charts = []
 term = "set terminal pngcairo size 960,600 noenhanced font 'sans,10'"
 
-# 1. speedup vs workers
-series = []
-d = load("images")
-if d:
-    ncpu = d["machine"]["nproc"]
-    for part, label in (("jpeg", "images JPEG (CPU-bound)"), ("simulated", "images simulated I/O")):
-        pts = [(1, 1.0)] + [(r["workers"], r["speedup"]) for r in d["data"].get(part, []) if r["workers"]]
-        if len(pts) > 1:
-            series.append((label, pts))
-d = load("pools")
-if d:
-    fixed = [r for r in d["data"]["pools"] if r["name"].startswith("fixed")]
-    dyn = [r for r in d["data"]["pools"] if not r["name"].startswith("fixed")]
-    series.append(("pools fixed (10 ms sleeps)", [(1, 1.0)] + [(r["workers"], r["speedup"]) for r in fixed]))
-    if dyn:
-        series.append(("pools dynamic, at its max", [(1, 1.0)] + [(r["workers"], r["speedup"]) for r in dyn]))
-d = load("crawl")
-if d:
-    series.append(("crawl (fan-out)", [(1, 1.0)] + [(r["workers"], r["speedup"]) for r in d["data"]["runs"] if r["workers"] > 1]))
-if series:
+
+def chart(name, fn):
+    try:
+        c = fn()
+    except (KeyError, TypeError, IndexError, ValueError) as e:
+        print(f"plot: {name} skipped: the JSON lacks what it needs ({type(e).__name__}: {e})")
+        return
+    if c:
+        charts.append((name,) + c)
+
+
+# 1. speedup vs workers, with both ideals: workers (sleeping / I/O-bound
+#    tasks) and min(workers, cores) (CPU-bound tasks).
+def speedup_vs_workers():
+    series, docs, ncpu = [], [], None
+    d = load("images")
+    if d:
+        docs.append(d)
+        ncpu = d["machine"].get("nproc")
+        for part, label in (("jpeg", "images: JPEG re-encode (CPU-bound)"),
+                            ("simulated", "images: simulated I/O (5 ms sleeps)")):
+            pts = [(1, 1.0)] + [(r["workers"], r["speedup"]) for r in d["data"].get(part, []) if r["workers"]]
+            if len(pts) > 1:
+                series.append((label, pts))
+    d = load("pools")
+    if d:
+        docs.append(d)
+        ncpu = ncpu or d["machine"].get("nproc")
+        fixed = [r for r in d["data"]["pools"] if r["name"].startswith("fixed")]
+        dyn = [r for r in d["data"]["pools"] if not r["name"].startswith("fixed")]
+        series.append(("pools: fixed(N), bursts of 10 ms sleeps", [(1, 1.0)] + [(r["workers"], r["speedup"]) for r in fixed]))
+        if dyn:
+            series.append(("pools: dynamic, at its max workers", [(1, 1.0)] + [(r["workers"], r["speedup"]) for r in dyn]))
+    d = load("crawl")
+    if d:
+        docs.append(d)
+        ncpu = ncpu or d["machine"].get("nproc")
+        pts = [(r["workers"], r["speedup"]) for r in d["data"]["runs"] if r["workers"] > 1]
+        if pts:
+            series.append(("crawl: fan-out, HTTP on 127.0.0.1", [(1, 1.0)] + pts))
+    if not series:
+        print("plot: no pool/image/crawl results: speedup_vs_workers skipped")
+        return None
+    wmax = max(w for _, pts in series for w, _ in pts)
+    xmax = 2 ** max(3, (wmax - 1).bit_length())
     plots = []
+    styles = ["pt 7 ps 1.4", "pt 5 ps 1.6 dt 2", "pt 9 ps 1.4", "pt 11 ps 1.6 dt 3", "pt 13 ps 1.4"]
     for i, (label, pts) in enumerate(series):
         f = os.path.join(tmp, f"sw{i}.dat")
         with open(f, "w") as fh:
             for w, s in sorted(pts):
                 fh.write(f"{w} {s}\n")
-        plots.append(f"{q(f)} using 1:2 with linespoints lw 2 pt 7 title {q(label)}")
-    plots.append("x with lines dt 2 lc rgb 'gray' title 'ideal = workers'")
-    charts.append(("speedup_vs_workers", [
-        "set title 'Measured speedup vs workers (sequential = 1)'",
-        "set xlabel 'workers'", "set ylabel 'speedup'", "set logscale xy 2",
-        "set xrange [1:32]", "set yrange [0.25:32]", "set key top left", "set grid"],
-        "plot " + ", ".join(plots)))
-else:
-    print("plot: no pool/image/crawl results: speedup_vs_workers skipped")
+        plots.append(f"{q(f)} using 1:2 with linespoints lw 2 {styles[i % len(styles)]} title {q(label)}")
+    plots.append("x with lines dt 2 lw 1.5 lc rgb 'gray40' title 'ideal, sleeping / I/O tasks = workers'")
+    if ncpu:
+        plots.append(f"(x < {ncpu} ? x : {ncpu}) with lines dt 4 lw 1.5 lc rgb 'black' "
+                     f"title 'ideal, CPU-bound = min(workers, {ncpu} cores)'")
+    return ([title("Measured speedup over the sequential version vs workers (log-log)", docs),
+             "set xlabel 'workers (threads of the pool or fan-out)'",
+             "set ylabel 'speedup = sequential time / concurrent time'",
+             "set logscale xy 2", f"set xrange [1:{xmax}]", f"set yrange [0.5:{xmax}]",
+             "set key top left box opaque", "set grid"],
+            "plot " + ", ".join(plots))
 
-# 2. pipeline crossover
-d = load("numbers")
-if d:
+
+# 2. the numbers pipeline's crossover.
+def pipeline_crossover():
+    d = load("numbers")
+    if not d:
+        print("plot: no numbers results: pipeline_crossover skipped")
+        return None
     f = os.path.join(tmp, "cross.dat")
+    batch = d["data"].get("batch", "")
     with open(f, "w") as fh:
-        for L in d["data"]["levels"]:
+        for L in sorted(d["data"]["levels"], key=lambda L: L["work_ns"]):
             x = max(L["work_ns"], 10)  # W=0 drawn at 10 ns on the log axis
             fh.write(f"{x} {L['speedup_item']} {L['speedup_batch']} {L['ideal']}\n")
-    charts.append(("pipeline_crossover", [
-        "set title 'Numbers pipeline (gen -> square -> keep evens): speedup vs work per stage per item'",
-        "set xlabel 'CPU work per stage per item, ns (leftmost point: 0)'",
-        "set ylabel 'speedup over the sequential loop'", "set logscale xy", "set grid",
-        "set key top left", "set yrange [0.005:4]"],
-        f"plot {q(f)} using 1:2 with linespoints lw 2 pt 7 title 'per-item hand-off', "
-        f"{q(f)} using 1:3 with linespoints lw 2 pt 5 title 'batched hand-off', "
-        f"{q(f)} using 1:4 with lines dt 2 lc rgb 'gray' title 'bound (stage costs, cores)', "
-        "1 with lines lc rgb 'black' title 'break-even', "
-        "2.7 with lines dt 3 lc rgb 'red' title 'guide claim 2.7x'"))
-else:
-    print("plot: no numbers results: pipeline_crossover skipped")
+    return ([title("Numbers pipeline (gen -> square -> keep evens): speedup vs CPU work per stage", [d]),
+             "set xlabel 'CPU work per stage per item, ns (log; the leftmost point is W = 0)'",
+             "set ylabel 'speedup over the sequential loop (log)'", "set logscale xy", "set grid",
+             "set key bottom right box opaque", "set yrange [0.005:4]"],
+            f"plot {q(f)} using 1:2 with linespoints lw 2 pt 7 title 'per-item hand-off', "
+            f"{q(f)} using 1:3 with linespoints lw 2 pt 5 title {q(f'batched hand-off ({batch} items)' if batch else 'batched hand-off')}, "
+            f"{q(f)} using 1:4 with linespoints dt 2 lw 1.5 pt 1 lc rgb 'gray40' title 'ideal (measured stage costs, capped by the cores)', "
+            "1 with lines lc rgb 'black' title 'break-even (1x)', "
+            "2.7 with lines dt 3 lw 1.5 lc rgb 'red' title 'guide claim 2.7x'")
 
-# 3. latency vs offered rate (real-time)
-d = load("realtime")
-if d and d["data"].get("trials"):
-    f = os.path.join(tmp, "rt.dat")
-    with open(f, "w") as fh:
-        for t in sorted(d["data"]["trials"], key=lambda t: t["offered"]):
-            fh.write(f"{t['offered']} {t['latency_p50_ns'] / 1e6} {t['latency_p99_ns'] / 1e6} {t['latency_p999_ns'] / 1e6}\n")
-    charts.append(("latency_vs_rate", [
-        "set title 'Real-time pipeline: end-to-end latency vs offered load (open loop)'",
-        "set xlabel 'offered rate, msg/s'", "set ylabel 'latency, ms'", "set logscale xy",
-        "set grid", "set key top left"],
-        f"plot {q(f)} using 1:2 with linespoints lw 2 pt 7 title 'p50', "
-        f"{q(f)} using 1:3 with linespoints lw 2 pt 5 title 'p99', "
-        f"{q(f)} using 1:4 with linespoints lw 2 pt 9 title 'p99.9', "
-        "100 with lines dt 2 lc rgb 'red' title '100 ms target'"))
-else:
-    print("plot: no realtime results: latency_vs_rate skipped")
 
-# 4. latency percentiles of the pool and log runs
-rows = []
-d = load("pools")
-if d:
-    rows += [(r["name"], r["latency_p50_ns"], r["latency_p99_ns"]) for r in d["data"]["pools"]]
-d = load("logs")
-if d:
-    rows += [("logs " + r["name"], r["latency_p50_ns"], r["latency_p99_ns"]) for r in d["data"]["versions"]]
-if rows:
+# 3. real-time: latency vs offered rate. The sweep (rates rising) is drawn
+#    as lines; the search for the highest passing rate probes rates out of
+#    order, so its trials are points only.
+def latency_vs_rate():
+    d = load("realtime")
+    if not d or not d["data"].get("trials"):
+        print("plot: no realtime results: latency_vs_rate skipped")
+        return None
+    trials = d["data"]["trials"]
+    k = 1
+    while k < len(trials) and trials[k]["offered"] > trials[k - 1]["offered"]:
+        k += 1
+    sweep, probes = trials[:k], trials[k:]
+    fs, fp = os.path.join(tmp, "rt_sweep.dat"), os.path.join(tmp, "rt_probe.dat")
+    for fn, ts in ((fs, sweep), (fp, probes)):
+        with open(fn, "w") as fh:
+            for t in ts:
+                fh.write(f"{t['offered']} {t['latency_p50_ns'] / 1e6} {t['latency_p99_ns'] / 1e6} {t['latency_p999_ns'] / 1e6}\n")
+    rates = [t["offered"] for t in trials]
+    lo, hi = min(rates) / 1.5, max(rates) * 1.5
+    plots = [f"{q(fs)} using 1:2 with linespoints lw 2 pt 7 lc 1 title 'p50 (sweep)'",
+             f"{q(fs)} using 1:3 with linespoints lw 2 pt 5 lc 2 title 'p99 (sweep)'",
+             f"{q(fs)} using 1:4 with linespoints lw 2 pt 9 lc 3 title 'p99.9 (sweep)'"]
+    if probes:
+        plots += [f"{q(fp)} using 1:2 with points pt 6 ps 1.5 lc 1 title 'p50 (search for the highest rate, unconnected)'",
+                  f"{q(fp)} using 1:3 with points pt 4 ps 1.5 lc 2 title 'p99 (search)'",
+                  f"{q(fp)} using 1:4 with points pt 8 ps 1.5 lc 3 title 'p99.9 (search)'"]
+    plots += ["100 with lines dt 2 lw 1.5 lc rgb 'red' title 'guide: under 100 ms'",
+              "20 with lines dt 3 lw 1.5 lc rgb 'dark-red' title 'goal: p99 under 20 ms at 10,000 msg/s'"]
+    mr = d["data"].get("max_rate_p99_100ms")
+    extra = []
+    if mr:
+        extra.append(f"set arrow from {mr},graph 0 to {mr},graph 1 nohead dt 4 lc rgb 'gray40'")
+        extra.append(f"set label {q(f'highest rate with p99 < 100 ms: {mr:,.0f} msg/s ')} at {mr},graph 0.04 right")
+    return ([title("Real-time pipeline: end-to-end latency vs offered load (open loop)", [d]),
+             "set xlabel 'offered rate, msg/s (log)'", "set ylabel 'latency, ms (log)'",
+             "set logscale xy", f"set xrange [{lo}:{hi}]", "set format x '%.0s%c'",
+             "set grid", "set key top left box opaque"] + extra,
+            "plot " + ", ".join(plots))
+
+
+# 4. latency percentiles of the pool and log runs.
+def latency_percentiles():
+    rows, docs = [], []
+    d = load("pools")
+    if d:
+        docs.append(d)
+        rows += [("pools " + r["name"], r["latency_p50_ns"], r["latency_p99_ns"]) for r in d["data"]["pools"]]
+    d = load("logs")
+    if d:
+        docs.append(d)
+        rows += [("logs " + r["name"], r["latency_p50_ns"], r["latency_p99_ns"]) for r in d["data"]["versions"]]
+    if not rows:
+        print("plot: no pool/log results: latency_percentiles skipped")
+        return None
     f = os.path.join(tmp, "pct.dat")
     with open(f, "w") as fh:
         for name, p50, p99 in rows:
             fh.write(f"{q(name)} {p50 / 1e6} {p99 / 1e6}\n")
-    charts.append(("latency_percentiles", [
-        "set title 'Latency percentiles (pools: submit -> done; logs: read -> saved)'",
-        "set ylabel 'latency, ms'", "set logscale y", "set style data histograms",
-        "set style histogram clustered gap 1", "set style fill solid 0.8 border -1",
-        "set xtics rotate by -30", "set grid ytics", "set key top left"],
-        f"plot {q(f)} using 2:xtic(1) title 'p50', '' using 3 title 'p99'"))
-else:
-    print("plot: no pool/log results: latency_percentiles skipped")
+    return ([title("Latency p50 / p99 (pools: submit -> done of 10 ms tasks; logs: line read -> its batch saved)", docs),
+             "set ylabel 'latency, ms (log)'", "set logscale y", "set style data histograms",
+             "set style histogram clustered gap 1", "set style fill solid 0.8 border -1",
+             "set xtics rotate by -30", "set grid ytics", "set key top right box opaque width 1",
+             "set bmargin 6"],
+            f"plot {q(f)} using 2:xtic(1) title 'p50', '' using 3 title 'p99'")
+
+
+chart("speedup_vs_workers", speedup_vs_workers)
+chart("pipeline_crossover", pipeline_crossover)
+chart("latency_vs_rate", latency_vs_rate)
+chart("latency_percentiles", latency_percentiles)
 
 for name, sets, plot in charts:
     with open(os.path.join(tmp, name + ".gp"), "w") as fh:
