@@ -21,6 +21,7 @@ while [ $# -gt 0 ]; do
 done
 ./scripts/deps.sh gcovr || exit 1
 
+mkdir -p "$(dirname "$dir")"
 if [ ! -f "$dir/build.ninja" ]; then
 	meson setup "$dir" -Dbuildtype=debug -Db_coverage=true \
 		-Dexamples=false -Dbenches=false -Dstanding_checks=disabled -Dfuzz=disabled \

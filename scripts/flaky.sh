@@ -35,6 +35,7 @@ done
 dir=${dir:-${CPAT_BUILD_ROOT:-build}/flaky}
 command -v taskset >/dev/null || { echo "flaky: taskset not found (util-linux)" >&2; exit 2; }
 
+mkdir -p "$(dirname "$dir")"
 if [ ! -f "$dir/build.ninja" ]; then
 	meson setup "$dir" -Dbuildtype=debugoptimized -Dexamples=false -Dbenches=false \
 		>"$dir.setup.log" 2>&1 || { cat "$dir.setup.log"; exit 1; }

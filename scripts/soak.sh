@@ -39,6 +39,7 @@ plain) opts=() ;;
 esac
 dir=${dir:-${CPAT_BUILD_ROOT:-build}/soak-$kind}
 
+mkdir -p "$(dirname "$dir")"
 if [ ! -f "$dir/build.ninja" ]; then
 	meson setup "$dir" -Dbuildtype=debugoptimized -Dexamples=false -Dbenches=false \
 		"${opts[@]}" >"$dir.setup.log" 2>&1 || { cat "$dir.setup.log"; exit 1; }
