@@ -4,9 +4,10 @@
 # loop pinned to the same core), and reports failures per binary. The logs
 # of failing runs (each names its CPAT_TEST_SEED) are kept.
 #
-# usage: scripts/flaky.sh [--quick] [-k K] [--builddir DIR] [binary ...]
+# usage: scripts/flaky.sh [--quick] [-k K] [--modes M] [--builddir DIR] [binary ...]
 #   --quick        K = 5
 #   -k K           runs per binary and mode (default 200)
+#   --modes M      native, pinned or native,pinned (default)
 #   --builddir DIR build folder to use (default: $CPAT_BUILD_ROOT/flaky, that
 #                  is build/flaky); configured (plain, debugoptimized) and
 #                  compiled if needed
@@ -18,14 +19,16 @@ set -u
 cd "$(dirname "$0")/.."
 
 k=200
+modes=native,pinned
 dir=""
 bins=()
 while [ $# -gt 0 ]; do
 	case $1 in
 	--quick) k=5 ;;
 	-k) k=$2; shift ;;
+	--modes) modes=$2; shift ;;
 	--builddir) dir=$2; shift ;;
-	-h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,17p' "$0"; exit 0 ;;
 	-*) echo "flaky: unknown option $1" >&2; exit 2 ;;
 	*) bins+=("$1") ;;
 	esac
@@ -75,7 +78,9 @@ run() {
 
 declare -A fails
 start=$(date +%s)
-for mode in native pinned; do
+IFS=, read -r -a mode_list <<<"$modes"
+for mode in "${mode_list[@]}"; do
+	case $mode in native|pinned) ;; *) echo "flaky: unknown mode $mode" >&2; exit 2 ;; esac
 	if [ "$mode" = pinned ]; then
 		taskset -c 0 bash -c 'while :; do :; done' &
 		hog=$!
@@ -96,10 +101,10 @@ done
 total=0
 printf '\n%-10s %14s %22s\n' binary "native fails" "pinned+hog fails"
 for b in "${bins[@]}"; do
-	printf '%-10s %10d/%-3d %18d/%-3d\n' "$b" "${fails[$b.native]}" "$k" "${fails[$b.pinned]}" "$k"
-	total=$((total + fails[$b.native] + fails[$b.pinned]))
+	printf '%-10s %10s/%-3s %18s/%-3s\n' "$b" "${fails[$b.native]--}" "$k" "${fails[$b.pinned]--}" "$k"
+	total=$((total + ${fails[$b.native]:-0} + ${fails[$b.pinned]:-0}))
 done
-echo "# $total failed runs of $(( ${#bins[@]} * k * 2 )) in $(( $(date +%s) - start )) s"
+echo "# $total failed runs of $(( ${#bins[@]} * k * ${#mode_list[@]} )) in $(( $(date +%s) - start )) s"
 if [ $total -gt 0 ]; then
 	echo "# logs of failing runs (with their CPAT_TEST_SEED and the failing test):"
 	for f in "$logs"/*.log; do

@@ -82,11 +82,39 @@ static inline void th_barrier_destroy(struct th_barrier *b)
 	pthread_barrier_destroy(&b->b);
 }
 
-/* Yields the processor while waiting for a condition another thread makes
- * true (never a sleep standing in for synchronisation). */
+/* 1 if this process may run on one CPU only (taskset -c N; scripts/flaky.sh
+ * pins tests so), read once. */
+static inline int th_one_cpu(void)
+{
+	static _Atomic int one = -1;
+	int v = atomic_load_explicit(&one, memory_order_relaxed);
+	if (v < 0) {
+		cpu_set_t set;
+		v = sched_getaffinity(0, sizeof(set), &set) == 0 &&
+		    CPU_COUNT(&set) == 1;
+		atomic_store_explicit(&one, v, memory_order_relaxed);
+	}
+	return v;
+}
+
+/*
+ * Gives the processor away while polling a condition another thread makes
+ * true; every caller re-checks its condition, so how long this lasts never
+ * decides an outcome (it is not a sleep standing in for synchronisation).
+ * Normally a sched_yield(). On one CPU beside a busy thread a yield puts the
+ * caller behind that thread for a whole time slice (milliseconds: a test
+ * polling in a loop then ran 40x slower and hit its watchdog), so there it
+ * blocks for the shortest timer interval instead (a zero nanosleep lasts
+ * the timer slack, ~50 us), which lets the threads it waits for run.
+ */
 static inline void th_relax(void)
 {
-	sched_yield();
+	if (th_one_cpu()) {
+		struct timespec ts = {0, 0};
+		nanosleep(&ts, NULL);
+	} else {
+		sched_yield();
+	}
 }
 
 /* A short busy pause (timing jitter in races; no yield, which can cost a
