@@ -31,9 +31,11 @@
  * return -EAGAIN instead).
  *
  * **Cost.** No call allocates after creation. The buffered path is
- * lock-free; a blocked thread spins briefly, then parks (futex on Linux),
- * and a thread that completes an operation makes a system call only when
- * some thread is parked.
+ * lock-free; a blocked thread spins briefly (at most about 40 us, and not
+ * at all when it may run on one CPU only, where spinning would only take
+ * the CPU from the thread it waits for), then parks (futex on Linux), and a
+ * thread that completes an operation makes a system call only when some
+ * thread is parked. A thread blocked for a long time uses no CPU.
  *
  * **Lifetime.** cpat_chan_destroy() requires that no thread is still using
  * the channel or blocked in it.
