@@ -63,39 +63,56 @@
  * batched. The output channel's buffered items count as delivered (the
  * caller receives them until -EPIPE).
  *
- * Ordered stages: tickets and reorder slots. A worker takes a ticket t
- * (recv_ticket++), waits until recv_serving == t and until slot t % R is
- * free (R = 2 x workers slots; free once ticket t - R has been sent, i.e.
- * t - send_serving < R), takes its chunk with recv_many, sets recv_serving
- * = t + 1, and runs the chunk straight into the slot's buffer. Then it
- * publishes the slot (ready = t + 1) and, if it can take the send lock,
+ * Ordered stages: tickets and reorder slots. A worker takes its chunk and
+ * the chunk's ticket t together, under the stage's receive lock (a flag
+ * taken with a CAS): it reads t = recv_ticket, does one recv_many, and on
+ * success sets recv_ticket = t + 1 before releasing the lock. So tickets
+ * number the chunks in the order they left the input channel, and no
+ * ticket is ever taken without a chunk (a worker that gets -EPIPE or is
+ * stopped leaves with none). The lock is not a turn: whichever worker is
+ * running takes it next, so a worker that is descheduled, parked or busy
+ * delays no other's receive. recv_many returns at once while there is
+ * input; it blocks under the lock only when the stage is starved, and then
+ * the others have nothing to take anyway. Before taking the lock a worker
+ * waits (without it) for the slot of the next ticket to be free, and
+ * checks again under it: slot t % R is free once ticket t - R has been
+ * sent (t - send_serving < R). R is at least 2 x workers and grows with
+ * the stage's channel capacities (how many items may be in flight around
+ * it anyway; reorder_slots()), at most ORD_SLOTS_PER_WORKER x workers:
+ * the reorder memory is R chunk buffers, made at start, bounded by the
+ * items in flight. The worker runs the chunk straight into its slot's
+ * buffer, publishes it (ready = t + 1) and, if it can take the send lock,
  * sends every slot that is next in line (ready == send_serving + 1),
  * advancing send_serving; otherwise the lock holder will. Releasing the
  * lock, the holder re-checks the next slot and takes the lock again if it
  * is ready, so a chunk published meanwhile is never left behind (both
  * sides use seq_cst: the publisher's store of ready then CAS, the
- * holder's store of the lock then load of ready). So chunks leave in the
- * order they were received, a worker never waits for a slower one unless
- * all R slots are taken (the reorder memory is R chunks: bounded by the
- * items in flight), and the send cost is paid by whoever holds the lock.
- * A flat worker whose chunk outgrows its slot waits until send_serving ==
- * t, takes the send lock and streams the rest of its chunk directly, then
- * sets send_serving = t + 1 and drains as above. A worker that gets
- * -EPIPE at ticket t leaves without a slot: every later ticket gets -EPIPE
- * too, so nothing waits for it. On a stop, waits end at once; the last
+ * holder's store of the lock then load of ready). A worker waits for a
+ * slower one only when all R slots are taken; a worker holding a ticket
+ * never waits for one that holds none, so the holder of the next ticket to
+ * send always progresses (no deadlock). A flat worker whose chunk outgrows
+ * its slot waits until send_serving == t (every earlier ticket is held by
+ * a worker that runs to its end), takes the send lock and streams the rest
+ * of its chunk directly, then sets send_serving = t + 1 and drains as
+ * above. Tickets and ready are 64-bit, so they never wrap. On a stop,
+ * waits end at once; a worker stopped with a chunk in hand drops its
+ * outputs and never publishes it, so nothing after it is sent; the last
  * worker of the stage drops what is left in published slots.
  *
  * Wake-up protocol of the ordered waits (no lost wake-up, no system call
  * while nobody sleeps): waiters park on the stage's `seq` word. A waiter
  * does waiters++ (seq_cst), reads seq, re-checks its condition and
  * `stopping`, parks on (seq, value read), then waiters--. Whoever changes
- * recv_serving, send_serving or the send lock then increments seq
- * (seq_cst) and unparks only if waiters > 0. The stopper sets `stopping`,
- * increments every ordered stage's seq and unparks.
+ * send_serving or releases the receive or the send lock then increments
+ * seq (seq_cst) and unparks only if waiters > 0. The stopper sets
+ * `stopping`, increments every ordered stage's seq and unparks. (recv_ticket
+ * changes only with the receive lock held, and its release wakes.)
  *
- * Locks: none on the item path. The only mutual exclusion is the tickets
- * and the send lock of ordered stages (a flag taken with a CAS, never
- * waited for but by a flat worker streaming an oversized chunk).
+ * Locks: none on the item path of unordered stages. Ordered stages have
+ * two flags taken with a CAS: the receive lock (held for one recv_many)
+ * and the send lock (never waited for but by a flat worker streaming an
+ * oversized chunk); neither is held while waiting for the other, nor while
+ * waiting for a slot.
  * Statistics are per-worker single-writer atomics (relaxed load + store,
  * no read-modify-write), summed when read.
  *
@@ -134,6 +151,9 @@
 /* A stage takes chunks of about this long (ns) of work, at most CHUNK
  * items, at least one. */
 #define CHUNK_NS 50000
+/* The reorder window of an ordered stage holds at most this many chunks
+ * per worker (reorder_slots()). */
+#define ORD_SLOTS_PER_WORKER 8
 
 enum { K_MAP, K_FLAT, K_BATCH };
 enum { ST_BUILD, ST_RUNNING, ST_DONE };
@@ -163,7 +183,7 @@ struct stage;
 struct rslot {
 	char *buf;
 	size_t n;
-	_Atomic uint32_t ready; /* t + 1 once the outputs of ticket t are in */
+	_Atomic uint64_t ready; /* t + 1 once the outputs of ticket t are in */
 };
 
 struct cpat_stage_ctx {
@@ -180,7 +200,7 @@ struct cpat_stage_ctx {
 	size_t kin; /* capacity of in, in envelopes */
 	/* Ordered: the ticket of the chunk in hand, and whether the send turn
 	 * is held (flat). */
-	uint32_t ticket;
+	uint64_t ticket;
 	bool have_turn;
 	bool stopped;       /* a send failed: the stage must stop */
 	uint64_t emitted;   /* outputs of the current flat input */
@@ -213,9 +233,9 @@ struct stage {
 	struct rslot *slots;
 	uint32_t nslots;
 	char *slot_mem;
-	alignas(CPAT_CACHELINE) _Atomic uint32_t recv_ticket;
-	_Atomic uint32_t recv_serving;
-	_Atomic uint32_t send_serving;
+	alignas(CPAT_CACHELINE) _Atomic uint64_t recv_ticket;
+	_Atomic uint64_t send_serving;
+	_Atomic uint32_t recv_lock;
 	_Atomic uint32_t send_lock;
 	_Atomic uint32_t seq;
 	_Atomic uint32_t waiters;
@@ -377,34 +397,38 @@ static void fail(struct cpat_pipeline *p, const char *where, uint64_t idx,
 	cpat_token_cancel(p->tok);
 }
 
-enum { W_EQ, W_SLOT, W_LOCK };
+enum { W_TURN, W_SLOT, W_LOCK };
 
-/* The condition of stage_wait(): W_EQ: *word == v; W_SLOT: the slot of
- * ticket v is free (fewer than nslots tickets between the next to send
- * and v); W_LOCK: took the send lock. */
-static bool wait_cond(struct stage *s, int what, _Atomic uint32_t *word,
-                      uint32_t v)
+/* The condition of stage_wait(): W_TURN: send_serving == v (every chunk
+ * before ticket v has been sent); W_SLOT: the slot of the next ticket is
+ * free (fewer than nslots tickets between the next to send and the next to
+ * receive); W_LOCK: took the lock *lock (the send or the receive lock). */
+static bool wait_cond(struct stage *s, int what, _Atomic uint32_t *lock,
+                      uint64_t v)
 {
 	switch (what) {
-	case W_EQ:
-		return atomic_load(word) == v;
+	case W_TURN:
+		return atomic_load(&s->send_serving) == v;
 	case W_SLOT:
-		return v - atomic_load(&s->send_serving) < s->nslots;
+		return atomic_load(&s->recv_ticket) -
+		               atomic_load(&s->send_serving) <
+		       s->nslots;
 	default: {
 		uint32_t z = 0;
-		return atomic_compare_exchange_strong(&s->send_lock, &z, 1);
+		return atomic_load_explicit(lock, memory_order_relaxed) == 0 &&
+		       atomic_compare_exchange_strong(lock, &z, 1);
 	}
 	}
 }
 
 /* Waits for a condition of an ordered stage, or until the pipeline stops
- * (returns false): spins briefly, yields, then parks on s->seq (see the
- * wake-up protocol in the DESIGN comment). */
+ * (returns false): spins briefly, then parks on s->seq (see the wake-up
+ * protocol in the DESIGN comment). */
 static bool stage_wait(struct cpat_pipeline *p, struct stage *s, int what,
-                       _Atomic uint32_t *word, uint32_t v)
+                       _Atomic uint32_t *lock, uint64_t v)
 {
 	for (int i = 0; i < 100; i++) {
-		if (wait_cond(s, what, word, v))
+		if (wait_cond(s, what, lock, v))
 			return true;
 		if (stopping(p))
 			return false;
@@ -413,7 +437,7 @@ static bool stage_wait(struct cpat_pipeline *p, struct stage *s, int what,
 	for (;;) {
 		atomic_fetch_add(&s->waiters, 1);
 		uint32_t e = atomic_load(&s->seq);
-		bool ok = wait_cond(s, what, word, v);
+		bool ok = wait_cond(s, what, lock, v);
 		bool stop = !ok && atomic_load(&p->stopping) != 0;
 		if (!ok && !stop)
 			cpat__park(&s->seq, e, CPAT_FOREVER);
@@ -425,15 +449,16 @@ static bool stage_wait(struct cpat_pipeline *p, struct stage *s, int what,
 	}
 }
 
-static bool turn_wait(struct cpat_pipeline *p, struct stage *s,
-                      _Atomic uint32_t *turn, uint32_t want)
+/* Releases the send or the receive lock. */
+static void lock_release(struct stage *s, _Atomic uint32_t *lock)
 {
-	return stage_wait(p, s, W_EQ, turn, want);
+	atomic_store(lock, 0);
+	wake_turns(s);
 }
 
-static void turn_set(struct stage *s, _Atomic uint32_t *turn, uint32_t v)
+static void send_serving_set(struct stage *s, uint64_t t)
 {
-	atomic_store(turn, v);
+	atomic_store(&s->send_serving, t);
 	wake_turns(s);
 }
 
@@ -699,8 +724,8 @@ int cpat_stage_emit(struct cpat_stage_ctx *c, const void *item)
 			/* The chunk outgrows its slot: wait until every
 			 * earlier chunk has been sent, take the send lock and
 			 * stream the rest of the chunk directly. */
-			if (!turn_wait(c->p, s, &s->send_serving, c->ticket) ||
-			    !stage_wait(c->p, s, W_LOCK, NULL, 0)) {
+			if (!stage_wait(c->p, s, W_TURN, NULL, c->ticket) ||
+			    !stage_wait(c->p, s, W_LOCK, &s->send_lock, 0)) {
 				c->stopped = true;
 				c->emit_block += cpat_now_ns() - t0;
 				return -ECANCELED;
@@ -810,7 +835,7 @@ static bool drain_slots(struct cpat_stage_ctx *c)
 	struct stage *s = c->s;
 	bool ok = true;
 	for (;;) {
-		uint32_t t = atomic_load(&s->send_serving);
+		uint64_t t = atomic_load(&s->send_serving);
 		struct rslot *r = &s->slots[t % s->nslots];
 		if (atomic_load_explicit(&r->ready, memory_order_acquire) !=
 		    t + 1)
@@ -825,7 +850,7 @@ static bool drain_slots(struct cpat_stage_ctx *c)
 		c->nout = save_n;
 		r->n = 0;
 		atomic_store(&r->ready, 0);
-		turn_set(s, &s->send_serving, t + 1);
+		send_serving_set(s, t + 1);
 	}
 }
 
@@ -840,7 +865,7 @@ static bool ordered_deliver(struct cpat_stage_ctx *c)
 	if (c->have_turn) {
 		/* Streamed: the rest goes directly, then our turn ends. */
 		ok = out_flush(c);
-		turn_set(s, &s->send_serving, c->ticket + 1);
+		send_serving_set(s, c->ticket + 1);
 	} else {
 		struct rslot *r = &s->slots[c->ticket % s->nslots];
 		r->n = c->nout;
@@ -853,13 +878,49 @@ static bool ordered_deliver(struct cpat_stage_ctx *c)
 	for (;;) {
 		if (!drain_slots(c))
 			ok = false;
-		atomic_store(&s->send_lock, 0);
-		wake_turns(s);
-		uint32_t t = atomic_load(&s->send_serving);
+		lock_release(s, &s->send_lock);
+		uint64_t t = atomic_load(&s->send_serving);
 		uint32_t z = 0;
 		if (atomic_load(&s->slots[t % s->nslots].ready) != t + 1 ||
 		    !atomic_compare_exchange_strong(&s->send_lock, &z, 1))
 			return ok;
+	}
+}
+
+/* Takes the next chunk of an ordered stage and its ticket, together, under
+ * the receive lock: chunks are numbered in the order they left the input
+ * channel. The lock is held for one recv_many, which returns at once while
+ * there is input (it blocks only when the stage is starved, and then
+ * nothing is lost by the others waiting). A worker first waits, without
+ * the lock, for a free slot; it never waits for one holding the lock, so
+ * a worker that holds a ticket never waits for one that does not. */
+static int ordered_recv(struct cpat_stage_ctx *c, size_t k, size_t *n)
+{
+	struct stage *s = c->s;
+	struct cpat_pipeline *p = c->p;
+	for (;;) {
+		if (!stage_wait(p, s, W_SLOT, NULL, 0) ||
+		    !stage_wait(p, s, W_LOCK, &s->recv_lock, 0))
+			return -ECANCELED;
+		/* recv_ticket changes only under the lock. */
+		uint64_t t = atomic_load_explicit(&s->recv_ticket,
+		                                  memory_order_relaxed);
+		int rc = -EAGAIN;
+		if (t - atomic_load(&s->send_serving) < s->nslots) {
+			rc = cpat_chan_recv_many(s->in, c->in, k, n, p->tok,
+			                         CPAT_FOREVER);
+			if (rc == 0)
+				atomic_store(&s->recv_ticket, t + 1);
+		}
+		lock_release(s, &s->recv_lock);
+		if (rc == -EAGAIN)
+			continue;
+		if (rc == 0) {
+			c->ticket = t;
+			c->have_turn = false;
+			c->out = s->slots[t % s->nslots].buf;
+		}
+		return rc;
 	}
 }
 
@@ -873,22 +934,9 @@ static void stage_loop(struct cpat_stage_ctx *c)
 	int64_t t0 = cpat_now_ns();
 	for (;;) {
 		size_t n = 0;
-		if (s->ordered) {
-			c->ticket = atomic_fetch_add(&s->recv_ticket, 1);
-			c->have_turn = false;
-			c->out = s->slots[c->ticket % s->nslots].buf;
-			if (!turn_wait(p, s, &s->recv_serving, c->ticket))
-				break;
-			/* Bounded reorder memory: the slot must be free. */
-			if (!stage_wait(p, s, W_SLOT, NULL, c->ticket)) {
-				turn_set(s, &s->recv_serving, c->ticket + 1);
-				break;
-			}
-		}
-		int rc = cpat_chan_recv_many(s->in, c->in, k, &n, p->tok,
-		                             CPAT_FOREVER);
-		if (s->ordered)
-			turn_set(s, &s->recv_serving, c->ticket + 1);
+		int rc = s->ordered ? ordered_recv(c, k, &n)
+		                    : cpat_chan_recv_many(s->in, c->in, k, &n,
+		                                          p->tok, CPAT_FOREVER);
 		int64_t t1 = cpat_now_ns();
 		st_add(&c->st->starved, (uint64_t)(t1 - t0));
 		if (rc != 0)
@@ -1190,6 +1238,20 @@ static void free_chans(struct cpat_pipeline *p)
 	p->ch = NULL;
 }
 
+/* The reorder slots of an ordered stage, for chunks of up to kin inputs:
+ * at least 2 per worker; more if the stage's channels hold more items than
+ * that, so that a worker can run as far ahead of a slower (or preempted)
+ * one as the channels around the stage let items be in flight anyway; at
+ * most ORD_SLOTS_PER_WORKER per worker. */
+static uint32_t reorder_slots(const struct stage *s, size_t kin)
+{
+	size_t lo = 2 * (size_t)s->workers;
+	size_t hi = ORD_SLOTS_PER_WORKER * (size_t)s->workers;
+	size_t want = (cpat_chan_cap(s->in) + s->out_cap + kin - 1) / kin;
+	size_t n = want < lo ? lo : want > hi ? hi : want;
+	return n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
+}
+
 static int alloc_run(struct cpat_pipeline *p)
 {
 	unsigned ns = p->nstages;
@@ -1230,11 +1292,15 @@ static int alloc_run(struct cpat_pipeline *p)
 		in_stride = s->out_stride;
 		atomic_store(&s->live, s->workers);
 		atomic_store(&s->recv_ticket, 0);
-		atomic_store(&s->recv_serving, 0);
+		atomic_store(&s->recv_lock, 0);
 		atomic_store(&s->send_serving, 0);
 		atomic_store(&s->send_lock, 0);
+		size_t kin = cpat_chan_cap(s->in);
+		kin = kin < CHUNK ? kin : CHUNK;
+		if (kin == 0)
+			kin = 1;
 		if (s->ordered) {
-			s->nslots = 2 * s->workers;
+			s->nslots = reorder_slots(s, kin);
 			s->slots = cpat__calloc(s->nslots, sizeof(*s->slots));
 			s->slot_mem = cpat__calloc(s->nslots,
 			                           CHUNK * s->out_stride);
@@ -1250,10 +1316,6 @@ static int alloc_run(struct cpat_pipeline *p)
 		if (!s->w || !s->st)
 			return -ENOMEM;
 		memset(s->st, 0, s->workers * sizeof(*s->st));
-		size_t kin = cpat_chan_cap(s->in);
-		kin = kin < CHUNK ? kin : CHUNK;
-		if (kin == 0)
-			kin = 1;
 		for (unsigned w = 0; w < s->workers; w++) {
 			struct cpat_stage_ctx *c = &s->w[w];
 			c->p = p;
