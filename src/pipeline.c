@@ -77,27 +77,27 @@
  * waits (without it) for the slot of the next ticket to be free, and
  * checks again under it: slot t % R is free once ticket t - R has been
  * sent (t - send_serving < R). R is at least 2 x workers and grows with
- * the stage's channel capacities (how many items may be in flight around
- * it anyway; reorder_slots()), at most ORD_SLOTS_PER_WORKER x workers:
- * the reorder memory is R chunk buffers, made at start, bounded by the
- * items in flight. The worker runs the chunk straight into its slot's
- * buffer, publishes it (ready = t + 1) and, if it can take the send lock,
- * sends every slot that is next in line (ready == send_serving + 1),
+ * the stage's channel capacities (room for twice the items its input and
+ * output channels hold; reorder_slots()), at most ORD_SLOTS_PER_WORKER x
+ * workers: the reorder memory is R chunk buffers, made at start, bounded
+ * by the items in flight. The worker runs the chunk straight into its
+ * slot's buffer, publishes it (ready = t + 1) and, if it can take the send
+ * lock, sends every slot that is next in line (ready == send_serving + 1),
  * advancing send_serving; otherwise the lock holder will. Releasing the
  * lock, the holder re-checks the next slot and takes the lock again if it
  * is ready, so a chunk published meanwhile is never left behind (both
- * sides use seq_cst: the publisher's store of ready then CAS, the
- * holder's store of the lock then load of ready). A worker waits for a
- * slower one only when all R slots are taken; a worker holding a ticket
- * never waits for one that holds none, so the holder of the next ticket to
- * send always progresses (no deadlock). A flat worker whose chunk outgrows
- * its slot waits until send_serving == t (every earlier ticket is held by
- * a worker that runs to its end), takes the send lock and streams the rest
- * of its chunk directly, then sets send_serving = t + 1 and drains as
- * above. Tickets and ready are 64-bit, so they never wrap. On a stop,
- * waits end at once; a worker stopped with a chunk in hand drops its
- * outputs and never publishes it, so nothing after it is sent; the last
- * worker of the stage drops what is left in published slots.
+ * sides use seq_cst: the publisher's store of ready then CAS, the holder's
+ * store of the lock then load of ready). A worker waits for a slower one
+ * only when all R slots are taken; a worker holding a ticket never waits
+ * for one that holds none, so the holder of the next ticket to send always
+ * progresses (no deadlock). A flat worker whose chunk outgrows its slot
+ * waits until send_serving == t (every earlier ticket is held by a worker
+ * that runs to its end), takes the send lock and streams the rest of its
+ * chunk directly, then sets send_serving = t + 1 and drains as above.
+ * Tickets and ready are 64-bit, so they never wrap. On a stop, waits end
+ * at once; a worker stopped with a chunk in hand drops its outputs and
+ * never publishes it, so nothing after it is sent; the last worker of the
+ * stage drops what is left in published slots.
  *
  * Wake-up protocol of the ordered waits (no lost wake-up, no system call
  * while nobody sleeps): waiters park on the stage's `seq` word. A waiter
@@ -105,8 +105,9 @@
  * `stopping`, parks on (seq, value read), then waiters--. Whoever changes
  * send_serving or releases the receive or the send lock then increments
  * seq (seq_cst) and unparks only if waiters > 0. The stopper sets
- * `stopping`, increments every ordered stage's seq and unparks. (recv_ticket
- * changes only with the receive lock held, and its release wakes.)
+ * `stopping`, increments every ordered stage's seq and unparks.
+ * (recv_ticket changes only with the receive lock held, and its release
+ * wakes.)
  *
  * Locks: none on the item path of unordered stages. Ordered stages have
  * two flags taken with a CAS: the receive lock (held for one recv_many)
@@ -1239,15 +1240,17 @@ static void free_chans(struct cpat_pipeline *p)
 }
 
 /* The reorder slots of an ordered stage, for chunks of up to kin inputs:
- * at least 2 per worker; more if the stage's channels hold more items than
- * that, so that a worker can run as far ahead of a slower (or preempted)
- * one as the channels around the stage let items be in flight anyway; at
- * most ORD_SLOTS_PER_WORKER per worker. */
+ * enough for twice the items its input and output channels hold together
+ * (the items in flight around the stage), so that a worker can run that
+ * far ahead of a slower or preempted one (a preempted worker is away for
+ * a scheduler time slice, milliseconds: on a busy machine a window of 2 x
+ * workers chunks fills long before it is back); at least 2 and at most
+ * ORD_SLOTS_PER_WORKER per worker. */
 static uint32_t reorder_slots(const struct stage *s, size_t kin)
 {
 	size_t lo = 2 * (size_t)s->workers;
 	size_t hi = ORD_SLOTS_PER_WORKER * (size_t)s->workers;
-	size_t want = (cpat_chan_cap(s->in) + s->out_cap + kin - 1) / kin;
+	size_t want = (2 * (cpat_chan_cap(s->in) + s->out_cap) + kin - 1) / kin;
 	size_t n = want < lo ? lo : want > hi ? hi : want;
 	return n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
 }

@@ -18,20 +18,19 @@
  * drains (cpat_pipeline_output()). Items are fixed-size values copied
  * through bounded channels: memory is bounded by the channel capacities.
  *
- * **Order.** An unordered stage passes items on as its workers finish them.
- * An ordered stage passes them on in the order it received them: each
- * worker takes what is there (a few items at a time when items are cheap,
- * one at a time when they are slow), numbered as it leaves the input
- * channel, with no turn to wait for, and leaves its results in a reorder
- * slot, from which they are handed on in order by whichever worker is
- * free. A worker waits for a slower one only when all reorder slots are
- * taken: 2 chunks per worker, more (up to 8 per worker) when the
- * capacities of the stage's input and output channels add up to more items
- * than that, so a larger out_capacity also lets workers run further ahead
- * of a slow or preempted one. The
- * reorder memory is made at start and bounded by the items in flight. A
- * pipeline whose source and every stage are ordered, or single-worker,
- * delivers in source order.
+ * **Order.** An unordered stage passes items on as its workers finish
+ * them. An ordered stage passes them on in the order it received them:
+ * each worker takes what is there (a few items at a time when items are
+ * cheap, one at a time when they are slow), numbered as it leaves the
+ * input channel, with no turn to wait for, and leaves its results in a
+ * reorder slot, from which they are handed on in order by whichever worker
+ * is free. A worker waits for a slower one only when all reorder slots are
+ * taken: room for twice the items the stage's input and output channels
+ * hold together, at least 2 and at most 8 chunks per worker (so a larger
+ * out_capacity also lets workers run further ahead of a slow or preempted
+ * one). The reorder memory is made at start and bounded by the items in
+ * flight. A pipeline whose source and every stage are ordered, or
+ * single-worker, delivers in source order.
  *
  * **Cost.** Threads pass items on in chunks of up to 32 (one channel
  * operation per chunk) and never wait for a chunk to fill: a stage takes
