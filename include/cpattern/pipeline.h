@@ -25,18 +25,22 @@
  * input channel, with no turn to wait for, and leaves its results in a
  * reorder slot, from which they are handed on in order by whichever worker
  * is free. A worker waits for a slower one only when all reorder slots are
- * taken: room for twice the items the stage's input and output channels
- * hold together, at least 2 and at most 8 chunks per worker (so a larger
- * out_capacity also lets workers run further ahead of a slow or preempted
- * one). The reorder memory is made at start and bounded by the items in
- * flight. A pipeline whose source and every stage are ordered, or
- * single-worker, delivers in source order.
+ * taken: room for four times the items the stage's input and output
+ * channels hold together, in chunks of 32, at least 2 and at most 8 chunks
+ * per worker (so a larger out_capacity also lets workers run further ahead
+ * of a slow or preempted one). The reorder memory is made at start and
+ * bounded by the items in flight. A pipeline whose source and every stage
+ * are ordered, or single-worker, delivers in source order.
  *
  * **Cost.** Threads pass items on in chunks of up to 32 (one channel
  * operation per chunk) and never wait for a chunk to fill: a stage takes
  * what is there, and a generator source holds items back for at most
  * 50 us (none after a generator call slower than 5 us), so a trickle of
- * items still goes through one by one. Nothing is allocated per item.
+ * items still goes through one by one. A stage takes about 50 us of work
+ * per chunk (an ordered stage about 200 us: its chunks also wait for the
+ * ones before them, so fewer and fuller ones cost less), so a result waits
+ * at most that long for the others of its chunk. Nothing is allocated per
+ * item.
  *
  * **Errors and cancellation.** The first stage (or source, or sink)
  * callback to return a negative value stops the pipeline: its token is
