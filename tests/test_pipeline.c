@@ -787,6 +787,398 @@ TH_TEST_FN(pipeline_flat_stage_emits_any_number_per_item_ordered)
 	free(s.got);
 }
 
+/* ---- ordered flat stages whose chunk outgrows its reorder slot --------- */
+
+/* Input v emits oflat_count(v) outputs v * OFLAT_MUL + k, k = 0, 1, ...:
+ * none for every fifth input, up to 80 for others, so that a chunk of a few
+ * inputs outgrows its reorder slot (32 outputs) and is streamed. */
+#define OFLAT_MUL 1000u
+#define OFLAT_MAX 100u
+
+static uint64_t oflat_count(uint64_t v)
+{
+	return (v % 5) * 20;
+}
+
+struct oflat {
+	struct cpat_pipeline *p; /* cancelled at input cancel_at, mid-emit */
+	uint64_t cancel_at;
+	uint64_t n;                        /* inputs */
+	_Atomic unsigned char *in_dropped; /* per input: dropped (stage 0) */
+	_Atomic unsigned char *out_seen;   /* per output slot v*MAX+k: times */
+	_Atomic uint64_t bad;              /* an output or input out of range */
+	_Atomic uint64_t dropped;
+	/* The sink (one thread). */
+	uint64_t delivered, last;
+	int out_of_order;
+};
+
+static int oflat_fn(const void *in, struct cpat_stage_ctx *ctx)
+{
+	struct oflat *c = cpat_stage_arg(ctx);
+	uint64_t v = *(const uint64_t *)in;
+	uint64_t m = oflat_count(v);
+	for (uint64_t k = 0; k < m; k++) {
+		if (v == c->cancel_at && k == m / 2)
+			cpat_pipeline_cancel(c->p);
+		uint64_t o = v * OFLAT_MUL + k;
+		int rc = cpat_stage_emit(ctx, &o);
+		if (rc != 0)
+			return rc;
+	}
+	return 0;
+}
+
+static void oflat_mark(struct oflat *c, uint64_t o)
+{
+	uint64_t v = o / OFLAT_MUL, k = o % OFLAT_MUL;
+	if (v >= c->n || k >= oflat_count(v)) {
+		atomic_fetch_add(&c->bad, 1);
+		return;
+	}
+	atomic_fetch_add(&c->out_seen[v * OFLAT_MAX + k], 1);
+}
+
+static void oflat_drop(const void *item, unsigned stage, void *arg)
+{
+	struct oflat *c = arg;
+	uint64_t x = *(const uint64_t *)item;
+	atomic_fetch_add(&c->dropped, 1);
+	if (stage == 0) {
+		if (x >= c->n)
+			atomic_fetch_add(&c->bad, 1);
+		else
+			atomic_fetch_add(&c->in_dropped[x], 1);
+	} else {
+		oflat_mark(c, x);
+	}
+}
+
+static int oflat_sink(const void *item, void *arg)
+{
+	struct oflat *c = arg;
+	uint64_t o = *(const uint64_t *)item;
+	if (c->delivered && o <= c->last)
+		c->out_of_order = 1;
+	c->last = o;
+	c->delivered++;
+	oflat_mark(c, o);
+	return 0;
+}
+
+/* One run: returns the result; the caller checks it with oflat_check(). */
+static int oflat_run(struct oflat *c, uint64_t n, unsigned workers,
+		     size_t src_cap, size_t out_cap, uint64_t cancel_at,
+		     struct cpat_pipeline_result *res)
+{
+	memset(c, 0, sizeof *c);
+	c->n = n;
+	c->cancel_at = cancel_at;
+	c->in_dropped = calloc(n, 1);
+	c->out_seen = calloc(n * OFLAT_MAX, 1);
+	if (!c->in_dropped || !c->out_seen)
+		abort();
+	struct gen g;
+	gen_init(&g, n);
+	struct cpat_pipeline *p = mkpipe(src_cap, oflat_drop, c);
+	c->p = p;
+	assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
+	struct cpat_stage_opts so;
+	cpat_stage_opts_init(&so);
+	so.name = "burst";
+	so.flat = oflat_fn;
+	so.arg = c;
+	so.out_size = sizeof(uint64_t);
+	so.workers = workers;
+	so.ordered = 1;
+	so.out_capacity = out_cap;
+	assert_int_equal(cpat_pipeline_add_stage(p, &so), 0);
+	assert_int_equal(cpat_pipeline_set_sink(p, oflat_sink, c), 0);
+	int rc = cpat_pipeline_run(p, NULL, CPAT_FOREVER, res);
+	cpat_pipeline_destroy(p);
+	return rc;
+}
+
+/* Every input that left the source emitted a prefix k = 0..j-1 of its
+ * outputs, each seen exactly once (delivered or dropped); one that emitted
+ * nothing was filtered (it has no outputs) or dropped; the sink saw
+ * outputs in order; and the totals add up. */
+static void oflat_check(struct oflat *c, const struct cpat_pipeline_result *res)
+{
+	assert_int_equal(atomic_load(&c->bad), 0);
+	assert_int_equal(c->out_of_order, 0);
+	assert_int_equal(res->delivered, c->delivered);
+	assert_int_equal(res->not_processed, atomic_load(&c->dropped));
+	assert_int_equal(res->produced + res->expanded,
+			 res->delivered + res->filtered + res->not_processed);
+	uint64_t expanded = 0, filtered = 0;
+	for (uint64_t v = 0; v < c->n; v++) {
+		uint64_t m = oflat_count(v), j = 0;
+		while (j < m && atomic_load(&c->out_seen[v * OFLAT_MAX + j]))
+			j++;
+		for (uint64_t k = 0; k < m; k++) {
+			unsigned char t =
+				atomic_load(&c->out_seen[v * OFLAT_MAX + k]);
+			if (t != (k < j ? 1 : 0))
+				fail_msg("input %llu output %llu seen %u times "
+					 "(prefix %llu of %llu)",
+					 (unsigned long long)v,
+					 (unsigned long long)k, t,
+					 (unsigned long long)j,
+					 (unsigned long long)m);
+		}
+		unsigned char d = atomic_load(&c->in_dropped[v]);
+		if (v >= res->produced) {
+			if (j || d)
+				fail_msg("input %llu not produced but seen",
+					 (unsigned long long)v);
+			continue;
+		}
+		if (d > 1 || (d && j))
+			fail_msg("input %llu dropped %u times, %llu outputs",
+				 (unsigned long long)v, d,
+				 (unsigned long long)j);
+		if (j)
+			expanded += j - 1;
+		else if (!d)
+			filtered++;
+		if (!j && !d && m)
+			fail_msg("input %llu (of %llu outputs) vanished",
+				 (unsigned long long)v, (unsigned long long)m);
+	}
+	assert_int_equal(res->expanded, expanded);
+	assert_int_equal(res->filtered, filtered);
+	free((void *)c->in_dropped);
+	free((void *)c->out_seen);
+}
+
+TH_TEST_FN(pipeline_ordered_flat_outgrowing_its_slot_keeps_order_exactly_once)
+{
+	(void)state;
+	uint64_t n = (uint64_t)SIZE(3000, 500);
+	unsigned workers[] = {2, 3, 5};
+	for (int i = 0; i < 3; i++) {
+		struct oflat c;
+		struct cpat_pipeline_result res;
+		int rc = oflat_run(&c, n, workers[i], 64, 1 + 8 * (size_t)i,
+				   UINT64_MAX, &res);
+		assert_int_equal(rc, 0);
+		assert_int_equal(res.produced, n);
+		assert_int_equal(res.not_processed, 0);
+		uint64_t total = 0;
+		for (uint64_t v = 0; v < n; v++)
+			total += oflat_count(v);
+		assert_int_equal(res.delivered, total);
+		oflat_check(&c, &res);
+	}
+}
+
+/* Cancelled in the middle of an input's outputs (the input's chunk is
+ * being streamed, or waits for its turn to be): every output is delivered
+ * in order or dropped, each exactly once, and the totals add up. */
+TH_TEST_FN(
+	pipeline_ordered_flat_outgrowing_its_slot_cancel_mid_chunk_accounts_each_once)
+{
+	(void)state;
+	long trials = SIZE(60, 12);
+	uint64_t n = 400;
+	struct th_rng rng;
+	th_rng_init(&rng, 303);
+	for (long t = 0; t < trials; t++) {
+		uint64_t at = th_rng_below(&rng, n);
+		if (oflat_count(at) == 0)
+			at++;
+		unsigned w = 2 + (unsigned)th_rng_below(&rng, 4);
+		size_t src_cap = 1 + th_rng_below(&rng, 64);
+		size_t out_cap = 1 + th_rng_below(&rng, 16);
+		struct oflat c;
+		struct cpat_pipeline_result res;
+		int rc = oflat_run(&c, n, w, src_cap, out_cap, at, &res);
+		if (rc != -ECANCELED)
+			fail_msg("trial %ld (cancel at %llu, %u workers): rc "
+				 "%d",
+				 t, (unsigned long long)at, w, rc);
+		assert_true(res.produced > at);
+		oflat_check(&c, &res);
+	}
+}
+
+/* ---- ordered stages: many workers, random delays, stops ---------------- */
+
+/* Per-item delays for an ordered stage: mostly none, some yields, now and
+ * then a long spin (the worker holding the oldest chunk is then the slow
+ * one, and the others fill the reorder window behind it). */
+struct jcfg {
+	uint64_t salt;
+	int64_t long_ns;
+	uint64_t stop_at; /* source index at which to stop; MAX: never */
+	int stop_how;     /* 0: cancel the pipeline, 1: fail with -EIO */
+	struct cpat_pipeline *p;
+	struct track *tr;
+	_Atomic uint64_t bad_ctx;
+};
+
+static int jitter_map(const void *in, void *out, struct cpat_stage_ctx *ctx)
+{
+	struct jcfg *c = cpat_stage_arg(ctx);
+	uint64_t v = *(const uint64_t *)in;
+	if (cpat_stage_index(ctx) != v)
+		atomic_fetch_add(&c->bad_ctx, 1);
+	uint64_t h = hash_idx(v, c->salt) % 64;
+	if (h == 0)
+		spin_ns(c->long_ns);
+	else if (h < 8)
+		sched_yield();
+	if (v == c->stop_at) {
+		if (c->stop_how == 1)
+			return -EIO;
+		cpat_pipeline_cancel(c->p);
+	}
+	if (v % 7 == 3) {
+		track_mark(c->tr, v, ST_FILTERED);
+		return CPAT_STAGE_SKIP;
+	}
+	*(uint64_t *)out = v;
+	return CPAT_STAGE_EMIT;
+}
+
+/* A sink that checks order (increasing indices) and tracks delivery. */
+struct osink {
+	struct track *tr;
+	uint64_t count, last;
+	int out_of_order;
+};
+
+static int osink_fn(const void *item, void *arg)
+{
+	struct osink *s = arg;
+	uint64_t v = *(const uint64_t *)item;
+	if (s->count && v <= s->last)
+		s->out_of_order = 1;
+	s->last = v;
+	s->count++;
+	track_mark(s->tr, v, ST_DELIVERED);
+	return 0;
+}
+
+TH_TEST_FN(
+	pipeline_ordered_many_workers_random_delays_stop_at_random_item_accounts_each_once)
+{
+	(void)state;
+	long trials = SIZE(80, 16);
+	const uint64_t n = (uint64_t)SIZE(3000, 600);
+	struct th_rng rng;
+	th_rng_init(&rng, 404);
+	struct track tr;
+	track_init(&tr, n, 2);
+	long thr = th_count_threads(), live = th_alloc_live();
+	for (long t = 0; t < trials; t++) {
+		track_reset(&tr);
+		struct gen g;
+		gen_init(&g, n);
+		struct cpat_pipeline *p =
+			mkpipe(1 + th_rng_below(&rng, 64), track_drop, &tr);
+		assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
+		struct jcfg a = {0}, b = {0};
+		a.salt = th_rng_next(&rng);
+		b.salt = th_rng_next(&rng);
+		a.long_ns = b.long_ns = SANITIZED ? 20000 : 100000;
+		a.tr = b.tr = &tr;
+		a.p = b.p = p;
+		/* The last trial of each four runs to the end. */
+		uint64_t at = t % 4 == 3 ? UINT64_MAX : th_rng_below(&rng, n);
+		int how = (int)th_rng_below(&rng, 2);
+		struct jcfg *stopper = th_rng_below(&rng, 2) ? &a : &b;
+		a.stop_at = b.stop_at = UINT64_MAX;
+		stopper->stop_at = at;
+		stopper->stop_how = how;
+		unsigned wa = 2 + (unsigned)th_rng_below(&rng, 7);
+		unsigned wb = 2 + (unsigned)th_rng_below(&rng, 3);
+		struct cpat_stage_opts so;
+		cpat_stage_opts_init(&so);
+		so.map = jitter_map;
+		so.out_size = sizeof(uint64_t);
+		so.ordered = 1;
+		so.name = "a";
+		so.arg = &a;
+		so.workers = wa;
+		so.out_capacity = 1 + th_rng_below(&rng, 64);
+		assert_int_equal(cpat_pipeline_add_stage(p, &so), 0);
+		so.name = "b";
+		so.arg = &b;
+		so.workers = wb;
+		so.out_capacity = 1 + th_rng_below(&rng, 8);
+		assert_int_equal(cpat_pipeline_add_stage(p, &so), 0);
+		struct osink s = {&tr, 0, 0, 0};
+		assert_int_equal(cpat_pipeline_set_sink(p, osink_fn, &s), 0);
+		struct cpat_pipeline_result res;
+		int rc = cpat_pipeline_run(p, NULL, CPAT_FOREVER, &res);
+		/* An item the first stage filters never reaches the second. */
+		bool stops =
+			at != UINT64_MAX && !(stopper == &b && at % 7 == 3);
+		int want = !stops ? 0 : how == 1 ? -EIO : -ECANCELED;
+		if (rc != want)
+			fail_msg("trial %ld (%u + %u workers, stop at %llu by "
+				 "%s, how %d): rc %d, want %d",
+				 t, wa, wb, (unsigned long long)at,
+				 stopper == &a ? "a" : "b", how, rc, want);
+		if (want == -EIO) {
+			assert_string_equal(res.stage,
+					    stopper == &a ? "a" : "b");
+			assert_int_equal(res.item_index, at);
+		}
+		if (!stops)
+			assert_int_equal(res.produced, n);
+		assert_int_equal(s.out_of_order, 0);
+		assert_int_equal(atomic_load(&a.bad_ctx), 0);
+		assert_int_equal(atomic_load(&b.bad_ctx), 0);
+		assert_accounting(&tr, &res);
+		assert_int_equal(cpat__pipeline_live_threads(), 0);
+		cpat_pipeline_destroy(p);
+	}
+	assert_int_equal(th_threads_settle(thr), thr);
+	assert_int_equal(th_alloc_live(), live);
+	track_free(&tr);
+}
+
+/* A starved ordered stage holds nothing back: fed one item at a time, each
+ * comes out of the output channel before the next is fed (the worker
+ * waiting for input takes it at once, whichever of the workers that is). */
+TH_TEST_FN(pipeline_ordered_stage_fed_one_at_a_time_passes_each_on_at_once)
+{
+	(void)state;
+	uint64_t n = (uint64_t)SIZE(2000, 300);
+	struct cpat_pipeline *p = mkpipe(4, NULL, NULL);
+	assert_int_equal(cpat_pipeline_set_feed(p), 0);
+	struct scfg a;
+	scfg_init(&a);
+	a.check_index = 1;
+	a.mul = 3;
+	add_map(p, "a", &a, 4, 1, 4);
+	assert_int_equal(cpat_pipeline_set_output(p), 0);
+	struct cpat_chan *out = cpat_pipeline_output(p);
+	assert_non_null(out);
+	assert_int_equal(cpat_pipeline_start(p, NULL, CPAT_FOREVER), 0);
+	uint64_t bad = 0;
+	for (uint64_t i = 0; i < n; i++) {
+		if (cpat_pipeline_feed(p, &i, NULL) != 0)
+			bad++;
+		uint64_t v = 0;
+		if (cpat_chan_recv(out, &v, NULL) != 0 || v != 3 * i)
+			bad++;
+	}
+	assert_int_equal(bad, 0);
+	assert_int_equal(cpat_pipeline_feed_close(p), 0);
+	uint64_t v;
+	assert_int_equal(cpat_chan_recv(out, &v, NULL), -EPIPE);
+	struct cpat_pipeline_result res;
+	assert_int_equal(cpat_pipeline_wait(p, &res), 0);
+	assert_int_equal(res.produced, n);
+	assert_int_equal(res.delivered, n);
+	assert_int_equal(atomic_load(&a.bad_ctx), 0);
+	cpat_pipeline_destroy(p);
+}
+
 /* ---- cancellation at a random item ------------------------------------- */
 
 TH_TEST_FN(pipeline_cancel_at_random_item_threads_exit_every_item_accounted)
@@ -1592,6 +1984,99 @@ TH_TEST_FN(pipeline_batch_flush_on_cancel_passes_partial_batch_else_drops_it)
 			cpat_pipeline_destroy(p);
 			bsink_destroy(&s);
 		}
+	}
+}
+
+/* A partial batch pending behind full ones when the pipeline is cancelled,
+ * with an ordered two-worker stage in front: with a callback sink the
+ * partial batch follows the full ones; with an output channel it goes in
+ * if there is room, else it is dropped as one item. Either way every item
+ * is accounted exactly once: produced = delivered + not_processed +
+ * batched. */
+TH_TEST_FN(
+	pipeline_batch_flush_on_cancel_partial_batch_after_full_ones_accounted_exactly)
+{
+	(void)state;
+	const uint64_t nfed = 25, maxb = 10;
+	/* shape 0: callback sink; 1: output channel with room (4); 2:
+	 * output channel full with the two full batches (2). */
+	for (int shape = 0; shape < 3; shape++) {
+		struct bsink s;
+		bsink_init(&s);
+		struct count_drop cd = {0};
+		struct cpat_pipeline_opts po;
+		cpat_pipeline_opts_init(&po);
+		po.item_size = sizeof(uint64_t);
+		po.drop = count_drop_fn;
+		po.drop_arg = &cd;
+		struct cpat_pipeline *p;
+		assert_int_equal(cpat_pipeline_create(&p, &po), 0);
+		assert_int_equal(cpat_pipeline_set_feed(p), 0);
+		struct scfg a;
+		scfg_init(&a);
+		a.check_index = 1;
+		add_map(p, "map", &a, 2, 1, 64);
+		struct cpat_batch_opts bo;
+		cpat_batch_opts_init(&bo);
+		bo.name = "batch";
+		bo.max_items = maxb;
+		bo.flush_ns = CPAT_FOREVER;
+		bo.flush_on_cancel = 1;
+		bo.out_capacity = shape == 2 ? 2 : 4;
+		assert_int_equal(cpat_pipeline_add_batch(p, &bo), 0);
+		if (shape == 0)
+			assert_int_equal(
+				cpat_pipeline_set_sink(p, bsink_fn, &s), 0);
+		else
+			assert_int_equal(cpat_pipeline_set_output(p), 0);
+		assert_int_equal(cpat_pipeline_start(p, NULL, CPAT_FOREVER), 0);
+		for (uint64_t i = 0; i < nfed; i++)
+			assert_int_equal(cpat_pipeline_feed(p, &i, NULL), 0);
+		/* The batch stage holds the last 5, the 20 before are in two
+		 * full batches (at the sink, or in the output channel). */
+		wait_stage_in(p, 1, nfed);
+		if (shape == 0)
+			bsink_wait(&s, 2);
+		assert_int_equal(cpat_pipeline_cancel(p), 0);
+		struct cpat_pipeline_result res;
+		assert_int_equal(cpat_pipeline_wait(p, &res), -ECANCELED);
+		if (shape > 0) {
+			/* Read what the output channel holds. */
+			struct cpat_chan *out = cpat_pipeline_output(p);
+			size_t bsz = cpat_batch_size(maxb, sizeof(uint64_t));
+			struct cpat_batch *b = malloc(bsz);
+			assert_non_null(b);
+			while (cpat_chan_try_recv(out, b) == 0)
+				bsink_fn(b, &s);
+			free(b);
+		}
+		assert_int_equal(res.produced, nfed);
+		assert_int_equal(atomic_load(&cd.bad_stage), 0);
+		assert_int_equal(atomic_load(&cd.n), res.not_processed);
+		assert_int_equal(res.filtered, 0);
+		assert_int_equal(res.expanded, 0);
+		assert_int_equal(res.produced + res.expanded,
+				 res.delivered + res.filtered +
+					 res.not_processed + res.batched);
+		assert_true(s.contents_ok);
+		assert_int_equal(s.count[0], maxb);
+		assert_int_equal(s.count[1], maxb);
+		/* batched counts count - 1 for every batch made, the partial
+		 * one too (flushed or dropped as a unit). */
+		assert_int_equal(res.batched, nfed - 3);
+		if (shape < 2) {
+			assert_int_equal(s.nb, 3);
+			assert_int_equal(s.count[2], nfed - 2 * maxb);
+			assert_int_equal(s.first[2], 2 * maxb);
+			assert_int_equal(res.delivered, 3);
+			assert_int_equal(res.not_processed, 0);
+		} else {
+			assert_int_equal(s.nb, 2);
+			assert_int_equal(res.delivered, 2);
+			assert_int_equal(res.not_processed, 1);
+		}
+		cpat_pipeline_destroy(p);
+		bsink_destroy(&s);
 	}
 }
 
@@ -2520,6 +3005,10 @@ int main(void)
 		TH_TEST(pipeline_ordered_stage_4_workers_random_delays_keeps_order),
 		TH_TEST(pipeline_unordered_stage_random_delays_delivers_each_item_once),
 		TH_TEST(pipeline_flat_stage_emits_any_number_per_item_ordered),
+		TH_TEST(pipeline_ordered_flat_outgrowing_its_slot_keeps_order_exactly_once),
+		TH_TEST(pipeline_ordered_flat_outgrowing_its_slot_cancel_mid_chunk_accounts_each_once),
+		TH_TEST(pipeline_ordered_many_workers_random_delays_stop_at_random_item_accounts_each_once),
+		TH_TEST(pipeline_ordered_stage_fed_one_at_a_time_passes_each_on_at_once),
 		TH_TEST(pipeline_map_filter_fan_out_4_fan_in_matches_sequential_multiset),
 		TH_TEST(pipeline_cancel_at_random_item_threads_exit_every_item_accounted),
 		TH_TEST(pipeline_cancel_from_source_or_sink_right_at_start_is_not_lost),
@@ -2533,6 +3022,7 @@ int main(void)
 		TH_TEST(pipeline_batch_flushes_by_count_100_100_then_50_at_end),
 		TH_TEST(pipeline_batch_flushes_by_time_trickling_feed_not_before_interval),
 		TH_TEST(pipeline_batch_flush_on_cancel_passes_partial_batch_else_drops_it),
+		TH_TEST(pipeline_batch_flush_on_cancel_partial_batch_after_full_ones_accounted_exactly),
 		TH_TEST(pipeline_stats_consistent_report_names_slowest_stage_bottleneck),
 		TH_TEST(pipeline_long_stage_name_truncated_in_stats_and_result),
 	};
