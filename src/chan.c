@@ -215,16 +215,30 @@ struct backoff {
  * round trip of 3 to 4 ms, against 50 us for a condition variable, with
  * both threads pinned to one CPU beside a CPU hog). The clock is read at
  * each yield, so at most one slow yield happens per wait.
+ *
+ * And the number of polls adapts, per thread, to whether spinning pays:
+ * a wait that ends in parking shortens the thread's next spin by a quarter
+ * (down to WAIT_MIN_POLLS); one that succeeds lengthens it by an eighth,
+ * or doubles it if it succeeded in the second half (up to WAIT_POLLS). So
+ * the spin shrinks only while more than about a third of the waits park. A thread whose waits are long (a pipeline's sink behind a
+ * reordering stage, a consumer of a bursty producer) soon parks at once
+ * and leaves the CPU to the threads that do the work; a thread in a fast
+ * exchange keeps spinning and never pays a wake-up.
  */
 #define SPIN_LIMIT 3
 #define YIELD_LIMIT 7
 #define WAIT_POLLS 1024
 #define WAIT_YIELD_EVERY 64
+#define WAIT_MIN_POLLS 64
 #define WAIT_SPIN_NS 40000
 
-/* The wait before parking: `while (spin_more(&w)) poll();`. */
+/* This thread's spin before parking, in polls (0: WAIT_POLLS). */
+static _Thread_local int tl_wait_polls;
+
+/* The wait before parking: `while (spin_more(&w)) poll();`, then
+ * spin_end(&w, whether the poll succeeded). */
 struct spinwait {
-	int i;
+	int i, limit;
 	int64_t t0;
 };
 
@@ -233,25 +247,42 @@ struct spinwait {
 static inline bool spin_more(struct spinwait *w)
 {
 	int i = w->i++;
-	if (i >= WAIT_POLLS)
-		return false;
 	if (i == 0) {
 		if (!cpat__spin_pays()) {
-			w->i = WAIT_POLLS;
+			w->limit = 0;
 			return false;
 		}
+		w->limit = tl_wait_polls ? tl_wait_polls : WAIT_POLLS;
 		w->t0 = cpat_now_ns();
 	}
+	if (i >= w->limit)
+		return false;
 	if (i % WAIT_YIELD_EVERY != WAIT_YIELD_EVERY - 1) {
 		cpu_relax();
 		return true;
 	}
 	if (cpat_now_ns() - w->t0 > WAIT_SPIN_NS) {
-		w->i = WAIT_POLLS;
+		w->limit = i;
 		return false;
 	}
 	sched_yield();
 	return true;
+}
+
+/* Adapts this thread's spin to how the wait ended (see above). */
+static inline void spin_end(struct spinwait *w, bool ok)
+{
+	if (w->limit == 0)
+		return;
+	int lim = w->limit;
+	if (!ok)
+		lim = lim - lim / 4 > WAIT_MIN_POLLS ? lim - lim / 4
+		                                      : WAIT_MIN_POLLS;
+	else
+		lim += w->i * 2 > lim ? lim : lim / 8;
+	if (lim > WAIT_POLLS)
+		lim = WAIT_POLLS;
+	tl_wait_polls = lim;
 }
 
 static inline void backoff_spin(struct backoff *b)
@@ -748,15 +779,20 @@ static uint32_t park_wait(struct parker *p, int64_t deadline, bool spin,
 {
 	uint32_t s;
 	if (spin) {
-		struct spinwait w = {0, 0};
+		struct spinwait w = {0, 0, 0};
+		bool more = true;
 		do {
 			s = atomic_load_explicit(&p->state,
 						 memory_order_acquire);
-			if ((s & W_VALUE) >= W_DONE)
+			if ((s & W_VALUE) >= W_DONE) {
+				spin_end(&w, true);
 				return s & W_VALUE;
+			}
 			if (s & W_CANCEL)
 				break;
-		} while (spin_more(&w));
+		} while ((more = spin_more(&w)));
+		if (!more)
+			spin_end(&w, false);
 	}
 	for (;;) {
 		s = atomic_load_explicit(&p->state, memory_order_acquire);
@@ -1104,24 +1140,26 @@ static inline bool recv_looks_ready(const struct cpat_chan *ch)
 static int buf_send_spin(struct cpat_chan *ch, const void *elem)
 {
 	int rc = -EAGAIN;
-	struct spinwait w = {0, 0};
+	struct spinwait w = {0, 0, 0};
 	while (spin_more(&w)) {
 		if (send_looks_ready(ch) &&
 		    (rc = buf_send(ch, elem)) != -EAGAIN)
 			break;
 	}
+	spin_end(&w, rc != -EAGAIN);
 	return rc;
 }
 
 static int buf_recv_spin(struct cpat_chan *ch, void *elem)
 {
 	int rc = -EAGAIN;
-	struct spinwait w = {0, 0};
+	struct spinwait w = {0, 0, 0};
 	while (spin_more(&w)) {
 		if (recv_looks_ready(ch) &&
 		    (rc = buf_recv(ch, elem)) != -EAGAIN)
 			break;
 	}
+	spin_end(&w, rc != -EAGAIN);
 	return rc;
 }
 

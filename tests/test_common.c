@@ -325,6 +325,62 @@ TH_TEST_FN(park_returns_at_once_on_changed_word_and_past_or_negative_deadline)
 
 /* ---- version ---------------------------------------------------------- */
 
+/* cpat__spin_pays() in a fresh thread (it caches its answer per thread)
+ * whose affinity is `cpus` CPUs (0: left as inherited). */
+struct spin_probe {
+	int cpus, set_rc, pays;
+};
+
+static void *spin_probe_main(void *arg)
+{
+	struct spin_probe *sp = arg;
+	if (sp->cpus > 0) {
+		cpu_set_t set, now;
+		CPU_ZERO(&set);
+		if (sched_getaffinity(0, sizeof(now), &now) != 0) {
+			sp->set_rc = -1;
+			return NULL;
+		}
+		for (int c = 0, n = 0; c < CPU_SETSIZE && n < sp->cpus; c++) {
+			if (CPU_ISSET(c, &now)) {
+				CPU_SET(c, &set);
+				n++;
+			}
+		}
+		sp->set_rc = sched_setaffinity(0, sizeof(set), &set);
+	}
+	sp->pays = cpat__spin_pays();
+	return NULL;
+}
+
+static struct spin_probe spin_probe_run(int cpus)
+{
+	struct spin_probe sp = {cpus, 0, -1};
+	pthread_t t;
+	th_spawn(&t, spin_probe_main, &sp);
+	th_join(t);
+	return sp;
+}
+
+TH_TEST_FN(spin_pays_only_with_more_than_one_cpu_allowed)
+{
+	(void)state;
+	/* Pinned to one CPU: a spinner would only take the CPU from the
+	 * thread it waits for, so channel and pool waits park at once. */
+	struct spin_probe one = spin_probe_run(1);
+	assert_int_equal(one.set_rc, 0);
+	assert_int_equal(one.pays, 0);
+	cpu_set_t set;
+	assert_int_equal(sched_getaffinity(0, sizeof(set), &set), 0);
+	if (CPU_COUNT(&set) < 2) {
+		fprintf(stderr, "# one CPU allowed: the 2-CPU half is skipped\n");
+		return;
+	}
+	struct spin_probe two = spin_probe_run(2);
+	assert_int_equal(two.set_rc, 0);
+	assert_int_equal(two.pays, 1);
+}
+
 TH_TEST_FN(version_string_matches_the_macros)
 {
 	(void)state;
@@ -360,6 +416,7 @@ int main(void)
 		TH_TEST(internal_allocation_wrappers_go_through_the_hook),
 		TH_TEST(internal_allocation_wrappers_reject_bad_sizes_and_alignments),
 		TH_TEST(park_returns_at_once_on_changed_word_and_past_or_negative_deadline),
+		TH_TEST(spin_pays_only_with_more_than_one_cpu_allowed),
 		TH_TEST(version_string_matches_the_macros),
 		TH_TEST(version_number_matches_the_macros),
 	};
