@@ -207,39 +207,50 @@ struct backoff {
  * into a convoy where each message costs a wake-up, and short enough that
  * a thread blocked for a second burns well under a millisecond of CPU.
  *
- * Two limits keep that wait from starving the very partner it waits for.
  * A thread that may run on one CPU only does not spin at all
- * (cpat__spin_pays()). And the wait is bounded by the clock as well as by
- * polls: a yield beside a busy thread can cost a whole time slice, and
- * counting polls alone made the 16 yields of one wait cost 16 slices (a
- * round trip of 3 to 4 ms, against 50 us for a condition variable, with
- * both threads pinned to one CPU beside a CPU hog). The clock is read at
- * each yield, so at most one slow yield happens per wait.
+ * (cpat__spin_pays()): its partner cannot run while it spins, and a yield
+ * beside a busy thread on that CPU costs a whole time slice, so the 16
+ * yields of one wait cost 16 slices (a round trip of 3 to 4 ms, against
+ * 50 us for a condition variable, with both threads pinned to one CPU
+ * beside a CPU hog). With more CPUs the yields stay: when threads
+ * outnumber the cores they let a partner run without a futex wake-up
+ * (bounding the wait by the clock instead made channels of capacity 1
+ * with 4 producers 1.5x slower).
  *
- * And the number of polls adapts, per thread, to whether spinning pays:
+ * In the library's pipeline threads (which outnumber the cores as soon as
+ * a pipeline has a few stages, so that a spinner takes the CPU from a
+ * sibling with work to do) the number of polls also adapts, per thread, to
+ * whether spinning pays (cpat__chan_adaptive_spin()):
  * a wait that ends in parking shortens the thread's next spin by a quarter
  * (down to WAIT_MIN_POLLS); one that succeeds lengthens it by an eighth,
  * or doubles it if it succeeded in the second half (up to WAIT_POLLS). So
  * the spin shrinks only while more than about a third of the waits park. A thread whose waits are long (a pipeline's sink behind a
  * reordering stage, a consumer of a bursty producer) soon parks at once
  * and leaves the CPU to the threads that do the work; a thread in a fast
- * exchange keeps spinning and never pays a wake-up.
+ * exchange keeps spinning and never pays a wake-up. (Callers' own
+ * threads keep the fixed spin: adapting it there made 4 producers on a
+ * channel of capacity 1 park more and pay 1.2-5x more per message.)
  */
 #define SPIN_LIMIT 3
 #define YIELD_LIMIT 7
 #define WAIT_POLLS 1024
 #define WAIT_YIELD_EVERY 64
 #define WAIT_MIN_POLLS 64
-#define WAIT_SPIN_NS 40000
 
-/* This thread's spin before parking, in polls (0: WAIT_POLLS). */
+/* This thread's spin before parking, in polls (0: WAIT_POLLS), and
+ * whether it adapts (cpat__chan_adaptive_spin()). */
 static _Thread_local int tl_wait_polls;
+static _Thread_local bool tl_wait_adapts;
+
+void cpat__chan_adaptive_spin(void)
+{
+	tl_wait_adapts = true;
+}
 
 /* The wait before parking: `while (spin_more(&w)) poll();`, then
  * spin_end(&w, whether the poll succeeded). */
 struct spinwait {
 	int i, limit;
-	int64_t t0;
 };
 
 /* One step of the wait: mostly a pause, now and then a yield (a partner
@@ -253,26 +264,20 @@ static inline bool spin_more(struct spinwait *w)
 			return false;
 		}
 		w->limit = tl_wait_polls ? tl_wait_polls : WAIT_POLLS;
-		w->t0 = cpat_now_ns();
 	}
 	if (i >= w->limit)
 		return false;
-	if (i % WAIT_YIELD_EVERY != WAIT_YIELD_EVERY - 1) {
+	if (i % WAIT_YIELD_EVERY != WAIT_YIELD_EVERY - 1)
 		cpu_relax();
-		return true;
-	}
-	if (cpat_now_ns() - w->t0 > WAIT_SPIN_NS) {
-		w->limit = i;
-		return false;
-	}
-	sched_yield();
+	else
+		sched_yield();
 	return true;
 }
 
 /* Adapts this thread's spin to how the wait ended (see above). */
 static inline void spin_end(struct spinwait *w, bool ok)
 {
-	if (w->limit == 0)
+	if (w->limit == 0 || !tl_wait_adapts)
 		return;
 	int lim = w->limit;
 	if (!ok)
@@ -779,7 +784,7 @@ static uint32_t park_wait(struct parker *p, int64_t deadline, bool spin,
 {
 	uint32_t s;
 	if (spin) {
-		struct spinwait w = {0, 0, 0};
+		struct spinwait w = {0, 0};
 		bool more = true;
 		do {
 			s = atomic_load_explicit(&p->state,
@@ -1140,7 +1145,7 @@ static inline bool recv_looks_ready(const struct cpat_chan *ch)
 static int buf_send_spin(struct cpat_chan *ch, const void *elem)
 {
 	int rc = -EAGAIN;
-	struct spinwait w = {0, 0, 0};
+	struct spinwait w = {0, 0};
 	while (spin_more(&w)) {
 		if (send_looks_ready(ch) &&
 		    (rc = buf_send(ch, elem)) != -EAGAIN)
@@ -1153,7 +1158,7 @@ static int buf_send_spin(struct cpat_chan *ch, const void *elem)
 static int buf_recv_spin(struct cpat_chan *ch, void *elem)
 {
 	int rc = -EAGAIN;
-	struct spinwait w = {0, 0, 0};
+	struct spinwait w = {0, 0};
 	while (spin_more(&w)) {
 		if (recv_looks_ready(ch) &&
 		    (rc = buf_recv(ch, elem)) != -EAGAIN)

@@ -125,6 +125,13 @@ CPAT_HIDDEN void cpat__unpark_all(_Atomic uint32_t *word);
 CPAT_HIDDEN bool cpat__spin_pays(void);
 
 /*
+ * Makes the calling thread's channel waits adapt how long they spin before
+ * parking to how often spinning paid off (src/chan.c). For the library's
+ * own pipeline threads, called at their start; never undone.
+ */
+CPAT_HIDDEN void cpat__chan_adaptive_spin(void);
+
+/*
  * Token watches: how the library's blocking calls learn that a token fired,
  * without allocating. A watch lives in the blocked caller's stack frame.
  *

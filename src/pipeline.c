@@ -662,6 +662,7 @@ static void *src_main(void *arg)
 {
 	struct cpat_pipeline *p = arg;
 	tl_pipe = p;
+	cpat__chan_adaptive_spin();
 	size_t k = p->src_cap < CHUNK ? p->src_cap : CHUNK;
 	size_t n = 0;
 	uint64_t idx = 0;
@@ -1245,6 +1246,7 @@ static void *stage_main(void *arg)
 	struct cpat_stage_ctx *c = arg;
 	struct stage *s = c->s;
 	tl_pipe = c->p;
+	cpat__chan_adaptive_spin();
 	if (s->kind == K_BATCH)
 		batch_loop(c);
 	else
@@ -1275,6 +1277,7 @@ static void *sink_main(void *arg)
 {
 	struct cpat_pipeline *p = arg;
 	tl_pipe = p;
+	cpat__chan_adaptive_spin();
 	struct cpat_chan *in = p->ch[p->nstages];
 	size_t stride = p->nstages ? p->stages[p->nstages - 1]->out_stride
 	                           : p->src_stride;

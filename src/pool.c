@@ -121,13 +121,11 @@
 #define LOW_MASK ((uint64_t)0xffffffffu)
 #define PARKED_ONE ((uint64_t)1 << 32)
 
-/* Spinning before parking: SPIN_PAUSES rounds of pause, then yields, for
- * at most SPIN_NS by the clock (read at each yield: a yield beside a busy
- * thread can cost a time slice). A worker that may run on one CPU only
- * does not spin (cpat__spin_pays()). */
+/* Spinning before parking: SPIN_PAUSES rounds of pause, then yields. A
+ * worker that may run on one CPU only does not spin (cpat__spin_pays():
+ * there a yield beside a busy thread costs a time slice). */
 #define SPIN_PAUSES 64
 #define SPIN_ROUNDS 96
-#define SPIN_NS (40 * CPAT_USEC)
 #define OWED_MAX 64
 #define TAKE_MAX 16
 #define TAKE_WINDOW 64
@@ -493,17 +491,11 @@ static int spin_recv(struct cpat_pool *p, struct worker *self,
 {
 	if (!cpat__spin_pays())
 		return -EAGAIN;
-	int64_t t0 = 0;
 	for (int i = 0; i < SPIN_ROUNDS; i++) {
 		if (i < SPIN_PAUSES) {
 			for (int j = 0; j < 16; j++)
 				cpu_relax();
 		} else {
-			int64_t now = cpat_now_ns();
-			if (t0 == 0)
-				t0 = now;
-			else if (now - t0 > SPIN_NS)
-				return -EAGAIN;
 			sched_yield();
 		}
 		if (atomic_load_explicit(&p->stop, memory_order_relaxed))
