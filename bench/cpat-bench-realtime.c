@@ -411,15 +411,30 @@ int main(int argc, char **argv)
 	struct store *ss = calloc(1, sizeof *ss);
 	ss->f = devnull;
 	long bad = 0;
-	double seq_s = run_seq(n10k, ss, &bad);
-	double seq_rate = (double)n10k / seq_s;
+	(void)run_seq(n10k, ss, &bad);
 	uint64_t seq_sum = ss->sum;
 	long seq_saved = (long)ss->saved;
 	free(ss);
+	/* The capacity: the best of 3 warm runs of at least 100,000 messages
+	 * (a short cold run, 10,000 messages in 22 ms, understated it by a
+	 * quarter and put the pipeline above its bound of cores x capacity). */
+	long ncap = n10k > 100000 ? n10k : 100000;
+	double seq_s = 0;
+	for (int r = 0; r < 3; r++) {
+		struct store *cs = calloc(1, sizeof *cs);
+		cs->f = devnull;
+		long cbad = 0;
+		double t = run_seq(ncap, cs, &cbad);
+		free(cs);
+		if (r == 0 || t < seq_s)
+			seq_s = t;
+	}
+	double seq_rate = (double)ncap / seq_s;
 	printf("sequential: %ld messages in %.3f s = %.0f msg/s capacity (one "
-	       "thread, closed loop), "
+	       "thread, closed loop, best of 3 warm runs); reference output "
+	       "from the same %ld messages as the 10k run, "
 	       "%ld malformed skipped\n",
-	       n10k, seq_s, seq_rate, bad);
+	       ncap, seq_s, seq_rate, n10k, bad);
 
 	/* A short warm-up at the guide's rate (first-touch page faults, thread
 	 * start-up, the allocator's arenas), not reported. */
