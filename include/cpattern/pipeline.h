@@ -40,7 +40,12 @@
  * per chunk (an ordered stage about 200 us: its chunks also wait for the
  * ones before them, so fewer and fuller ones cost less), so a result waits
  * at most that long for the others of its chunk. Nothing is allocated per
- * item.
+ * item. The pipeline's threads (source, workers, sink; usually more than
+ * the cores) wait for their channels as other threads do, but each learns
+ * how long spinning before it sleeps pays off for it and shortens its spin
+ * when it mostly ends up sleeping anyway, leaving the CPU to the stages
+ * with work (on 2 cores this took an ordered stage from 0.5x to 0.95x the
+ * throughput of an unordered one).
  *
  * **Errors and cancellation.** The first stage (or source, or sink)
  * callback to return a negative value stops the pipeline: its token is
