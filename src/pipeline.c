@@ -295,6 +295,7 @@ struct cpat_pipeline {
 	_Atomic uint64_t next_index;
 	_Atomic uint64_t produced;
 	_Atomic uint64_t src_sent; /* items put in chan[0] */
+	_Atomic int gen_ended;     /* the generator returned 0, all sent */
 	_Atomic uint64_t delivered;
 	_Atomic uint64_t not_processed;
 	_Atomic int feed_closed;
@@ -408,13 +409,17 @@ static void fail(struct cpat_pipeline *p, const char *where, uint64_t idx,
                  int rc)
 {
 	/* A callback that returns an error because it saw the run token fire
-	 * is part of the stop, not its cause. */
-	if (cpat_token_status(p->tok) == 0) {
-		int zero = 0;
+	 * is part of the stop, not its cause: the token's cause is (recorded
+	 * here too, as on_stop() may not have run yet). */
+	int zero = 0;
+	int cause = cpat_token_status(p->tok);
+	if (cause == 0) {
 		if (atomic_compare_exchange_strong(&p->stop_rc, &zero, rc)) {
 			set_name(p->err_stage, where, "");
 			p->err_index = idx;
 		}
+	} else {
+		atomic_compare_exchange_strong(&p->stop_rc, &zero, cause);
 	}
 	cpat_token_cancel(p->tok);
 }
@@ -673,8 +678,10 @@ static void *src_main(void *arg)
 		char *slot = p->src_buf + n * p->src_stride;
 		int rc = p->gen(slot + p->src_hdr, p->gen_arg);
 		if (rc == 0) {
-			if (src_flush(p, p->src_buf, n))
+			if (src_flush(p, p->src_buf, n)) {
+				atomic_store(&p->gen_ended, 1);
 				cpat_chan_close(p->ch[0]);
+			}
 			n = 0;
 			break;
 		}
@@ -1519,6 +1526,7 @@ int cpat_pipeline_start(struct cpat_pipeline *p, struct cpat_token *tok,
 	atomic_store(&p->not_processed, 0);
 	atomic_store(&p->next_index, 0);
 	atomic_store(&p->feed_closed, 0);
+	atomic_store(&p->gen_ended, 0);
 	atomic_store(&p->feeders, 0);
 	p->err_stage[0] = 0;
 	p->err_index = 0;
@@ -1707,6 +1715,23 @@ int cpat_pipeline_wait(struct cpat_pipeline *p,
 	}
 	if (r.rc > 0)
 		r.rc = 0;
+	/*
+	 * The run did not complete (items were abandoned, or the input never
+	 * ended), yet nobody recorded a cause: the run token fired and the
+	 * threads saw it (its status is set for the whole tree before any
+	 * callback runs) and were joined before on_stop() ran, whose watch
+	 * teardown() then removed. The cause still counts. (A run that
+	 * completed stays a success, whatever the token did since.)
+	 */
+	bool ended = p->feed ? atomic_load(&p->feed_closed) != 0
+	                     : atomic_load(&p->gen_ended) != 0;
+	if (r.rc == 0 && (r.not_processed > 0 || !ended)) {
+		int cause = cpat_token_status(p->tok);
+		if (cause < 0) {
+			r.rc = cause;
+			atomic_store(&p->stop_rc, cause);
+		}
+	}
 	p->res = r;
 	p->state = ST_DONE;
 	if (p->watching)
