@@ -2135,17 +2135,21 @@ struct retry {
 	pthread_t t;
 	struct th_barrier *b;
 	struct cpat_chan *ch;
+	struct retry *other;
 	long n;
 	int sender;
-	long retries, bad;
+	_Atomic long retries;
+	long bad;
 };
 
-/* Busy-waits @p ns: provokes timeouts on the other side (not used to
- * synchronise anything). */
-static void stall(int64_t ns)
+/* Stalls until the other side has timed out at least once more: every
+ * stall provokes a timeout there, however the threads are scheduled (a
+ * stall of a fixed 30 ms did not when the machine was loaded enough to
+ * keep the other side off the CPU for as long). */
+static void stall(struct retry *r)
 {
-	int64_t end = cpat_now_ns() + ns;
-	while (cpat_now_ns() < end)
+	long before = atomic_load(&r->other->retries);
+	while (atomic_load(&r->other->retries) == before)
 		th_relax();
 }
 
@@ -2159,7 +2163,7 @@ static void *retry_main(void *arg)
 		long a = r->sender ? r->n / 3 : r->n / 2;
 		long b = r->sender ? 2 * r->n / 3 : 5 * r->n / 6;
 		if (i == a || i == b)
-			stall(30 * CPAT_MSEC);
+			stall(r);
 		uint64_t v = (uint64_t)i, w = UINT64_MAX;
 		for (;;) {
 			int64_t dl = cpat_now_ns() + 10 * CPAT_MSEC;
@@ -2173,7 +2177,7 @@ static void *retry_main(void *arg)
 				r->bad++;
 				break;
 			}
-			r->retries++;
+			atomic_fetch_add(&r->retries, 1);
 		}
 		if (!r->sender && w != (uint64_t)i)
 			r->bad++;
@@ -2191,18 +2195,20 @@ TH_TEST_FN(chan_deadline_retries_keep_order_nothing_lost)
 		long n = SIZE(3000, 300);
 		struct retry s = {.b = &b, .ch = ch, .n = n, .sender = 1};
 		struct retry r = {.b = &b, .ch = ch, .n = n, .sender = 0};
+		s.other = &r;
+		r.other = &s;
 		th_spawn(&s.t, retry_main, &s);
 		th_spawn(&r.t, retry_main, &r);
 		th_join(s.t);
 		th_join(r.t);
 		fprintf(stderr,
 			"# cap %zu: %ld send retries, %ld recv retries\n", cap,
-			s.retries, r.retries);
+			atomic_load(&s.retries), atomic_load(&r.retries));
 		assert_int_equal(s.bad, 0);
 		assert_int_equal(r.bad, 0);
-		/* Each stall of 30 ms outlasts a 10 ms deadline. */
-		assert_true(r.retries >= 1);
-		assert_true(s.retries >= 1);
+		/* Each side stalled until the other had timed out. */
+		assert_true(atomic_load(&r.retries) >= 2);
+		assert_true(atomic_load(&s.retries) >= 2);
 		uint64_t w;
 		assert_int_equal(cpat_chan_try_recv(ch, &w), -EAGAIN);
 		th_barrier_destroy(&b);
