@@ -346,7 +346,6 @@ struct pctx {
 	struct saver *sv;
 	long nlines;
 	struct bu_progress *pg;
-	int fuse; /* blocks pipeline: keep-error inside the parse stage */
 };
 
 static size_t lchunk_size(long k)
@@ -607,22 +606,6 @@ static struct rblock *keep_error_block(struct rblock *rb, struct bctx *b)
 	return rb;
 }
 
-/* Parse and keep-error in one stage (--fuse 1): one thread and one
- * hand-off fewer per block. */
-static int st_parse_keep_block(const void *in, void *out,
-			       struct cpat_stage_ctx *ctx)
-{
-	struct bctx *b = cpat_stage_arg(ctx);
-	struct rblock *rb = parse_block(*(struct lblock *const *)in, b);
-	if (!rb)
-		return -ENOMEM;
-	rb = keep_error_block(rb, b);
-	if (!rb)
-		return CPAT_STAGE_SKIP;
-	*(struct rblock **)out = rb;
-	return CPAT_STAGE_EMIT;
-}
-
 static int st_keep_error_block(const void *in, void *out,
 			       struct cpat_stage_ctx *ctx)
 {
@@ -746,8 +729,7 @@ static int run_pipe(struct pctx *p, unsigned workers, char *report, size_t rlen)
 	struct cpat_stage_opts so;
 	cpat_stage_opts_init(&so);
 	so.name = "parse";
-	so.map = !blocks ? st_parse : p->fuse ? st_parse_keep_block
-					      : st_parse_block;
+	so.map = blocks ? st_parse_block : st_parse;
 	so.arg = &bc;
 	so.out_size = blocks ? sizeof(struct rblock *) : rchunk_size(p->chunk);
 	so.workers = workers;
@@ -774,7 +756,7 @@ static int run_pipe(struct pctx *p, unsigned workers, char *report, size_t rlen)
 		so.out_size = sizeof(struct rec);
 		so.out_capacity = 256;
 	}
-	if (!rc && !(blocks && p->fuse))
+	if (!rc)
 		rc = cpat_pipeline_add_stage(pl, &so);
 	if (blocks) {
 		if (!rc)
@@ -843,7 +825,7 @@ int main(int argc, char **argv)
 {
 	struct bu_args a;
 	long lines = 0, workers = 0, keep = 0, chunk = CHUNK_MAX, reps = 0,
-	     queue = 0, fuse = 0;
+	     queue = 0;
 	const char *dir = NULL;
 	const struct bu_opt opts[] = {
 		{"lines", BU_LONG, &lines,
@@ -857,8 +839,6 @@ int main(int argc, char **argv)
 		{"keep", BU_LONG, &keep, "1: keep the files"},
 		{"reps", BU_LONG, &reps,
 		 "runs of each version, fastest kept (3; tiny 1)"},
-		{"fuse", BU_LONG, &fuse,
-		 "blocks pipeline: 1 = keep-error inside the parse stage"},
 		{"queue", BU_LONG, &queue,
 		 "blocks pipeline: capacity of its channels, in 64 KB blocks "
 		 "(default 2 x workers + 2)"},
@@ -967,8 +947,7 @@ int main(int argc, char **argv)
 					v == 1 ? 1 : v == 2 ? chunk : 0,
 					sv,
 					0,
-					&pg,
-					(int)fuse};
+					&pg};
 				rc = run_pipe(&p, (unsigned)workers,
 					      v == 3 ? rep_buf : NULL,
 					      sizeof rep_buf);
