@@ -220,14 +220,15 @@ struct backoff {
  * In the library's pipeline threads (which outnumber the cores as soon as
  * a pipeline has a few stages, so that a spinner takes the CPU from a
  * sibling with work to do) the number of polls also adapts, per thread, to
- * whether spinning pays (cpat__chan_adaptive_spin()):
- * a wait that ends in parking shortens the thread's next spin by a quarter
- * (down to WAIT_MIN_POLLS); one that succeeds lengthens it by an eighth,
- * or doubles it if it succeeded in the second half (up to WAIT_POLLS). So
- * the spin shrinks only while more than about a third of the waits park. A thread whose waits are long (a pipeline's sink behind a
- * reordering stage, a consumer of a bursty producer) soon parks at once
- * and leaves the CPU to the threads that do the work; a thread in a fast
- * exchange keeps spinning and never pays a wake-up. (Callers' own
+ * whether spinning pays (cpat__chan_adaptive_spin()): a wait that ends in
+ * parking shortens the thread's next spin by a quarter (down to
+ * WAIT_MIN_POLLS); one that succeeds lengthens it by an eighth, or doubles
+ * it if it succeeded in the second half (up to WAIT_POLLS). So the spin
+ * shrinks only while more than about a third of the waits park. A thread
+ * whose waits are long (a pipeline's sink behind a reordering stage, a
+ * consumer of a bursty producer) soon parks at once and leaves the CPU to
+ * the threads that do the work; a thread in a fast exchange keeps spinning
+ * and never pays a wake-up. (Callers' own
  * threads keep the fixed spin: adapting it there made 4 producers on a
  * channel of capacity 1 park more and pay 1.2-5x more per message.)
  */
@@ -1142,30 +1143,59 @@ static inline bool recv_looks_ready(const struct cpat_chan *ch)
 	       atomic_load_explicit(&ch->closed, memory_order_relaxed);
 }
 
-static int buf_send_spin(struct cpat_chan *ch, const void *elem)
+/* Spins for a buffered operation in direction dir (send: elem is read;
+ * recv: elem is written) before parking: its result, -EAGAIN if it never
+ * got through. Inlined with a constant dir by each caller. */
+static inline int buf_spin(struct cpat_chan *ch, int dir, void *elem)
 {
 	int rc = -EAGAIN;
 	struct spinwait w = {0, 0};
 	while (spin_more(&w)) {
-		if (send_looks_ready(ch) &&
-		    (rc = buf_send(ch, elem)) != -EAGAIN)
-			break;
+		if (dir == DIR_SEND ? send_looks_ready(ch)
+				    : recv_looks_ready(ch)) {
+			rc = dir == DIR_SEND ? buf_send(ch, elem)
+					     : buf_recv(ch, elem);
+			if (rc != -EAGAIN)
+				break;
+		}
 	}
 	spin_end(&w, rc != -EAGAIN);
 	return rc;
 }
 
-static int buf_recv_spin(struct cpat_chan *ch, void *elem)
+/*
+ * The buffered path of send_until and recv_until: 0 (done, the other side
+ * woken), -EPIPE, -ETIMEDOUT, or -EAGAIN (block). While the slot at the
+ * near end is plainly taken (send) or empty (recv), it polls that slot
+ * rather than confirm "full" or "empty" on the other side's index line
+ * (which would bounce it); the attempts stay exact.
+ */
+static inline int buf_until(struct cpat_chan *ch, int dir, void *elem,
+			    int64_t deadline_ns)
 {
 	int rc = -EAGAIN;
-	struct spinwait w = {0, 0};
-	while (spin_more(&w)) {
-		if (recv_looks_ready(ch) &&
-		    (rc = buf_recv(ch, elem)) != -EAGAIN)
-			break;
+	if (dir == DIR_SEND ? send_looks_ready(ch) : recv_looks_ready(ch))
+		rc = dir == DIR_SEND ? buf_send(ch, elem) : buf_recv(ch, elem);
+	if (rc == -EAGAIN) {
+		if (deadline_passed(deadline_ns)) {
+			rc = dir == DIR_SEND ? buf_send(ch, elem)
+					     : buf_recv(ch, elem);
+			if (rc == -EAGAIN)
+				return -ETIMEDOUT;
+		} else {
+			rc = buf_spin(ch, dir, elem);
+		}
 	}
-	spin_end(&w, rc != -EAGAIN);
-	return rc;
+	if (rc == 0) {
+		if (dir == DIR_SEND)
+			wake_receivers(ch, 1);
+		else
+			wake_senders(ch, 1);
+		return 0;
+	}
+	if (rc != -EAGAIN)
+		return rc;
+	return deadline_passed(deadline_ns) ? -ETIMEDOUT : -EAGAIN;
 }
 
 static int block_one(struct cpat_chan *ch, int op, void *elem,
@@ -1195,31 +1225,9 @@ int cpat_chan_send_until(struct cpat_chan *ch, const void *elem,
 			return c;
 	}
 	if (ch->cap > 0) {
-		/*
-		 * While the slot at tail is plainly taken, poll it rather
-		 * than confirm "full" on the receivers' head line (which
-		 * would bounce it); the attempts stay exact.
-		 */
-		int rc = -EAGAIN;
-		if (send_looks_ready(ch))
-			rc = buf_send(ch, elem);
-		if (rc == -EAGAIN) {
-			if (deadline_passed(deadline_ns)) {
-				rc = buf_send(ch, elem);
-				if (rc == -EAGAIN)
-					return -ETIMEDOUT;
-			} else {
-				rc = buf_send_spin(ch, elem);
-			}
-		}
-		if (rc == 0) {
-			wake_receivers(ch, 1);
-			return 0;
-		}
+		int rc = buf_until(ch, DIR_SEND, (void *)elem, deadline_ns);
 		if (rc != -EAGAIN)
 			return rc;
-		if (deadline_passed(deadline_ns))
-			return -ETIMEDOUT;
 	}
 	return block_one(ch, CPAT_SELECT_SEND, (void *)elem, tok, deadline_ns);
 }
@@ -1259,27 +1267,9 @@ int cpat_chan_recv_until(struct cpat_chan *ch, void *elem,
 			return c;
 	}
 	if (ch->cap > 0) {
-		/* As in send: poll the slot rather than the senders' tail. */
-		int rc = -EAGAIN;
-		if (recv_looks_ready(ch))
-			rc = buf_recv(ch, elem);
-		if (rc == -EAGAIN) {
-			if (deadline_passed(deadline_ns)) {
-				rc = buf_recv(ch, elem);
-				if (rc == -EAGAIN)
-					return -ETIMEDOUT;
-			} else {
-				rc = buf_recv_spin(ch, elem);
-			}
-		}
-		if (rc == 0) {
-			wake_senders(ch, 1);
-			return 0;
-		}
+		int rc = buf_until(ch, DIR_RECV, elem, deadline_ns);
 		if (rc != -EAGAIN)
 			return rc;
-		if (deadline_passed(deadline_ns))
-			return -ETIMEDOUT;
 	}
 	return block_one(ch, CPAT_SELECT_RECV, elem, tok, deadline_ns);
 }
