@@ -31,14 +31,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
-
-#include <linux/futex.h>
-#include <sys/syscall.h>
 
 #include <cmocka.h>
 
 #include "cpattern.h"
+#include "internal.h" /* cpat__spin_pays(), cpat__park() */
 
 /* ---- threads ---------------------------------------------------------- */
 
@@ -82,21 +79,6 @@ static inline void th_barrier_destroy(struct th_barrier *b)
 	pthread_barrier_destroy(&b->b);
 }
 
-/* 1 if this process may run on one CPU only (taskset -c N; scripts/flaky.sh
- * pins tests so), read once. */
-static inline int th_one_cpu(void)
-{
-	static _Atomic int one = -1;
-	int v = atomic_load_explicit(&one, memory_order_relaxed);
-	if (v < 0) {
-		cpu_set_t set;
-		v = sched_getaffinity(0, sizeof(set), &set) == 0 &&
-		    CPU_COUNT(&set) == 1;
-		atomic_store_explicit(&one, v, memory_order_relaxed);
-	}
-	return v;
-}
-
 /*
  * Gives the processor away while polling a condition another thread makes
  * true; every caller re-checks its condition, so how long this lasts never
@@ -109,7 +91,7 @@ static inline int th_one_cpu(void)
  */
 static inline void th_relax(void)
 {
-	if (th_one_cpu()) {
+	if (!cpat__spin_pays()) { /* on one CPU only */
 		struct timespec ts = {0, 0};
 		nanosleep(&ts, NULL);
 	} else {
@@ -133,7 +115,7 @@ static inline void th_pause(unsigned n)
 /*
  * A hand-off word for per-trial handshakes between the main thread and a
  * helper (thousands of them in one test): th_wait_u32() spins briefly,
- * then sleeps on the word (a futex); th_set_u32() stores and wakes. A
+ * then sleeps on the word (cpat__park()); th_set_u32() stores and wakes. A
  * th_relax() loop there costs a whole time slice per hand-off when the test
  * is pinned to one CPU beside a busy thread (scripts/flaky.sh does that).
  */
@@ -148,16 +130,14 @@ static inline void th_wait_u32(_Atomic uint32_t *w, uint32_t v)
 		uint32_t cur = atomic_load_explicit(w, memory_order_acquire);
 		if (cur == v)
 			return;
-		syscall(SYS_futex, (uint32_t *)w, FUTEX_WAIT_PRIVATE, cur,
-			NULL, NULL, 0);
+		cpat__park(w, cur, CPAT_FOREVER);
 	}
 }
 
 static inline void th_set_u32(_Atomic uint32_t *w, uint32_t v)
 {
 	atomic_store_explicit(w, v, memory_order_release);
-	syscall(SYS_futex, (uint32_t *)w, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL,
-		NULL, 0);
+	cpat__unpark_all(w);
 }
 
 /* ---- sanitizers, sizes, thread counts ---------------------------------- */
