@@ -1028,7 +1028,7 @@ static int jitter_map(const void *in, void *out, struct cpat_stage_ctx *ctx)
 	if (h == 0)
 		spin_ns(c->long_ns);
 	else if (h < 8)
-		sched_yield();
+		th_relax(); /* a yield; a nap on one CPU */
 	if (v == c->stop_at) {
 		if (c->stop_how == 1)
 			return -EIO;
