@@ -16,11 +16,19 @@
  * stores it and unparks all (start-up only, so the system call is fine).
  *
  * Stop. A worker function's negative return is recorded by fail(): a CAS
- * of `rc` from 0 (the first error wins; an error seen after the token
- * fired is part of the stop, not its cause), then the token is cancelled.
- * A watch on the token (on_stop) CASes the token's cause into `rc`, so
- * whichever came first is what cpat_fan_wait() returns. Threads block only
- * in channel operations under the fan token, so they all return promptly.
+ * of `rc` from 0 (the first error wins), then the token is cancelled; an
+ * error returned after the token fired is part of the stop, so fail()
+ * records the token's cause instead. A thread whose channel call under the
+ * fan token fails with anything but -EPIPE (an input closed and drained,
+ * or an output closed by someone else) records what it returned, which is
+ * the token's cause, by the same CAS (stopped()). So cpat_fan_wait()
+ * returns the cause exactly when a thread was cut short by it, and 0 when
+ * every input ended normally, even if the token fired afterwards. There
+ * is no watch callback on the token: a token sets the status of its tree
+ * before it runs any callback, so a callback could run after the threads
+ * saw the status, exited and were joined (a cancel reported as 0). Threads
+ * block only in channel operations under the fan token, so they all return
+ * promptly.
  * A thread that stops holds at most one item (received, not yet sent): it
  * is lost to the caller, as the header says; channels keep the rest.
  *
@@ -94,8 +102,6 @@ struct fthread {
 struct cpat_fan {
 	int kind;
 	struct cpat_token *tok;
-	struct cpat__watch watch;
-	bool watching;
 	_Atomic int rc;
 	_Atomic uint32_t gate;
 	unsigned nthreads;
@@ -123,20 +129,26 @@ struct cpat_fan {
 
 /* ---- common ---- */
 
-static void on_stop(struct cpat__watch *w, int cause)
+/* The first stop is what wait returns. */
+static void record(struct cpat_fan *f, int rc)
 {
-	struct cpat_fan *f = w->arg;
 	int zero = 0;
-	atomic_compare_exchange_strong(&f->rc, &zero, cause);
+	atomic_compare_exchange_strong(&f->rc, &zero, rc);
 }
 
 static void fail(struct cpat_fan *f, int rc)
 {
-	if (cpat_token_status(f->tok) == 0) {
-		int zero = 0;
-		atomic_compare_exchange_strong(&f->rc, &zero, rc);
-	}
+	int cause = cpat_token_status(f->tok);
+	record(f, cause != 0 ? cause : rc);
 	cpat_token_cancel(f->tok);
+}
+
+/* A channel call under the fan token returned rc != 0: -EPIPE is a normal
+ * end; anything else is the token's cause (see "Stop"). */
+static void stopped(struct cpat_fan *f, int rc)
+{
+	if (rc != -EPIPE)
+		record(f, rc);
 }
 
 /* Waits for the start gate; false: abort, touch nothing. */
@@ -178,15 +190,20 @@ static void *out_main(void *arg)
 		char *res = in + f->in_size;
 		for (;;) {
 			int rc = cpat_chan_recv(f->in, in, f->tok);
-			if (rc != 0)
+			if (rc != 0) {
+				stopped(f, rc);
 				break;
+			}
 			rc = f->fn(in, res, t->id, f->arg);
 			if (rc < 0) {
 				fail(f, rc);
 				break;
 			}
-			if (rc == 0 && cpat_chan_send(out, res, f->tok) != 0)
+			if (rc == 0 &&
+			    (rc = cpat_chan_send(out, res, f->tok)) != 0) {
+				stopped(f, rc);
 				break;
+			}
 		}
 		if (f->nchs == 1) {
 			if (atomic_fetch_sub(&f->live, 1) == 1)
@@ -205,9 +222,11 @@ static void *in_main(void *arg)
 	struct cpat_fan *f = t->f;
 	if (gate_wait(f)) {
 		char *buf = f->bufs + t->id * f->buf_stride;
-		while (cpat_chan_recv(f->chs[t->id], buf, f->tok) == 0)
-			if (cpat_chan_send(f->outch, buf, f->tok) != 0)
+		int rc;
+		while ((rc = cpat_chan_recv(f->chs[t->id], buf, f->tok)) == 0)
+			if ((rc = cpat_chan_send(f->outch, buf, f->tok)) != 0)
 				break;
+		stopped(f, rc);
 		if (atomic_fetch_sub(&f->live, 1) == 1)
 			cpat_chan_close(f->outch);
 	}
@@ -221,22 +240,22 @@ static void *bcast_main(void *arg)
 	struct cpat_fan *f = t->f;
 	if (gate_wait(f)) {
 		char *buf = f->bufs;
-		while (cpat_chan_recv(f->in, buf, f->tok) == 0) {
-			bool stop = false;
-			for (size_t i = 0; i < f->nchs && !stop; i++) {
-				int rc;
+		int rc;
+		while ((rc = cpat_chan_recv(f->in, buf, f->tok)) == 0) {
+			for (size_t i = 0; i < f->nchs && rc == 0; i++) {
 				if (f->policy == CPAT_FAN_BLOCK_ALL)
 					rc = cpat_chan_send(f->chs[i], buf, f->tok);
 				else
 					rc = cpat_chan_try_send(f->chs[i], buf);
-				if (rc == -EAGAIN || rc == -EPIPE)
+				if (rc == -EAGAIN || rc == -EPIPE) {
 					dropped_add(f, i, 1);
-				else if (rc != 0)
-					stop = true;
+					rc = 0;
+				}
 			}
-			if (stop)
+			if (rc != 0)
 				break;
 		}
+		stopped(f, rc);
 		for (size_t i = 0; i < f->nchs; i++)
 			cpat_chan_close(f->chs[i]);
 	}
@@ -308,10 +327,13 @@ static bool merge_emit(struct merge *m)
 	struct cpat_fan *f = m->f;
 	while (m->held > 0 && m->heap[0].seq <= m->next) {
 		if (m->heap[0].seq == m->next) {
-			if (cpat_chan_send(f->outch,
-			                   m->slots + m->heap[0].slot * m->stride,
-			                   f->tok) != 0)
+			int rc = cpat_chan_send(
+				f->outch, m->slots + m->heap[0].slot * m->stride,
+				f->tok);
+			if (rc != 0) {
+				stopped(f, rc);
 				return false;
+			}
 			m->next++;
 		} else {
 			dropped_add(f, 0, 1); /* a duplicate number */
@@ -398,8 +420,10 @@ static void *merge_main(void *arg)
 				break;
 			}
 			int r = cpat_chan_select(cs, k, f->tok, CPAT_FOREVER);
-			if (r < 0)
+			if (r < 0) {
+				stopped(f, r);
 				break;
+			}
 			size_t i = map[r];
 			if (cs[r].rc != 0) {
 				m.closed[i] = 1;
@@ -409,8 +433,11 @@ static void *merge_main(void *arg)
 			m.last[i] = s;
 			m.has_last[i] = 1;
 			if (s == m.next) {
-				if (cpat_chan_send(f->outch, tmp, f->tok) != 0)
+				int rc = cpat_chan_send(f->outch, tmp, f->tok);
+				if (rc != 0) {
+					stopped(f, rc);
 					break;
+				}
 				m.next++;
 			} else if (s < m.next) {
 				dropped_add(f, 0, 1); /* a duplicate number */
@@ -431,8 +458,6 @@ static void fan_free(struct cpat_fan *f)
 {
 	if (!f)
 		return;
-	if (f->watching)
-		cpat__token_unwatch(f->tok, &f->watch);
 	if (f->tok)
 		cpat_token_unref(f->tok);
 	cpat__free(f->th);
@@ -468,13 +493,6 @@ static int fan_alloc(struct cpat_fan **out, int kind, unsigned nthreads,
 	}
 	memcpy(f->chs, chs, nchs * sizeof(*chs));
 	atomic_store(&f->live, nthreads);
-	f->watch.fn = on_stop;
-	f->watch.arg = f;
-	int cause = cpat__token_watch(f->tok, &f->watch);
-	if (cause < 0)
-		on_stop(&f->watch, cause);
-	else
-		f->watching = true;
 	*out = f;
 	return 0;
 }
@@ -640,9 +658,6 @@ int cpat_fan_wait(struct cpat_fan *fan)
 	for (unsigned i = 0; i < fan->nthreads; i++)
 		if (fan->th[i].started)
 			CPAT_CHECK(pthread_join(fan->th[i].th, NULL) == 0);
-	if (fan->watching)
-		cpat__token_unwatch(fan->tok, &fan->watch);
-	fan->watching = false;
 	fan->final_rc = atomic_load(&fan->rc);
 	fan->waited = true;
 	return fan->final_rc;

@@ -1018,6 +1018,118 @@ TH_TEST_FN(fan_every_kind_stopped_returns_cause_and_closes_outputs)
 	}
 }
 
+/*
+ * The token fires in two steps: its status is set for its whole tree, then
+ * its callbacks run. A fan thread that sees the status (a channel call
+ * under the fan's token returns at once) may exit, and cpat_fan_wait() may
+ * join it, before any callback ran. The window is made wide: a callback on
+ * the caller's token holds the firing thread until wait has returned. The
+ * worker is inside its function when the token fires (no fan thread is
+ * parked: a parked one would wait for its own callback, queued behind the
+ * held one), then returns 0 (its send sees the token) or -EIO (an error
+ * seen after the token fired is part of the stop): both are the cancel.
+ */
+struct held_cancel {
+	pthread_t t;
+	struct cpat_token *tok;
+	int fn_rc;
+	_Atomic int in_cb, release, fn_in;
+};
+
+static void held_cb(void *arg, int cause)
+{
+	(void)cause;
+	struct held_cancel *h = arg;
+	atomic_store(&h->in_cb, 1);
+	while (!atomic_load(&h->release))
+		th_relax();
+}
+
+static void *held_cancel_main(void *arg)
+{
+	struct held_cancel *h = arg;
+	cpat_token_cancel(h->tok);
+	return NULL;
+}
+
+static int held_fn(const void *in, void *out, unsigned worker, void *arg)
+{
+	(void)worker;
+	struct held_cancel *h = arg;
+	atomic_store(&h->fn_in, 1);
+	while (cpat_token_status(h->tok) == 0)
+		th_relax();
+	*(uint64_t *)out = *(const uint64_t *)in;
+	return h->fn_rc;
+}
+
+TH_TEST_FN(fan_cancel_seen_before_its_callback_ran_is_still_reported)
+{
+	(void)state;
+	for (int how = 0; how < 2; how++) {
+		long thr = th_count_threads();
+		struct held_cancel h;
+		memset(&h, 0, sizeof h);
+		h.fn_rc = how == 0 ? 0 : -EIO;
+		h.tok = mktok();
+		assert_int_equal(
+			cpat_token_on_cancel(h.tok, held_cb, &h, NULL), 0);
+		struct cpat_chan *in = mk(8, 4), *out = mk(8, 4);
+		struct cpat_fan *f = NULL;
+		assert_int_equal(
+			cpat_fan_out(&f, in, &out, 1, 1, held_fn, &h, h.tok),
+			0);
+		uint64_t v = 7;
+		assert_int_equal(cpat_chan_send(in, &v, NULL), 0);
+		while (!atomic_load(&h.fn_in))
+			th_relax();
+		th_spawn(&h.t, held_cancel_main, &h);
+		/* Fired, and its firing thread held before the fan's own
+		 * callbacks. */
+		while (!atomic_load(&h.in_cb))
+			th_relax();
+		int rc = cpat_fan_wait(f);
+		atomic_store(&h.release, 1);
+		th_join(h.t);
+		/* The input never ended: the fan was stopped by the cancel. */
+		assert_int_equal(rc, -ECANCELED);
+		assert_int_equal(cpat_fan_wait(f), -ECANCELED);
+		assert_int_equal(cpat_chan_is_closed(out), 1);
+		assert_int_equal(cpat_chan_is_closed(in), 0);
+		cpat_fan_destroy(f);
+		assert_no_threads_left(thr);
+		cpat_token_unref(h.tok);
+		cpat_chan_destroy(in);
+		cpat_chan_destroy(out);
+	}
+}
+
+/* A fan whose input ended normally returns 0 even if its token fires
+ * afterwards, before wait: every item was handed on. */
+TH_TEST_FN(fan_cancel_after_normal_end_before_wait_still_returns_0)
+{
+	(void)state;
+	long thr = th_count_threads();
+	struct cpat_chan *in = mk(8, 8), *out = mk(8, 8);
+	struct cpat_token *tok = mktok();
+	struct fcfg c = {.workers = 2};
+	struct cpat_fan *f = NULL;
+	assert_int_equal(cpat_fan_out(&f, in, &out, 1, 2, fan_fn, &c, tok), 0);
+	fill_close(in, 0, 5, 1);
+	uint64_t v, got = 0;
+	while (cpat_chan_recv(out, &v, NULL) == 0)
+		got++;
+	assert_int_equal(got, 5);
+	/* out is closed: every thread has finished its last send. */
+	cpat_token_cancel(tok);
+	assert_int_equal(cpat_fan_wait(f), 0);
+	cpat_fan_destroy(f);
+	assert_no_threads_left(thr);
+	cpat_token_unref(tok);
+	cpat_chan_destroy(in);
+	cpat_chan_destroy(out);
+}
+
 /* ---- parallel map ------------------------------------------------------- */
 
 static void check_map_out(const uint64_t *out, size_t n)
@@ -1532,6 +1644,8 @@ int main(void)
 		TH_TEST(fan_broadcast_drop_slow_counts_drops_readers_get_all),
 		TH_TEST(fan_broadcast_drop_slow_slow_reader_received_plus_dropped_is_all),
 		TH_TEST(fan_every_kind_stopped_returns_cause_and_closes_outputs),
+		TH_TEST(fan_cancel_seen_before_its_callback_ran_is_still_reported),
+		TH_TEST(fan_cancel_after_normal_end_before_wait_still_returns_0),
 		TH_TEST(parallel_map_results_in_input_order_own_threads_inline_and_pool),
 		TH_TEST(parallel_map_first_error_stops_map_and_is_returned),
 		TH_TEST(parallel_map_token_cancelled_midway_returns_ecanceled),

@@ -172,9 +172,12 @@ CPAT_API uint64_t cpat_fan_dropped(struct cpat_fan *fan, size_t i);
  * Waits until every thread of the fan has exited.
  *
  * Blocks.
- * @return 0 if the input(s) ended normally; the first negative value a
- *         worker function returned; the token's cause; -EPIPE for an
- *         ordered merge with a gap; -EINVAL for NULL.
+ * @return 0 if the input(s) ended normally (every item handed on), even
+ *         if the token fired afterwards; the first negative value a worker
+ *         function returned; the token's cause if it cut the fan short (a
+ *         worker's error returned after the token fired is part of that
+ *         stop: the cause is returned); -EPIPE for an ordered merge with a
+ *         gap; -EINVAL for NULL.
  */
 CPAT_API int cpat_fan_wait(struct cpat_fan *fan);
 
