@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Flakiness hunt: runs every timing-sensitive test binary K times natively
-# and K times pinned to one core (taskset -c 0) beside a CPU hog (a busy
+# and K times pinned to one core (taskset -c C) beside a CPU hog (a busy
 # loop pinned to the same core), and reports failures per binary. The logs
 # of failing runs (each names its CPAT_TEST_SEED) are kept.
 #
-# usage: scripts/flaky.sh [--quick] [-k K] [--modes M] [--builddir DIR] [binary ...]
+# usage: scripts/flaky.sh [--quick] [-k K] [--modes M] [--cpu C] [--builddir DIR]
+#                         [binary ...]
 #   --quick        K = 5
 #   -k K           runs per binary and mode (default 200)
 #   --modes M      native, pinned or native,pinned (default)
+#   --cpu C        the core the pinned runs and their hog share (default 0);
+#                  two hunts pinned to different cores can run at once
 #   --builddir DIR build folder to use (default: $CPAT_BUILD_ROOT/flaky, that
 #                  is build/flaky); configured (plain, debugoptimized) and
 #                  compiled if needed
@@ -20,6 +23,7 @@ cd "$(dirname "$0")/.."
 
 k=200
 modes=native,pinned
+cpu=0
 dir=""
 bins=()
 while [ $# -gt 0 ]; do
@@ -27,8 +31,9 @@ while [ $# -gt 0 ]; do
 	--quick) k=5 ;;
 	-k) k=$2; shift ;;
 	--modes) modes=$2; shift ;;
+	--cpu) cpu=$2; shift ;;
 	--builddir) dir=$2; shift ;;
-	-h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,20p' "$0"; exit 0 ;;
 	-*) echo "flaky: unknown option $1" >&2; exit 2 ;;
 	*) bins+=("$1") ;;
 	esac
@@ -67,7 +72,7 @@ run() {
 	# The subshell keeps the shell's "Aborted" notice of a crashed run out
 	# of the report (the run's own output is in its log).
 	if [ "$mode" = pinned ]; then
-		(timeout "$run_timeout" taskset -c 0 "$dir/tests/test_$bin" >"$out" 2>&1) 2>/dev/null
+		(timeout "$run_timeout" taskset -c "$cpu" "$dir/tests/test_$bin" >"$out" 2>&1) 2>/dev/null
 	else
 		(timeout "$run_timeout" "$dir/tests/test_$bin" >"$out" 2>&1) 2>/dev/null
 	fi
@@ -82,7 +87,7 @@ IFS=, read -r -a mode_list <<<"$modes"
 for mode in "${mode_list[@]}"; do
 	case $mode in native|pinned) ;; *) echo "flaky: unknown mode $mode" >&2; exit 2 ;; esac
 	if [ "$mode" = pinned ]; then
-		taskset -c 0 bash -c 'while :; do :; done' &
+		taskset -c "$cpu" bash -c 'while :; do :; done' &
 		hog=$!
 	fi
 	for b in "${bins[@]}"; do
