@@ -516,7 +516,12 @@ TH_TEST_FN(dynpool_resize_lower_max_workers_exit_after_their_task)
 		assert_int_equal(cpat_pool_submit(p, &t, NULL), 0);
 	}
 	wait_long(&c.started, 6);
-	assert_int_equal(stats_of(p).workers, 6);
+	/* Six tasks hold six workers. On a starved CPU there may be one or
+	 * two more: a submit and a worker that has just found work can both
+	 * see no spinning worker, and each spawns one (pinned beside a CPU
+	 * hog: 7 in 1 run of 100). */
+	unsigned w0 = stats_of(p).workers;
+	assert_true(w0 >= 6 && w0 <= 8);
 	assert_int_equal(cpat_dynpool_resize(p, 1, 2), 0);
 	/* Running tasks are not interrupted. */
 	give_time(1000);
@@ -529,7 +534,8 @@ TH_TEST_FN(dynpool_resize_lower_max_workers_exit_after_their_task)
 		assert_int_equal(atomic_load(&j[i].dones), 1);
 	struct cpat_pool_stats s = stats_settled(p);
 	assert_int_equal(s.workers, 2);
-	assert_int_equal(s.retired, 4);
+	assert_true(s.spawned >= 6);
+	assert_int_equal(s.retired, s.spawned - 2);
 	/* The lower maximum holds when growing again. */
 	struct ctx c2;
 	ctx_init(&c2);
