@@ -1057,7 +1057,12 @@ static int held_fn(const void *in, void *out, unsigned worker, void *arg)
 	(void)worker;
 	struct held_cancel *h = arg;
 	atomic_store(&h->fn_in, 1);
-	while (cpat_token_status(h->tok) == 0)
+	/* Until the callbacks run: by then the whole tree, the fan's token
+	 * too, has its status (the caller's token gets it a moment before
+	 * its children: a worker that returned -EIO in between would be the
+	 * first error, and a send in between would succeed and the next
+	 * receive park behind the held callback). */
+	while (!atomic_load(&h->in_cb))
 		th_relax();
 	*(uint64_t *)out = *(const uint64_t *)in;
 	return h->fn_rc;

@@ -1385,7 +1385,10 @@ static int held_sink(const void *item, void *arg)
 	(void)item;
 	struct held_cancel *h = arg;
 	atomic_store(&h->sink_in, 1);
-	while (cpat_token_status(h->tok) == 0)
+	/* Until the callbacks run: by then the pipeline's own token has its
+	 * status too (the caller's token gets it a moment before its
+	 * children). */
+	while (!atomic_load(&h->in_cb))
 		th_relax();
 	return 0;
 }
