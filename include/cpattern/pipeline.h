@@ -47,6 +47,16 @@
  * with work (on 2 cores this took an ordered stage from 0.5x to 0.95x the
  * throughput of an unordered one).
  *
+ * **Sizing the channels.** When the pipeline's busy threads outnumber the
+ * cores, the scheduler time-shares them and leaves a runnable thread off
+ * its core for milliseconds at a time. A channel that holds less work
+ * than that empties behind a descheduled producer, and its consumer
+ * starves while a core idles. Give each channel (source_capacity,
+ * out_capacity) room for 10-20 ms of the next stage's work, or hand on
+ * bigger items (batches, blocks). Measured on 2 cores, three stages of
+ * 100 us per item, one item per hand-off (cpat-bench-numbers): efficiency
+ * 0.72 at capacity 4, 0.82 at 64 (the default), 0.92 at 200, 0.97 at 1000.
+ *
  * **Errors and cancellation.** The first stage (or source, or sink)
  * callback to return a negative value stops the pipeline: its token is
  * cancelled, every stage stops promptly, and cpat_pipeline_wait() returns
