@@ -2,7 +2,8 @@
 # Flakiness hunt: runs every timing-sensitive test binary K times natively
 # and K times pinned to one core (taskset -c C) beside a CPU hog (a busy
 # loop pinned to the same core), and reports failures per binary. The logs
-# of failing runs (each names its CPAT_TEST_SEED) are kept.
+# of failing runs (each names its CPAT_TEST_SEED) are kept, one folder per
+# hunt under <builddir>/flaky-logs/.
 #
 # usage: scripts/flaky.sh [--quick] [-k K] [--modes M] [--cpu C] [--builddir DIR]
 #                         [binary ...]
@@ -33,7 +34,7 @@ while [ $# -gt 0 ]; do
 	--modes) modes=$2; shift ;;
 	--cpu) cpu=$2; shift ;;
 	--builddir) dir=$2; shift ;;
-	-h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,21p' "$0"; exit 0 ;;
 	-*) echo "flaky: unknown option $1" >&2; exit 2 ;;
 	*) bins+=("$1") ;;
 	esac
@@ -50,8 +51,8 @@ if [ ! -f "$dir/build.ninja" ]; then
 fi
 meson compile -C "$dir" >"$dir/flaky-compile.log" 2>&1 || { tail -30 "$dir/flaky-compile.log"; exit 1; }
 
-logs="$dir/flaky-logs"
-rm -rf "$logs"
+# One folder per hunt: earlier hunts' logs stay.
+logs="$dir/flaky-logs/$(date +%Y%m%d-%H%M%S)-$$"
 mkdir -p "$logs"
 run_timeout=${FLAKY_RUN_TIMEOUT:-600}
 
