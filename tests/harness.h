@@ -140,6 +140,70 @@ static inline void th_set_u32(_Atomic uint32_t *w, uint32_t v)
 	cpat__unpark_all(w);
 }
 
+/*
+ * A cancel held in the middle of its firing. A token fires in two steps:
+ * the status of its whole tree is set, then the firing thread runs the
+ * callbacks one at a time, the cancelled token's first (src/token.c,
+ * "Firing"). The callback th_held_init() registers (the token's only one)
+ * holds the firing thread until th_held_release(). After th_held_fire()
+ * has returned, every token of the tree has its status and no callback of
+ * its descendants has run; th_held_fired() says whether that point is
+ * reached (for the code under test, polling it). A thread of the code under
+ * test parked under the tree then waits for its own callback, queued behind
+ * the held one: fire only while none is.
+ */
+struct th_held_cancel {
+	pthread_t t;
+	struct cpat_token *tok;
+	_Atomic int in_cb, release;
+};
+
+static inline void th_held_cb(void *arg, int cause)
+{
+	(void)cause;
+	struct th_held_cancel *h = arg;
+	atomic_store(&h->in_cb, 1);
+	while (!atomic_load(&h->release))
+		th_relax();
+}
+
+static inline void *th_held_main(void *arg)
+{
+	struct th_held_cancel *h = arg;
+	cpat_token_cancel(h->tok);
+	return NULL;
+}
+
+/* Registers the holding callback on @p tok; cpat_token_on_cancel()'s
+ * result. */
+static inline int th_held_init(struct th_held_cancel *h,
+			       struct cpat_token *tok)
+{
+	memset(h, 0, sizeof *h);
+	h->tok = tok;
+	return cpat_token_on_cancel(tok, th_held_cb, h, NULL);
+}
+
+static inline bool th_held_fired(struct th_held_cancel *h)
+{
+	return atomic_load(&h->in_cb) != 0;
+}
+
+/* Cancels the token from a helper thread; returns once it is held. */
+static inline void th_held_fire(struct th_held_cancel *h)
+{
+	th_spawn(&h->t, th_held_main, h);
+	while (!th_held_fired(h))
+		th_relax();
+}
+
+/* Lets the firing thread run the other callbacks, and joins it. */
+static inline void th_held_release(struct th_held_cancel *h)
+{
+	atomic_store(&h->release, 1);
+	th_join(h->t);
+}
+
 /* ---- sanitizers, sizes, thread counts ---------------------------------- */
 
 /* SANITIZED: built with ASan or TSan (gcc and clang spell it differently);

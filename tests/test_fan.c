@@ -1029,40 +1029,23 @@ TH_TEST_FN(fan_every_kind_stopped_returns_cause_and_closes_outputs)
  * held one), then returns 0 (its send sees the token) or -EIO (an error
  * seen after the token fired is part of the stop): both are the cancel.
  */
-struct held_cancel {
-	pthread_t t;
-	struct cpat_token *tok;
+struct held_fn_arg {
+	struct th_held_cancel held;
 	int fn_rc;
-	_Atomic int in_cb, release, fn_in;
+	_Atomic int fn_in;
 };
-
-static void held_cb(void *arg, int cause)
-{
-	(void)cause;
-	struct held_cancel *h = arg;
-	atomic_store(&h->in_cb, 1);
-	while (!atomic_load(&h->release))
-		th_relax();
-}
-
-static void *held_cancel_main(void *arg)
-{
-	struct held_cancel *h = arg;
-	cpat_token_cancel(h->tok);
-	return NULL;
-}
 
 static int held_fn(const void *in, void *out, unsigned worker, void *arg)
 {
 	(void)worker;
-	struct held_cancel *h = arg;
+	struct held_fn_arg *h = arg;
 	atomic_store(&h->fn_in, 1);
 	/* Until the callbacks run: by then the whole tree, the fan's token
 	 * too, has its status (the caller's token gets it a moment before
 	 * its children: a worker that returned -EIO in between would be the
 	 * first error, and a send in between would succeed and the next
 	 * receive park behind the held callback). */
-	while (!atomic_load(&h->in_cb))
+	while (!th_held_fired(&h->held))
 		th_relax();
 	*(uint64_t *)out = *(const uint64_t *)in;
 	return h->fn_rc;
@@ -1073,29 +1056,24 @@ TH_TEST_FN(fan_cancel_seen_before_its_callback_ran_is_still_reported)
 	(void)state;
 	for (int how = 0; how < 2; how++) {
 		long thr = th_count_threads();
-		struct held_cancel h;
-		memset(&h, 0, sizeof h);
+		struct held_fn_arg h;
 		h.fn_rc = how == 0 ? 0 : -EIO;
-		h.tok = mktok();
-		assert_int_equal(
-			cpat_token_on_cancel(h.tok, held_cb, &h, NULL), 0);
+		atomic_init(&h.fn_in, 0);
+		struct cpat_token *tok = mktok();
+		assert_int_equal(th_held_init(&h.held, tok), 0);
 		struct cpat_chan *in = mk(8, 4), *out = mk(8, 4);
 		struct cpat_fan *f = NULL;
 		assert_int_equal(
-			cpat_fan_out(&f, in, &out, 1, 1, held_fn, &h, h.tok),
-			0);
+			cpat_fan_out(&f, in, &out, 1, 1, held_fn, &h, tok), 0);
 		uint64_t v = 7;
 		assert_int_equal(cpat_chan_send(in, &v, NULL), 0);
 		while (!atomic_load(&h.fn_in))
 			th_relax();
-		th_spawn(&h.t, held_cancel_main, &h);
 		/* Fired, and its firing thread held before the fan's own
 		 * callbacks. */
-		while (!atomic_load(&h.in_cb))
-			th_relax();
+		th_held_fire(&h.held);
 		int rc = cpat_fan_wait(f);
-		atomic_store(&h.release, 1);
-		th_join(h.t);
+		th_held_release(&h.held);
 		/* The input never ended: the fan was stopped by the cancel. */
 		assert_int_equal(rc, -ECANCELED);
 		assert_int_equal(cpat_fan_wait(f), -ECANCELED);
@@ -1103,7 +1081,7 @@ TH_TEST_FN(fan_cancel_seen_before_its_callback_ran_is_still_reported)
 		assert_int_equal(cpat_chan_is_closed(in), 0);
 		cpat_fan_destroy(f);
 		assert_no_threads_left(thr);
-		cpat_token_unref(h.tok);
+		cpat_token_unref(tok);
 		cpat_chan_destroy(in);
 		cpat_chan_destroy(out);
 	}

@@ -1352,30 +1352,13 @@ TH_TEST_FN(pipeline_cancel_from_outside_is_reported_whenever_items_were_abandone
 	assert_true(cancelled > 0);
 }
 
-/* The window made wide: the caller's token has a callback that holds its
- * firing thread (which runs the pipeline's own callback after it) until the
- * test has seen cpat_pipeline_wait() return. */
-struct held_cancel {
-	pthread_t t;
-	struct cpat_token *tok;
-	_Atomic int in_cb, release, sink_in;
+/* The window made wide: a callback on the caller's token holds its firing
+ * thread (which runs the pipeline's own callback after it) until the test
+ * has seen cpat_pipeline_wait() return (th_held_cancel). */
+struct held_sink_arg {
+	struct th_held_cancel held;
+	_Atomic int sink_in;
 };
-
-static void held_cb(void *arg, int cause)
-{
-	(void)cause;
-	struct held_cancel *h = arg;
-	atomic_store(&h->in_cb, 1);
-	while (!atomic_load(&h->release))
-		th_relax();
-}
-
-static void *held_cancel_main(void *arg)
-{
-	struct held_cancel *h = arg;
-	cpat_token_cancel(h->tok);
-	return NULL;
-}
 
 /* The sink takes the first item and keeps it until the token has fired,
  * so that no thread of the pipeline is parked when it fires (a parked one
@@ -1383,12 +1366,12 @@ static void *held_cancel_main(void *arg)
 static int held_sink(const void *item, void *arg)
 {
 	(void)item;
-	struct held_cancel *h = arg;
+	struct held_sink_arg *h = arg;
 	atomic_store(&h->sink_in, 1);
 	/* Until the callbacks run: by then the pipeline's own token has its
 	 * status too (the caller's token gets it a moment before its
 	 * children). */
-	while (!atomic_load(&h->in_cb))
+	while (!th_held_fired(&h->held))
 		th_relax();
 	return 0;
 }
@@ -1396,33 +1379,30 @@ static int held_sink(const void *item, void *arg)
 TH_TEST_FN(pipeline_cancel_seen_before_its_callback_ran_is_still_reported)
 {
 	(void)state;
-	struct held_cancel h;
-	memset(&h, 0, sizeof h);
-	h.tok = mktok();
-	assert_int_equal(cpat_token_on_cancel(h.tok, held_cb, &h, NULL), 0);
+	struct held_sink_arg h;
+	atomic_init(&h.sink_in, 0);
+	struct cpat_token *tok = mktok();
+	assert_int_equal(th_held_init(&h.held, tok), 0);
 	struct cpat_pipeline *p = mkpipe(4, NULL, NULL);
 	assert_int_equal(cpat_pipeline_set_feed(p), 0);
 	assert_int_equal(cpat_pipeline_set_sink(p, held_sink, &h), 0);
-	assert_int_equal(cpat_pipeline_start(p, h.tok, CPAT_FOREVER), 0);
+	assert_int_equal(cpat_pipeline_start(p, tok, CPAT_FOREVER), 0);
 	uint64_t v = 7;
 	assert_int_equal(cpat_pipeline_feed(p, &v, NULL), 0);
 	while (!atomic_load(&h.sink_in))
 		th_relax();
-	th_spawn(&h.t, held_cancel_main, &h);
 	/* Fired, and its firing thread held before the pipeline's callback. */
-	while (!atomic_load(&h.in_cb))
-		th_relax();
+	th_held_fire(&h.held);
 	struct cpat_pipeline_result res;
 	int rc = cpat_pipeline_wait(p, &res);
-	atomic_store(&h.release, 1);
-	th_join(h.t);
+	th_held_release(&h.held);
 	/* The input never ended: the run was cut by the cancel. */
 	assert_int_equal(rc, -ECANCELED);
 	assert_int_equal(res.rc, -ECANCELED);
 	assert_int_equal(res.produced, 1);
 	assert_int_equal(res.delivered, 1);
 	cpat_pipeline_destroy(p);
-	cpat_token_unref(h.tok);
+	cpat_token_unref(tok);
 }
 
 /* A cancel made by the source or the sink while cpat_pipeline_start() may
