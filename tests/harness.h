@@ -19,6 +19,10 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <fnmatch.h>
 #include <pthread.h>
 #include <sched.h>
@@ -330,7 +334,14 @@ static inline uint64_t th_rng_below(struct th_rng *r, uint64_t n)
  * Each test runs under a watchdog: if it has not finished after
  * CPAT_TEST_TIMEOUT seconds (default 120), the binary prints the test's name
  * and aborts, so a hang is a failure with a name, never a stuck CI.
+ *
+ * Before it aborts it prints every thread's stack, and the objects the test
+ * registered with th_watchdog_show(), through gdb attached to the process
+ * (when gdb is installed and CPAT_TEST_WATCHDOG_GDB is not 0): a hang that
+ * comes once in hundreds of runs then leaves the wait that never ended in
+ * its log.
  */
+#define TH_WD_SHOW_MAX 4
 static struct {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
@@ -338,7 +349,72 @@ static struct {
 	int started;
 	int64_t deadline; /* 0 = disarmed */
 	const char *name;
+	char show[TH_WD_SHOW_MAX][160]; /* gdb print commands */
 } th_wd = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+/*
+ * Registers an object for the watchdog to print if the running test hangs:
+ * th_watchdog_show("struct cpat_pool", p) prints *(struct cpat_pool *)p,
+ * read by gdb without taking the object's locks. Cleared when the next test
+ * starts; at most TH_WD_SHOW_MAX per test (later ones are ignored).
+ */
+static inline void th_watchdog_show(const char *type, const void *obj)
+{
+	pthread_mutex_lock(&th_wd.mu);
+	for (int i = 0; i < TH_WD_SHOW_MAX; i++) {
+		if (th_wd.show[i][0] == '\0') {
+			snprintf(th_wd.show[i], sizeof th_wd.show[i],
+				 "print *(%s *)%p", type, obj);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&th_wd.mu);
+}
+
+/* Runs gdb on this process: every thread's stack, then the registered
+ * objects. Called with th_wd.mu held, from the watchdog thread. */
+static void th_watchdog_dump(void)
+{
+	const char *g = getenv("CPAT_TEST_WATCHDOG_GDB");
+	if (g && strcmp(g, "0") == 0)
+		return;
+	char pid[32];
+	snprintf(pid, sizeof pid, "%ld", (long)getpid());
+	/* timeout(1) bounds a gdb that itself gets stuck. */
+	char *argv[8 + 2 * TH_WD_SHOW_MAX + 4];
+	int n = 0;
+	argv[n++] = "timeout";
+	argv[n++] = "60";
+	argv[n++] = "gdb";
+	argv[n++] = "-p";
+	argv[n++] = pid;
+	argv[n++] = "-batch";
+	argv[n++] = "-ex";
+	argv[n++] = "thread apply all bt";
+	for (int i = 0; i < TH_WD_SHOW_MAX; i++) {
+		if (th_wd.show[i][0] != '\0') {
+			argv[n++] = "-ex";
+			argv[n++] = th_wd.show[i];
+		}
+	}
+	argv[n] = NULL;
+	posix_spawn_file_actions_t fa;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	posix_spawn_file_actions_adddup2(&fa, 2, 1); /* into the log */
+	fprintf(stderr, "# WATCHDOG: the threads' stacks (gdb):\n");
+	fflush(stderr);
+	extern char **environ;
+	pid_t child;
+	if (posix_spawnp(&child, "timeout", &fa, NULL, argv, environ) == 0) {
+		int st;
+		while (waitpid(child, &st, 0) < 0 && errno == EINTR)
+			;
+	} else {
+		fprintf(stderr, "# WATCHDOG: could not run gdb\n");
+	}
+	posix_spawn_file_actions_destroy(&fa);
+}
 
 static void *th_watchdog_main(void *arg)
 {
@@ -355,6 +431,7 @@ static void *th_watchdog_main(void *arg)
 				"# WATCHDOG: test '%s' exceeded its timeout\n",
 				th_wd.name ? th_wd.name : "?");
 			fflush(stderr);
+			th_watchdog_dump();
 			abort();
 		}
 		/* The condvar uses CLOCK_REALTIME by default: wait in short
@@ -390,6 +467,7 @@ static inline void th_watchdog_arm(const char *name)
 		th_wd.started = 1;
 	}
 	th_wd.name = name;
+	memset(th_wd.show, 0, sizeof th_wd.show);
 	th_wd.deadline = cpat_now_ns() + th_timeout_ns();
 	pthread_cond_signal(&th_wd.cv);
 	pthread_mutex_unlock(&th_wd.mu);

@@ -253,6 +253,7 @@ static inline struct cpat_pool *mkpool(unsigned workers, size_t cap, int policy)
 			cap, policy, rc);
 		abort();
 	}
+	th_watchdog_show("struct cpat_pool", p);
 	return p;
 }
 

@@ -28,6 +28,7 @@ static struct cpat_pool *mkdyn(unsigned min, unsigned max, int64_t idle,
 			rc);
 		abort();
 	}
+	th_watchdog_show("struct cpat_pool", p);
 	return p;
 }
 
