@@ -199,5 +199,11 @@ CPAT_HIDDEN unsigned cpat__pool_parked_workers(struct cpat_pool *p);
 /* Threads blocked in cpat_pool_wait_idle() or cpat_pool_shutdown(),
  * counted from just before their first check of the condition. */
 CPAT_HIDDEN unsigned cpat__pool_idle_waiters(struct cpat_pool *p);
+/* Test hook: when set, a pool worker that found no task calls it just
+ * before it parks, with spinning true if it still counts as a spinner
+ * (submitters then wake nobody); it may block there, to hold the worker in
+ * that state. NULL (the default) costs one load on the way to parking. */
+typedef void (*cpat__pool_hook_fn)(struct cpat_pool *p, bool spinning);
+CPAT_HIDDEN extern _Atomic(cpat__pool_hook_fn) cpat__test_pool_before_park;
 
 #endif /* CPAT_INTERNAL_H */

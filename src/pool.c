@@ -569,7 +569,8 @@ static int park(struct cpat_pool *p, struct worker *w, struct cpat_task *t,
 			continue;
 		}
 		lock(&p->lock);
-		if (atomic_load(&w->word) == WS_PARKED) {
+		bool was_parked = atomic_load(&w->word) == WS_PARKED;
+		if (was_parked) {
 			idle_remove(p, w);
 			atomic_fetch_sub(&p->wstate, PARKED_ONE);
 		} else {
@@ -577,6 +578,14 @@ static int park(struct cpat_pool *p, struct worker *w, struct cpat_task *t,
 		}
 		atomic_store(&w->word, WS_RUN);
 		unlock(&p->lock);
+		/* A task found by the re-check may be the first of several
+		 * queued while this worker still counted as spinning, whose
+		 * submitters therefore woke nobody: like a last spinner that
+		 * found work, pass the wake on (a woken worker does so in
+		 * stop_spinning()). */
+		if (rc == 0 && was_parked &&
+		    (cpat_chan_len(p->q) > 0 || atomic_load(&p->nbuffered) > 0))
+			notify_work(p);
 		return rc;
 	}
 }
@@ -712,8 +721,15 @@ static void *worker_main(void *arg)
 		    atomic_load_explicit(&p->alive, memory_order_relaxed) >
 			    atomic_load_explicit(&p->max_w,
 						 memory_order_relaxed) &&
-		    retire_over_max(p, w))
+		    retire_over_max(p, w)) {
+			/* A woken worker counts as a spinner, so submitters
+			 * may have left tasks to it: pass them on. */
+			if (spinning) {
+				spinning = false;
+				stop_spinning(p, true);
+			}
 			break;
+		}
 		int rc = take(p, w, &ts, &t);
 		if ((rc != 0 || owed >= OWED_MAX) && owed > 0) {
 			pending_sub(p, owed);
@@ -725,6 +741,11 @@ static void *worker_main(void *arg)
 			rc = spin_recv(p, w, &t);
 		if (rc == -EAGAIN) {
 			bool retire = false;
+			cpat__pool_hook_fn hook = atomic_load_explicit(
+				&cpat__test_pool_before_park,
+				memory_order_relaxed);
+			if (hook)
+				hook(p, spinning);
 			if (spinning) {
 				spinning = false;
 				stop_spinning(p, false);
@@ -1538,6 +1559,8 @@ void cpat_pool_destroy(struct cpat_pool *pool)
 }
 
 /* ---- test hooks ------------------------------------------------------- */
+
+_Atomic(cpat__pool_hook_fn) cpat__test_pool_before_park;
 
 unsigned cpat__pool_blocked_submitters(struct cpat_pool *p)
 {

@@ -1730,6 +1730,88 @@ TH_TEST_FN(pool_parent_token_fires_pool_token)
 	ctx_fini(&c);
 }
 
+/* ---- wake-ups ---------------------------------------------------------- */
+
+/* Holds the first worker that reaches the hook while still counted as a
+ * spinner, until the test releases it. */
+static struct {
+	_Atomic int armed;
+	_Atomic int holding;
+	struct cpat_token *release;
+} hold;
+
+static void hold_spinner_before_park(struct cpat_pool *p, bool spinning)
+{
+	(void)p;
+	int one = 1;
+	if (spinning && atomic_compare_exchange_strong(&hold.armed, &one, 0)) {
+		atomic_store(&hold.holding, 1);
+		cpat_token_wait(hold.release, CPAT_FOREVER);
+	}
+}
+
+/*
+ * A worker that still counts as a spinner when tasks arrive makes their
+ * submitters wake nobody; if it then parks and its re-check of the queue
+ * finds the first task, it must wake another worker for the rest. Before
+ * the fix it did not: the second task waited behind the first (a fixed
+ * pool's parked worker slept forever; a dynamic pool's until its idle
+ * timeout; found as a 120 s hang in 1 pinned run of 200). The hook holds
+ * one worker at that point, counted as a spinner, while the other parks.
+ */
+TH_TEST_FN(pool_worker_finding_task_on_park_recheck_wakes_one_for_the_rest)
+{
+	(void)state;
+	for (int dyn = 0; dyn <= 1; dyn++) {
+		hold.release = mktok(NULL);
+		atomic_store(&hold.holding, 0);
+		atomic_store(&hold.armed, 1);
+		atomic_store(&cpat__test_pool_before_park,
+			     hold_spinner_before_park);
+		struct cpat_pool *p;
+		if (dyn) {
+			struct cpat_dynpool_opts o;
+			cpat_dynpool_opts_init(&o);
+			o.min_workers = 2;
+			o.max_workers = 2;
+			o.queue_capacity = 8;
+			p = NULL;
+			assert_int_equal(cpat_dynpool_create(&p, &o), 0);
+		} else {
+			p = mkpool(2, 8, CPAT_POOL_BLOCK);
+		}
+		/* One worker held as a spinner, the other parked. */
+		while (!atomic_load(&hold.holding) ||
+		       cpat__pool_parked_workers(p) != 1)
+			th_relax();
+		struct ctx c;
+		ctx_init(&c);
+		struct job j[2];
+		for (int i = 0; i < 2; i++) {
+			job_init(&j[i], &c, J_GATE, 0);
+			struct cpat_task t = job_task(&j[i]);
+			assert_int_equal(cpat_pool_submit(p, &t, NULL), 0);
+		}
+		cpat_token_cancel(hold.release);
+		/* Both tasks block on the gate, so both must start, on the
+		 * two workers. A bound, not a speed check: without the wake
+		 * the second never starts. */
+		int64_t until = cpat_now_ns() + 10 * CPAT_SEC;
+		while (atomic_load(&c.started) < 2 && cpat_now_ns() < until)
+			th_relax();
+		long started = atomic_load(&c.started);
+		atomic_store(&cpat__test_pool_before_park, NULL);
+		ctx_open(&c);
+		assert_int_equal(cpat_pool_wait_idle(p, NULL, CPAT_FOREVER), 0);
+		cpat_pool_destroy(p);
+		ctx_fini(&c);
+		cpat_token_unref(hold.release);
+		assert_int_equal(started, 2);
+		for (int i = 0; i < 2; i++)
+			assert_int_equal(atomic_load(&j[i].runs), 1);
+	}
+}
+
 /* The test hooks: an idle pool ends with every worker parked, a running
  * task keeps its worker out of the count; NULL counts nothing. */
 TH_TEST_FN(pool_hooks_count_parked_workers_and_are_zero_for_null)
@@ -1795,6 +1877,7 @@ int main(void)
 		TH_TEST(pool_errors_keeps_first_error_first_up_to_max_errors),
 		TH_TEST(pool_parent_token_fires_pool_token),
 		TH_TEST(pool_hooks_count_parked_workers_and_are_zero_for_null),
+		TH_TEST(pool_worker_finding_task_on_park_recheck_wakes_one_for_the_rest),
 	};
 	/* CPAT_TEST_FILTER=pool_shutdown_* runs a subset (cmocka's pattern). */
 	const char *filter = getenv("CPAT_TEST_FILTER");
