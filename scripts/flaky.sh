@@ -71,11 +71,13 @@ trap 'stop_hog; exit 130' INT TERM
 run() {
 	local mode=$1 bin=$2 i=$3 out="$logs/$2.$1.$3.log" rc
 	# The subshell keeps the shell's "Aborted" notice of a crashed run out
-	# of the report (the run's own output is in its log).
+	# of the report (the run's own output is in its log); its "exit $?"
+	# stops bash from exec'ing timeout in it, which dies of the run's
+	# signal and so brought the notice back.
 	if [ "$mode" = pinned ]; then
-		(timeout "$run_timeout" taskset -c "$cpu" "$dir/tests/test_$bin" >"$out" 2>&1) 2>/dev/null
+		(timeout "$run_timeout" taskset -c "$cpu" "$dir/tests/test_$bin" >"$out" 2>&1; exit $?) 2>/dev/null
 	else
-		(timeout "$run_timeout" "$dir/tests/test_$bin" >"$out" 2>&1) 2>/dev/null
+		(timeout "$run_timeout" "$dir/tests/test_$bin" >"$out" 2>&1; exit $?) 2>/dev/null
 	fi
 	rc=$?
 	[ $rc -eq 0 ] && rm -f "$out"
