@@ -1452,7 +1452,10 @@ static int alloc_run(struct cpat_pipeline *p)
 		atomic_store(&s->recv_lock, 0);
 		atomic_store(&s->send_serving, 0);
 		atomic_store(&s->send_lock, 0);
-		size_t kin = cpat_chan_cap(s->in);
+		/* A worker takes at most its share of what the input
+		 * channel holds: one taking all of a small channel leaves
+		 * the stage's other workers starved until it refills. */
+		size_t kin = cpat_chan_cap(s->in) / s->workers;
 		kin = kin < CHUNK ? kin : CHUNK;
 		if (kin == 0)
 			kin = 1;

@@ -34,7 +34,9 @@
  *
  * **Cost.** Threads pass items on in chunks of up to 32 (one channel
  * operation per chunk) and never wait for a chunk to fill: a stage takes
- * what is there, and a generator source holds items back for at most
+ * what is there, but a worker never more than its share of what its input
+ * channel holds (capacity / workers, at least 1), so that one worker does
+ * not empty a small channel while the others starve, and a generator source holds items back for at most
  * 50 us (none after a generator call slower than 5 us), so a trickle of
  * items still goes through one by one. A stage takes about 50 us of work
  * per chunk (an ordered stage about 200 us: its chunks also wait for the
