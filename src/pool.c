@@ -584,6 +584,7 @@ static int park(struct cpat_pool *p, struct worker *w, struct cpat_task *t,
 		 * found work, pass the wake on (a woken worker does so in
 		 * stop_spinning()). */
 		if (rc == 0 && was_parked &&
+		    !CPAT_PLANTED(CPAT_BUG_POOL_PARK_NO_PASS) &&
 		    (cpat_chan_len(p->q) > 0 || atomic_load(&p->nbuffered) > 0))
 			notify_work(p);
 		return rc;
