@@ -132,7 +132,7 @@ static void check_2_to_5(void *arg, int rc)
 	} else {
 		assert_null(c->p);
 	}
-	assert_int_equal(th_threads_settle(c->threads0), c->threads0);
+	th_assert_threads_back(c->threads0);
 }
 
 TH_TEST_FN(dynpool_create_enomem_at_every_allocation_leaks_nothing)
@@ -171,7 +171,7 @@ TH_TEST_FN(dynpool_create_thread_failure_at_each_of_min_eagain_nothing_left)
 		assert_int_equal(rc, -EAGAIN);
 		assert_null(p);
 		assert_true(starts >= (long)k);
-		assert_int_equal(th_threads_settle(threads0), threads0);
+		th_assert_threads_back(threads0);
 		assert_int_equal(th_alloc_live(), base);
 	}
 	th_alloc_uninstall();

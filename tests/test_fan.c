@@ -36,7 +36,7 @@ long cpat__fan_live_threads(void);
 	do {                                                        \
 		assert_int_equal(cpat__pipeline_live_threads(), 0); \
 		assert_int_equal(cpat__fan_live_threads(), 0);      \
-		assert_int_equal(th_threads_settle(base), (base));  \
+		th_assert_threads_back(base);                       \
 	} while (0)
 
 static void spin_ns(int64_t ns)
@@ -1175,8 +1175,7 @@ TH_TEST_FN(parallel_map_results_in_input_order_own_threads_inline_and_pool)
 	struct cpat_pool_stats ps;
 	assert_int_equal(cpat_pool_stats(pool, &ps), 0);
 	assert_true(ps.submitted >= 1); /* it ran on the pool */
-	assert_int_equal(th_threads_settle(pthr),
-			 pthr); /* no threads of its own */
+	th_assert_threads_back(pthr); /* no threads of its own */
 	cpat_pool_destroy(pool);
 	assert_no_threads_left(thr);
 	free(in);
@@ -1406,7 +1405,7 @@ TH_TEST_FN(fan_bad_arguments_einval_everywhere)
 	assert_int_equal(cpat_chan_is_closed(o8[1]), 0);
 	assert_int_equal(cpat_chan_is_closed(o4), 0);
 	assert_int_equal(atomic_load(&c.calls), 0);
-	assert_int_equal(th_count_threads(), thr);
+	assert_in_range(th_count_threads(), 0, thr);
 	cpat_chan_destroy(in);
 	cpat_chan_destroy(o8[0]);
 	cpat_chan_destroy(o8[1]);
@@ -1520,7 +1519,7 @@ static int run_site(int site, void (*arm)(long, int), long k, int persistent)
 	}
 	assert_int_equal(cpat__fan_live_threads(), 0);
 	long t = th_threads_settle(thr);
-	if (t != thr)
+	if (t > thr)
 		fail_msg("%s, k = %ld: %ld threads left, baseline %ld",
 			 site_name[site], k, t, thr);
 	cpat_chan_destroy(a);

@@ -175,7 +175,7 @@ static void check_3_workers(void *arg, int rc)
 	} else {
 		assert_null(c->p);
 	}
-	assert_int_equal(th_threads_settle(c->threads0), c->threads0);
+	th_assert_threads_back(c->threads0);
 }
 
 TH_TEST_FN(pool_create_enomem_at_every_allocation_leaks_nothing)
@@ -299,7 +299,7 @@ TH_TEST_FN(pool_create_thread_failure_at_each_worker_eagain_nothing_left)
 			assert_true(starts >= (long)k);
 			assert_true(starts <= (long)W);
 			/* Every started worker was joined: no thread left. */
-			assert_int_equal(th_threads_settle(threads0), threads0);
+			th_assert_threads_back(threads0);
 			assert_int_equal(th_alloc_live(), base);
 		}
 	}
@@ -316,7 +316,7 @@ TH_TEST_FN(pool_create_thread_failure_at_each_worker_eagain_nothing_left)
 	assert_int_equal(cpat__test_thread_starts() - starts0, W);
 	cpat_pool_destroy(p);
 	assert_int_equal(th_alloc_live(), base);
-	assert_int_equal(th_threads_settle(threads0), threads0);
+	th_assert_threads_back(threads0);
 	th_alloc_uninstall();
 }
 
