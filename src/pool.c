@@ -38,6 +38,10 @@
  * load, and the registration before the worker's re-check, so either the
  * submitter sees the parked or spinning worker, or the worker sees the task: no
  * lost wake-up. A woken worker finds w->word == WS_WOKEN and resumes spinning.
+ * A parker whose re-check finds a task does the wake step too when tasks
+ * remain: it may have been the spinner that those tasks' submitters relied
+ * on (they woke nobody), and it was about to park without passing the
+ * wake on (a lost wake-up, found as a rare hang pinned to one CPU).
  *
  * Accounting. p->pending packs (high 32 bits) the submit calls inside
  * their "entering" section, from just before their open check until their
