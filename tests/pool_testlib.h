@@ -140,6 +140,18 @@ static inline void job_init(struct job *j, struct ctx *c, int kind, int ret)
 	atomic_store(&j->done_rc, 12345);
 }
 
+/* Inits @p n jobs of @p kind (returning 0) on @p c and submits each to
+ * @p p, asserting every submit returns 0. Main test thread only. */
+static inline void submit_jobs(struct cpat_pool *p, struct ctx *c,
+			       struct job *j, long n, int kind)
+{
+	for (long i = 0; i < n; i++) {
+		job_init(&j[i], c, kind, 0);
+		struct cpat_task t = job_task(&j[i]);
+		assert_int_equal(cpat_pool_submit(p, &t, NULL), 0);
+	}
+}
+
 /* ---- waiting without sleeping ----------------------------------------- */
 
 static inline void wait_long(_Atomic long *v, long at_least)

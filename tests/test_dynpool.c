@@ -511,11 +511,7 @@ TH_TEST_FN(dynpool_resize_lower_max_workers_exit_after_their_task)
 	/* An idle timeout far away: only the resize can retire workers. */
 	struct cpat_pool *p = mkdyn(1, 8, 60 * CPAT_SEC, 16, CPAT_POOL_BLOCK);
 	struct job j[6];
-	for (int i = 0; i < 6; i++) {
-		job_init(&j[i], &c, J_GATE, 0);
-		struct cpat_task t = job_task(&j[i]);
-		assert_int_equal(cpat_pool_submit(p, &t, NULL), 0);
-	}
+	submit_jobs(p, &c, j, 6, J_GATE);
 	wait_long(&c.started, 6);
 	/* Six tasks hold six workers. On a starved CPU there may be one or
 	 * two more: a submit and a worker that has just found work can both
@@ -541,11 +537,7 @@ TH_TEST_FN(dynpool_resize_lower_max_workers_exit_after_their_task)
 	struct ctx c2;
 	ctx_init(&c2);
 	struct job k[4];
-	for (int i = 0; i < 4; i++) {
-		job_init(&k[i], &c2, J_GATE, 0);
-		struct cpat_task t = job_task(&k[i]);
-		assert_int_equal(cpat_pool_submit(p, &t, NULL), 0);
-	}
+	submit_jobs(p, &c2, k, 4, J_GATE);
 	wait_long(&c2.started, 2);
 	give_time(1000);
 	assert_int_equal(atomic_load(&c2.started), 2);

@@ -947,11 +947,7 @@ TH_TEST_FN(pool_task_watching_token_sees_it_cancelled_at_shutdown_deadline)
 	ctx_init(&c);
 	struct cpat_pool *p = mkpool(2, 4, CPAT_POOL_BLOCK);
 	struct job w[2];
-	for (int i = 0; i < 2; i++) {
-		job_init(&w[i], &c, J_WATCH, 0);
-		struct cpat_task t = job_task(&w[i]);
-		assert_int_equal(cpat_pool_submit(p, &t, NULL), 0);
-	}
+	submit_jobs(p, &c, w, 2, J_WATCH);
 	wait_long(&c.started, 2);
 	assert_int_equal(cpat_token_status(cpat_pool_token(p)), 0);
 	int64_t deadline = cpat_now_ns() + 30 * CPAT_MSEC;
@@ -987,11 +983,7 @@ TH_TEST_FN(pool_unread_results_channel_cannot_deadlock_shutdown)
 	assert_int_equal(cpat_chan_create(&c.ch, sizeof(int), 0), 0);
 	struct cpat_pool *p = mkpool(2, 4, CPAT_POOL_BLOCK);
 	struct job j[6];
-	for (int i = 0; i < 6; i++) {
-		job_init(&j[i], &c, J_SENDER, 0);
-		struct cpat_task t = job_task(&j[i]);
-		assert_int_equal(cpat_pool_submit(p, &t, NULL), 0);
-	}
+	submit_jobs(p, &c, j, 6, J_SENDER);
 	wait_long(&c.started, 2);
 	int64_t deadline = cpat_now_ns() + 30 * CPAT_MSEC;
 	struct cpat_pool_report r;
@@ -1396,11 +1388,7 @@ TH_TEST_FN(pool_wait_idle_returns_after_every_submitted_task_finished)
 	assert_non_null(j);
 	struct cpat_pool *p = mkpool(2, 16, CPAT_POOL_BLOCK);
 	for (long round = 0; round < rounds; round++) {
-		for (int i = 0; i < N; i++) {
-			job_init(&j[i], &c, J_PLAIN, 0);
-			struct cpat_task t = job_task(&j[i]);
-			assert_int_equal(cpat_pool_submit(p, &t, NULL), 0);
-		}
+		submit_jobs(p, &c, j, N, J_PLAIN);
 		assert_int_equal(cpat_pool_wait_idle(p, NULL, CPAT_FOREVER), 0);
 		/* Every task finished, done included, before it returned. */
 		for (int i = 0; i < N; i++) {
@@ -1787,11 +1775,7 @@ TH_TEST_FN(pool_worker_finding_task_on_park_recheck_wakes_one_for_the_rest)
 		struct ctx c;
 		ctx_init(&c);
 		struct job j[2];
-		for (int i = 0; i < 2; i++) {
-			job_init(&j[i], &c, J_GATE, 0);
-			struct cpat_task t = job_task(&j[i]);
-			assert_int_equal(cpat_pool_submit(p, &t, NULL), 0);
-		}
+		submit_jobs(p, &c, j, 2, J_GATE);
 		cpat_token_cancel(hold.release);
 		/* Both tasks block on the gate, so both must start, on the
 		 * two workers. A bound, not a speed check: without the wake

@@ -14,11 +14,7 @@ TH_TEST_FN(watchdog_hangs_on_purpose)
 	ctx_init(&c);
 	struct cpat_pool *p = mkpool(1, 4, CPAT_POOL_BLOCK);
 	struct job j[2];
-	for (int i = 0; i < 2; i++) {
-		job_init(&j[i], &c, J_GATE, 0);
-		struct cpat_task t = job_task(&j[i]);
-		assert_int_equal(cpat_pool_submit(p, &t, NULL), 0);
-	}
+	submit_jobs(p, &c, j, 2, J_GATE);
 	/* The second task waits behind the first, which waits for a gate
 	 * that nobody opens. */
 	wait_long(&c.started, 2);
