@@ -74,11 +74,9 @@ run() {
 	# of the report (the run's own output is in its log); its "exit $?"
 	# stops bash from exec'ing timeout in it, which dies of the run's
 	# signal and so brought the notice back.
-	if [ "$mode" = pinned ]; then
-		(timeout "$run_timeout" taskset -c "$cpu" "$dir/tests/test_$bin" >"$out" 2>&1; exit $?) 2>/dev/null
-	else
-		(timeout "$run_timeout" "$dir/tests/test_$bin" >"$out" 2>&1; exit $?) 2>/dev/null
-	fi
+	local pin=()
+	[ "$mode" = pinned ] && pin=(taskset -c "$cpu")
+	(timeout "$run_timeout" "${pin[@]}" "$dir/tests/test_$bin" >"$out" 2>&1; exit $?) 2>/dev/null
 	rc=$?
 	[ $rc -eq 0 ] && rm -f "$out"
 	return $rc
