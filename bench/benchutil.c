@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -202,6 +203,43 @@ double bu_loadavg1(void)
 {
 	double l[1];
 	return getloadavg(l, 1) == 1 ? l[0] : NAN;
+}
+
+void bu_usage_now(struct bu_usage *u)
+{
+	struct rusage r;
+	memset(u, 0, sizeof *u);
+	if (getrusage(RUSAGE_SELF, &r) != 0)
+		return;
+	u->cpu_ns = (double)(r.ru_utime.tv_sec + r.ru_stime.tv_sec) * 1e9 +
+		    (double)(r.ru_utime.tv_usec + r.ru_stime.tv_usec) * 1e3;
+	u->vcsw = r.ru_nvcsw;
+	u->ivcsw = r.ru_nivcsw;
+}
+
+void bu_usage_sub(struct bu_usage *u, const struct bu_usage *start)
+{
+	u->cpu_ns -= start->cpu_ns;
+	u->vcsw -= start->vcsw;
+	u->ivcsw -= start->ivcsw;
+}
+
+void bu_cpu_ticks(uint64_t *total, uint64_t *steal)
+{
+	*total = *steal = 0;
+	FILE *f = fopen("/proc/stat", "r");
+	if (!f)
+		return;
+	/* cpu user nice system idle iowait irq softirq steal guest guest_nice;
+	 * guest time is already counted in user and nice. */
+	unsigned long long v[8] = {0};
+	if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0],
+		   &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]) == 8) {
+		for (int i = 0; i < 8; i++)
+			*total += v[i];
+		*steal = v[7];
+	}
+	fclose(f);
 }
 
 uint64_t bu_fnv(uint64_t h, const void *p, size_t n)
@@ -464,6 +502,7 @@ void bu_report_begin(struct bu_report *r, struct bu_args *a,
 	printf("machine: %d cpus, %s, loadavg %.2f at start (other processes "
 	       "may share the machine)\n",
 	       bu_ncpu(), bu_cpu_model(), bu_loadavg1());
+	bu_cpu_ticks(&r->ticks0, &r->steal0);
 	fflush(stdout);
 	if (a->json) {
 		r->json = bu_json_open(a->json);
@@ -559,7 +598,23 @@ int bu_report_end(struct bu_report *r)
 		bu_json_bool(j, r->checks[i].name, r->checks[i].ok);
 	bu_json_end(j);
 	bu_json_num(j, "loadavg1_end", bu_loadavg1());
+	/* Stolen time: the hypervisor ran other guests on this machine's
+	 * cpus (it shows neither in the load average nor in our CPU time, but
+	 * stretches every timing). */
+	uint64_t t1, s1;
+	bu_cpu_ticks(&t1, &s1);
+	double steal = t1 > r->ticks0 ? (double)(s1 - r->steal0) /
+						(double)(t1 - r->ticks0)
+				      : NAN;
+	bu_json_num(j, "steal_fraction", steal);
 	bu_json_bool(j, "ok", ok);
+	if (steal == steal)
+		printf("cpu time stolen by the hypervisor during the run: "
+		       "%.1f%%%s\n",
+		       100 * steal,
+		       steal > 0.02 ? " (other guests ran on these cpus: the "
+				      "timings above are disturbed)"
+				    : "");
 	printf("loadavg %.2f at end on %d cpus%s\n", bu_loadavg1(), bu_ncpu(),
 	       bu_loadavg1() > bu_ncpu()
 		       ? ": more runnable threads than cpus (other processes, "

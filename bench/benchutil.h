@@ -80,6 +80,20 @@ int bu_ncpu(void);
 const char *bu_cpu_model(void);
 double bu_loadavg1(void);
 
+/* This process's CPU use so far (getrusage: every thread, user + system)
+ * and its context switches: subtract two readings for a run's. */
+struct bu_usage {
+	double cpu_ns;
+	long vcsw;  /* voluntary: the thread blocked (a park, a read) */
+	long ivcsw; /* involuntary: the thread was preempted */
+};
+void bu_usage_now(struct bu_usage *u);
+void bu_usage_sub(struct bu_usage *u, const struct bu_usage *start);
+
+/* The machine's CPU ticks so far, all and stolen (time the hypervisor gave
+ * these cpus to other guests: /proc/stat); both 0 where unknown. */
+void bu_cpu_ticks(uint64_t *total, uint64_t *steal);
+
 /* FNV-1a 64 over bytes, continuing from @p h (start with BU_FNV_INIT). */
 #define BU_FNV_INIT 0xcbf29ce484222325ull
 uint64_t bu_fnv(uint64_t h, const void *p, size_t n);
@@ -148,6 +162,7 @@ struct bu_report {
 	size_t nchecks;
 	char verdicts[4][320];
 	size_t nverdicts;
+	uint64_t ticks0, steal0; /* bu_cpu_ticks() at begin */
 };
 
 /*

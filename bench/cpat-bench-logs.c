@@ -15,6 +15,10 @@
  * the time its batch was written - the time it was read; p50/p99.
  * The pipeline bound = sum(stage costs) / max(stage cost, parse cost /
  * parse workers), capped by the cores.
+ * Each version's CPU time (the process's, user + system) and context
+ * switches are printed beside its time: speedup = (T_base / CPU) x
+ * (CPU / T_wall), the work a pipeline adds to its baseline's (hand-offs,
+ * wake-ups, data moved between cores) and how many cores it kept busy.
  */
 #define _GNU_SOURCE
 #include "benchutil.h"
@@ -819,6 +823,7 @@ struct result {
 	int ok;
 	uint64_t hash;
 	long size;
+	struct bu_usage use; /* the process's CPU time, context switches */
 };
 
 int main(int argc, char **argv)
@@ -934,6 +939,8 @@ int main(int argc, char **argv)
 			bu_progress_start(
 				&pg, &a, r->name, "lines", (uint64_t)lines,
 				(uint64_t)(lines / 4 > 0 ? lines / 4 : 1));
+			struct bu_usage u0;
+			bu_usage_now(&u0);
 			int64_t t0 = bu_now();
 			int rc;
 			if (v == 0) {
@@ -954,6 +961,8 @@ int main(int argc, char **argv)
 				r->lines = p.nlines;
 			}
 			r->ns = bu_now() - t0;
+			bu_usage_now(&r->use);
+			bu_usage_sub(&r->use, &u0);
 			bu_progress_end(&pg, (uint64_t)r->lines);
 			fclose(in);
 			if (fclose(out) != 0)
@@ -1032,8 +1041,8 @@ int main(int argc, char **argv)
 
 	static const char *hdr[] = {"version",  "time",  "lines/s", "speedup",
 				    "eff",      "saved", "lat p50", "lat p99",
-				    "lat mean", "output"};
-	char cells[NV * 10][48];
+				    "lat mean", "cpu",   "ctx sw",  "output"};
+	char cells[NV * 12][48];
 	bu_json_int(rep.json, "lines", lines);
 	bu_json_int(rep.json, "bytes", logsize);
 	bu_json_int(rep.json, "errors", nerr);
@@ -1059,7 +1068,7 @@ int main(int argc, char **argv)
 		struct result *r = &res[v];
 		char b[32];
 		double sp = (double)res[base[v]].ns / (double)r->ns;
-		char(*c)[48] = cells + v * 10;
+		char(*c)[48] = cells + v * 12;
 		snprintf(c[0], 48, "%s", r->name);
 		snprintf(c[1], 48, "%s", bu_fmt_ns(b, (double)r->ns));
 		snprintf(c[2], 48, "%.0f",
@@ -1070,7 +1079,9 @@ int main(int argc, char **argv)
 		snprintf(c[6], 48, "%s", bu_fmt_ns(b, r->p50));
 		snprintf(c[7], 48, "%s", bu_fmt_ns(b, r->p99));
 		snprintf(c[8], 48, "%s", bu_fmt_ns(b, r->mean));
-		snprintf(c[9], 48, "%s",
+		snprintf(c[9], 48, "%s", bu_fmt_ns(b, r->use.cpu_ns));
+		snprintf(c[10], 48, "%ld", r->use.vcsw + r->use.ivcsw);
+		snprintf(c[11], 48, "%s",
 			 !r->ok ? "FAILED"
 			 : r->hash == res[0].hash && r->size == res[0].size
 				 ? "equal"
@@ -1087,11 +1098,34 @@ int main(int argc, char **argv)
 		bu_json_num(rep.json, "latency_p50_ns", r->p50);
 		bu_json_num(rep.json, "latency_p99_ns", r->p99);
 		bu_json_num(rep.json, "latency_mean_ns", r->mean);
+		bu_json_num(rep.json, "cpu_seconds", r->use.cpu_ns / 1e9);
+		bu_json_int(rep.json, "voluntary_switches", r->use.vcsw);
+		bu_json_int(rep.json, "involuntary_switches", r->use.ivcsw);
 		bu_json_bool(rep.json, "ok", r->ok);
 		bu_json_end(rep.json);
 	}
 	bu_json_end(rep.json);
-	bu_table("log processing", 10, hdr, cells, NV);
+	bu_table("log processing", 12, hdr, cells, NV);
+
+	/* Where a pipeline's time goes: speedup = T_base / T_wall =
+	 * (T_base / CPU) x (CPU / T_wall), the first factor the work it does
+	 * beyond its baseline's (hand-offs, wake-ups, data moved between
+	 * cores), the second how many cores it kept busy. */
+	printf("\nCPU time of each pipeline (the whole process, user + "
+	       "system) against its baseline's:\n");
+	for (int v = 1; v < NV; v++) {
+		if (base[v] == v)
+			continue;
+		const struct result *r = &res[v], *b = &res[base[v]];
+		printf("  %-9s CPU %7.1f ms = %.2fx the %s's %.1f ms; %.2f "
+		       "of %d cores busy over its %.1f ms; %ld context "
+		       "switches (%ld involuntary)\n",
+		       r->name, r->use.cpu_ns / 1e6,
+		       r->use.cpu_ns / b->use.cpu_ns, b->name,
+		       b->use.cpu_ns / 1e6, r->use.cpu_ns / (double)r->ns, ncpu,
+		       (double)r->ns / 1e6, r->use.vcsw + r->use.ivcsw,
+		       r->use.ivcsw);
+	}
 
 	for (int v = 1; v < NV; v++) {
 		if (base[v] == v)

@@ -57,5 +57,22 @@ if not doc.get("summary"):
 for name, ok in doc.get("checks", {}).items():
     if not ok:
         fail(f"check {name} failed")
+# Stolen CPU time: a fraction, or null where /proc/stat is missing.
+st = doc.get("steal_fraction", "missing")
+if st is not None and not (isinstance(st, (int, float)) and 0 <= st <= 1):
+    fail(f"steal_fraction is {st!r}")
+# A version's CPU time and context switches, where it reports them, are
+# what getrusage measured: a pipeline of threads that hand items on used
+# some CPU and switched at least once.
+for v in doc.get("data", {}).get("versions", []):
+    if "cpu_seconds" not in v:
+        continue
+    if not v["cpu_seconds"] > 0:
+        fail(f"version {v.get('name')}: cpu_seconds {v['cpu_seconds']!r}")
+    sw = (v.get("voluntary_switches"), v.get("involuntary_switches"))
+    if not all(isinstance(x, int) and x >= 0 for x in sw):
+        fail(f"version {v.get('name')}: context switches {sw!r}")
+    if v.get("name") == "per-line" and sum(sw) == 0:
+        fail("the per-line pipeline reports no context switch")
 print(f"scenario_test: ok ({len(doc['summary'])} summary rows, checks: "
       + ", ".join(doc.get("checks", {})) + ")")

@@ -63,6 +63,10 @@ fi
 mkdir -p "$res"
 rm -f "$res"/*.json "$res"/*.txt
 loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)
+# CPU ticks "all stolen" (/proc/stat: user .. steal): time the hypervisor
+# gave these cpus to other guests stretches every timing unseen.
+ticks() { awk '/^cpu / { t = 0; for (i = 2; i <= 9; i++) t += $i; print t, $9; exit }' /proc/stat 2>/dev/null; }
+ticks_start=$(ticks)
 status=0
 want() { [ -z "$only" ] || [[ ",$only," == *",$1,"* ]]; }
 
@@ -124,10 +128,17 @@ if want micro; then
 fi
 
 loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)
-python3 - "$res" "$mode" "$loadavg_start" "$loadavg_end" "$(( $(date +%s) - start ))" <<'PY'
+ticks_end=$(ticks)
+python3 - "$res" "$mode" "$loadavg_start" "$loadavg_end" "$(( $(date +%s) - start ))" "$ticks_start" "$ticks_end" <<'PY'
 import glob, json, math, os, sys
 
-res, mode, la0, la1, secs = sys.argv[1:6]
+res, mode, la0, la1, secs, tk0, tk1 = sys.argv[1:8]
+try:
+    (t0, s0), (t1, s1) = [map(int, t.split()) for t in (tk0, tk1)]
+    steal = f"{100 * (s1 - s0) / (t1 - t0):.1f}%" if t1 > t0 else "?"
+except ValueError:
+    steal = "unknown"
+
 order = ["numbers", "logs", "pools", "images", "crawl", "realtime", "micro-pipeline"]
 rows, skips, fails, verdicts, machine = [], [], [], [], None
 
@@ -245,7 +256,7 @@ print("=" * 100)
 m = machine or {}
 print(f"SUMMARY ({mode.lstrip('-')} run, {secs} s): {m.get('nproc', '?')} cpus, "
       f"{m.get('cpu', '?')}, loadavg {la0} at start, {la1} at end "
-      "(other processes may share the machine)")
+      f"(other processes may share the machine); cpu time stolen by the hypervisor: {steal}")
 print("  ".join(h.ljust(w[i]) if i in (0, 1) else h.rjust(w[i]) for i, h in enumerate(hdr[:-1])) + "  " + hdr[-1])
 for r in rows:
     print("  ".join(str(c).ljust(w[i]) if i in (0, 1) else str(c).rjust(w[i])
