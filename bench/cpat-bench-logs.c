@@ -11,10 +11,16 @@
  *                (ordered, --workers, default the cores) -> keep-error ->
  *                batch(100, 1 s) -> save. The guide's shape.
  *   chunked    : the same stages, the reader handing on 64 lines at a time.
- * The three output files must be byte-identical. Latency of a saved line =
+ *   blocks     : the source hands on 64 KB ranges of the file; parse
+ *                workers (ordered) read theirs with pread, parse its lines
+ *                and keep the ERROR records -> save, a block of records a
+ *                hand-off (see its section below).
+ *   seq-blocks : the blocks version's functions on one thread, its
+ *                baseline.
+ * The output files must be byte-identical. Latency of a saved line =
  * the time its batch was written - the time it was read; p50/p99.
- * The pipeline bound = sum(stage costs) / max(stage cost, parse cost /
- * parse workers), capped by the cores.
+ * A pipeline's bound = T_seq / max(serial stage costs, parallel stage
+ * cost / workers, T_seq / cores), from the costs its baseline measured.
  * Each version's CPU time (the process's, user + system) and context
  * switches are printed beside its time: speedup = (T_base / CPU) x
  * (CPU / T_wall), the work a pipeline adds to its baseline's (hand-offs,
@@ -29,6 +35,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define LINE_CAP 128
@@ -415,23 +422,25 @@ static int sink_save(const void *item, void *arg)
 	return p->sv->err ? -EIO : 0;
 }
 
-/* ---- the blocks pipeline: whole blocks of the file, passed by pointer ----
+/* ---- the blocks pipeline: ranges of the file, read where they are parsed ----
  *
- * The reader hands on ~64 KB blocks of the file cut at a line end, as a
- * pointer (8 bytes a hand-off, nothing copied); a parse worker splits and
- * parses a block's lines into a block of records; keep-error keeps the
- * ERROR records in place; the sink saves them in batches of 100 (or after
- * 1 s), the same batches as the other versions. Blocks are malloc'ed by
- * the reader and freed downstream (user memory: the library moves only the
- * pointers). No hand-off per line or per record.
+ * The source hands on the offsets of 64 KB ranges of the file (8 bytes a
+ * hand-off); a parse worker reads its range with pread into its own
+ * buffer, parses the lines that start in it and keeps the ERROR records
+ * (the keep-error step, fused: it costs ~2 ns a line, less than a
+ * hand-off); the sink saves them in batches of 100 (or after 1 s), the
+ * same batches as the other versions. A record block is a pointer into a
+ * free list; no hand-off per line or per record. Reading in the workers
+ * keeps each range's bytes on the core that parses them, and only the
+ * ERROR records (a tenth of the lines) cross to the saver's core: a
+ * reader thread handing on its blocks made the pipeline use 1.3-1.6x the
+ * CPU time of the same work on one thread, most of it in moving cache
+ * lines between cores (bench/RESULTS.md).
  */
 #define BLOCK_BYTES (64 * 1024)
-
-struct lblock {
-	int64_t t_read;
-	size_t len;
-	char data[];
-};
+/* A range's read: the byte before it (to find where its first line
+ * starts), the range, and the rest of a line that starts in it. */
+#define RANGE_READ (1 + BLOCK_BYTES + LINE_CAP * 2)
 
 struct rblock {
 	size_t n;
@@ -439,15 +448,14 @@ struct rblock {
 };
 
 /*
- * Recycled buffers: the blocks go round (reader -> parse -> free list, and
- * parse -> keep-error -> save -> free list) instead of being malloc'ed
- * and freed once each. A fresh buffer of records is mostly untouched
- * memory: malloc'ed per block and freed by another thread, it came back as
- * new pages (a page fault for every 4 KB written, some 20 a block) in the
- * parse workers. The sequential blocks version uses the same free lists,
- * so both do the same work.
+ * Recycled record blocks: they go round (parse -> save -> free list)
+ * instead of being malloc'ed and freed once each. A fresh buffer of records
+ * is mostly untouched memory: malloc'ed per block and freed by another
+ * thread, it came back as new pages (a page fault for every 4 KB written)
+ * in the parse workers. The sequential blocks version uses the same free
+ * list, so both do the same work.
  */
-#define FREE_MAX 256
+#define FREE_MAX 2048
 
 struct freelist {
 	pthread_mutex_t mu;
@@ -491,130 +499,130 @@ static void fl_destroy(struct freelist *f)
 }
 
 /* A well-formed line is at least "INFO " + a 24-byte time stamp + " ",
- * 30 bytes, and its newline: a block of len bytes holds at most len / 31
+ * 30 bytes, and its newline: a range of len bytes starts at most len / 31
  * + 1 records. */
 #define MIN_REC_LINE 31
-#define RBLOCK_RECS ((BLOCK_BYTES + LINE_CAP * 2) / MIN_REC_LINE + 1)
+#define RBLOCK_RECS (BLOCK_BYTES / MIN_REC_LINE + 1)
 #define RBLOCK_SIZE (sizeof(struct rblock) + RBLOCK_RECS * sizeof(struct rec))
-#define LBLOCK_SIZE (sizeof(struct lblock) + BLOCK_BYTES + LINE_CAP * 2)
+#define MAX_WORKERS 256
 
 struct bctx {
-	struct freelist lfree, rfree;
-	FILE *in;
-	char carry[LINE_CAP * 2];
-	size_t ncarry;
-	int eof;
-	atomic_long nlines; /* counted by the parse workers */
+	struct freelist rfree;
+	int fd;
+	int64_t next_off, size;
+	char *buf[MAX_WORKERS]; /* each worker's read buffer, RANGE_READ */
+	atomic_long nlines;     /* counted by the parse workers */
 	struct bu_progress *pg;
 };
 
-static int src_block(void *out, void *arg)
+static int bctx_init(struct bctx *b, FILE *in, unsigned workers,
+		     struct bu_progress *pg)
+{
+	memset(b, 0, sizeof *b);
+	atomic_init(&b->nlines, 0);
+	fl_init(&b->rfree, RBLOCK_SIZE);
+	b->fd = fileno(in);
+	b->pg = pg;
+	struct stat st;
+	if (workers > MAX_WORKERS || fstat(b->fd, &st) != 0)
+		return -EINVAL;
+	b->size = st.st_size;
+	for (unsigned i = 0; i < workers; i++)
+		if (!(b->buf[i] = malloc(RANGE_READ)))
+			return -ENOMEM;
+	return 0;
+}
+
+static void bctx_destroy(struct bctx *b)
+{
+	for (unsigned i = 0; i < MAX_WORKERS; i++)
+		free(b->buf[i]);
+	fl_destroy(&b->rfree);
+}
+
+/* The source: the next range's offset; 0 at the end. */
+static int src_range(void *out, void *arg)
 {
 	struct bctx *b = arg;
-	if (b->eof && b->ncarry == 0)
+	if (b->next_off >= b->size)
 		return 0;
-	struct lblock *blk = fl_get(&b->lfree);
-	if (!blk)
-		return -ENOMEM;
-	memcpy(blk->data, b->carry, b->ncarry);
-	size_t n = b->ncarry;
-	if (!b->eof) {
-		size_t got = fread(blk->data + n, 1, BLOCK_BYTES, b->in);
-		if (got < BLOCK_BYTES) {
-			if (ferror(b->in)) {
-				fl_put(&b->lfree, blk);
-				return -EIO;
-			}
-			b->eof = 1;
-		}
-		n += got;
-	}
-	/* Cut after the last newline; keep the partial line for the next. */
-	size_t cut = n;
-	if (!b->eof) {
-		while (cut > 0 && blk->data[cut - 1] != '\n')
-			cut--;
-	}
-	b->ncarry = n - cut;
-	if (b->ncarry > sizeof b->carry) {
-		fl_put(&b->lfree, blk);
-		return -E2BIG; /* a line longer than the carry: not in this log
-				*/
-	}
-	memcpy(b->carry, blk->data + cut, b->ncarry);
-	blk->len = cut;
-	blk->t_read = bu_now();
-	if (cut == 0) {
-		fl_put(&b->lfree, blk);
-		return b->eof && b->ncarry == 0 ? 0 : src_block(out, arg);
-	}
-	*(struct lblock **)out = blk;
+	*(int64_t *)out = b->next_off;
+	b->next_off += BLOCK_BYTES;
 	return 1;
 }
 
-/* Splits and parses a block's lines into a new block of records; frees the
- * line block. NULL if out of memory. */
-static struct rblock *parse_block(struct lblock *blk, struct bctx *b)
+/*
+ * Reads the range at off into buf and parses the lines that start in it
+ * (a line starts at 0 or after a newline), keeping the ERROR records in a
+ * record block. *out is NULL when the range has none. 0, -EIO, -ENOMEM or
+ * -E2BIG (a line longer than the read allows: not in this log).
+ */
+static int parse_range(int64_t off, char *buf, struct bctx *b,
+		       struct rblock **out)
 {
-	const char *p = blk->data, *e = blk->data + blk->len;
-	struct rblock *rb = fl_get(&b->rfree);
-	if (!rb) {
-		fl_put(&b->lfree, blk);
-		return NULL;
+	*out = NULL;
+	int64_t from = off > 0 ? off - 1 : 0;
+	size_t want = (size_t)(off > 0 ? RANGE_READ : RANGE_READ - 1), got = 0;
+	while (got < want) {
+		ssize_t k = pread(b->fd, buf + got, want - got,
+				  (off_t)(from + (int64_t)got));
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0)
+			return -EIO;
+		if (k == 0)
+			break;
+		got += (size_t)k;
 	}
-	rb->n = 0;
+	int64_t t_read = bu_now();
+	int eof = from + (int64_t)got >= b->size;
+	const char *p = buf, *e = buf + got;
+	const char *lim = buf + (off - from) + BLOCK_BYTES; /* starts before */
+	if (off > 0) { /* skip the line that started in the range before */
+		const char *nl = memchr(buf, '\n', got);
+		if (!nl)
+			return eof ? 0 : -E2BIG;
+		p = nl + 1;
+	}
+	struct rblock *rb = NULL;
 	long lines = 0;
-	while (p < e) {
+	while (p < e && p < lim) {
 		const char *nl = memchr(p, '\n', (size_t)(e - p));
+		if (!nl && !eof)
+			return rb ? (fl_put(&b->rfree, rb), -E2BIG) : -E2BIG;
 		size_t len = (size_t)((nl ? nl : e) - p);
-		if (rb->n == RBLOCK_RECS)
-			abort(); /* impossible: see MIN_REC_LINE */
-		if (parse_text(p, len, blk->t_read, &rb->r[rb->n]) == 0)
-			rb->n++;
+		struct rec r;
+		if (parse_text(p, len, t_read, &r) == 0 && r.level == L_ERROR) {
+			if (!rb) {
+				if (!(rb = fl_get(&b->rfree)))
+					return -ENOMEM;
+				rb->n = 0;
+			}
+			if (rb->n == RBLOCK_RECS)
+				abort(); /* impossible: see MIN_REC_LINE */
+			rb->r[rb->n++] = r;
+		}
 		p = nl ? nl + 1 : e;
 		lines++;
 	}
-	fl_put(&b->lfree, blk);
-	/* Lines are counted here, in parallel, not by the reader. */
+	/* Lines are counted here, in parallel, not by the source. */
 	long total = atomic_fetch_add_explicit(&b->nlines, lines,
 					       memory_order_relaxed) +
 		     lines;
 	if (b->pg)
 		bu_progress_update(b->pg, (uint64_t)total);
-	return rb;
+	*out = rb;
+	return 0;
 }
 
-static int st_parse_block(const void *in, void *out, struct cpat_stage_ctx *ctx)
+static int st_parse_range(const void *in, void *out, struct cpat_stage_ctx *ctx)
 {
-	struct rblock *rb =
-		parse_block(*(struct lblock *const *)in, cpat_stage_arg(ctx));
-	if (!rb)
-		return -ENOMEM;
-	*(struct rblock **)out = rb;
-	return CPAT_STAGE_EMIT;
-}
-
-/* Keeps the ERROR records of a block, in place; frees the block and
- * returns NULL if none is left. */
-static struct rblock *keep_error_block(struct rblock *rb, struct bctx *b)
-{
-	size_t k = 0;
-	for (size_t i = 0; i < rb->n; i++)
-		if (rb->r[i].level == L_ERROR)
-			rb->r[k++] = rb->r[i];
-	rb->n = k;
-	if (k == 0) {
-		fl_put(&b->rfree, rb);
-		return NULL;
-	}
-	return rb;
-}
-
-static int st_keep_error_block(const void *in, void *out,
-			       struct cpat_stage_ctx *ctx)
-{
-	struct rblock *rb = keep_error_block(*(struct rblock *const *)in,
-					     cpat_stage_arg(ctx));
+	struct bctx *b = cpat_stage_arg(ctx);
+	struct rblock *rb;
+	int rc = parse_range(*(const int64_t *)in,
+			     b->buf[cpat_stage_worker(ctx)], b, &rb);
+	if (rc)
+		return rc;
 	if (!rb)
 		return CPAT_STAGE_SKIP;
 	*(struct rblock **)out = rb;
@@ -661,55 +669,46 @@ static int sink_block(const void *item, void *arg)
 }
 
 /*
- * The blocks version's own sequential baseline: the same four functions
- * (read a block, parse it, keep its ERROR records, save them in batches),
- * called one after another on one thread, each timed: the same work done
- * the same way as the blocks pipeline, and its per-stage costs.
+ * The blocks version's own sequential baseline: the same functions (next
+ * range, read and parse it keeping the ERROR records, save them in
+ * batches), called one after another on one thread, each timed: the same
+ * work done the same way as the blocks pipeline, and its stage costs
+ * (read and parse are one step here, as in the workers: c->parse).
  */
 static int run_seq_blocks(FILE *in, struct saver *sv, struct costs *c,
 			  long *nlines)
 {
-	struct bctx bc = {.in = in};
-	atomic_init(&bc.nlines, 0);
-	fl_init(&bc.lfree, LBLOCK_SIZE);
-	fl_init(&bc.rfree, RBLOCK_SIZE);
+	struct bctx bc;
 	struct bsave *bs = calloc(1, sizeof *bs);
-	if (!bs)
-		return -ENOMEM;
-	bs->sv = sv;
-	bs->bc = &bc;
+	int rc = bctx_init(&bc, in, 1, NULL);
+	if (!rc && !bs)
+		rc = -ENOMEM;
+	if (bs)
+		bs->sv = sv, bs->bc = &bc;
 	memset(c, 0, sizeof *c);
-	int rc;
-	for (;;) {
-		struct lblock *blk = NULL;
+	while (!rc) {
+		int64_t off;
 		int64_t t0 = bu_now();
-		rc = src_block(&blk, &bc);
+		int more = src_range(&off, &bc);
 		int64_t t1 = bu_now();
 		c->read += (double)(t1 - t0);
-		if (rc <= 0)
+		if (!more)
 			break;
-		struct rblock *rb = parse_block(blk, &bc);
+		struct rblock *rb;
+		rc = parse_range(off, bc.buf[0], &bc, &rb);
 		int64_t t2 = bu_now();
 		c->parse += (double)(t2 - t1);
-		if (!rb) {
-			rc = -ENOMEM;
-			break;
-		}
-		rb = keep_error_block(rb, &bc);
-		int64_t t3 = bu_now();
-		c->filter += (double)(t3 - t2);
-		if (rb && (rc = sink_block(&rb, bs)) != 0)
-			break;
-		c->save += (double)(bu_now() - t3);
+		if (!rc && rb)
+			rc = sink_block(&rb, bs);
+		c->save += (double)(bu_now() - t2);
 	}
 	int64_t t4 = bu_now();
 	if (!rc)
 		block_flush(bs);
 	c->save += (double)(bu_now() - t4);
 	free(bs);
-	fl_destroy(&bc.lfree);
-	fl_destroy(&bc.rfree);
 	*nlines = atomic_load(&bc.nlines);
+	bctx_destroy(&bc);
 	return rc;
 }
 
@@ -719,22 +718,30 @@ static int run_pipe(struct pctx *p, unsigned workers, char *report, size_t rlen)
 	struct cpat_pipeline_opts po;
 	cpat_pipeline_opts_init(&po);
 	int blocks = p->chunk == 0;
-	struct bctx bc = {.in = p->in, .pg = p->pg};
-	atomic_init(&bc.nlines, 0);
-	fl_init(&bc.lfree, LBLOCK_SIZE);
-	fl_init(&bc.rfree, RBLOCK_SIZE);
-	po.item_size = blocks ? sizeof(struct lblock *) : lchunk_size(p->chunk);
+	struct bctx bc;
+	struct bsave *bs = NULL;
+	int rc = 0;
+	if (blocks) {
+		rc = bctx_init(&bc, p->in, workers, p->pg);
+		bs = calloc(1, sizeof *bs);
+		if (!rc && !bs)
+			rc = -ENOMEM;
+		if (bs)
+			bs->sv = p->sv, bs->bc = &bc;
+	}
+	po.item_size = blocks ? sizeof(int64_t) : lchunk_size(p->chunk);
 	if (blocks)
 		po.source_capacity = p->queue;
-	int rc = cpat_pipeline_create(&pl, &po);
 	if (!rc)
-		rc = blocks ? cpat_pipeline_set_generator(pl, src_block, &bc)
+		rc = cpat_pipeline_create(&pl, &po);
+	if (!rc)
+		rc = blocks ? cpat_pipeline_set_generator(pl, src_range, &bc)
 			    : cpat_pipeline_set_generator(pl, src_read, p);
 	struct cpat_stage_opts so;
 	cpat_stage_opts_init(&so);
-	so.name = "parse";
-	so.map = blocks ? st_parse_block : st_parse;
-	so.arg = &bc;
+	so.name = blocks ? "read+parse+keep-error" : "parse";
+	so.map = blocks ? st_parse_range : st_parse;
+	so.arg = blocks ? &bc : NULL;
 	so.out_size = blocks ? sizeof(struct rblock *) : rchunk_size(p->chunk);
 	so.workers = workers;
 	so.ordered = 1;
@@ -742,30 +749,17 @@ static int run_pipe(struct pctx *p, unsigned workers, char *report, size_t rlen)
 		so.out_capacity = p->queue;
 	if (!rc)
 		rc = cpat_pipeline_add_stage(pl, &so);
-	cpat_stage_opts_init(&so);
-	so.name = "keep-error";
-	struct bsave *bs = NULL;
-	if (blocks) {
-		so.map = st_keep_error_block;
-		so.arg = &bc;
-		so.out_size = sizeof(struct rblock *);
-		so.out_capacity = p->queue;
-		bs = calloc(1, sizeof *bs);
-		if (!bs)
-			rc = rc ? rc : -ENOMEM;
-		else
-			bs->sv = p->sv, bs->bc = &bc;
-	} else {
-		so.flat = st_keep_error;
-		so.out_size = sizeof(struct rec);
-		so.out_capacity = 256;
-	}
-	if (!rc)
-		rc = cpat_pipeline_add_stage(pl, &so);
 	if (blocks) {
 		if (!rc)
 			rc = cpat_pipeline_set_sink(pl, sink_block, bs);
 	} else {
+		cpat_stage_opts_init(&so);
+		so.name = "keep-error";
+		so.flat = st_keep_error;
+		so.out_size = sizeof(struct rec);
+		so.out_capacity = 256;
+		if (!rc)
+			rc = cpat_pipeline_add_stage(pl, &so);
 		struct cpat_batch_opts bo;
 		cpat_batch_opts_init(&bo);
 		bo.name = "batch";
@@ -777,6 +771,7 @@ static int run_pipe(struct pctx *p, unsigned workers, char *report, size_t rlen)
 			rc = cpat_pipeline_set_sink(pl, sink_save, p);
 	}
 	struct cpat_pipeline_result res;
+	memset(&res, 0, sizeof res);
 	if (!rc)
 		rc = cpat_pipeline_run(pl, NULL, bu_now() + 600 * CPAT_SEC,
 				       &res);
@@ -791,9 +786,8 @@ static int run_pipe(struct pctx *p, unsigned workers, char *report, size_t rlen)
 		if (bs && !rc)
 			block_flush(bs);
 		free(bs);
+		bctx_destroy(&bc);
 	}
-	fl_destroy(&bc.lfree);
-	fl_destroy(&bc.rfree);
 	return rc;
 }
 
@@ -845,8 +839,8 @@ int main(int argc, char **argv)
 		{"reps", BU_LONG, &reps,
 		 "runs of each version, fastest kept (3; tiny 1)"},
 		{"queue", BU_LONG, &queue,
-		 "blocks pipeline: capacity of its channels, in 64 KB blocks "
-		 "(default 2 x workers + 2)"},
+		 "blocks pipeline: capacity of its channels, in 64 KB ranges "
+		 "(1024)"},
 	};
 	bu_parse(argc, argv, &a, "guide §2.5: log processing pipeline", opts,
 		 sizeof opts / sizeof opts[0]);
@@ -859,8 +853,17 @@ int main(int argc, char **argv)
 	int ncpu = bu_ncpu();
 	if (workers <= 0)
 		workers = ncpu;
+	/* Deep channels: on 2 cores the source and the saver share the cores
+	 * with the workers, and a thread woken there can wait a scheduler
+	 * slice (milliseconds) for a core; 64 ranges (about 1 ms of the
+	 * workers' work) let them run dry: 0.60-0.62 of the bound against
+	 * 0.76-0.83 with 1024 (2026-11-27, alternating, bench/RESULTS.md). */
 	if (queue <= 0)
-		queue = 2 * workers + 2;
+		queue = 1024;
+	if (workers > MAX_WORKERS) {
+		fprintf(stderr, "--workers must be 1..%d\n", MAX_WORKERS);
+		return 2;
+	}
 	if (chunk < 1 || chunk > CHUNK_MAX) {
 		fprintf(stderr, "--chunk must be 1..%d\n", CHUNK_MAX);
 		return 2;
@@ -901,10 +904,11 @@ int main(int argc, char **argv)
 	       "%.2f s)\n",
 	       logp, lines, (double)logsize / 1e6, nerr,
 	       (double)(bu_now() - g0) / 1e9);
-	printf("pipeline: read -> parse (ordered, %ld workers) -> keep-error "
-	       "-> batch(100, 1 s) -> save; "
-	       "fastest of %ld runs each\n",
-	       workers, reps);
+	printf("pipelines: read -> parse (ordered, %ld workers) -> keep-error "
+	       "-> batch(100, 1 s) -> save; blocks: 64 KB ranges -> "
+	       "read+parse+keep-error (ordered, %ld workers, channels of "
+	       "%ld) -> save; fastest of %ld runs each\n",
+	       workers, workers, queue, reps);
 
 	/* Each version --reps times, alternating; the fastest run of each is
 	 * kept (with its latencies and, for the sequential one, its stage
@@ -1003,39 +1007,59 @@ int main(int argc, char **argv)
 
 	/* The pipelines' bounds, from the per-stage costs measured by the
 	 * sequential run of the same work (its fastest run, in this
-	 * invocation): read, keep-error and save are single threads, parse has
-	 * the workers, and all of it shares the cores:
-	 *   bound = T_seq / max(read, parse / workers, keep-error, save,
-	 *                       T_seq / cores).
+	 * invocation): the serial steps are single threads, the parallel one
+	 * has the workers, and all of it shares the cores:
+	 *   line pipelines:  T_seq / max(read, parse / workers, keep-error,
+	 *                                save, T_seq / cores)
+	 *   blocks pipeline: T_seq / max(next range, (read + parse +
+	 *                                keep-error) / workers, save,
+	 *                                T_seq / cores)
 	 * The line pipelines use the line loop's costs; the blocks pipeline
-	 * those of seq-blocks (reading 64 KB blocks, splitting lines while
-	 * parsing). */
+	 * those of seq-blocks (the same functions on one thread). */
 	double ideal = 0, ideal_blk = 0;
 	for (int b = 0; b < 2; b++) {
 		const struct costs *c = b ? &bcost : &cost;
 		double t = (double)res[b ? 4 : 0].ns;
 		double terms[5] = {c->read, c->parse / (double)workers,
 				   c->filter, c->save, t / (double)ncpu};
-		static const char *const tn[5] = {"read", "parse / workers",
-						  "keep-error", "save",
-						  "T_seq / cores"};
+		static const char *const tn[2][5] = {
+			{"read", "parse / workers", "keep-error", "save",
+			 "T_seq / cores"},
+			{"next range", "read+parse+keep-error / workers", "",
+			 "save", "T_seq / cores"}};
 		int mi = 0;
 		for (int i = 1; i < 5; i++)
 			if (terms[i] > terms[mi])
 				mi = i;
 		double bound = t / terms[mi];
 		*(b ? &ideal_blk : &ideal) = bound;
-		printf("\n%s per-stage costs (ns/line): read %.1f, parse %.1f, "
-		       "keep-error %.1f, save %.1f; T_seq %.1f\n"
-		       "bound for the %s = T_seq / max(read, parse / %ld "
-		       "workers, keep-error, save, T_seq / %d cores) = "
-		       "%.1f / %.1f (%s) = %.2fx\n",
-		       b ? "seq-blocks" : "sequential", c->read / (double)lines,
-		       c->parse / (double)lines, c->filter / (double)lines,
-		       c->save / (double)lines, t / (double)lines,
-		       b ? "blocks pipeline" : "line pipelines", workers, ncpu,
-		       t / (double)lines, terms[mi] / (double)lines, tn[mi],
-		       bound);
+		if (b)
+			printf("\nseq-blocks step costs (ns/line): next range "
+			       "%.1f, read+parse+keep-error %.1f, save %.1f; "
+			       "T_seq %.1f\n"
+			       "bound for the blocks pipeline = T_seq / "
+			       "max(next range, read+parse+keep-error / %ld "
+			       "workers, save, T_seq / %d cores) = %.1f / %.1f "
+			       "(%s) = %.2fx\n",
+			       c->read / (double)lines,
+			       c->parse / (double)lines,
+			       c->save / (double)lines, t / (double)lines,
+			       workers, ncpu, t / (double)lines,
+			       terms[mi] / (double)lines, tn[b][mi], bound);
+		else
+			printf("\nsequential per-stage costs (ns/line): read "
+			       "%.1f, parse %.1f, keep-error %.1f, save %.1f; "
+			       "T_seq %.1f\n"
+			       "bound for the line pipelines = T_seq / "
+			       "max(read, parse / %ld workers, keep-error, "
+			       "save, T_seq / %d cores) = %.1f / %.1f (%s) = "
+			       "%.2fx\n",
+			       c->read / (double)lines,
+			       c->parse / (double)lines,
+			       c->filter / (double)lines,
+			       c->save / (double)lines, t / (double)lines,
+			       workers, ncpu, t / (double)lines,
+			       terms[mi] / (double)lines, tn[b][mi], bound);
 	}
 	const double vbound[NV] = {1, ideal, ideal, ideal_blk, 1};
 
@@ -1051,9 +1075,10 @@ int main(int argc, char **argv)
 	bu_json_num(rep.json, "ideal", ideal);
 	bu_json_num(rep.json, "ideal_blocks", ideal_blk);
 	bu_json_str(rep.json, "ideal_how",
-		    "T_seq / max(read, parse / workers, keep-error, save, "
-		    "T_seq / cores), stage costs of the matching sequential "
-		    "run");
+		    "T_seq / max(serial stage costs, parallel stage cost / "
+		    "workers, T_seq / cores), stage costs of the matching "
+		    "sequential run (blocks: read+parse+keep-error is the "
+		    "parallel stage)");
 	for (int b = 0; b < 2; b++) {
 		const struct costs *c = b ? &bcost : &cost;
 		bu_json_obj(rep.json, b ? "stage_ns_blocks" : "stage_ns");
