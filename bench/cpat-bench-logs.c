@@ -284,6 +284,20 @@ static void save_batch(struct saver *s, const struct rec *const *rs, size_t n)
 	s->saved += n;
 }
 
+/* The same step for lines already rendered (the blocks version renders
+ * them in its parse workers): one write, then the latencies. */
+static void save_text(struct saver *s, const char *text, size_t len,
+		      const int64_t *t_read, size_t n)
+{
+	if (fwrite(text, 1, len, s->f) != len || fflush(s->f) != 0)
+		s->err = 1;
+	int64_t now = bu_now();
+	for (size_t i = 0; i < n; i++)
+		bu_lat_add(s->lat, now - t_read[i]);
+	s->batches++;
+	s->saved += n;
+}
+
 /* ---- sequential ---- */
 
 struct costs {
@@ -426,25 +440,39 @@ static int sink_save(const void *item, void *arg)
  *
  * The source hands on the offsets of 64 KB ranges of the file (8 bytes a
  * hand-off); a parse worker reads its range with pread into its own
- * buffer, parses the lines that start in it and keeps the ERROR records
+ * buffer, parses the lines that start in it, keeps the ERROR records
  * (the keep-error step, fused: it costs ~2 ns a line, less than a
- * hand-off); the sink saves them in batches of 100 (or after 1 s), the
- * same batches as the other versions. A record block is a pointer into a
- * free list; no hand-off per line or per record. Reading in the workers
- * keeps each range's bytes on the core that parses them, and only the
- * ERROR records (a tenth of the lines) cross to the saver's core: a
- * reader thread handing on its blocks made the pipeline use 1.3-1.6x the
- * CPU time of the same work on one thread, most of it in moving cache
- * lines between cores (bench/RESULTS.md).
+ * hand-off) and renders them as output lines; the sink writes them in
+ * batches of 100 (or after 1 s), the same batches and bytes as the other
+ * versions. A record block is a pointer into a free list; no hand-off per
+ * line or per record. Reading in the workers keeps each range's bytes on
+ * the core that parses them, and only the rendered ERROR lines (a tenth
+ * of the lines) cross to the saver's core: a reader thread handing on its
+ * blocks made the pipeline use 1.3-1.8x the CPU time of the same work on
+ * one thread, most of it in moving cache lines between cores. Rendering
+ * in the workers leaves the one serial step (the saver) 13 of 66 ns a
+ * line instead of 20-28: with it the cores were busy 1.92-1.99 of 2
+ * instead of 1.79-1.87 (bench/RESULTS.md).
  */
 #define BLOCK_BYTES (64 * 1024)
 /* A range's read: the byte before it (to find where its first line
  * starts), the range, and the rest of a line that starts in it. */
 #define RANGE_READ (1 + BLOCK_BYTES + LINE_CAP * 2)
 
+/* A well-formed line is at least "INFO " + a 24-byte time stamp + " ",
+ * 30 bytes, and its newline: a range of len bytes starts at most len / 31
+ * + 1 records. A rendered line is shorter than its log line (the time
+ * stamp has at most 13 digits), so a range's fit in RANGE_READ bytes. */
+#define MIN_REC_LINE 31
+#define RBLOCK_RECS (BLOCK_BYTES / MIN_REC_LINE + 1)
+
+/* A range's ERROR records, rendered as the output lines ("<ms> <msg>\n",
+ * as save_batch() writes them): line i ends at end[i] in text. */
 struct rblock {
-	size_t n;
-	struct rec r[];
+	int64_t t_read;
+	size_t n, len;
+	uint32_t end[RBLOCK_RECS];
+	char text[RANGE_READ];
 };
 
 /*
@@ -498,12 +526,6 @@ static void fl_destroy(struct freelist *f)
 	pthread_mutex_destroy(&f->mu);
 }
 
-/* A well-formed line is at least "INFO " + a 24-byte time stamp + " ",
- * 30 bytes, and its newline: a range of len bytes starts at most len / 31
- * + 1 records. */
-#define MIN_REC_LINE 31
-#define RBLOCK_RECS (BLOCK_BYTES / MIN_REC_LINE + 1)
-#define RBLOCK_SIZE (sizeof(struct rblock) + RBLOCK_RECS * sizeof(struct rec))
 #define MAX_WORKERS 256
 
 struct bctx {
@@ -520,7 +542,7 @@ static int bctx_init(struct bctx *b, FILE *in, unsigned workers,
 {
 	memset(b, 0, sizeof *b);
 	atomic_init(&b->nlines, 0);
-	fl_init(&b->rfree, RBLOCK_SIZE);
+	fl_init(&b->rfree, sizeof(struct rblock));
 	b->fd = fileno(in);
 	b->pg = pg;
 	struct stat st;
@@ -596,11 +618,17 @@ static int parse_range(int64_t off, char *buf, struct bctx *b,
 			if (!rb) {
 				if (!(rb = fl_get(&b->rfree)))
 					return -ENOMEM;
-				rb->n = 0;
+				rb->t_read = t_read;
+				rb->n = rb->len = 0;
 			}
-			if (rb->n == RBLOCK_RECS)
+			int k = snprintf(rb->text + rb->len,
+					 sizeof rb->text - rb->len, "%lld %s\n",
+					 (long long)r.ts_ms, r.msg);
+			if (rb->n == RBLOCK_RECS || k < 0 ||
+			    (size_t)k >= sizeof rb->text - rb->len)
 				abort(); /* impossible: see MIN_REC_LINE */
-			rb->r[rb->n++] = r;
+			rb->len += (size_t)k;
+			rb->end[rb->n++] = (uint32_t)rb->len;
 		}
 		p = nl ? nl + 1 : e;
 		lines++;
@@ -632,35 +660,39 @@ static int st_parse_range(const void *in, void *out, struct cpat_stage_ctx *ctx)
 /*
  * The save step of the blocks pipeline: batches of 100 records, or what is
  * held once 1 s has passed since the first (checked as blocks arrive), the
- * remainder after the run (block_flush()). The same batches as the batch
- * stage makes, without a hand-off per record.
+ * remainder after the run (block_flush()). The same batches and bytes as
+ * the batch stage's, without a hand-off per record; the lines come
+ * rendered, so the serial step only copies and writes them.
  */
 struct bsave {
 	struct saver *sv;
 	struct bctx *bc; /* its free list of record blocks */
-	struct rec held[BATCH_ITEMS];
-	size_t n;
+	char text[BATCH_ITEMS * (MSG_CAP + 24)];
+	size_t len, n;
+	int64_t t_read[BATCH_ITEMS];
 	int64_t first;
 };
 
 static void block_flush(struct bsave *b)
 {
-	const struct rec *ptrs[BATCH_ITEMS];
-	for (size_t i = 0; i < b->n; i++)
-		ptrs[i] = &b->held[i];
 	if (b->n)
-		save_batch(b->sv, ptrs, b->n);
-	b->n = 0;
+		save_text(b->sv, b->text, b->len, b->t_read, b->n);
+	b->n = b->len = 0;
 }
 
 static int sink_block(const void *item, void *arg)
 {
 	struct bsave *b = arg;
 	struct rblock *rb = *(struct rblock *const *)item;
+	size_t from = 0;
 	for (size_t i = 0; i < rb->n; i++) {
 		if (b->n == 0)
 			b->first = bu_now();
-		b->held[b->n++] = rb->r[i];
+		size_t len = rb->end[i] - from;
+		memcpy(b->text + b->len, rb->text + from, len);
+		from = rb->end[i];
+		b->len += len;
+		b->t_read[b->n++] = rb->t_read;
 		if (b->n == BATCH_ITEMS || bu_now() - b->first >= CPAT_SEC)
 			block_flush(b);
 	}
