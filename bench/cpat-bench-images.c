@@ -35,6 +35,7 @@
 struct ctx {
 	char dir[400];
 	long distinct, count, corrupt;
+	long lo, hi;      /* the images a run processes: [lo, hi) */
 	int64_t sleep_ns; /* simulated I/O: 0 for real JPEG work */
 	uint64_t *hash;   /* per task */
 	int *rc;          /* per task */
@@ -264,26 +265,27 @@ static void run_variant(struct ctx *c, unsigned workers,
 	atomic_store(&c->failed, 0);
 	c->first_err[0] = 0;
 	c->nerr_msgs = 0;
-	memset(c->hash, 0, (size_t)c->count * sizeof *c->hash);
+	long n = c->hi - c->lo;
+	memset(c->hash + c->lo, 0, (size_t)n * sizeof *c->hash);
 	snprintf(s->name, sizeof s->name, "%s", label);
 	s->workers = workers;
-	bu_progress_start(&pg, a, label, "images", (uint64_t)c->count, 100);
+	bu_progress_start(&pg, a, label, "images", (uint64_t)n, 100);
 	c->pg = &pg;
 	int64_t t0 = bu_now();
 	int rc = 0;
 	if (workers == 0) {
-		for (long i = 0; i < c->count; i++)
+		for (long i = c->lo; i < c->hi; i++)
 			run_one(c, i);
 	} else {
-		struct targ *ta = malloc((size_t)c->count * sizeof *ta);
+		struct targ *ta = malloc((size_t)n * sizeof *ta);
 		struct cpat_pool *pool = NULL;
 		struct cpat_pool_opts o;
 		cpat_pool_opts_init(&o);
 		o.workers = workers;
 		rc = ta ? cpat_pool_create(&pool, &o) : -ENOMEM;
-		for (long i = 0; i < c->count && !rc; i++) {
+		for (long i = 0; i < n && !rc; i++) {
 			ta[i].c = c;
-			ta[i].i = i;
+			ta[i].i = c->lo + i;
 			struct cpat_task t = {pool_task, NULL, &ta[i]};
 			rc = cpat_pool_submit(pool, &t, NULL);
 		}
@@ -305,17 +307,32 @@ static void run_variant(struct ctx *c, unsigned workers,
 	s->processed = atomic_load(&c->done) - s->failed;
 	snprintf(s->err, sizeof s->err, "%s", c->first_err);
 	s->nerr = c->nerr_msgs;
-	s->ok = rc == 0 && atomic_load(&c->done) == (unsigned long)c->count;
+	s->ok = rc == 0 && atomic_load(&c->done) == (unsigned long)n;
 	if (rc)
 		fprintf(stderr, "images: %s: %s\n", label, cpat_strerror(rc));
 	printf("%-22s total %ld, processed %lu, failed %lu, duration %.3f s, "
 	       "%.1f images/s%s%s\n",
-	       label, c->count, s->processed, s->failed, s->secs,
-	       (double)c->count / s->secs, s->err[0] ? ", errors: " : "",
-	       s->err);
+	       label, n, s->processed, s->failed, s->secs, (double)n / s->secs,
+	       s->err[0] ? ", errors: " : "", s->err);
 	if (s->nerr > 1)
 		printf("%-22s (%lu errors in all)\n", "", s->nerr);
 	fflush(stdout);
+}
+
+/* Adds a run over one slice of the images to a version's totals. */
+static void stats_add(struct stats *tot, const struct stats *s)
+{
+	if (tot->secs == 0 && tot->processed == 0 && tot->failed == 0) {
+		*tot = *s;
+		return;
+	}
+	tot->secs += s->secs;
+	tot->processed += s->processed;
+	tot->failed += s->failed;
+	tot->nerr += s->nerr;
+	tot->ok &= s->ok;
+	if (!tot->err[0])
+		snprintf(tot->err, sizeof tot->err, "%s", s->err);
 }
 
 static void json_stats(struct bu_json *j, const struct stats *s, double seq,
@@ -339,7 +356,7 @@ int main(int argc, char **argv)
 	struct bu_args a;
 	long count = 0, distinct = 32, corrupt = 0, workers = 0, width = 0,
 	     height = 0;
-	long sim_count = 0, sim_workers = 8, reps = 0;
+	long sim_count = 0, sim_workers = 8, reps = 0, slices = 0;
 	double sim_ms = 0;
 	const char *dir = NULL;
 	const struct bu_opt opts[] = {
@@ -362,6 +379,9 @@ int main(int argc, char **argv)
 		 "workers for simulated I/O (8)"},
 		{"reps", BU_LONG, &reps,
 		 "rounds of the JPEG runs, fastest kept (quick 3, else 1)"},
+		{"slices", BU_LONG, &slices,
+		 "JPEG runs: every version runs each slice of the images in "
+		 "turn, times summed (full 10, else 1)"},
 		{"dir", BU_STR, &dir,
 		 "temporary folder parent (default $TMPDIR or /tmp)"},
 	};
@@ -382,6 +402,10 @@ int main(int argc, char **argv)
 		distinct = 1;
 	if (reps <= 0)
 		reps = quick ? 3 : 1;
+	if (slices <= 0)
+		slices = quick || tiny ? 1 : 10;
+	if (slices > count)
+		slices = count > 0 ? count : 1;
 	int ncpu = bu_ncpu();
 	if (workers <= 0)
 		workers = ncpu;
@@ -444,31 +468,56 @@ int main(int argc, char **argv)
 		       (double)(bu_now() - g0) / 1e9, count);
 		unsigned wl[2] = {(unsigned)workers, 8};
 		int nw = workers == 8 ? 1 : 2;
-		/* --reps rounds, alternating the versions; the fastest run of
-		 * each is kept (the least disturbed by other processes). Every
-		 * run's outputs must equal the first sequential run's. */
+		/* --reps repetitions, alternating the versions; the fastest of
+		 * each is kept (the least disturbed by other processes). Each
+		 * repetition runs the images in --slices slices, every version
+		 * on a slice before the next slice, and sums each version's
+		 * times: a version does not get a minute of the machine to
+		 * itself, so a drift of the shared host's speed over a long
+		 * run falls on all of them alike. Every run's outputs must
+		 * equal the first sequential run's. */
 		int eq = 1;
 		for (long rd = 0; rd < reps; rd++) {
-			struct stats t;
-			run_variant(&c, 0, &a, &t, "sequential");
-			if (rd == 0)
-				memcpy(seqhash, c.hash,
-				       (size_t)count * sizeof *seqhash);
-			eq &= t.ok && !memcmp(seqhash, c.hash,
-					      (size_t)count * sizeof *seqhash);
-			if (rd == 0 || t.secs < st[0].secs)
-				st[0] = t;
-			for (int k = 0; k < nw; k++) {
-				char label[48];
-				snprintf(label, sizeof label, "pool(%u)",
-					 wl[k]);
-				run_variant(&c, wl[k], &a, &t, label);
-				eq &= t.ok && t.failed == st[0].failed &&
-				      !memcmp(seqhash, c.hash,
-					      (size_t)count * sizeof *seqhash);
-				if (rd == 0 || t.secs < st[1 + k].secs)
-					st[1 + k] = t;
+			struct stats tot[3];
+			memset(tot, 0, sizeof tot);
+			for (long sl = 0; sl < slices; sl++) {
+				struct stats t;
+				c.lo = count * sl / slices;
+				c.hi = count * (sl + 1) / slices;
+				size_t hb =
+					(size_t)(c.hi - c.lo) * sizeof *seqhash;
+				run_variant(&c, 0, &a, &t, "sequential");
+				if (rd == 0)
+					memcpy(seqhash + c.lo, c.hash + c.lo,
+					       hb);
+				eq &= t.ok && !memcmp(seqhash + c.lo,
+						      c.hash + c.lo, hb);
+				stats_add(&tot[0], &t);
+				for (int k = 0; k < nw; k++) {
+					char label[48];
+					snprintf(label, sizeof label,
+						 "pool(%u)", wl[k]);
+					run_variant(&c, wl[k], &a, &t, label);
+					eq &= t.ok &&
+					      !memcmp(seqhash + c.lo,
+						      c.hash + c.lo, hb);
+					stats_add(&tot[1 + k], &t);
+				}
 			}
+			for (int k = 0; k <= nw; k++) {
+				if (k > 0)
+					eq &= tot[k].failed == tot[0].failed;
+				if (rd == 0 || tot[k].secs < st[k].secs)
+					st[k] = tot[k];
+			}
+			if (slices > 1)
+				printf("repetition %ld, sums over %ld slices: "
+				       "sequential %.3f s, pool(%u) %.3f "
+				       "s%s%.3f "
+				       "s\n",
+				       rd + 1, slices, tot[0].secs, wl[0],
+				       tot[1].secs, nw > 1 ? ", pool(8) " : "",
+				       nw > 1 ? tot[2].secs : 0.0);
 		}
 		if (reps > 1)
 			printf("fastest of %ld: sequential %.3f s, pool(%u) "
@@ -514,6 +563,8 @@ int main(int argc, char **argv)
 
 	/* The guide's shape with simulated I/O: each task sleeps. */
 	c.count = sim_count;
+	c.lo = 0;
+	c.hi = sim_count;
 	c.sleep_ns = (int64_t)(sim_ms * 1e6);
 	printf("simulated I/O: %ld tasks sleeping %.1f ms each, pool of %ld\n",
 	       sim_count, sim_ms, sim_workers);
