@@ -887,7 +887,7 @@ int main(int argc, char **argv)
 		reps = a.mode == BU_TINY ? 1 : 3;
 	int ncpu = bu_ncpu();
 	if (workers <= 0)
-		workers = ncpu;
+		workers = ncpu < MAX_WORKERS ? ncpu : MAX_WORKERS;
 	/* Deep channels: on 2 cores the source and the saver share the cores
 	 * with the workers, and a thread woken there can wait a scheduler
 	 * slice (milliseconds) for a core; 64 ranges (about 1 ms of the
