@@ -461,8 +461,9 @@ static int sink_save(const void *item, void *arg)
 
 /* A well-formed line is at least "INFO " + a 24-byte time stamp + " ",
  * 30 bytes, and its newline: a range of len bytes starts at most len / 31
- * + 1 records. A rendered line is shorter than its log line (the time
- * stamp has at most 13 digits), so a range's fit in RANGE_READ bytes. */
+ * + 1 records. A rendered line is shorter than its log line (a time
+ * stamp of 24 bytes renders in at most 16: years up to 9999), so a
+ * range's fit in RANGE_READ bytes. */
 #define MIN_REC_LINE 31
 #define RBLOCK_RECS (BLOCK_BYTES / MIN_REC_LINE + 1)
 
