@@ -365,7 +365,8 @@ static int run_seq(FILE *in, struct saver *sv, struct costs *c, long *nlines)
 /* ---- pipeline ---- */
 
 struct pctx {
-	size_t queue; /* blocks pipeline: channel capacities, in blocks */
+	size_t queue;  /* blocks pipeline: channel capacities, in ranges */
+	int64_t range; /* blocks pipeline: bytes per range */
 	FILE *in;
 	long chunk; /* lines per source item: 1 = per-line */
 	struct saver *sv;
@@ -533,15 +534,17 @@ struct bctx {
 	struct freelist rfree;
 	int fd;
 	int64_t next_off, size;
+	int64_t range; /* bytes per range: BLOCK_BYTES, or less (--range) */
 	char *buf[MAX_WORKERS]; /* each worker's read buffer, RANGE_READ */
 	atomic_long nlines;     /* counted by the parse workers */
 	struct bu_progress *pg;
 };
 
-static int bctx_init(struct bctx *b, FILE *in, unsigned workers,
+static int bctx_init(struct bctx *b, FILE *in, unsigned workers, int64_t range,
 		     struct bu_progress *pg)
 {
 	memset(b, 0, sizeof *b);
+	b->range = range;
 	atomic_init(&b->nlines, 0);
 	fl_init(&b->rfree, sizeof(struct rblock));
 	b->fd = fileno(in);
@@ -570,7 +573,7 @@ static int src_range(void *out, void *arg)
 	if (b->next_off >= b->size)
 		return 0;
 	*(int64_t *)out = b->next_off;
-	b->next_off += BLOCK_BYTES;
+	b->next_off += b->range;
 	return 1;
 }
 
@@ -585,7 +588,9 @@ static int parse_range(int64_t off, char *buf, struct bctx *b,
 {
 	*out = NULL;
 	int64_t from = off > 0 ? off - 1 : 0;
-	size_t want = (size_t)(off > 0 ? RANGE_READ : RANGE_READ - 1), got = 0;
+	size_t want = (size_t)(off > 0 ? 1 : 0) + (size_t)b->range +
+		      LINE_CAP * 2,
+	       got = 0;
 	while (got < want) {
 		ssize_t k = pread(b->fd, buf + got, want - got,
 				  (off_t)(from + (int64_t)got));
@@ -600,7 +605,7 @@ static int parse_range(int64_t off, char *buf, struct bctx *b,
 	int64_t t_read = bu_now();
 	int eof = from + (int64_t)got >= b->size;
 	const char *p = buf, *e = buf + got;
-	const char *lim = buf + (off - from) + BLOCK_BYTES; /* starts before */
+	const char *lim = buf + (off - from) + b->range; /* starts before */
 	if (off > 0) { /* skip the line that started in the range before */
 		const char *nl = memchr(buf, '\n', got);
 		if (!nl)
@@ -711,12 +716,12 @@ static int sink_block(const void *item, void *arg)
  * work done the same way as the blocks pipeline, and its stage costs
  * (read and parse are one step here, as in the workers: c->parse).
  */
-static int run_seq_blocks(FILE *in, struct saver *sv, struct costs *c,
-			  long *nlines)
+static int run_seq_blocks(FILE *in, int64_t range, struct saver *sv,
+			  struct costs *c, long *nlines)
 {
 	struct bctx bc;
 	struct bsave *bs = calloc(1, sizeof *bs);
-	int rc = bctx_init(&bc, in, 1, NULL);
+	int rc = bctx_init(&bc, in, 1, range, NULL);
 	if (!rc && !bs)
 		rc = -ENOMEM;
 	if (bs)
@@ -758,7 +763,7 @@ static int run_pipe(struct pctx *p, unsigned workers, char *report, size_t rlen)
 	struct bsave *bs = NULL;
 	int rc = 0;
 	if (blocks) {
-		rc = bctx_init(&bc, p->in, workers, p->pg);
+		rc = bctx_init(&bc, p->in, workers, p->range, p->pg);
 		bs = calloc(1, sizeof *bs);
 		if (!rc && !bs)
 			rc = -ENOMEM;
@@ -860,7 +865,7 @@ int main(int argc, char **argv)
 {
 	struct bu_args a;
 	long lines = 0, workers = 0, keep = 0, chunk = CHUNK_MAX, reps = 0,
-	     queue = 0;
+	     queue = 0, range = BLOCK_BYTES;
 	const char *dir = NULL;
 	const struct bu_opt opts[] = {
 		{"lines", BU_LONG, &lines,
@@ -875,8 +880,11 @@ int main(int argc, char **argv)
 		{"reps", BU_LONG, &reps,
 		 "runs of each version, fastest kept (3; tiny 1)"},
 		{"queue", BU_LONG, &queue,
-		 "blocks pipeline: capacity of its channels, in 64 KB ranges "
+		 "blocks pipeline: capacity of its channels, in ranges "
 		 "(1024)"},
+		{"range", BU_LONG, &range,
+		 "blocks versions: bytes per range, 1..65536 (65536; small "
+		 "ones test the range boundaries)"},
 	};
 	bu_parse(argc, argv, &a, "guide §2.5: log processing pipeline", opts,
 		 sizeof opts / sizeof opts[0]);
@@ -896,6 +904,10 @@ int main(int argc, char **argv)
 	 * 0.76-0.83 with 1024 (2026-11-27, alternating, bench/RESULTS.md). */
 	if (queue <= 0)
 		queue = 1024;
+	if (range < 1 || range > BLOCK_BYTES) {
+		fprintf(stderr, "--range must be 1..%d\n", BLOCK_BYTES);
+		return 2;
+	}
 	if (workers > MAX_WORKERS) {
 		fprintf(stderr, "--workers must be 1..%d\n", MAX_WORKERS);
 		return 2;
@@ -986,15 +998,17 @@ int main(int argc, char **argv)
 			if (v == 0) {
 				rc = run_seq(in, sv, &cc, &r->lines);
 			} else if (v == 4) {
-				rc = run_seq_blocks(in, sv, &cc, &r->lines);
+				rc = run_seq_blocks(in, range, sv, &cc,
+						    &r->lines);
 			} else {
-				struct pctx p = {
-					(size_t)queue,
-					in,
-					v == 1 ? 1 : v == 2 ? chunk : 0,
-					sv,
-					0,
-					&pg};
+				struct pctx p = {.queue = (size_t)queue,
+						 .range = range,
+						 .in = in,
+						 .chunk = v == 1   ? 1
+							  : v == 2 ? chunk
+								   : 0,
+						 .sv = sv,
+						 .pg = &pg};
 				rc = run_pipe(&p, (unsigned)workers,
 					      v == 3 ? rep_buf : NULL,
 					      sizeof rep_buf);
