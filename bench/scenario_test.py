@@ -61,6 +61,10 @@ for name, ok in doc.get("checks", {}).items():
 st = doc.get("steal_fraction", "missing")
 if st is not None and not (isinstance(st, (int, float)) and 0 <= st <= 1):
     fail(f"steal_fraction is {st!r}")
+# The log bench's machine check: two copies' throughput over one's.
+tc = doc.get("data", {}).get("two_copies_throughput", "absent")
+if tc != "absent" and tc is not None and not (isinstance(tc, (int, float)) and 0 < tc < 64):
+    fail(f"two_copies_throughput is {tc!r}")
 # A version's CPU time and context switches, where it reports them, are
 # what getrusage measured: a pipeline of threads that hand items on used
 # some CPU and switched at least once.
