@@ -1151,44 +1151,46 @@ int main(int argc, char **argv)
 		double t = (double)res[b ? 4 : 0].ns;
 		double terms[5] = {c->read, c->parse / (double)workers,
 				   c->filter, c->save, t / (double)ncpu};
-		static const char *const tn[2][5] = {
-			{"read", "parse / workers", "keep-error", "save",
-			 "T_seq / cores"},
-			{"next range", "read+parse+keep-error / workers", "",
-			 "save", "T_seq / cores"}};
+		/* The steps behind the first four terms (NULL: the blocks
+		 * versions keep ERROR records while parsing). */
+		static const char *const step[2][4] = {
+			{"read", "parse", "keep-error", "save"},
+			{"next range", "read+parse+keep-error", NULL, "save"}};
+		const double cost_ns[4] = {c->read, c->parse, c->filter,
+					   c->save};
 		int mi = 0;
 		for (int i = 1; i < 5; i++)
 			if (terms[i] > terms[mi])
 				mi = i;
 		double bound = t / terms[mi];
 		*(b ? &ideal_blk : &ideal) = bound;
-		if (b)
-			printf("\nseq-blocks step costs (ns/line): next range "
-			       "%.1f, read+parse+keep-error %.1f, save %.1f; "
-			       "T_seq %.1f\n"
-			       "bound for the blocks pipeline = T_seq / "
-			       "max(next range, read+parse+keep-error / %ld "
-			       "workers, save, T_seq / %d cores) = %.1f / %.1f "
-			       "(%s) = %.2fx\n",
-			       c->read / (double)lines,
-			       c->parse / (double)lines,
-			       c->save / (double)lines, t / (double)lines,
-			       workers, ncpu, t / (double)lines,
-			       terms[mi] / (double)lines, tn[b][mi], bound);
+		printf("\n%s %s costs (ns/line):",
+		       b ? "seq-blocks" : "sequential",
+		       b ? "step" : "per-stage");
+		for (int i = 0, n = 0; i < 4; i++)
+			if (step[b][i])
+				printf("%s%s %.1f", n++ ? ", " : " ",
+				       step[b][i], cost_ns[i] / (double)lines);
+		printf("; T_seq %.1f\nbound for the %s = T_seq / max(",
+		       t / (double)lines,
+		       b ? "blocks pipeline" : "line pipelines");
+		for (int i = 0; i < 4; i++) {
+			if (!step[b][i])
+				continue;
+			printf("%s", step[b][i]);
+			if (i == 1)
+				printf(" / %ld workers", workers);
+			printf(", ");
+		}
+		char maxname[64];
+		if (mi == 4 || !step[b][mi])
+			snprintf(maxname, sizeof maxname, "T_seq / cores");
 		else
-			printf("\nsequential per-stage costs (ns/line): read "
-			       "%.1f, parse %.1f, keep-error %.1f, save %.1f; "
-			       "T_seq %.1f\n"
-			       "bound for the line pipelines = T_seq / "
-			       "max(read, parse / %ld workers, keep-error, "
-			       "save, T_seq / %d cores) = %.1f / %.1f (%s) = "
-			       "%.2fx\n",
-			       c->read / (double)lines,
-			       c->parse / (double)lines,
-			       c->filter / (double)lines,
-			       c->save / (double)lines, t / (double)lines,
-			       workers, ncpu, t / (double)lines,
-			       terms[mi] / (double)lines, tn[b][mi], bound);
+			snprintf(maxname, sizeof maxname, "%s%s", step[b][mi],
+				 mi == 1 ? " / workers" : "");
+		printf("T_seq / %d cores) = %.1f / %.1f (%s) = %.2fx\n", ncpu,
+		       t / (double)lines, terms[mi] / (double)lines, maxname,
+		       bound);
 	}
 	const double vbound[NV] = {1, ideal, ideal, ideal_blk, 1};
 
