@@ -319,13 +319,10 @@ static void run_variant(struct ctx *c, unsigned workers,
 	fflush(stdout);
 }
 
-/* Adds a run over one slice of the images to a version's totals. */
+/* Adds a run over a later slice of the images to a version's totals
+ * (the first slice's run starts them). */
 static void stats_add(struct stats *tot, const struct stats *s)
 {
-	if (tot->secs == 0 && tot->processed == 0 && tot->failed == 0) {
-		*tot = *s;
-		return;
-	}
 	tot->secs += s->secs;
 	tot->processed += s->processed;
 	tot->failed += s->failed;
@@ -492,7 +489,10 @@ int main(int argc, char **argv)
 					       hb);
 				eq &= t.ok && !memcmp(seqhash + c.lo,
 						      c.hash + c.lo, hb);
-				stats_add(&tot[0], &t);
+				if (sl == 0)
+					tot[0] = t;
+				else
+					stats_add(&tot[0], &t);
 				for (int k = 0; k < nw; k++) {
 					char label[48];
 					snprintf(label, sizeof label,
@@ -501,7 +501,10 @@ int main(int argc, char **argv)
 					eq &= t.ok &&
 					      !memcmp(seqhash + c.lo,
 						      c.hash + c.lo, hb);
-					stats_add(&tot[1 + k], &t);
+					if (sl == 0)
+						tot[1 + k] = t;
+					else
+						stats_add(&tot[1 + k], &t);
 				}
 			}
 			for (int k = 0; k <= nw; k++) {
