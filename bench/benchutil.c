@@ -242,6 +242,25 @@ void bu_cpu_ticks(uint64_t *total, uint64_t *steal)
 	fclose(f);
 }
 
+size_t bu_median_index(const int64_t *v, size_t n)
+{
+	size_t idx[64];
+	if (n > 64)
+		n = 64;
+	if (n == 0)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		idx[i] = i;
+	/* Insertion sort of the indices by value (n is small). */
+	for (size_t i = 1; i < n; i++)
+		for (size_t j = i; j > 0 && v[idx[j]] < v[idx[j - 1]]; j--) {
+			size_t t = idx[j];
+			idx[j] = idx[j - 1];
+			idx[j - 1] = t;
+		}
+	return idx[(n - 1) / 2];
+}
+
 uint64_t bu_fnv(uint64_t h, const void *p, size_t n)
 {
 	const unsigned char *c = p;

@@ -94,6 +94,11 @@ void bu_usage_sub(struct bu_usage *u, const struct bu_usage *start);
  * these cpus to other guests: /proc/stat); both 0 where unknown. */
 void bu_cpu_ticks(uint64_t *total, uint64_t *steal);
 
+/* The index of the median of v[0..n) (for an even n, the lower of the two
+ * middle values): the run to report of n repetitions. n >= 1, at most 64
+ * (larger n: the first 64 are used). */
+size_t bu_median_index(const int64_t *v, size_t n);
+
 /* FNV-1a 64 over bytes, continuing from @p h (start with BU_FNV_INIT). */
 #define BU_FNV_INIT 0xcbf29ce484222325ull
 uint64_t bu_fnv(uint64_t h, const void *p, size_t n);

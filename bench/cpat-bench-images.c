@@ -32,6 +32,9 @@
 #include <turbojpeg.h>
 #endif
 
+/* Rounds of the JPEG runs (--reps). */
+#define MAX_REPS 64
+
 struct ctx {
 	char dir[400];
 	long distinct, count, corrupt;
@@ -375,7 +378,8 @@ int main(int argc, char **argv)
 		{"sim-workers", BU_LONG, &sim_workers,
 		 "workers for simulated I/O (8)"},
 		{"reps", BU_LONG, &reps,
-		 "rounds of the JPEG runs, fastest kept (quick 3, else 1)"},
+		 "rounds of the JPEG runs, 1..64, median kept (quick 3, else "
+		 "1)"},
 		{"slices", BU_LONG, &slices,
 		 "JPEG runs: every version runs each slice of the images in "
 		 "turn, times summed (full 10, else 1)"},
@@ -399,6 +403,10 @@ int main(int argc, char **argv)
 		distinct = 1;
 	if (reps <= 0)
 		reps = quick ? 3 : 1;
+	if (reps > MAX_REPS) {
+		fprintf(stderr, "--reps must be 1..%d\n", MAX_REPS);
+		return 2;
+	}
 	if (slices <= 0)
 		slices = quick || tiny ? 1 : 10;
 	if (slices > count)
@@ -465,8 +473,10 @@ int main(int argc, char **argv)
 		       (double)(bu_now() - g0) / 1e9, count);
 		unsigned wl[2] = {(unsigned)workers, 8};
 		int nw = workers == 8 ? 1 : 2;
-		/* --reps repetitions, alternating the versions; the fastest of
-		 * each is kept (the least disturbed by other processes). Each
+		/* --reps repetitions, alternating the versions; the median of
+		 * each is kept (the fastest would favour the sequential run:
+		 * one thread meets a quiet moment of a shared host more often
+		 * than several at once do). Each
 		 * repetition runs the images in --slices slices, every version
 		 * on a slice before the next slice, and sums each version's
 		 * times: a version does not get a minute of the machine to
@@ -474,6 +484,7 @@ int main(int argc, char **argv)
 		 * run falls on all of them alike. Every run's outputs must
 		 * equal the first sequential run's. */
 		int eq = 1;
+		static struct stats rounds[3][MAX_REPS];
 		for (long rd = 0; rd < reps; rd++) {
 			struct stats tot[3];
 			memset(tot, 0, sizeof tot);
@@ -510,10 +521,9 @@ int main(int argc, char **argv)
 			for (int k = 0; k <= nw; k++) {
 				if (k > 0)
 					eq &= tot[k].failed == tot[0].failed;
-				if (rd == 0 || tot[k].secs < st[k].secs)
-					st[k] = tot[k];
+				rounds[k][rd] = tot[k];
 			}
-			if (slices > 1)
+			if (slices > 1 || reps > 1)
 				printf("repetition %ld, sums over %ld slices: "
 				       "sequential %.3f s, pool(%u) %.3f "
 				       "s%s%.3f "
@@ -522,8 +532,14 @@ int main(int argc, char **argv)
 				       tot[1].secs, nw > 1 ? ", pool(8) " : "",
 				       nw > 1 ? tot[2].secs : 0.0);
 		}
+		for (int k = 0; k <= nw; k++) {
+			int64_t ns[MAX_REPS];
+			for (long rd = 0; rd < reps; rd++)
+				ns[rd] = (int64_t)(rounds[k][rd].secs * 1e9);
+			st[k] = rounds[k][bu_median_index(ns, (size_t)reps)];
+		}
 		if (reps > 1)
-			printf("fastest of %ld: sequential %.3f s, pool(%u) "
+			printf("median of %ld: sequential %.3f s, pool(%u) "
 			       "%.3f s%s%.3f s\n",
 			       reps, st[0].secs, wl[0], st[1].secs,
 			       nw > 1 ? ", pool(8) " : "",

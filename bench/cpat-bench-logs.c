@@ -529,6 +529,8 @@ static void fl_destroy(struct freelist *f)
 }
 
 #define MAX_WORKERS 256
+/* Runs of each version (--reps). */
+#define MAX_REPS 64
 
 struct bctx {
 	struct freelist rfree;
@@ -757,7 +759,7 @@ static int run_seq_blocks(FILE *in, int64_t range, struct saver *sv,
  * The machine's own parallel headroom for this work: the seq-blocks loop
  * alone, then two copies of it at once on two threads (each its own file
  * handle, output to /dev/null), --reps times alternating; returns the
- * throughput of two copies over one, best against best (2.00 on two
+ * throughput of two copies over one, median against median (2.00 on two
  * cores that do not slow each other down; 0 if it could not run).
  */
 struct copy_arg {
@@ -797,7 +799,7 @@ static void *copy_main(void *arg)
 
 static double two_copies(const char *path, int64_t range, long reps)
 {
-	int64_t best[2] = {INT64_MAX, INT64_MAX};
+	int64_t t[2][MAX_REPS];
 	for (long k = 0; k < reps; k++)
 		for (int n = 1; n <= 2; n++) {
 			pthread_t th[2];
@@ -816,10 +818,11 @@ static double two_copies(const char *path, int64_t range, long reps)
 			for (int j = 0; j < n; j++)
 				if (j >= started || ca[j].rc != 0)
 					return 0;
-			if (dt < best[n - 1])
-				best[n - 1] = dt;
+			t[n - 1][k] = dt;
 		}
-	return 2.0 * (double)best[0] / (double)best[1];
+	int64_t one = t[0][bu_median_index(t[0], (size_t)reps)],
+		two = t[1][bu_median_index(t[1], (size_t)reps)];
+	return 2.0 * (double)one / (double)two;
 }
 
 static int run_pipe(struct pctx *p, unsigned workers, char *report, size_t rlen)
@@ -947,7 +950,7 @@ int main(int argc, char **argv)
 		 "where the log and outputs go (default $TMPDIR or /tmp)"},
 		{"keep", BU_LONG, &keep, "1: keep the files"},
 		{"reps", BU_LONG, &reps,
-		 "runs of each version, fastest kept (3; tiny 1)"},
+		 "runs of each version, 1..64, median kept (3; tiny 1)"},
 		{"queue", BU_LONG, &queue,
 		 "blocks pipeline: capacity of its channels, in ranges "
 		 "(1024)"},
@@ -973,6 +976,10 @@ int main(int argc, char **argv)
 	 * 0.76-0.83 with 1024 (2026-11-27, alternating, bench/RESULTS.md). */
 	if (queue <= 0)
 		queue = 1024;
+	if (reps > MAX_REPS) {
+		fprintf(stderr, "--reps must be 1..%d\n", MAX_REPS);
+		return 2;
+	}
 	if (range < 1 || range > BLOCK_BYTES) {
 		fprintf(stderr, "--range must be 1..%d\n", BLOCK_BYTES);
 		return 2;
@@ -1024,23 +1031,29 @@ int main(int argc, char **argv)
 	printf("pipelines: read -> parse (ordered, %ld workers) -> keep-error "
 	       "-> batch(100, 1 s) -> save; blocks: 64 KB ranges -> "
 	       "read+parse+keep-error (ordered, %ld workers, channels of "
-	       "%ld) -> save; fastest of %ld runs each\n",
+	       "%ld) -> save; median of %ld runs each\n",
 	       workers, workers, queue, reps);
 
-	/* Each version --reps times, alternating; the fastest run of each is
-	 * kept (with its latencies and, for the sequential one, its stage
-	 * costs): the least disturbed by whatever else runs on the machine. */
+	/* Each version --reps times, alternating, so that a drift of the
+	 * machine falls on every version alike; the median run of each is
+	 * kept (with its latencies and, for the sequential ones, its stage
+	 * costs). The fastest run would favour the one-thread versions: one
+	 * thread meets a quiet moment of a shared host more often than two
+	 * threads at once do. */
 	struct result res[NV];
 	struct costs cost = {0}, bcost = {0};
 	char report[4096] = "";
 	int all_ok = 1;
-	for (int v = 0; v < NV; v++)
-		res[v].ns = INT64_MAX;
+	static struct result runs[NV][MAX_REPS];
+	static struct costs rcost[NV][MAX_REPS];
+	static char rreport[MAX_REPS][4096];
 	for (long k = 0; k < reps; k++)
 		for (int v = 0; v < NV; v++) {
-			struct result rr, *r = &rr;
-			struct costs cc;
-			char rep_buf[4096] = "";
+			struct result *r = &runs[v][k];
+			struct costs cc = {0};
+			char *rep_buf = rreport[k];
+			if (v == 3)
+				rep_buf[0] = 0;
 			memset(r, 0, sizeof *r);
 			r->name = vname[v];
 			struct bu_lat lat;
@@ -1080,7 +1093,7 @@ int main(int argc, char **argv)
 						 .pg = &pg};
 				rc = run_pipe(&p, (unsigned)workers,
 					      v == 3 ? rep_buf : NULL,
-					      sizeof rep_buf);
+					      sizeof rreport[k]);
 				r->lines = p.nlines;
 			}
 			r->ns = bu_now() - t0;
@@ -1105,37 +1118,47 @@ int main(int argc, char **argv)
 				res[0].hash = r->hash, res[0].size = r->size;
 			all_ok &= r->ok && r->hash == res[0].hash &&
 				  r->size == res[0].size;
-			if (r->ns < res[v].ns) {
-				uint64_t h0 = res[0].hash;
-				long s0 = res[0].size;
-				res[v] = *r;
-				if (v == 0) {
-					cost = cc;
-					res[0].hash = h0;
-					res[0].size = s0;
-				}
-				if (v == 4)
-					bcost = cc;
-				if (v == 3)
-					memcpy(report, rep_buf, sizeof report);
-			}
+			rcost[v][k] = cc;
 		}
+	printf("\nruns (ms, in the order run; the median is kept):\n");
+	for (int v = 0; v < NV; v++) {
+		int64_t ns[MAX_REPS];
+		printf("  %-10s", vname[v]);
+		for (long k = 0; k < reps; k++) {
+			ns[k] = runs[v][k].ns;
+			printf(" %7.1f", (double)ns[k] / 1e6);
+		}
+		printf("\n");
+		size_t m = bu_median_index(ns, (size_t)reps);
+		uint64_t h0 = res[0].hash;
+		long s0 = res[0].size;
+		res[v] = runs[v][m];
+		if (v == 0) {
+			cost = rcost[0][m];
+			res[0].hash = h0;
+			res[0].size = s0;
+		}
+		if (v == 4)
+			bcost = rcost[4][m];
+		if (v == 3)
+			memcpy(report, rreport[m], sizeof report);
+	}
 	/* How much of the bound's 2x two threads get here at all. */
 	double copies = ncpu >= 2 ? two_copies(logp, range, reps) : 0;
 	if (copies > 0)
 		printf("\nmachine check: two copies of the seq-blocks loop at "
-		       "once did %.2fx the work per second of one (fastest of "
+		       "once did %.2fx the work per second of one (median of "
 		       "%ld each; the bounds assume 2.00x on 2 cores)\n",
 		       copies, reps);
 	bu_json_num(rep.json, "two_copies_throughput",
 		    copies > 0 ? copies : NAN);
 
 	if (report[0])
-		printf("\nblocks pipeline stage report (its fastest run):\n%s",
+		printf("\nblocks pipeline stage report (its median run):\n%s",
 		       report);
 
 	/* The pipelines' bounds, from the per-stage costs measured by the
-	 * sequential run of the same work (its fastest run, in this
+	 * sequential run of the same work (its median run, in this
 	 * invocation): the serial steps are single threads, the parallel one
 	 * has the workers, and all of it shares the cores:
 	 *   line pipelines:  T_seq / max(read, parse / workers, keep-error,
@@ -1245,6 +1268,11 @@ int main(int argc, char **argv)
 		bu_json_obj(rep.json, NULL);
 		bu_json_str(rep.json, "name", r->name);
 		bu_json_num(rep.json, "seconds", (double)r->ns / 1e9);
+		bu_json_arr(rep.json, "runs_seconds"); /* median kept */
+		for (long k = 0; k < reps; k++)
+			bu_json_num(rep.json, NULL,
+				    (double)runs[v][k].ns / 1e9);
+		bu_json_end(rep.json);
 		bu_json_num(rep.json, "lines_per_s",
 			    (double)r->lines / ((double)r->ns / 1e9));
 		bu_json_num(rep.json, "speedup", sp);

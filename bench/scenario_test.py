@@ -78,5 +78,17 @@ for v in doc.get("data", {}).get("versions", []):
         fail(f"version {v.get('name')}: context switches {sw!r}")
     if v.get("name") == "per-line" and sum(sw) == 0:
         fail("the per-line pipeline reports no context switch")
+# Where a version lists each repetition's time, the one it reports is
+# their median (for an even count, the lower of the two middle ones).
+for v in doc.get("data", {}).get("versions", []):
+    runs = v.get("runs_seconds")
+    if runs is None:
+        continue
+    if not runs or not all(isinstance(x, (int, float)) and x > 0 for x in runs):
+        fail(f"version {v.get('name')}: runs_seconds {runs!r}")
+    med = sorted(runs)[(len(runs) - 1) // 2]
+    if abs(v["seconds"] - med) > 1e-9 * max(1.0, med):
+        fail(f"version {v.get('name')}: reports {v['seconds']} s, "
+             f"the median of {runs} is {med}")
 print(f"scenario_test: ok ({len(doc['summary'])} summary rows, checks: "
       + ", ".join(doc.get("checks", {})) + ")")

@@ -1,0 +1,54 @@
+/*
+ * Checks of benchutil's helpers that pick which run a scenario reports.
+ * Exit status 0 if all hold; each failure is printed.
+ */
+#include <stdio.h>
+
+#include "benchutil.h"
+
+static int failures;
+
+static void expect_median(const char *what, const int64_t *v, size_t n,
+			  size_t want)
+{
+	size_t got = bu_median_index(v, n);
+	if (got != want) {
+		printf("FAIL %s: median index %zu, expected %zu\n", what, got,
+		       want);
+		failures++;
+	}
+}
+
+int main(void)
+{
+	const int64_t one[] = {42};
+	expect_median("one run", one, 1, 0);
+	const int64_t odd[] = {300, 100, 200};
+	expect_median("odd count", odd, 3, 2);
+	/* Even count: the lower of the two middle values (200 at 3). */
+	const int64_t even[] = {400, 100, 300, 200};
+	expect_median("even count", even, 4, 3);
+	const int64_t two[] = {9, 5};
+	expect_median("two runs", two, 2, 1);
+	/* Equal values: any of them is the median's value. */
+	const int64_t same[] = {7, 7, 7, 7, 7};
+	size_t m = bu_median_index(same, 5);
+	if (m >= 5) {
+		printf("FAIL equal values: index %zu out of range\n", m);
+		failures++;
+	}
+	const int64_t sorted[] = {1, 2, 3, 4, 5, 6, 7};
+	expect_median("sorted", sorted, 7, 3);
+	const int64_t rev[] = {7, 6, 5, 4, 3, 2, 1};
+	expect_median("reversed", rev, 7, 3);
+	/* Outliers on one side do not move the median. */
+	const int64_t outl[] = {100, 1, 101, 99, 1000000};
+	expect_median("outliers", outl, 5, 0);
+	/* More than 64: the first 64 count (their median is 31 of 0..63). */
+	int64_t many[80];
+	for (int i = 0; i < 80; i++)
+		many[i] = i < 64 ? 63 - i : -1000;
+	expect_median("more than 64", many, 80, 32);
+	printf("%s\n", failures ? "benchutil: FAILED" : "benchutil: ok");
+	return failures != 0;
+}
