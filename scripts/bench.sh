@@ -7,8 +7,8 @@
 # Installs what is missing (scripts/deps.sh: meson, ninja; as root also the
 # optional libturbojpeg0-dev libmicrohttpd-dev libcurl4-openssl-dev
 # libcjson-dev gnuplot-nox), builds a release build in build/bench, runs
-# each scenario (bench/cpat-bench-*) at quick sizes (about 3 minutes on 2
-# cores) and the channel, pool and pipeline micro-benchmarks. A scenario whose
+# each scenario (bench/cpat-bench-*) at quick sizes (50-60 s on 2 cores,
+# after a 5 s build) and the channel, pool and pipeline micro-benchmarks. A scenario whose
 # optional library is absent says so and what to install; nothing is
 # faked. Results: build/bench/results/<scenario>.json and .txt (the JSON
 # feeds scripts/plot.sh).
