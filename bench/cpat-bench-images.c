@@ -34,6 +34,8 @@
 
 /* Rounds of the JPEG runs (--reps). */
 #define MAX_REPS 64
+/* Workers of a pool (--workers, --sim-workers). */
+#define MAX_POOL 1024
 
 struct ctx {
 	char dir[400];
@@ -90,6 +92,8 @@ static int make_inputs(struct ctx *c, int w, int h)
 	tjhandle e = tjInitCompress();
 	if (!rgb || !e) {
 		free(rgb);
+		if (e)
+			tjDestroy(e);
 		return -1;
 	}
 	int rc = 0;
@@ -335,8 +339,28 @@ static void stats_add(struct stats *tot, const struct stats *s)
 		snprintf(tot->err, sizeof tot->err, "%s", s->err);
 }
 
+/*
+ * The bound of a pool of @p lanes parallel workers (workers, or cores for
+ * CPU-bound work) over @p total equal tasks run in @p slices slices, one
+ * after the other: a slice of n tasks takes at least ceil(n / lanes) task
+ * times, so the bound is total / the sum of those (lanes when every slice
+ * divides evenly).
+ */
+static double pool_bound(long total, long slices, double lanes)
+{
+	if (total <= 0 || slices <= 0 || lanes < 1)
+		return 1;
+	double rounds = 0;
+	for (long sl = 0; sl < slices; sl++) {
+		long n = total * (sl + 1) / slices - total * sl / slices;
+		rounds += ceil((double)n / floor(lanes));
+	}
+	return rounds > 0 ? (double)total / rounds : 1;
+}
+
+/* @p runs: every repetition's seconds (NULL if there was one run). */
 static void json_stats(struct bu_json *j, const struct stats *s, double seq,
-		       double ideal, long total)
+		       double ideal, long total, const double *runs, long nruns)
 {
 	bu_json_obj(j, NULL);
 	bu_json_str(j, "name", s->name);
@@ -345,6 +369,12 @@ static void json_stats(struct bu_json *j, const struct stats *s, double seq,
 	bu_json_int(j, "processed", (int64_t)s->processed);
 	bu_json_int(j, "failed", (int64_t)s->failed);
 	bu_json_num(j, "seconds", s->secs);
+	if (runs) {
+		bu_json_arr(j, "runs_seconds"); /* the median is reported */
+		for (long k = 0; k < nruns; k++)
+			bu_json_num(j, NULL, runs[k]);
+		bu_json_end(j);
+	}
 	bu_json_num(j, "speedup", seq / s->secs);
 	bu_json_num(j, "ideal", ideal);
 	bu_json_str(j, "first_error", s->err);
@@ -401,9 +431,9 @@ int main(int argc, char **argv)
 		sim_ms = tiny ? 2 : quick ? 5 : 20;
 	if (distinct < 1)
 		distinct = 1;
-	if (reps <= 0)
+	if (reps == 0)
 		reps = quick ? 3 : 1;
-	if (reps > MAX_REPS) {
+	if (reps < 1 || reps > MAX_REPS) {
 		fprintf(stderr, "--reps must be 1..%d\n", MAX_REPS);
 		return 2;
 	}
@@ -412,8 +442,14 @@ int main(int argc, char **argv)
 	if (slices > count)
 		slices = count > 0 ? count : 1;
 	int ncpu = bu_ncpu();
-	if (workers <= 0)
+	if (workers == 0)
 		workers = ncpu;
+	if (workers < 1 || workers > MAX_POOL || sim_workers < 1 ||
+	    sim_workers > MAX_POOL) {
+		fprintf(stderr, "--workers and --sim-workers must be 1..%d\n",
+			MAX_POOL);
+		return 2;
+	}
 	if (!dir)
 		dir = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR")
 							    : "/tmp";
@@ -545,12 +581,21 @@ int main(int argc, char **argv)
 			       nw > 1 ? ", pool(8) " : "",
 			       nw > 1 ? st[2].secs : 0.0);
 		bu_check(&rep, "jpeg_outputs_equal", eq);
+		bu_json_int(rep.json, "reps", reps);
 		bu_json_arr(rep.json, "jpeg");
-		json_stats(rep.json, &st[0], st[0].secs, 1, count);
+		double secs[3][MAX_REPS];
+		for (int k = 0; k <= nw; k++)
+			for (long rd = 0; rd < reps; rd++)
+				secs[k][rd] = rounds[k][rd].secs;
+		json_stats(rep.json, &st[0], st[0].secs, 1, count, secs[0],
+			   reps);
 		for (int k = 0; k < nw; k++) {
-			double ideal = fmin((double)wl[k], (double)ncpu);
+			/* CPU-bound: as many lanes as cores, or workers. */
+			double ideal =
+				pool_bound(count, slices,
+					   fmin((double)wl[k], (double)ncpu));
 			json_stats(rep.json, &st[1 + k], st[0].secs, ideal,
-				   count);
+				   count, secs[1 + k], reps);
 			char nm[64], note[128];
 			snprintf(nm, sizeof nm, "images jpeg pool(%u)", wl[k]);
 			snprintf(note, sizeof note,
@@ -595,10 +640,10 @@ int main(int argc, char **argv)
 	int eq = st[0].ok && st[1].ok &&
 		 !memcmp(seqhash, c.hash, (size_t)sim_count * sizeof *seqhash);
 	bu_check(&rep, "sim_all_processed", eq);
-	double ideal = fmin((double)sim_workers, (double)sim_count);
+	double ideal = pool_bound(sim_count, 1, (double)sim_workers);
 	bu_json_arr(rep.json, "simulated");
-	json_stats(rep.json, &st[0], st[0].secs, 1, sim_count);
-	json_stats(rep.json, &st[1], st[0].secs, ideal, sim_count);
+	json_stats(rep.json, &st[0], st[0].secs, 1, sim_count, NULL, 0);
+	json_stats(rep.json, &st[1], st[0].secs, ideal, sim_count, NULL, 0);
 	bu_json_end(rep.json);
 	char nm[64], note[128];
 	snprintf(nm, sizeof nm, "images sim-I/O pool(%ld)", sim_workers);

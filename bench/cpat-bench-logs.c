@@ -967,7 +967,7 @@ int main(int argc, char **argv)
 	/* Five runs: on a shared host one run of the one-thread loop can take
 	 * 0.7x or 1.3x its usual time, and a median of three still moved the
 	 * quick figure by 0.1 between invocations. */
-	if (reps <= 0)
+	if (reps == 0)
 		reps = a.mode == BU_TINY ? 1 : 5;
 	int ncpu = bu_ncpu();
 	if (workers <= 0)
@@ -979,7 +979,7 @@ int main(int argc, char **argv)
 	 * 0.76-0.83 with 1024 (2026-11-27, alternating, bench/RESULTS.md). */
 	if (queue <= 0)
 		queue = 1024;
-	if (reps > MAX_REPS) {
+	if (reps < 1 || reps > MAX_REPS) {
 		fprintf(stderr, "--reps must be 1..%d\n", MAX_REPS);
 		return 2;
 	}
@@ -998,6 +998,12 @@ int main(int argc, char **argv)
 	if (!dir)
 		dir = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR")
 							    : "/tmp";
+
+	/* A cut name could make an output the input: refuse a long --dir. */
+	if (strlen(dir) > 400) {
+		fprintf(stderr, "--dir must be at most 400 characters\n");
+		return 2;
+	}
 
 	struct bu_report rep;
 	bu_report_begin(&rep, &a, "logs",
@@ -1022,6 +1028,7 @@ int main(int argc, char **argv)
 	int64_t g0 = bu_now();
 	if (write_log(logp, lines, &nerr) != 0) {
 		fprintf(stderr, "logs: cannot write %s\n", logp);
+		unlink(logp);
 		return 1;
 	}
 	long logsize = 0;
@@ -1066,6 +1073,14 @@ int main(int argc, char **argv)
 			if (!sv || !in || !out ||
 			    bu_lat_init(&lat, (size_t)nerr + 1) != 0) {
 				fprintf(stderr, "logs: cannot open files\n");
+				free(sv);
+				if (in)
+					fclose(in);
+				if (out)
+					fclose(out);
+				unlink(logp); /* up to 1 GB */
+				for (int u = 0; u < NV; u++)
+					unlink(outp[u]);
 				return 1;
 			}
 			static char ibuf[1 << 20];
@@ -1229,6 +1244,7 @@ int main(int argc, char **argv)
 	bu_json_int(rep.json, "errors", nerr);
 	bu_json_int(rep.json, "workers", workers);
 	bu_json_int(rep.json, "chunk", chunk);
+	bu_json_int(rep.json, "reps", reps);
 	bu_json_num(rep.json, "ideal", ideal);
 	bu_json_num(rep.json, "ideal_blocks", ideal_blk);
 	bu_json_str(rep.json, "ideal_how",

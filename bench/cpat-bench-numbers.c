@@ -27,6 +27,8 @@
 #define MAX_BATCH 1024
 /* Runs of each version (--reps). */
 #define MAX_REPS 64
+/* Items per level (--items): 800 MB of outputs at most. */
+#define MAX_ITEMS 100000000L
 
 static const int64_t levels[] = {0, 100, 1000, 10000, 100000};
 #define NLEVELS (sizeof levels / sizeof levels[0])
@@ -287,7 +289,8 @@ int main(int argc, char **argv)
 		 "items per hand-off in the batched pipeline (64)"},
 		{"reps", BU_LONG, &reps,
 		 "runs of each version, 1..64, median kept (3; tiny 1)"},
-		{"items", BU_LONG, &nmax, "at most this many items per level"},
+		{"items", BU_LONG, &nmax,
+		 "at most this many items per level, up to 100000000"},
 		{"budget-ms", BU_DOUBLE, &budget_ms,
 		 "sequential time aimed at per level"},
 		{"capacity", BU_LONG, &capacity,
@@ -305,6 +308,18 @@ int main(int argc, char **argv)
 		fprintf(stderr, "--batch must be 1..%d\n", MAX_BATCH);
 		return 2;
 	}
+	if (!(budget_ms >= 0 && budget_ms <= 1e7)) { /* also NaN */
+		fprintf(stderr, "--budget-ms must be 0..10000000\n");
+		return 2;
+	}
+	if (nmax < 0 || nmax > MAX_ITEMS) {
+		fprintf(stderr, "--items must be 1..%ld\n", (long)MAX_ITEMS);
+		return 2;
+	}
+	if (reps < 0 || reps > MAX_REPS) {
+		fprintf(stderr, "--reps must be 1..%d\n", MAX_REPS);
+		return 2;
+	}
 	if (budget_ms <= 0)
 		budget_ms = a.mode == BU_TINY    ? 15
 			    : a.mode == BU_QUICK ? 250
@@ -313,12 +328,8 @@ int main(int argc, char **argv)
 		nmax = a.mode == BU_TINY    ? 20000
 		       : a.mode == BU_QUICK ? 500000
 					    : 5000000;
-	if (reps <= 0)
+	if (reps == 0)
 		reps = a.mode == BU_TINY ? 1 : 3;
-	if (reps > MAX_REPS) {
-		fprintf(stderr, "--reps must be 1..%d\n", MAX_REPS);
-		return 2;
-	}
 
 	struct bu_report rep;
 	bu_report_begin(&rep, &a, "numbers",
@@ -326,8 +337,9 @@ int main(int argc, char **argv)
 	bu_work_calibrate();
 	int ncpu = bu_ncpu();
 	printf("work W is CPU spin done by EACH of the 3 stages per item; "
-	       "batched = %ld items per hand-off\n",
-	       batch);
+	       "batched = %ld items per hand-off (fewer at a level of under "
+	       "32 x %ld items: see the batch column)\n",
+	       batch, batch);
 	if (capacity)
 		printf("per-item pipeline: channels of capacity %ld "
 		       "(--capacity)\n",
@@ -347,10 +359,16 @@ int main(int argc, char **argv)
 				    "batch ns/op", "batch x",    "ideal",
 				    "eff item",    "eff batch"};
 	char(*cells)[48] = calloc(NLEVELS * 11, 48);
+	if (!cells) {
+		fprintf(stderr, "out of memory\n");
+		return 1;
+	}
 	double sp_item[NLEVELS], sp_batch[NLEVELS], seqns[NLEVELS],
 		itemns[NLEVELS], batchns[NLEVELS], ideal[NLEVELS];
+	long lbatch[NLEVELS]; /* the batch each level used (see r.batch) */
 	int all_equal = 1;
 	bu_json_int(rep.json, "batch", batch);
+	bu_json_int(rep.json, "reps", reps);
 	bu_json_int(rep.json, "ncpu", ncpu);
 	bu_json_arr(rep.json, "levels");
 	struct bu_progress pg;
@@ -372,9 +390,11 @@ int main(int argc, char **argv)
 		/* At least ~32 hand-offs, or the batched pipeline never fills.
 		 */
 		r.batch = batch < n / 32 ? batch : (n / 32 > 0 ? n / 32 : 1);
+		lbatch[L] = r.batch;
 		r.out = malloc((size_t)n * sizeof(int64_t));
 		if (!r.out) {
 			fprintf(stderr, "out of memory\n");
+			free(cells);
 			return 1;
 		}
 		/* The versions alternate, --reps times; the median run of
@@ -447,6 +467,19 @@ int main(int argc, char **argv)
 		bu_json_num(rep.json, "speedup_item", sp_item[L]);
 		bu_json_num(rep.json, "speedup_batch", sp_batch[L]);
 		bu_json_num(rep.json, "ideal", ideal[L]);
+		/* Every run, ns per item, in the order run (the median is
+		 * reported above). */
+		bu_json_obj(rep.json, "runs_ns_per_item");
+		const int64_t *tr[3] = {t_seq, t_item, t_batch};
+		static const char *const trn[3] = {"seq", "item", "batch"};
+		for (int v = 0; v < 3; v++) {
+			bu_json_arr(rep.json, trn[v]);
+			for (long k = 0; k < reps; k++)
+				bu_json_num(rep.json, NULL,
+					    (double)tr[v][k] / (double)n);
+			bu_json_end(rep.json);
+		}
+		bu_json_end(rep.json);
 		bu_json_arr(rep.json, "stage_ns");
 		for (int s = 0; s < 3; s++)
 			bu_json_num(rep.json, NULL, cost[s]);
@@ -459,17 +492,20 @@ int main(int argc, char **argv)
 	}
 	bu_progress_end(&pg, NLEVELS);
 	bu_json_end(rep.json);
-	bu_table("numbers pipeline: time per item (best of runs)", 11, hdr,
+	bu_table("numbers pipeline: time per item (median of runs)", 11, hdr,
 		 cells, NLEVELS);
 
 	/* Where each pipeline starts to win (first level faster than the loop).
 	 */
 	int64_t cross_item = -1, cross_batch = -1;
+	long cross_b = batch;
 	for (size_t L = 0; L < NLEVELS; L++) {
 		if (cross_item < 0 && sp_item[L] > 1.0)
 			cross_item = levels[L];
-		if (cross_batch < 0 && sp_batch[L] > 1.0)
+		if (cross_batch < 0 && sp_batch[L] > 1.0) {
 			cross_batch = levels[L];
+			cross_b = lbatch[L];
+		}
 	}
 	char wb[32];
 	if (cross_item >= 0)
@@ -479,9 +515,9 @@ int main(int argc, char **argv)
 	else
 		printf("per-item pipeline never beat the loop in this sweep\n");
 	if (cross_batch >= 0)
-		printf("batched (%ld) pipeline first beats the loop at W = %s "
-		       "per stage\n",
-		       batch, wname(wb, cross_batch));
+		printf("batched pipeline (%ld items per hand-off there) first "
+		       "beats the loop at W = %s per stage\n",
+		       cross_b, wname(wb, cross_batch));
 	else
 		printf("batched pipeline never beat the loop in this sweep\n");
 	printf("guide: 2.7x at trivial work (sequential 1200 ns/op, pipeline "
@@ -507,7 +543,7 @@ int main(int argc, char **argv)
 	bu_verdict(&rep,
 		   "numbers: the per-item pipeline first wins at W = %s per "
 		   "stage, the batched one "
-		   "at W = %s (best per-item speedup %.2fx at W = 100 us, "
+		   "at W = %s (per-item speedup %.2fx at W = 100 us, "
 		   "bound %.2fx)",
 		   cross_item >= 0 ? wname(wb, cross_item) : "never",
 		   cross_batch >= 0 ? wname(wb2, cross_batch) : "never",
@@ -528,7 +564,7 @@ int main(int argc, char **argv)
 			   seqns[L], itemns[L], "ns/op", sp_item[L], ideal[L],
 			   note);
 		snprintf(nm, sizeof nm, "numbers W=%s batch%ld",
-			 wname(wb, levels[L]), batch);
+			 wname(wb, levels[L]), lbatch[L]);
 		snprintf(note, sizeof note, "%.0f -> %.0f ns/op", seqns[L],
 			 batchns[L]);
 		bu_summary(&rep, nm, "", seqns[L], batchns[L], "ns/op",

@@ -78,17 +78,44 @@ for v in doc.get("data", {}).get("versions", []):
         fail(f"version {v.get('name')}: context switches {sw!r}")
     if v.get("name") == "per-line" and sum(sw) == 0:
         fail("the per-line pipeline reports no context switch")
-# Where a version lists each repetition's time, the one it reports is
-# their median (for an even count, the lower of the two middle ones).
-for v in doc.get("data", {}).get("versions", []):
-    runs = v.get("runs_seconds")
+# Where a bench lists each repetition's time, the one it reports is their
+# median (for an even count, the lower of the two middle ones), and there
+# is one per repetition (data.reps).
+data = doc.get("data", {})
+reps = data.get("reps")
+
+
+def check_median(what, reported, runs):
+    if not isinstance(runs, list) or not runs:
+        fail(f"{what}: runs {runs!r}")
+    if reps is not None and len(runs) != reps:
+        fail(f"{what}: {len(runs)} runs listed, --reps was {reps}")
+    if not all(isinstance(x, (int, float)) and x > 0 for x in runs):
+        fail(f"{what}: runs {runs!r}")
+    med = sorted(runs)[(len(runs) - 1) // 2]
+    if reported is None or abs(reported - med) > 1e-6 * max(1.0, med):
+        fail(f"{what}: reports {reported}, the median of {runs} is {med}")
+
+
+medians = 0
+for part in ("versions", "jpeg"):  # logs, images
+    for v in data.get(part, []):
+        if "runs_seconds" in v:
+            check_median(f"{part} {v.get('name')}", v.get("seconds"),
+                         v["runs_seconds"])
+            medians += 1
+for L in data.get("levels", []):  # numbers
+    runs = L.get("runs_ns_per_item")
     if runs is None:
         continue
-    if not runs or not all(isinstance(x, (int, float)) and x > 0 for x in runs):
-        fail(f"version {v.get('name')}: runs_seconds {runs!r}")
-    med = sorted(runs)[(len(runs) - 1) // 2]
-    if abs(v["seconds"] - med) > 1e-9 * max(1.0, med):
-        fail(f"version {v.get('name')}: reports {v['seconds']} s, "
-             f"the median of {runs} is {med}")
+    for key in ("seq", "item", "batch"):
+        check_median(f"level W={L.get('work_ns')} {key}",
+                     L.get(f"{key}_ns_per_item"), runs.get(key))
+        medians += 1
+# These report the median of alternating runs and must list them (the
+# images bench only where its JPEG part ran).
+needs_runs = {"logs", "numbers"} | ({"images"} if data.get("jpeg") else set())
+if doc.get("scenario") in needs_runs and medians == 0:
+    fail(f"{doc.get('scenario')}: no version lists its runs")
 print(f"scenario_test: ok ({len(doc['summary'])} summary rows, checks: "
       + ", ".join(doc.get("checks", {})) + ")")

@@ -167,7 +167,9 @@ def pipeline_crossover():
         print("plot: no numbers results: pipeline_crossover skipped")
         return None
     f = os.path.join(tmp, "cross.dat")
-    batch = d["data"].get("batch", "")
+    # The batch each level used (a level with few items uses smaller ones).
+    used = sorted({L.get("batch") for L in d["data"]["levels"] if L.get("batch")})
+    batch = (str(used[0]) if len(used) == 1 else f"{used[0]}-{used[-1]}") if used else ""
     with open(f, "w") as fh:
         for L in sorted(d["data"]["levels"], key=lambda L: L["work_ns"]):
             x = max(L["work_ns"], 10)  # W=0 drawn at 10 ns on the log axis
