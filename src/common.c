@@ -12,7 +12,11 @@
 #include "internal.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <time.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 
 #include "cpattern/version.h"
 
@@ -109,6 +113,17 @@ int cpat__thread_start(pthread_t *th, void *(*fn)(void *), void *arg,
 	int rc = pthread_create(th, &attr, fn, arg);
 	pthread_attr_destroy(&attr);
 	return rc == 0 ? 0 : -EAGAIN;
+}
+
+void cpat__thread_name(const char *name)
+{
+#ifdef __linux__
+	char b[16]; /* the kernel keeps 15 bytes and a NUL */
+	snprintf(b, sizeof b, "%s", name ? name : "cpat");
+	(void)prctl(PR_SET_NAME, (unsigned long)b, 0, 0, 0);
+#else
+	(void)name;
+#endif
 }
 
 void cpat__test_fail_thread_at(long k, bool persistent)

@@ -183,6 +183,7 @@ static void dropped_add(struct cpat_fan *f, size_t i, uint64_t v)
 static void *out_main(void *arg)
 {
 	struct fthread *t = arg;
+	cpat__thread_name("cpat-fan-out");
 	struct cpat_fan *f = t->f;
 	if (gate_wait(f)) {
 		struct cpat_chan *out = f->chs[f->nchs == 1 ? 0 : t->id];
@@ -219,6 +220,7 @@ static void *out_main(void *arg)
 static void *in_main(void *arg)
 {
 	struct fthread *t = arg;
+	cpat__thread_name("cpat-fan-in");
 	struct cpat_fan *f = t->f;
 	if (gate_wait(f)) {
 		char *buf = f->bufs + t->id * f->buf_stride;
@@ -237,6 +239,7 @@ static void *in_main(void *arg)
 static void *bcast_main(void *arg)
 {
 	struct fthread *t = arg;
+	cpat__thread_name("cpat-broadcast");
 	struct cpat_fan *f = t->f;
 	if (gate_wait(f)) {
 		char *buf = f->bufs;
@@ -359,6 +362,7 @@ static size_t merge_size(size_t esz, size_t n, size_t window)
 static void *merge_main(void *arg)
 {
 	struct fthread *t = arg;
+	cpat__thread_name("cpat-merge");
 	struct cpat_fan *f = t->f;
 	if (gate_wait(f)) {
 		struct merge m;
@@ -758,6 +762,7 @@ static void pmap_task_done(void *arg, int rc)
 
 static void *pmap_thread(void *arg)
 {
+	cpat__thread_name("cpat-pmap");
 	pmap_work(arg);
 	atomic_fetch_sub(&g_live_threads, 1);
 	return NULL;

@@ -59,6 +59,13 @@ CPAT_HIDDEN void cpat__free_aligned(void *ptr);
 #include <pthread.h>
 CPAT_HIDDEN int cpat__thread_start(pthread_t *th, void *(*fn)(void *),
                                    void *arg, bool detached);
+/*
+ * Names the calling thread (Linux: what top -H, ps -L, gdb and perf show;
+ * cut to 15 bytes). Every thread the library starts calls it first, with
+ * "cpat-" and its role, or a pipeline stage's own name. A no-op where the
+ * system has no thread names.
+ */
+CPAT_HIDDEN void cpat__thread_name(const char *name);
 /* Test hook: fail the k-th thread creation from now (k >= 1; persistent:
  * and every one after it); k = 0 turns injection off. */
 CPAT_HIDDEN void cpat__test_fail_thread_at(long k, bool persistent);

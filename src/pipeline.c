@@ -666,6 +666,7 @@ static bool src_flush(struct cpat_pipeline *p, char *buf, size_t n)
 static void *src_main(void *arg)
 {
 	struct cpat_pipeline *p = arg;
+	cpat__thread_name("cpat-source");
 	tl_pipe = p;
 	cpat__chan_adaptive_spin();
 	size_t k = p->src_cap < CHUNK ? p->src_cap : CHUNK;
@@ -1252,6 +1253,7 @@ static void *stage_main(void *arg)
 {
 	struct cpat_stage_ctx *c = arg;
 	struct stage *s = c->s;
+	cpat__thread_name(s->name);
 	tl_pipe = c->p;
 	cpat__chan_adaptive_spin();
 	if (s->kind == K_BATCH)
@@ -1283,6 +1285,7 @@ static void *stage_main(void *arg)
 static void *sink_main(void *arg)
 {
 	struct cpat_pipeline *p = arg;
+	cpat__thread_name("cpat-sink");
 	tl_pipe = p;
 	cpat__chan_adaptive_spin();
 	struct cpat_chan *in = p->ch[p->nstages];

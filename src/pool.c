@@ -706,6 +706,7 @@ static void *worker_main(void *arg)
 	tl_frames = &fr;
 	bool spinning = true; /* the spawner counted us spinning */
 	bool dyn = p->kind == KIND_DYNAMIC;
+	cpat__thread_name(dyn ? "cpat-dynpool" : "cpat-pool");
 	struct cpat_task t;
 	/*
 	 * Finished tasks not yet taken off p->pending: flushed as soon as

@@ -258,6 +258,7 @@ static void hp_remove(struct cpat_token *x)
 static void *timer_main(void *arg)
 {
 	(void)arg;
+	cpat__thread_name("cpat-timer");
 	CPAT_CHECK(pthread_mutex_lock(&g_timer.mu) == 0);
 	for (;;) {
 		struct cpat_token *t = g_timer.root;
@@ -358,6 +359,7 @@ static void sig_handler(int signo)
 static void *sig_main(void *arg)
 {
 	(void)arg;
+	cpat__thread_name("cpat-signal");
 	for (;;) {
 		char buf[64];
 		ssize_t n = read(g_sig.pipe_r, buf, sizeof buf);

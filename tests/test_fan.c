@@ -221,6 +221,42 @@ static void mcfg_init(struct mcfg *c)
 
 /* ---- fan-out ------------------------------------------------------------ */
 
+/* Fan-out workers are named "cpat-fan-out" (top -H, gdb, perf); the worker
+ * function records its thread's name, read after cpat_fan_wait() joined
+ * the worker. */
+static int name_fn(const void *in, void *out, unsigned worker, void *arg)
+{
+	(void)worker;
+	pthread_getname_np(pthread_self(), arg, 16);
+	memcpy(out, in, 8);
+	return 0;
+}
+
+TH_TEST_FN(fan_out_worker_thread_named_cpat_fan_out)
+{
+	(void)state;
+#ifdef __linux__
+	char name[16] = "";
+	struct cpat_chan *in = mk(8, 4), *out = mk(8, 4);
+	uint64_t v = 7;
+	assert_int_equal(cpat_chan_send(in, &v, NULL), 0);
+	assert_int_equal(cpat_chan_close(in), 0);
+	struct cpat_fan *f = NULL;
+	assert_int_equal(cpat_fan_out(&f, in, &out, 1, 1, name_fn, name, NULL),
+			 0);
+	assert_int_equal(cpat_fan_wait(f), 0);
+	assert_string_equal(name, "cpat-fan-out");
+	uint64_t got = 0;
+	assert_int_equal(cpat_chan_recv(out, &got, NULL), 0);
+	assert_int_equal(got, 7);
+	cpat_fan_destroy(f);
+	cpat_chan_destroy(in);
+	cpat_chan_destroy(out);
+#else
+	skip();
+#endif
+}
+
 TH_TEST_FN(fan_out_shared_output_4_workers_every_item_once_then_closed)
 {
 	(void)state;
@@ -1631,6 +1667,7 @@ int main(void)
 		TH_TEST(parallel_map_results_in_input_order_own_threads_inline_and_pool),
 		TH_TEST(parallel_map_first_error_stops_map_and_is_returned),
 		TH_TEST(parallel_map_token_cancelled_midway_returns_ecanceled),
+		TH_TEST(fan_out_worker_thread_named_cpat_fan_out),
 	};
 	const char *filter = getenv("CPAT_TEST_FILTER");
 	if (filter && *filter)

@@ -2422,6 +2422,76 @@ TH_TEST_FN(pipeline_long_stage_name_truncated_in_stats_and_result)
 	cpat_pipeline_destroy(p);
 }
 
+/* The pipeline's threads carry names (top -H, gdb, perf): "cpat-source",
+ * the stage's own name cut to 15 bytes, "cpat-sink". Each callback records
+ * the name of the thread it runs on; the main thread reads them after
+ * cpat_pipeline_run() has joined those threads. */
+struct names {
+	char src[16], stage[16], sink[16];
+	int n;
+};
+
+static int names_gen(void *out, void *arg)
+{
+	struct names *nm = arg;
+	if (nm->n == 3)
+		return 0;
+	if (nm->n++ == 0)
+		pthread_getname_np(pthread_self(), nm->src, sizeof nm->src);
+	*(int *)out = nm->n;
+	return 1;
+}
+
+static int names_map(const void *in, void *out, struct cpat_stage_ctx *ctx)
+{
+	struct names *nm = cpat_stage_arg(ctx);
+	if (*(const int *)in == 1)
+		pthread_getname_np(pthread_self(), nm->stage, sizeof nm->stage);
+	*(int *)out = *(const int *)in;
+	return CPAT_STAGE_EMIT;
+}
+
+static int names_sink(const void *item, void *arg)
+{
+	struct names *nm = arg;
+	if (*(const int *)item == 1)
+		pthread_getname_np(pthread_self(), nm->sink, sizeof nm->sink);
+	return 0;
+}
+
+TH_TEST_FN(pipeline_threads_named_source_stage_sink)
+{
+	(void)state;
+#ifdef __linux__
+	struct names nm;
+	memset(&nm, 0, sizeof nm);
+	struct cpat_pipeline_opts po;
+	cpat_pipeline_opts_init(&po);
+	po.item_size = sizeof(int);
+	struct cpat_pipeline *p;
+	assert_int_equal(cpat_pipeline_create(&p, &po), 0);
+	assert_int_equal(cpat_pipeline_set_generator(p, names_gen, &nm), 0);
+	struct cpat_stage_opts so;
+	cpat_stage_opts_init(&so);
+	so.name = "parse-stage-with-a-long-name";
+	so.map = names_map;
+	so.arg = &nm;
+	so.out_size = sizeof(int);
+	so.workers = 1;
+	so.ordered = 1;
+	assert_int_equal(cpat_pipeline_add_stage(p, &so), 0);
+	assert_int_equal(cpat_pipeline_set_sink(p, names_sink, &nm), 0);
+	struct cpat_pipeline_result res;
+	assert_int_equal(cpat_pipeline_run(p, NULL, CPAT_FOREVER, &res), 0);
+	assert_string_equal(nm.src, "cpat-source");
+	assert_string_equal(nm.stage, "parse-stage-wit");
+	assert_string_equal(nm.sink, "cpat-sink");
+	cpat_pipeline_destroy(p);
+#else
+	skip();
+#endif
+}
+
 /* ---- API errors --------------------------------------------------------- */
 
 /* cpat_pipeline_wait() from one of the pipeline's own stages: -EBUSY. */
@@ -3164,6 +3234,7 @@ int main(void)
 		TH_TEST(pipeline_batch_flush_on_cancel_partial_batch_after_full_ones_accounted_exactly),
 		TH_TEST(pipeline_stats_consistent_report_names_slowest_stage_bottleneck),
 		TH_TEST(pipeline_long_stage_name_truncated_in_stats_and_result),
+		TH_TEST(pipeline_threads_named_source_stage_sink),
 	};
 	const char *filter = getenv("CPAT_TEST_FILTER");
 	if (filter && *filter)

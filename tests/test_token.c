@@ -8,6 +8,7 @@
  */
 #include "harness.h"
 
+#include <dirent.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -2084,6 +2085,43 @@ TH_TEST_FN(deadline_tokens_released_out_of_order_leave_the_rest_on_time)
 	cpat_token_unref(near);
 }
 
+/* The timer thread is named "cpat-timer" (top -H, gdb, perf): once a
+ * deadline token has fired, some thread of the process has that name. */
+TH_TEST_FN(timer_thread_named_cpat_timer)
+{
+	(void)state;
+#ifdef __linux__
+	struct cpat_token *t = NULL;
+	assert_int_equal(
+		cpat_token_create_deadline(&t, NULL, cpat_now_ns() + CPAT_MSEC),
+		0);
+	assert_int_equal(cpat_token_wait(t, CPAT_FOREVER), 0);
+	assert_int_equal(cpat_token_status(t), -ETIMEDOUT);
+	cpat_token_unref(t);
+	int found = 0;
+	DIR *d = opendir("/proc/self/task");
+	assert_non_null(d);
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL && !found) {
+		if (e->d_name[0] == '.')
+			continue;
+		char path[300], comm[32] = "";
+		snprintf(path, sizeof path, "/proc/self/task/%s/comm",
+			 e->d_name);
+		FILE *f = fopen(path, "r");
+		if (!f)
+			continue; /* a thread that exited meanwhile */
+		if (fgets(comm, sizeof comm, f))
+			found = strcmp(comm, "cpat-timer\n") == 0;
+		fclose(f);
+	}
+	closedir(d);
+	assert_true(found);
+#else
+	skip();
+#endif
+}
+
 int main(void)
 {
 	/* Before the first token, and for the whole run. */
@@ -2140,6 +2178,7 @@ int main(void)
 		TH_TEST(allocation_failure_in_create_deadline_is_enomem_and_leaks_nothing),
 		TH_TEST(allocation_failure_in_create_signals_is_enomem_and_leaks_nothing),
 		TH_TEST(allocation_failure_in_on_cancel_is_enomem_and_fn_never_runs),
+		TH_TEST(timer_thread_named_cpat_timer),
 	};
 	return TH_RUN("token", tests);
 }

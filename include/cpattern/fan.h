@@ -37,6 +37,11 @@
  * **Thread safety.** Start functions and wait/destroy from the owner's
  * thread; the channels are used concurrently as usual.
  *
+ * **Thread names.** On Linux the threads are named by their role:
+ * "cpat-fan-out", "cpat-fan-in", "cpat-merge", "cpat-broadcast" and
+ * "cpat-pmap" (a parallel map's own threads; on a pool, its workers'
+ * names).
+ *
  * @code
  * // 1..10 through 4 workers that square, merged into one channel (§4.2)
  * struct cpat_fan *f;

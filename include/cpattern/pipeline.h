@@ -97,6 +97,11 @@
  * feed_close, output, cancel, stats and report may be called from any
  * thread; wait from one.
  *
+ * **Thread names.** On Linux the pipeline's threads are named, as top -H,
+ * ps -L, gdb and perf show them: "cpat-source", "cpat-sink", and each
+ * stage's workers by the stage's name (its first 15 bytes, the system's
+ * limit), so a profile reads stage by stage.
+ *
  * @code
  * static int gen(void *out, void *arg) {            // 1..5
  *         int *next = arg;

@@ -42,6 +42,10 @@
  * **Thread safety.** Every function may be called from any thread, while
  * the pool exists. cpat_pool_destroy() must be the last call.
  *
+ * **Thread names.** On Linux the workers are named "cpat-pool" (a dynamic
+ * pool's "cpat-dynpool"), as top -H, ps -L, gdb and perf show them; a task
+ * may rename its thread, and the name stays until the worker exits.
+ *
  * @code
  * static int work(void *arg, struct cpat_token *tok) { ... return 0; }
  *

@@ -26,7 +26,8 @@
  * long-lived parent does not grow with the children it has had.
  *
  * **Deadlines** fire on time without a thread per token: one shared timer
- * thread, started at the first deadline token, fires them all. Reading the
+ * thread ("cpat-timer" on Linux; the signal helper below is
+ * "cpat-signal"), started at the first deadline token, fires them all. Reading the
  * status of a token past its effective deadline (its own or an ancestor's)
  * also fires it, so a token is never seen live after its deadline, and never
  * fires before it.
