@@ -7,6 +7,7 @@
 #include <cpattern.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -240,6 +241,18 @@ void bu_cpu_ticks(uint64_t *total, uint64_t *steal)
 		*steal = v[7];
 	}
 	fclose(f);
+}
+
+int bu_sync_file(const char *path)
+{
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return -1;
+	int rc = fsync(fd);
+	int e = errno;
+	close(fd);
+	errno = e;
+	return rc;
 }
 
 size_t bu_median_index(const int64_t *v, size_t n)

@@ -99,6 +99,13 @@ void bu_cpu_ticks(uint64_t *total, uint64_t *steal);
  * (larger n: the first 64 are used). */
 size_t bu_median_index(const int64_t *v, size_t n);
 
+/* Writes the file's dirty pages to disk now (fsync), so that the kernel's
+ * writeback of them does not land on a later timed run: a run that follows
+ * the writing of 1 GB would otherwise share the cores with the flusher 30 s
+ * later (vm.dirty_expire_centisecs). 0, or -1 (errno set). Call it outside
+ * the timed part. */
+int bu_sync_file(const char *path);
+
 /* FNV-1a 64 over bytes, continuing from @p h (start with BU_FNV_INIT). */
 #define BU_FNV_INIT 0xcbf29ce484222325ull
 uint64_t bu_fnv(uint64_t h, const void *p, size_t n);

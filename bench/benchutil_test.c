@@ -1,8 +1,13 @@
 /*
- * Checks of benchutil's helpers that pick which run a scenario reports.
+ * Checks of benchutil's helpers: which run a scenario reports, and the
+ * fsync that keeps one run's writeback out of the next.
  * Exit status 0 if all hold; each failure is printed.
  */
+#define _GNU_SOURCE
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 #include "benchutil.h"
 
@@ -49,6 +54,22 @@ int main(void)
 	for (int i = 0; i < 80; i++)
 		many[i] = i < 64 ? 63 - i : -1000;
 	expect_median("more than 64", many, 80, 32);
+	/* bu_sync_file: 0 for a written file, -1 with ENOENT for none. */
+	char tmpl[] = "/tmp/benchutil-test-XXXXXX";
+	int fd = mkstemp(tmpl);
+	if (fd < 0 || write(fd, "x", 1) != 1 || bu_sync_file(tmpl) != 0) {
+		printf("FAIL bu_sync_file on a written file\n");
+		failures++;
+	}
+	if (fd >= 0) {
+		close(fd);
+		unlink(tmpl);
+	}
+	errno = 0;
+	if (bu_sync_file(tmpl) != -1 || errno != ENOENT) {
+		printf("FAIL bu_sync_file on a missing file\n");
+		failures++;
+	}
 	printf("%s\n", failures ? "benchutil: FAILED" : "benchutil: ok");
 	return failures != 0;
 }

@@ -1031,6 +1031,12 @@ int main(int argc, char **argv)
 		unlink(logp);
 		return 1;
 	}
+	/* On disk before any timed run: see bu_sync_file(). */
+	if (bu_sync_file(logp) != 0)
+		fprintf(stderr,
+			"logs: fsync %s failed (timings may include "
+			"its writeback)\n",
+			logp);
 	long logsize = 0;
 	uint64_t hin;
 	file_hash(logp, &hin, &logsize);
@@ -1121,6 +1127,9 @@ int main(int argc, char **argv)
 			fclose(in);
 			if (fclose(out) != 0)
 				sv->err = 1;
+			/* Untimed: this run's output is written to disk now,
+			 * not during the next version's run. */
+			bu_sync_file(outp[v]);
 			r->saved = sv->saved;
 			r->p50 = (double)bu_lat_pct(&lat, 50);
 			r->p99 = (double)bu_lat_pct(&lat, 99);
