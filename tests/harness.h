@@ -239,18 +239,41 @@ static inline void th_held_release(struct th_held_cancel *h)
 #define SIZE(plain, san) TH_SCALED(SANITIZED ? (san) : (plain))
 
 /* The threads of this process now (from /proc/self/task). */
-static inline long th_count_threads(void)
+/* The threads of the process named @p name (/proc/self/task/N/comm), or
+ * all of them for NULL. A thread that exits meanwhile is not counted. */
+static inline long th_count_threads_named(const char *name)
 {
 	DIR *d = opendir("/proc/self/task");
 	if (!d)
 		abort();
 	long n = 0;
 	struct dirent *e;
-	while ((e = readdir(d)) != NULL)
-		if (e->d_name[0] != '.')
+	while ((e = readdir(d)) != NULL) {
+		if (e->d_name[0] == '.')
+			continue;
+		if (!name) {
 			n++;
+			continue;
+		}
+		char path[300], comm[32] = "";
+		snprintf(path, sizeof path, "/proc/self/task/%s/comm",
+			 e->d_name);
+		FILE *f = fopen(path, "r");
+		if (!f)
+			continue;
+		if (fgets(comm, sizeof comm, f)) {
+			comm[strcspn(comm, "\n")] = '\0';
+			n += strcmp(comm, name) == 0;
+		}
+		fclose(f);
+	}
 	closedir(d);
 	return n;
+}
+
+static inline long th_count_threads(void)
+{
+	return th_count_threads_named(NULL);
 }
 
 

@@ -152,6 +152,23 @@ static inline void submit_jobs(struct cpat_pool *p, struct ctx *c,
 	}
 }
 
+/* Reads the name of a worker thread of @p p into @p name (16 bytes): one
+ * task records it, and wait_idle orders its write before the read. Main
+ * test thread only; Linux (pthread_getname_np). */
+static inline int name_task(void *arg, struct cpat_token *tok)
+{
+	(void)tok;
+	pthread_getname_np(pthread_self(), arg, 16);
+	return 0;
+}
+
+static inline void worker_thread_name(struct cpat_pool *p, char name[16])
+{
+	struct cpat_task t = {.fn = name_task, .arg = name};
+	assert_int_equal(cpat_pool_submit(p, &t, NULL), 0);
+	assert_int_equal(cpat_pool_wait_idle(p, NULL, CPAT_FOREVER), 0);
+}
+
 /* ---- waiting without sleeping ----------------------------------------- */
 
 static inline void wait_long(_Atomic long *v, long at_least)

@@ -673,6 +673,21 @@ TH_TEST_FN(dynpool_create_burst_destroy_cycles_no_hang)
 	assert_int_equal(lost, 0);
 }
 
+/* Workers of a dynamic pool are named "cpat-dynpool" (top -H, gdb, perf). */
+TH_TEST_FN(dynpool_workers_named_cpat_dynpool)
+{
+	(void)state;
+#ifdef __linux__
+	struct cpat_pool *p = mkdyn(1, 2, CPAT_SEC, 4, CPAT_POOL_BLOCK);
+	char name[16] = "";
+	worker_thread_name(p, name);
+	assert_string_equal(name, "cpat-dynpool");
+	cpat_pool_destroy(p);
+#else
+	skip();
+#endif
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -687,6 +702,7 @@ int main(void)
 		TH_TEST(dynpool_resize_lower_max_workers_exit_after_their_task),
 		TH_TEST(dynpool_thread_failure_while_growing_keeps_working_every_task_runs),
 		TH_TEST(dynpool_create_burst_destroy_cycles_no_hang),
+		TH_TEST(dynpool_workers_named_cpat_dynpool),
 	};
 	const char *filter = getenv("CPAT_TEST_FILTER");
 	if (filter && *filter)

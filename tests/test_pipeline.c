@@ -2438,23 +2438,23 @@ static int names_gen(void *out, void *arg)
 		return 0;
 	if (nm->n++ == 0)
 		pthread_getname_np(pthread_self(), nm->src, sizeof nm->src);
-	*(int *)out = nm->n;
+	*(uint64_t *)out = (uint64_t)nm->n;
 	return 1;
 }
 
 static int names_map(const void *in, void *out, struct cpat_stage_ctx *ctx)
 {
 	struct names *nm = cpat_stage_arg(ctx);
-	if (*(const int *)in == 1)
+	if (*(const uint64_t *)in == 1)
 		pthread_getname_np(pthread_self(), nm->stage, sizeof nm->stage);
-	*(int *)out = *(const int *)in;
+	*(uint64_t *)out = *(const uint64_t *)in;
 	return CPAT_STAGE_EMIT;
 }
 
 static int names_sink(const void *item, void *arg)
 {
 	struct names *nm = arg;
-	if (*(const int *)item == 1)
+	if (*(const uint64_t *)item == 1)
 		pthread_getname_np(pthread_self(), nm->sink, sizeof nm->sink);
 	return 0;
 }
@@ -2465,18 +2465,14 @@ TH_TEST_FN(pipeline_threads_named_source_stage_sink)
 #ifdef __linux__
 	struct names nm;
 	memset(&nm, 0, sizeof nm);
-	struct cpat_pipeline_opts po;
-	cpat_pipeline_opts_init(&po);
-	po.item_size = sizeof(int);
-	struct cpat_pipeline *p;
-	assert_int_equal(cpat_pipeline_create(&p, &po), 0);
+	struct cpat_pipeline *p = mkpipe(0, NULL, NULL);
 	assert_int_equal(cpat_pipeline_set_generator(p, names_gen, &nm), 0);
 	struct cpat_stage_opts so;
 	cpat_stage_opts_init(&so);
 	so.name = "parse-stage-with-a-long-name";
 	so.map = names_map;
 	so.arg = &nm;
-	so.out_size = sizeof(int);
+	so.out_size = sizeof(uint64_t);
 	so.workers = 1;
 	so.ordered = 1;
 	assert_int_equal(cpat_pipeline_add_stage(p, &so), 0);

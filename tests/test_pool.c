@@ -59,41 +59,17 @@ TH_TEST_FN(pool_create_bad_arguments_einval)
 	cpat_pool_destroy(NULL); /* no-op */
 }
 
-/* Workers are named "cpat-pool" (fixed) and "cpat-dynpool" (dynamic), for
- * top -H, gdb and perf. The task records its thread's name; the main thread
- * reads it after wait_idle (the task's writes happen before it returns). */
-static int name_task(void *arg, struct cpat_token *tok)
-{
-	(void)tok;
-	pthread_getname_np(pthread_self(), arg, 16);
-	return 0;
-}
-
-TH_TEST_FN(pool_workers_named_cpat_pool_and_cpat_dynpool)
+/* Workers are named "cpat-pool", for top -H, gdb and perf
+ * (worker_thread_name()). */
+TH_TEST_FN(pool_workers_named_cpat_pool)
 {
 	(void)state;
 #ifdef __linux__
-	for (int dyn = 0; dyn < 2; dyn++) {
-		char name[16] = "";
-		struct cpat_pool *p = NULL;
-		if (dyn) {
-			struct cpat_dynpool_opts o;
-			cpat_dynpool_opts_init(&o);
-			o.min_workers = 1;
-			o.max_workers = 2;
-			assert_int_equal(cpat_dynpool_create(&p, &o), 0);
-		} else {
-			struct cpat_pool_opts o;
-			cpat_pool_opts_init(&o);
-			o.workers = 2;
-			assert_int_equal(cpat_pool_create(&p, &o), 0);
-		}
-		struct cpat_task t = {.fn = name_task, .arg = name};
-		assert_int_equal(cpat_pool_submit(p, &t, NULL), 0);
-		assert_int_equal(cpat_pool_wait_idle(p, NULL, CPAT_FOREVER), 0);
-		assert_string_equal(name, dyn ? "cpat-dynpool" : "cpat-pool");
-		cpat_pool_destroy(p);
-	}
+	struct cpat_pool *p = mkpool(2, 4, CPAT_POOL_BLOCK);
+	char name[16] = "";
+	worker_thread_name(p, name);
+	assert_string_equal(name, "cpat-pool");
+	cpat_pool_destroy(p);
 #else
 	skip();
 #endif
@@ -1902,7 +1878,7 @@ int main(void)
 		TH_TEST(pool_parent_token_fires_pool_token),
 		TH_TEST(pool_hooks_count_parked_workers_and_are_zero_for_null),
 		TH_TEST(pool_worker_finding_task_on_park_recheck_wakes_one_for_the_rest),
-		TH_TEST(pool_workers_named_cpat_pool_and_cpat_dynpool),
+		TH_TEST(pool_workers_named_cpat_pool),
 	};
 	/* CPAT_TEST_FILTER=pool_shutdown_* runs a subset (cmocka's pattern). */
 	const char *filter = getenv("CPAT_TEST_FILTER");
