@@ -1139,12 +1139,10 @@ int main(int argc, char **argv)
 			file_hash(outp[v], &r->hash, &r->size);
 			bu_lat_free(&lat);
 			free(sv);
-			/* Every run's output must equal the sequential one's.
-			 */
-			if (v == 0 && k == 0)
-				res[0].hash = r->hash, res[0].size = r->size;
-			all_ok &= r->ok && r->hash == res[0].hash &&
-				  r->size == res[0].size;
+			/* Every run's output must equal the first sequential
+			 * run's (runs[0][0], the reference). */
+			all_ok &= r->ok && r->hash == runs[0][0].hash &&
+				  r->size == runs[0][0].size;
 			rcost[v][k] = cc;
 		}
 	printf("\nruns (ms, in the order run; the median is kept):\n");
@@ -1157,14 +1155,9 @@ int main(int argc, char **argv)
 		}
 		printf("\n");
 		size_t m = bu_median_index(ns, (size_t)reps);
-		uint64_t h0 = res[0].hash;
-		long s0 = res[0].size;
 		res[v] = runs[v][m];
-		if (v == 0) {
+		if (v == 0)
 			cost = rcost[0][m];
-			res[0].hash = h0;
-			res[0].size = s0;
-		}
 		if (v == 4)
 			bcost = rcost[4][m];
 		if (v == 3)
@@ -1290,7 +1283,8 @@ int main(int argc, char **argv)
 		snprintf(c[10], 48, "%ld", r->use.vcsw + r->use.ivcsw);
 		snprintf(c[11], 48, "%s",
 			 !r->ok ? "FAILED"
-			 : r->hash == res[0].hash && r->size == res[0].size
+			 : r->hash == runs[0][0].hash &&
+					 r->size == runs[0][0].size
 				 ? "equal"
 				 : "DIFFERS");
 		bu_json_obj(rep.json, NULL);
