@@ -1862,3 +1862,43 @@ void cpat_pipeline_destroy(struct cpat_pipeline *p)
 	cpat__free(p->stages);
 	cpat__free(p);
 }
+
+/*
+ * TEMPORARY (development only, replaced before release): the context
+ * source and end-to-end acknowledgement are declared in pipeline.h; until
+ * the pipeline carries ack handles, cpat_pipeline_set_source() validates
+ * its options and returns -ENOSYS.
+ */
+void cpat_source_opts_init(struct cpat_source_opts *o)
+{
+	if (o)
+		memset(o, 0, sizeof(*o));
+}
+
+int cpat_pipeline_set_source(struct cpat_pipeline *p,
+                             const struct cpat_source_opts *o)
+{
+	if (!p || !o || !o->fn || (o->ack_size > 0) != (o->ack != NULL))
+		return -EINVAL;
+	if (p->gen || p->feed || p->state != ST_BUILD)
+		return -EBUSY;
+	return -ENOSYS;
+}
+
+void *cpat_source_ack(struct cpat_source_ctx *ctx)
+{
+	(void)ctx;
+	return NULL;
+}
+
+struct cpat_token *cpat_source_token(struct cpat_source_ctx *ctx)
+{
+	(void)ctx;
+	return NULL;
+}
+
+void *cpat_source_arg(struct cpat_source_ctx *ctx)
+{
+	(void)ctx;
+	return NULL;
+}

@@ -277,6 +277,10 @@ struct cpat_pipeline_result {
 	uint64_t expanded;     /**< flat stages: outputs - 1 for every input
 	                            that emitted at least one item */
 	uint64_t batched;      /**< batch stages: count - 1 for every batch */
+	uint64_t acked;        /**< source items acknowledged (acks only) */
+	uint64_t unacked;      /**< source items never acknowledged: not
+	                            processed (acks only); acked + unacked ==
+	                            produced */
 };
 
 /** Fills @p o with the defaults. NULL is a no-op. Never blocks. */
@@ -311,6 +315,57 @@ CPAT_API int cpat_pipeline_create(struct cpat_pipeline **out,
  */
 CPAT_API int cpat_pipeline_set_generator(struct cpat_pipeline *p,
                                          cpat_source_fn fn, void *arg);
+
+/** What a source function is given besides its output buffer (opaque). */
+struct cpat_source_ctx;
+
+/**
+ * A source with a context: produces the next item into @p out (item_size
+ * bytes) and, when the pipeline acknowledges items, the item's
+ * acknowledgement handle into cpat_source_ack() (ack_size bytes).
+ * @return 1 if an item was produced; 0 at the end of input; a negative
+ *         value to fail the pipeline with it.
+ */
+typedef int (*cpat_source_ctx_fn)(void *out, struct cpat_source_ctx *ctx);
+
+/**
+ * Acknowledges @p n completed items: @p handles holds their n handles, one
+ * after another, ack_size bytes each, as their source wrote them.
+ */
+typedef void (*cpat_ack_fn)(const void *handles, size_t n, void *arg);
+
+/** Source options (cpat_pipeline_set_source()); fill with
+ * cpat_source_opts_init() first. */
+struct cpat_source_opts {
+	cpat_source_ctx_fn fn; /**< the source function, required */
+	void *arg;             /**< cpat_source_arg() returns it */
+	size_t ack_size;       /**< bytes of an item's ack handle; 0: no acks */
+	cpat_ack_fn ack;       /**< required when ack_size > 0, else NULL */
+	void *ack_arg;         /**< passed to ack */
+	size_t max_unacked;    /**< items holding a handle at once; the source
+	                            waits while this many are in flight
+	                            (0: the default) */
+};
+
+/** Fills @p o with the defaults. NULL is a no-op. Never blocks. */
+CPAT_API void cpat_source_opts_init(struct cpat_source_opts *o);
+
+/**
+ * Makes a context source the pipeline's source, with optional end-to-end
+ * acknowledgement.
+ * @return 0; -EINVAL for NULL, no fn, ack_size > 0 without ack (or ack
+ *         without ack_size); -EBUSY if a source is set or started.
+ */
+CPAT_API int cpat_pipeline_set_source(struct cpat_pipeline *p,
+                                      const struct cpat_source_opts *opts);
+
+/** Where the source writes the current item's ack handle (ack_size
+ * bytes); NULL when the pipeline has no acks. Never blocks. */
+CPAT_API void *cpat_source_ack(struct cpat_source_ctx *ctx);
+/** The run's token (fires when the pipeline stops). Never blocks. */
+CPAT_API struct cpat_token *cpat_source_token(struct cpat_source_ctx *ctx);
+/** The source's arg (cpat_source_opts.arg). Never blocks. */
+CPAT_API void *cpat_source_arg(struct cpat_source_ctx *ctx);
 
 /**
  * Makes the pipeline's source a feed: the caller pushes items with
