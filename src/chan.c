@@ -48,7 +48,9 @@
  * and tail (seq_cst) before it parks. In the single total order either the
  * sender sees the waiter or the waiter sees the element, so no wake-up is
  * lost and a sender makes no system call and takes no lock while nobody
- * waits. Symmetrically for senders waiting for room, on head. A notified
+ * waits. (The same seq_cst tail RMW and empty check are promised to the
+ * library's other modules as CPAT__CHAN_SEND_IS_SEQ_CST, chan_internal.h.)
+ * Symmetrically for senders waiting for room, on head. A notified
  * waiter is only told to retry; if it leaves without taking what woke it
  * (a select that completed another case, a timeout, a cancel), it passes
  * the notification on to another waiter when the channel is still ready.
@@ -74,18 +76,14 @@
  * with them. Token watches run without any channel lock.
  */
 #include "internal.h"
+#include "testhooks.h"
 
 #include <sched.h>
 
-#include "cpattern/chan.h"
+#include "chan_internal.h"
+#include "spin.h"
 
-#if defined(__x86_64__) || defined(__i386__)
-#define cpu_relax() __builtin_ia32_pause()
-#elif defined(__aarch64__)
-#define cpu_relax() __asm__ __volatile__("yield" ::: "memory")
-#else
-#define cpu_relax() ((void)0)
-#endif
+#include "cpattern/chan.h"
 
 enum { DIR_SEND = 0, DIR_RECV = 1 };
 
@@ -191,166 +189,6 @@ static inline void copy_elem(void *dst, const void *src, size_t n)
 	default:
 		memcpy(dst, src, n);
 	}
-}
-
-struct backoff {
-	unsigned step;
-};
-
-/*
- * A pause costs 10 to 70 cycles depending on the processor (26 ns on the
- * 2-vCPU AMD machine the goals are measured on), and a futex hand-off costs
- * microseconds (14 us there), so: short exponential backoff after a lost
- * CAS; and before parking, a wait of some 30 us polling the condition with
- * a yield now and then (which lets a partner preempted on this core run).
- * That is longer than a futex hand-off, so that two threads do not fall
- * into a convoy where each message costs a wake-up, and short enough that
- * a thread blocked for a second burns well under a millisecond of CPU.
- *
- * A thread that may run on one CPU only does not spin at all
- * (cpat__spin_pays()): its partner cannot run while it spins, and a yield
- * beside a busy thread on that CPU costs a whole time slice, so the 16
- * yields of one wait cost 16 slices (a round trip of 3 to 4 ms, against
- * 50 us for a condition variable, with both threads pinned to one CPU
- * beside a CPU hog). With more CPUs the yields stay: when threads
- * outnumber the cores they let a partner run without a futex wake-up
- * (bounding the wait by the clock instead made channels of capacity 1
- * with 4 producers 1.5x slower).
- *
- * In the library's pipeline threads (which outnumber the cores as soon as
- * a pipeline has a few stages, so that a spinner takes the CPU from a
- * sibling with work to do) the number of polls also adapts, per thread, to
- * whether spinning pays (cpat__chan_adaptive_spin()): a wait that ends in
- * parking shortens the thread's next spin by a quarter (down to
- * WAIT_MIN_POLLS); one that succeeds lengthens it by an eighth, or doubles
- * it if it succeeded in the second half (up to WAIT_POLLS). So the spin
- * shrinks only while more than about a third of the waits park. A thread
- * whose waits are long (a pipeline's sink behind a reordering stage, a
- * consumer of a bursty producer) soon parks at once and leaves the CPU to
- * the threads that do the work; a thread in a fast exchange keeps spinning
- * and never pays a wake-up. (Callers' own
- * threads keep the fixed spin: adapting it there made 4 producers on a
- * channel of capacity 1 park more and pay 1.2-5x more per message.)
- */
-#define SPIN_LIMIT 3
-#define YIELD_LIMIT 7
-#define WAIT_POLLS 1024
-#define WAIT_YIELD_EVERY 64
-#define WAIT_MIN_POLLS 64
-
-/* This thread's spin before parking, in polls (0: WAIT_POLLS), and
- * whether it adapts (cpat__chan_adaptive_spin()). */
-static _Thread_local int tl_wait_polls;
-static _Thread_local bool tl_wait_adapts;
-
-void cpat__chan_adaptive_spin(void)
-{
-	tl_wait_adapts = true;
-}
-
-/* The wait before parking: `while (spin_more(&w)) poll();`, then
- * spin_end(&w, whether the poll succeeded). */
-struct spinwait {
-	int i, limit;
-};
-
-/* One step of the wait: mostly a pause, now and then a yield (a partner
- * preempted on this core can then run). False when it is time to park. */
-static inline bool spin_more(struct spinwait *w)
-{
-	int i = w->i++;
-	if (i == 0) {
-		if (!cpat__spin_pays()) {
-			w->limit = 0;
-			return false;
-		}
-		w->limit = tl_wait_polls ? tl_wait_polls : WAIT_POLLS;
-	}
-	if (i >= w->limit)
-		return false;
-	if (i % WAIT_YIELD_EVERY != WAIT_YIELD_EVERY - 1)
-		cpu_relax();
-	else
-		sched_yield();
-	return true;
-}
-
-/* Adapts this thread's spin to how the wait ended (see above). */
-static inline void spin_end(struct spinwait *w, bool ok)
-{
-	if (w->limit == 0 || !tl_wait_adapts)
-		return;
-	int lim = w->limit;
-	if (!ok)
-		lim = lim - lim / 4 > WAIT_MIN_POLLS ? lim - lim / 4
-		                                      : WAIT_MIN_POLLS;
-	else
-		lim += w->i * 2 > lim ? lim : lim / 8;
-	if (lim > WAIT_POLLS)
-		lim = WAIT_POLLS;
-	tl_wait_polls = lim;
-}
-
-static inline void backoff_spin(struct backoff *b)
-{
-	for (unsigned i = 0;
-	     i < (1u << (b->step < SPIN_LIMIT ? b->step : SPIN_LIMIT)); i++)
-		cpu_relax();
-	if (b->step <= SPIN_LIMIT)
-		b->step++;
-}
-
-static inline void backoff_snooze(struct backoff *b)
-{
-	if (b->step <= SPIN_LIMIT) {
-		for (unsigned i = 0; i < (1u << b->step); i++)
-			cpu_relax();
-	} else {
-		sched_yield();
-	}
-	if (b->step <= YIELD_LIMIT)
-		b->step++;
-}
-
-/*
- * A small futex mutex (Drepper's three-state lock) so that the waiter lock
- * fits in the header's last cache line: 0 free, 1 locked, 2 locked with
- * sleepers.
- */
-static void lock_slow(_Atomic uint32_t *m)
-{
-	/* Held for a few hundred nanoseconds at most, unless the holder was
-	 * preempted: spin, then yield (to that holder, maybe), then sleep.
-	 * On one CPU the holder cannot be running: sleep at once. */
-	for (int i = cpat__spin_pays() ? 0 : 128; i < 128; i++) {
-		uint32_t c = 0;
-		if (atomic_load_explicit(m, memory_order_relaxed) == 0 &&
-		    atomic_compare_exchange_weak_explicit(m, &c, 1,
-							  memory_order_acquire,
-							  memory_order_relaxed))
-			return;
-		if (i < 112)
-			cpu_relax();
-		else
-			sched_yield();
-	}
-	while (atomic_exchange_explicit(m, 2, memory_order_acquire) != 0)
-		cpat__park(m, 2, CPAT_FOREVER);
-}
-
-static inline void chan_lock(struct cpat_chan *ch)
-{
-	uint32_t c = 0;
-	if (!atomic_compare_exchange_strong_explicit(&ch->lock, &c, 1,
-						     memory_order_acquire,
-						     memory_order_relaxed))
-		lock_slow(&ch->lock);
-}
-
-static inline void chan_unlock(struct cpat_chan *ch)
-{
-	if (atomic_exchange_explicit(&ch->lock, 0, memory_order_release) == 2)
-		cpat__unpark_one(&ch->lock);
 }
 
 /* A per-thread xorshift64* generator for select's random order. */
@@ -475,7 +313,7 @@ static void notify(struct cpat_chan *ch, int dir, size_t n)
 {
 	_Atomic uint32_t *wake[8];
 	size_t nw = 0;
-	chan_lock(ch);
+	cpat__lock(&ch->lock);
 	while (n-- > 0) {
 		struct waiter *w = q_claim(ch, dir, NULL);
 		if (!w)
@@ -490,7 +328,7 @@ static void notify(struct cpat_chan *ch, int dir, size_t n)
 				cpat__unpark_one(f);
 		}
 	}
-	chan_unlock(ch);
+	cpat__unlock(&ch->lock);
 	for (size_t i = 0; i < nw; i++)
 		cpat__unpark_one(wake[i]);
 }
@@ -512,7 +350,7 @@ static inline void wake_senders(struct cpat_chan *ch, size_t n)
 /* 0, -EAGAIN (full) or -EPIPE. Does not wake receivers. */
 static int buf_send(struct cpat_chan *ch, const void *elem)
 {
-	struct backoff b = {0};
+	struct cpat__backoff b = {0};
 	size_t tail = atomic_load_explicit(&ch->tail, memory_order_relaxed);
 	for (;;) {
 		if (CPAT_UNLIKELY(tail & ch->mark_bit))
@@ -530,7 +368,7 @@ static int buf_send(struct cpat_chan *ch, const void *elem)
 						      memory_order_release);
 				return 0;
 			}
-			backoff_spin(&b);
+			cpat__backoff_spin(&b);
 			continue;
 		}
 		if (stamp + ch->one_lap == tail + 1) {
@@ -538,9 +376,9 @@ static int buf_send(struct cpat_chan *ch, const void *elem)
 				&ch->head, memory_order_seq_cst);
 			if (head + ch->one_lap == tail)
 				return -EAGAIN;
-			backoff_spin(&b);
+			cpat__backoff_spin(&b);
 		} else {
-			backoff_snooze(&b);
+			cpat__backoff_snooze(&b);
 		}
 		tail = atomic_load_explicit(&ch->tail, memory_order_relaxed);
 	}
@@ -549,7 +387,7 @@ static int buf_send(struct cpat_chan *ch, const void *elem)
 /* 0, -EAGAIN (empty) or -EPIPE (closed and drained). Wakes nobody. */
 static int buf_recv(struct cpat_chan *ch, void *elem)
 {
-	struct backoff b = {0};
+	struct cpat__backoff b = {0};
 	size_t head = atomic_load_explicit(&ch->head, memory_order_relaxed);
 	for (;;) {
 		struct slot *s = slot_at(ch, head);
@@ -566,7 +404,7 @@ static int buf_recv(struct cpat_chan *ch, void *elem)
 						      memory_order_release);
 				return 0;
 			}
-			backoff_spin(&b);
+			cpat__backoff_spin(&b);
 			continue;
 		}
 		if (stamp == head) {
@@ -575,9 +413,9 @@ static int buf_recv(struct cpat_chan *ch, void *elem)
 			if ((tail & ~ch->mark_bit) == head)
 				return (tail & ch->mark_bit) ? -EPIPE : -EAGAIN;
 			/* A sender claimed the slot and is still copying. */
-			backoff_snooze(&b);
+			cpat__backoff_snooze(&b);
 		} else {
-			backoff_snooze(&b);
+			cpat__backoff_snooze(&b);
 		}
 		head = atomic_load_explicit(&ch->head, memory_order_relaxed);
 	}
@@ -587,7 +425,7 @@ static int buf_recv(struct cpat_chan *ch, void *elem)
 static size_t buf_send_batch(struct cpat_chan *ch, const unsigned char *src,
 			     size_t n, int *err)
 {
-	struct backoff b = {0};
+	struct cpat__backoff b = {0};
 	size_t es = ch->elem_size;
 	size_t tail = atomic_load_explicit(&ch->tail, memory_order_relaxed);
 	for (;;) {
@@ -618,7 +456,7 @@ static size_t buf_send_batch(struct cpat_chan *ch, const unsigned char *src,
 				*err = 0;
 				return k;
 			}
-			backoff_spin(&b);
+			cpat__backoff_spin(&b);
 			continue;
 		}
 		size_t stamp = atomic_load_explicit(&slot_at(ch, tail)->stamp,
@@ -630,9 +468,9 @@ static size_t buf_send_batch(struct cpat_chan *ch, const unsigned char *src,
 				*err = -EAGAIN;
 				return 0;
 			}
-			backoff_spin(&b);
+			cpat__backoff_spin(&b);
 		} else {
-			backoff_snooze(&b);
+			cpat__backoff_snooze(&b);
 		}
 		tail = atomic_load_explicit(&ch->tail, memory_order_relaxed);
 	}
@@ -642,7 +480,7 @@ static size_t buf_send_batch(struct cpat_chan *ch, const unsigned char *src,
 static size_t buf_recv_batch(struct cpat_chan *ch, unsigned char *dst, size_t n,
 			     int *err)
 {
-	struct backoff b = {0};
+	struct cpat__backoff b = {0};
 	size_t es = ch->elem_size;
 	size_t head = atomic_load_explicit(&ch->head, memory_order_relaxed);
 	for (;;) {
@@ -669,7 +507,7 @@ static size_t buf_recv_batch(struct cpat_chan *ch, unsigned char *dst, size_t n,
 				*err = 0;
 				return k;
 			}
-			backoff_spin(&b);
+			cpat__backoff_spin(&b);
 			continue;
 		}
 		size_t stamp = atomic_load_explicit(&slot_at(ch, head)->stamp,
@@ -682,7 +520,7 @@ static size_t buf_recv_batch(struct cpat_chan *ch, unsigned char *dst, size_t n,
 				return 0;
 			}
 		}
-		backoff_snooze(&b);
+		cpat__backoff_snooze(&b);
 		head = atomic_load_explicit(&ch->head, memory_order_relaxed);
 	}
 }
@@ -732,7 +570,7 @@ static int try_case(struct cpat_chan *ch, int dir, void *elem,
 		if (atomic_load_explicit(&ch->nwait[other],
 					 memory_order_seq_cst) == 0)
 			return is_closed(ch) ? -EPIPE : -EAGAIN;
-		chan_lock(ch);
+		cpat__lock(&ch->lock);
 	}
 	int rc;
 	if (dir == DIR_SEND && is_closed(ch)) {
@@ -754,7 +592,7 @@ static int try_case(struct cpat_chan *ch, int dir, void *elem,
 		}
 	}
 	if (!locked)
-		chan_unlock(ch);
+		cpat__unlock(&ch->lock);
 	return rc;
 }
 
@@ -785,20 +623,20 @@ static uint32_t park_wait(struct parker *p, int64_t deadline, bool spin,
 {
 	uint32_t s;
 	if (spin) {
-		struct spinwait w = {0, 0};
+		struct cpat__spinwait w = {0, 0};
 		bool more = true;
 		do {
 			s = atomic_load_explicit(&p->state,
 						 memory_order_acquire);
 			if ((s & W_VALUE) >= W_DONE) {
-				spin_end(&w, true);
+				cpat__spin_end(&w, true);
 				return s & W_VALUE;
 			}
 			if (s & W_CANCEL)
 				break;
-		} while ((more = spin_more(&w)));
+		} while ((more = cpat__spin_more(&w)));
 		if (!more)
-			spin_end(&w, false);
+			cpat__spin_end(&w, false);
 	}
 	for (;;) {
 		s = atomic_load_explicit(&p->state, memory_order_acquire);
@@ -844,13 +682,13 @@ static void pass_on(struct cpat_chan *ch, int dir)
 static void lock_all(struct cpat_chan **locks, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
-		chan_lock(locks[i]);
+		cpat__lock(&locks[i]->lock);
 }
 
 static void unlock_all(struct cpat_chan **locks, size_t n)
 {
 	for (size_t i = n; i-- > 0;)
-		chan_unlock(locks[i]);
+		cpat__unlock(&locks[i]->lock);
 }
 
 /* Whether case i is the first of cases with its (channel, op). */
@@ -1011,10 +849,10 @@ static int block_select(struct cpat_select_case *cs, size_t n,
 			if ((st == W_DONE || st == W_NOTIFIED) &&
 			    pk->taken == &ws[i])
 				continue;
-			chan_lock(ch);
+			cpat__lock(&ch->lock);
 			if (ws[i].queued)
 				q_remove(ch, case_dir(cs[i].op), &ws[i]);
-			chan_unlock(ch);
+			cpat__unlock(&ch->lock);
 		}
 
 		if (st == W_DONE) {
@@ -1149,8 +987,8 @@ static inline bool recv_looks_ready(const struct cpat_chan *ch)
 static inline int buf_spin(struct cpat_chan *ch, int dir, void *elem)
 {
 	int rc = -EAGAIN;
-	struct spinwait w = {0, 0};
-	while (spin_more(&w)) {
+	struct cpat__spinwait w = {0, 0};
+	while (cpat__spin_more(&w)) {
 		if (dir == DIR_SEND ? send_looks_ready(ch)
 				    : recv_looks_ready(ch)) {
 			rc = dir == DIR_SEND ? buf_send(ch, elem)
@@ -1159,7 +997,7 @@ static inline int buf_spin(struct cpat_chan *ch, int dir, void *elem)
 				break;
 		}
 	}
-	spin_end(&w, rc != -EAGAIN);
+	cpat__spin_end(&w, rc != -EAGAIN);
 	return rc;
 }
 
@@ -1448,11 +1286,11 @@ int cpat_chan_close(struct cpat_chan *ch)
 {
 	if (!ch)
 		return -EINVAL;
-	chan_lock(ch);
+	cpat__lock(&ch->lock);
 	size_t old = atomic_fetch_or_explicit(&ch->tail, ch->mark_bit,
 					      memory_order_seq_cst);
 	if (old & ch->mark_bit) {
-		chan_unlock(ch);
+		cpat__unlock(&ch->lock);
 		return -EPIPE;
 	}
 	atomic_store_explicit(&ch->closed, 1, memory_order_seq_cst);
@@ -1468,7 +1306,7 @@ int cpat_chan_close(struct cpat_chan *ch)
 				break;
 		}
 	}
-	chan_unlock(ch);
+	cpat__unlock(&ch->lock);
 	return 0;
 }
 

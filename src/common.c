@@ -10,6 +10,7 @@
  * caller's concern.
  */
 #include "internal.h"
+#include "testhooks.h"
 
 #include <pthread.h>
 #include <stdio.h>

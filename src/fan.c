@@ -76,6 +76,8 @@
  * worker leaving unparks if `waiting` is set.
  */
 #include "internal.h"
+#include "spin.h"
+#include "testhooks.h"
 
 #include <limits.h>
 

@@ -29,6 +29,7 @@
  * it is a leaf (pool calls are made without it, except creating the pool).
  */
 #include "internal.h"
+#include "spin.h"
 
 #include <pthread.h>
 

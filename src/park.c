@@ -17,6 +17,32 @@
 #include <sched.h>
 #include <time.h>
 
+#include "spin.h"
+
+_Thread_local int cpat__tl_spin_polls;
+_Thread_local bool cpat__tl_spin_adapts;
+
+void cpat__lock_slow(_Atomic uint32_t *m)
+{
+	/* Held for a few hundred nanoseconds at most, unless the holder was
+	 * preempted: spin, then yield (to that holder, maybe), then sleep.
+	 * On one CPU the holder cannot be running: sleep at once. */
+	for (int i = cpat__spin_pays() ? 0 : 128; i < 128; i++) {
+		uint32_t c = 0;
+		if (atomic_load_explicit(m, memory_order_relaxed) == 0 &&
+		    atomic_compare_exchange_weak_explicit(m, &c, 1,
+		                                          memory_order_acquire,
+		                                          memory_order_relaxed))
+			return;
+		if (i < 112)
+			cpat__cpu_relax();
+		else
+			sched_yield();
+	}
+	while (atomic_exchange_explicit(m, 2, memory_order_acquire) != 0)
+		cpat__park(m, 2, CPAT_FOREVER);
+}
+
 bool cpat__spin_pays(void)
 {
 	/* 0: not read yet; 1: one CPU; 2: more. */

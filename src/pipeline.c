@@ -142,6 +142,8 @@
  * wait()).
  */
 #include "internal.h"
+#include "spin.h"
+#include "testhooks.h"
 
 #include <sched.h>
 #include <stdalign.h>
@@ -481,7 +483,7 @@ static bool stage_wait(struct cpat_pipeline *p, struct stage *s, int what,
 			return true;
 		if (stopping(p))
 			return false;
-		__builtin_ia32_pause();
+		cpat__cpu_relax();
 	}
 	for (;;) {
 		atomic_fetch_add(&s->waiters, 1);
@@ -668,7 +670,7 @@ static void *src_main(void *arg)
 	struct cpat_pipeline *p = arg;
 	cpat__thread_name("cpat-source");
 	tl_pipe = p;
-	cpat__chan_adaptive_spin();
+	cpat__spin_adapt();
 	size_t k = p->src_cap < CHUNK ? p->src_cap : CHUNK;
 	size_t n = 0;
 	uint64_t idx = 0;
@@ -1255,7 +1257,7 @@ static void *stage_main(void *arg)
 	struct stage *s = c->s;
 	cpat__thread_name(s->name);
 	tl_pipe = c->p;
-	cpat__chan_adaptive_spin();
+	cpat__spin_adapt();
 	if (s->kind == K_BATCH)
 		batch_loop(c);
 	else
@@ -1287,7 +1289,7 @@ static void *sink_main(void *arg)
 	struct cpat_pipeline *p = arg;
 	cpat__thread_name("cpat-sink");
 	tl_pipe = p;
-	cpat__chan_adaptive_spin();
+	cpat__spin_adapt();
 	struct cpat_chan *in = p->ch[p->nstages];
 	size_t stride = p->nstages ? p->stages[p->nstages - 1]->out_stride
 	                           : p->src_stride;

@@ -34,8 +34,9 @@
  * worker for every task that arrived while the spinner ran one) for a
  * short while (pauses, then yields), then parks: it registers as parked (under
  * p->lock, seq_cst add), re-checks the queue, and only then sleeps. The send
- * (seq_cst CAS on the channel tail) is ordered before the submitter's wstate
- * load, and the registration before the worker's re-check, so either the
+ * is a seq_cst RMW ordered before the submitter's wstate load, and an empty
+ * re-check is a seq_cst load after the registration (the guarantee
+ * CPAT__CHAN_SEND_IS_SEQ_CST of chan_internal.h), so either the
  * submitter sees the parked or spinning worker, or the worker sees the task: no
  * lost wake-up. A woken worker finds w->word == WS_WOKEN and resumes spinning.
  * A parker whose re-check finds a task does the wake step too when tasks
@@ -104,22 +105,17 @@
  * (a joined thread is a zombie that no longer takes it).
  */
 #include "internal.h"
+#include "spin.h"
+#include "testhooks.h"
 
 #include <pthread.h>
 #include <sched.h>
 #include <unistd.h>
 
+#include "chan_internal.h"
 #include "cpattern/chan.h"
 #include "cpattern/dynpool.h"
 #include "cpattern/pool.h"
-
-#if defined(__x86_64__) || defined(__i386__)
-#define cpu_relax() __builtin_ia32_pause()
-#elif defined(__aarch64__)
-#define cpu_relax() __asm__ __volatile__("yield" ::: "memory")
-#else
-#define cpu_relax() ((void)0)
-#endif
 
 #define ENTER_ONE ((uint64_t)1 << 32)
 #define LOW_MASK ((uint64_t)0xffffffffu)
@@ -135,6 +131,10 @@
 #define TAKE_WINDOW 64
 #define TAKE_SHORT_NS (1 * CPAT_USEC)
 #define ROOM_SPIN_NS (2 * CPAT_USEC)
+
+/* The wake-up protocol above depends on it. */
+_Static_assert(CPAT__CHAN_SEND_IS_SEQ_CST,
+               "pool.c needs the channel's seq_cst send (chan_internal.h)");
 
 enum { KIND_FIXED = 0, KIND_DYNAMIC = 1 };
 enum { WS_RUN = 0, WS_PARKED = 1, WS_WOKEN = 2 };
@@ -498,7 +498,7 @@ static int spin_recv(struct cpat_pool *p, struct worker *self,
 	for (int i = 0; i < SPIN_ROUNDS; i++) {
 		if (i < SPIN_PAUSES) {
 			for (int j = 0; j < 16; j++)
-				cpu_relax();
+				cpat__cpu_relax();
 		} else {
 			sched_yield();
 		}
@@ -1078,7 +1078,7 @@ static int room_wait(struct cpat_pool *p, const struct cpat_task *t,
 			spin_end = cpat_now_ns() + ROOM_SPIN_NS;
 		if (cpat_now_ns() < spin_end) {
 			for (int j = 0; j < 16; j++)
-				cpu_relax();
+				cpat__cpu_relax();
 			continue;
 		}
 		/*

@@ -67,6 +67,7 @@
  * signal token watching a pending signal.
  */
 #include "internal.h"
+#include "testhooks.h"
 
 #include <fcntl.h>
 #include <pthread.h>

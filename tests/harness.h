@@ -39,7 +39,8 @@
 #include <cmocka.h>
 
 #include "cpattern.h"
-#include "internal.h" /* cpat__spin_pays(), cpat__park() */
+#include "spin.h" /* cpat__spin_pays(), cpat__park() */
+#include "testhooks.h"
 
 /* ---- threads ---------------------------------------------------------- */
 

@@ -13,7 +13,7 @@
 #define CPAT_POOL_TESTLIB_H
 
 #include "harness.h"
-#include "internal.h"
+#include "testhooks.h"
 
 #include <dirent.h>
 #include <sched.h>

@@ -15,7 +15,7 @@
  * counting hook while they count.
  */
 #include "harness.h"
-#include "internal.h"
+#include "testhooks.h"
 
 #include <limits.h>
 #include <sched.h>

@@ -7,7 +7,7 @@
 
 #include <limits.h>
 
-#include "internal.h"
+#include "testhooks.h"
 
 /* ---- errors ----------------------------------------------------------- */
 

@@ -19,7 +19,7 @@
  * printed and read back from CPAT_TEST_SEED.
  */
 #include "harness.h"
-#include "internal.h"
+#include "testhooks.h"
 
 #include <dirent.h>
 #include <sched.h>

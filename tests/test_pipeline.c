@@ -28,7 +28,7 @@
  * CPAT_TEST_SEED.
  */
 #include "harness.h"
-#include "internal.h"
+#include "testhooks.h"
 
 #include <dirent.h>
 #include <limits.h>

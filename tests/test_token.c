@@ -12,7 +12,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "testhooks.h"
 
 /* A generous bound for "it will fire soon": only ever reached on failure. */
 #define GENEROUS (30 * CPAT_SEC)
