@@ -1,5 +1,5 @@
 /*
- * CPU used by a thread blocked on an empty channel (issue 3's goal: under
+ * CPU used by a thread blocked on an empty channel (the goal: under
  * 10 ms for 1 s). The thread spins for a bounded time, then parks on a
  * futex; this measures what that costs, with getrusage around one
  * recv_until of a given length (default 1 s).

@@ -1,5 +1,5 @@
 /*
- * Channel micro-benchmark in the format of peers/chan (Go, crossbeam):
+ * Channel micro-benchmark in the line format of the Go and crossbeam ones:
  *
  *   cpattern <shape> cap=<N> threads=<p>x<c> msgs=<M> secs=<s> ns_per_msg=<x>
  *            mmsg_per_s=<y>

@@ -1,5 +1,5 @@
 /*
- * Scenario 5, the guide's §4.3 crawler: fetch N pages, sequentially and by
+ * Scenario 5, the Go guide's crawler: fetch N pages, sequentially and by
  * fan-out/fan-in with 20 workers, each with a per-request timeout, the
  * concurrent crawl also under a whole-crawl deadline. Statistics as the
  * guide's: total, success, failed, average duration.

@@ -1,5 +1,5 @@
 /*
- * Scenario 4, the guide's §3.4 image batch: decode + re-encode JPEGs at
+ * Scenario 4, the Go guide's image batch: decode + re-encode JPEGs at
  * quality 75 (libjpeg-turbo), sequentially and on a pool of N workers
  * (default: the cores; also 8), then the guide's shape with simulated I/O
  * (tasks sleeping a few ms, 8 workers).

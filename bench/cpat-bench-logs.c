@@ -1,5 +1,5 @@
 /*
- * Scenario 2, the guide's §2.5 log processing: read lines -> parse
+ * Scenario 2, the Go guide's log processing: read lines -> parse
  * ("LEVEL <timestamp> message", malformed lines skipped) -> keep ERROR ->
  * save in batches of 100, or of what is held after 1 s, to an output file.
  *

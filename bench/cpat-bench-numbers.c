@@ -1,5 +1,5 @@
 /*
- * Scenario 1, the guide's §2.4 numbers pipeline: generator -> square ->
+ * Scenario 1, the Go guide's numbers pipeline: generator -> square ->
  * keep evens, sequentially and as a 3-stage pipeline, swept over the CPU
  * work each stage does per item (0, 100 ns, 1 us, 10 us, 100 us).
  *

@@ -1,5 +1,5 @@
 /*
- * Worker-pool micro-benchmark in the format of peers/pool (GLib
+ * Worker-pool micro-benchmark in the format of the peer ones (GLib
  * GThreadPool, Go pools): same cases, flags, defaults and output lines, so
  * that both outputs of one run can be read side by side.
  *

@@ -1,5 +1,5 @@
 /*
- * Scenario 3, the guide's §3.3: fixed pool vs dynamic pool under a bursty
+ * Scenario 3, the Go guide's fixed pool vs dynamic pool under a bursty
  * load of 10 ms sleeping tasks.
  *
  * Load: idle, burst of B tasks (submitted as fast as submit lets the

@@ -1,5 +1,5 @@
 /*
- * Scenario 6, the guide's §6 real-time processing: JSON messages -> parse
+ * Scenario 6, the Go guide's real-time processing: JSON messages -> parse
  * (cJSON) -> business computation -> save in batches (100 items, or what
  * is held after 1 s; the remainder at the end), under an open-loop offered
  * load.

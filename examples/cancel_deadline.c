@@ -1,5 +1,5 @@
 /*
- * Cancellation and deadlines (guide §5.1-5.2).
+ * Cancellation and deadlines: Go's context, with tokens.
  *
  * 1. A looping worker that stops when its token is cancelled: it never loops
  *    forever, and it never misses the cancel while blocked on a channel.

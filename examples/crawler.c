@@ -1,5 +1,5 @@
 /*
- * A web crawler (guide §4.3): fetch every URL of a list with a bounded
+ * The Go guide's web crawler: fetch every URL of a list with a bounded
  * number of concurrent requests, each under an HTTP timeout, the whole
  * crawl under a 5 min deadline; keep each result (URL, size, error,
  * duration) and print the guide's statistics. Uses libcurl.

@@ -1,5 +1,5 @@
 /*
- * A dynamic pool (guide §3.3): it starts with 2 workers, grows at once
+ * The Go guide's dynamic pool: it starts with 2 workers, grows at once
  * (up to 16) when a burst of tasks finds no idle worker, and shrinks back
  * to 2 when the workers have been idle for the idle timeout. There is no
  * monitor polling every 2 s: the pool grows on submit, and a worker checks

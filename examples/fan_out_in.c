@@ -1,5 +1,5 @@
 /*
- * Fan-out / fan-in (guide §4.2): the numbers 1..10 go through 4 workers
+ * The Go guide's fan-out / fan-in: the numbers 1..10 go through 4 workers
  * that square them; each worker has its own output channel (fan-out), and
  * the 4 outputs are merged into one (fan-in). Each output is closed by its
  * worker when the input is drained; the merged channel is closed once,

@@ -1,5 +1,5 @@
 /*
- * Graceful shutdown of a server (guide §5.3): a small HTTP/1.0 server on
+ * The Go guide's graceful shutdown of a server: a small HTTP/1.0 server on
  * 127.0.0.1 whose requests are slow (--work-ms) and run on a pool. On
  * SIGINT or SIGTERM it stops accepting, gives the requests in flight up to
  * --grace-ms to finish (the guide's 30 s), then forces them, and says

@@ -1,5 +1,5 @@
 /*
- * Batch image compressor (guide §3.4): every JPEG of a folder is decoded
+ * The Go guide's batch image compressor: every JPEG of a folder is decoded
  * and re-encoded at quality 75 on a pool of workers, with progress every
  * 100 images and the guide's final statistics. Uses libjpeg-turbo's
  * TurboJPEG API.

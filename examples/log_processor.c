@@ -1,5 +1,5 @@
 /*
- * Log processing on a real file (guide §2.5):
+ * The Go guide's log processing, on a real file:
  *
  *   read lines -> parse "LEVEL <x> message" (skip malformed) -> keep ERROR
  *   -> save in batches of 100, or every 1 s, remainder at end of input

@@ -1,5 +1,5 @@
 /*
- * The basic pipeline (guide §2.2): generator(1..5) -> square -> filterEven
+ * The Go guide's basic pipeline: generator(1..5) -> square -> filterEven
  * -> print. Output: 4 and 16.
  *
  * Each stage runs on its own thread and the stages are joined by bounded

@@ -1,5 +1,5 @@
 /*
- * A production pipeline (guide §2.3): errors and cancellation.
+ * The Go guide's production pipeline: errors and cancellation.
  *
  * In Go every item is a Result{value, err}, each stage passes upstream
  * errors on, and the collector returns the first. Here a stage returns a

@@ -1,5 +1,5 @@
 /*
- * The guide's pitfalls (§7), written correctly with the library.
+ * The Go guide's pitfalls, written correctly with the library.
  *
  * 1. Leaked goroutine: a worker blocked on a channel that nobody will ever
  *    serve. Every blocking call takes a token, so cancelling it releases

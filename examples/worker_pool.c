@@ -1,6 +1,6 @@
 /*
- * A fixed worker pool (guide §3.2): 4 workers, 10 tasks, some of which
- * fail. Concurrency is bounded (4 threads, a queue of 2 x 4 tasks: submit
+ * The Go guide's fixed worker pool: 4 workers, 10 tasks, some of which
+ * fail. Concurrency is bounded (4 threads, a bounded queue: submit
  * blocks while it is full), every task's result is seen by its done
  * callback, and the pool keeps the errors, which shutdown reports: the
  * guide's `Close() []error`.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark suite: every comparison of the guide (guide/README.md),
+# The benchmark suite: every comparison of the Go guide the library follows,
 # sequential vs concurrent, reproduced on this machine, then ONE summary
 # table: scenario, the guide's claim, sequential, concurrent, speedup, the
 # ideal bound for this machine, efficiency = speedup / ideal.
@@ -220,11 +220,11 @@ for m in ("chan", "pool"):
             sp = float(kv["speedup"])
             conc = float(kv["secs"])
             ideal = float(min(w, ncpu)) if f[1] == "cpu" else float(w)
-            rows.append([f"micro {f[0]} {f[1]} ({w} workers)", "Nx (§8)", num(conc * sp, "s"),
+            rows.append([f"micro {f[0]} {f[1]} ({w} workers)", "Nx", num(conc * sp, "s"),
                          num(conc, "s"), x(sp), x(ideal), f"{sp / ideal:.2f}",
                          f"{kv['tasks']} tasks, inline baseline"])
 
-# The suite's goals (DESIGN §5 / the issue): measured and reported here,
+# The suite's goals (efficiency and latency targets): measured and reported here,
 # never asserted by the tests.
 goals = []
 effs = {r[0]: r[6] for r in rows}

@@ -4,7 +4,7 @@
  * failure-injecting allocator. Header-only; include it after <cmocka.h>'s
  * prerequisites (it includes them itself).
  *
- * Rules it serves (STYLE.md): cmocka asserts only on the main thread (worker
+ * Rules it serves: cmocka asserts only on the main thread (worker
  * threads record results in their own structs), no sleeps to synchronise,
  * every test has a timeout (the watchdog aborts the binary, naming the test),
  * stress sizes small by default and scaled by CPAT_TEST_SCALE, the random
