@@ -66,6 +66,17 @@ CPAT_HIDDEN int cpat__thread_start(pthread_t *th, void *(*fn)(void *),
  * system has no thread names.
  */
 CPAT_HIDDEN void cpat__thread_name(const char *name);
+/*
+ * Condition variables on the library's clock (park.c): cpat__cond_init()
+ * makes one whose timed waits take absolute CLOCK_MONOTONIC deadlines
+ * (returns 0 or a pthread error number); cpat__cond_wait_until() waits on
+ * it until a wake-up, a spurious return, or deadline_ns (CPAT_FOREVER: no
+ * deadline). The caller re-checks its condition and its deadline.
+ */
+CPAT_HIDDEN int cpat__cond_init(pthread_cond_t *cv);
+CPAT_HIDDEN void cpat__cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu,
+                                       int64_t deadline_ns);
+
 /* Checks a deadline argument: CPAT_FOREVER or >= 0. */
 static inline bool cpat__deadline_ok(int64_t d)
 {

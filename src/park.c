@@ -19,6 +19,60 @@
 
 #include "spin.h"
 
+/*
+ * Condition variables on the library's clock. Where the system can bind a
+ * condition variable to CLOCK_MONOTONIC (pthread_condattr_setclock: Linux,
+ * the BSDs) an absolute monotonic deadline is passed through as it is.
+ * Elsewhere (macOS) the wait is on the realtime clock, and the deadline is
+ * converted at each wait: a jump of the wall clock then stretches or cuts
+ * that one wait, and the caller, which re-checks its deadline on the
+ * monotonic clock after every wake-up, waits again or gives up.
+ */
+#if defined(__APPLE__)
+#define CPAT_COND_REALTIME 1
+#else
+#define CPAT_COND_REALTIME 0
+#endif
+
+int cpat__cond_init(pthread_cond_t *cv)
+{
+#if CPAT_COND_REALTIME
+	return pthread_cond_init(cv, NULL);
+#else
+	pthread_condattr_t ca;
+	int rc = pthread_condattr_init(&ca);
+	if (rc)
+		return rc;
+	rc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	if (!rc)
+		rc = pthread_cond_init(cv, &ca);
+	pthread_condattr_destroy(&ca);
+	return rc;
+#endif
+}
+
+void cpat__cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu,
+                           int64_t deadline_ns)
+{
+	if (deadline_ns == CPAT_FOREVER) {
+		pthread_cond_wait(cv, mu);
+		return;
+	}
+	if (deadline_ns < 0)
+		deadline_ns = 0;
+#if CPAT_COND_REALTIME
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	int64_t left = deadline_ns - cpat_now_ns();
+	if (left < 0)
+		left = 0;
+	deadline_ns = (int64_t)now.tv_sec * CPAT_SEC + now.tv_nsec + left;
+#endif
+	struct timespec ts = {.tv_sec = (time_t)(deadline_ns / CPAT_SEC),
+	                      .tv_nsec = (long)(deadline_ns % CPAT_SEC)};
+	pthread_cond_timedwait(cv, mu, &ts);
+}
+
 _Thread_local int cpat__tl_spin_polls;
 _Thread_local bool cpat__tl_spin_adapts;
 
@@ -95,7 +149,6 @@ void cpat__unpark_all(_Atomic uint32_t *word)
 }
 
 #else /* portable condition-variable path */
-#include <pthread.h>
 
 #define NSTRIPES 64
 
@@ -108,12 +161,8 @@ static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static void stripes_init(void)
 {
 	for (int i = 0; i < NSTRIPES; i++) {
-		pthread_condattr_t ca;
 		CPAT_CHECK(pthread_mutex_init(&g_stripes[i].mu, NULL) == 0);
-		CPAT_CHECK(pthread_condattr_init(&ca) == 0);
-		CPAT_CHECK(pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0);
-		CPAT_CHECK(pthread_cond_init(&g_stripes[i].cv, &ca) == 0);
-		pthread_condattr_destroy(&ca);
+		CPAT_CHECK(cpat__cond_init(&g_stripes[i].cv) == 0);
 	}
 }
 
@@ -128,16 +177,8 @@ void cpat__park(_Atomic uint32_t *word, uint32_t expect, int64_t deadline_ns)
 {
 	struct stripe *s = stripe_of(word);
 	CPAT_CHECK(pthread_mutex_lock(&s->mu) == 0);
-	if (atomic_load(word) == expect) {
-		if (deadline_ns == CPAT_FOREVER) {
-			pthread_cond_wait(&s->cv, &s->mu);
-		} else {
-			struct timespec ts = {
-				.tv_sec = (time_t)(deadline_ns / CPAT_SEC),
-				.tv_nsec = (long)(deadline_ns % CPAT_SEC)};
-			pthread_cond_timedwait(&s->cv, &s->mu, &ts);
-		}
-	}
+	if (atomic_load(word) == expect)
+		cpat__cond_wait_until(&s->cv, &s->mu, deadline_ns);
 	CPAT_CHECK(pthread_mutex_unlock(&s->mu) == 0);
 }
 

@@ -147,24 +147,6 @@ static bool try_ref(struct cpat_token *t)
 	return false;
 }
 
-static void abs_timespec(int64_t ns, struct timespec *ts)
-{
-	ts->tv_sec = (time_t)(ns / CPAT_SEC);
-	ts->tv_nsec = (long)(ns % CPAT_SEC);
-}
-
-static int cond_init_monotonic(pthread_cond_t *cv)
-{
-	pthread_condattr_t ca;
-	int rc = pthread_condattr_init(&ca);
-	if (rc)
-		return rc;
-	rc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	if (!rc)
-		rc = pthread_cond_init(cv, &ca);
-	pthread_condattr_destroy(&ca);
-	return rc;
-}
 
 /* Starts a service thread with every signal blocked in it. */
 static int start_service_thread(pthread_t *th, void *(*fn)(void *))
@@ -268,9 +250,8 @@ static void *timer_main(void *arg)
 			continue;
 		}
 		if (cpat_now_ns() < t->timer_at) {
-			struct timespec ts;
-			abs_timespec(t->timer_at, &ts);
-			pthread_cond_timedwait(&g_timer.cv, &g_timer.mu, &ts);
+			cpat__cond_wait_until(&g_timer.cv, &g_timer.mu,
+			                      t->timer_at);
 			continue;
 		}
 		hp_remove(t);
@@ -289,7 +270,7 @@ static int timer_add(struct cpat_token *t)
 	int rc = 0;
 	CPAT_CHECK(pthread_mutex_lock(&g_timer.mu) == 0);
 	if (!g_timer.cv_ready) {
-		rc = cond_init_monotonic(&g_timer.cv);
+		rc = cpat__cond_init(&g_timer.cv);
 		if (rc) {
 			rc = -ENOMEM;
 			goto out;
@@ -387,13 +368,35 @@ static void *sig_main(void *arg)
 	}
 }
 
+/* pipe2(O_CLOEXEC) where the system has it; elsewhere (macOS) pipe() then
+ * FD_CLOEXEC, with a window in which a concurrent fork+exec of another
+ * thread may inherit the descriptors (harmless: the helper's pipe carries
+ * no data, and the inheriting program never reads it). */
+static int pipe_cloexec(int fds[2])
+{
+#if defined(__linux__) || defined(__FreeBSD__) || defined(__NetBSD__) ||        \
+	defined(__OpenBSD__) || defined(__DragonFly__)
+	return pipe2(fds, O_CLOEXEC);
+#else
+	if (pipe(fds) != 0)
+		return -1;
+	if (fcntl(fds[0], F_SETFD, FD_CLOEXEC) != 0 ||
+	    fcntl(fds[1], F_SETFD, FD_CLOEXEC) != 0) {
+		close(fds[0]);
+		close(fds[1]);
+		return -1;
+	}
+	return 0;
+#endif
+}
+
 /* Starts the helper once; returns 0 or -EAGAIN. g_sig.mu held. */
 static int sig_start_locked(void)
 {
 	if (g_sig.started)
 		return 0;
 	int fds[2];
-	if (pipe2(fds, O_CLOEXEC) != 0)
+	if (pipe_cloexec(fds) != 0)
 		return -EAGAIN;
 	/* Only the writer is non-blocking: the helper sleeps in read(). */
 	if (fcntl(fds[1], F_SETFL, O_NONBLOCK) != 0) {
@@ -475,6 +478,74 @@ static void sig_unregister(struct cpat_token *t)
 	CPAT_CHECK(pthread_mutex_unlock(&g_sig.mu) == 0);
 }
 
+/* ---- fork --------------------------------------------------------------- */
+
+/*
+ * After fork() the child has only the thread that forked: the timer and
+ * signal threads are gone, and a lock one of them held would stay held for
+ * ever. The handlers below make the service state usable in the child: the
+ * prepare handler takes both service locks (so no other thread holds one
+ * across the fork), and the child handler forgets the threads, the heap of
+ * deadlines and the list of signal tokens (those are the parent's
+ * tokens, which the child must not use: token.h), closes its copy of the
+ * signal pipe, which it shares with the parent, and gives back the signal
+ * dispositions the parent's signal tokens had taken. The next deadline or
+ * signal token the child creates starts its own thread. Registered once, at
+ * the first deadline or signal token.
+ */
+static void fork_prepare(void)
+{
+	CPAT_CHECK(pthread_mutex_lock(&g_timer.mu) == 0);
+	CPAT_CHECK(pthread_mutex_lock(&g_sig.mu) == 0);
+}
+
+static void fork_parent(void)
+{
+	CPAT_CHECK(pthread_mutex_unlock(&g_sig.mu) == 0);
+	CPAT_CHECK(pthread_mutex_unlock(&g_timer.mu) == 0);
+}
+
+static void fork_child(void)
+{
+	g_timer.started = false;
+	g_timer.root = NULL;
+	/* The parent's timer thread may have been waiting on the condition
+	 * variable: make a fresh one at the next use. */
+	g_timer.cv_ready = false;
+	if (g_sig.started) {
+		atomic_store(&g_sig_pipe_w, -1);
+		close(g_sig.pipe_r);
+		close(g_sig.pipe_w);
+		g_sig.pipe_r = g_sig.pipe_w = -1;
+		g_sig.started = false;
+	}
+	g_sig.list = NULL;
+	for (int s = 1; s <= SIG_MAX; s++) {
+		if (g_sig.count[s] > 0)
+			sigaction(s, &g_sig.saved[s], NULL);
+		g_sig.count[s] = 0;
+	}
+	atomic_store(&g_sig_pending, 0);
+	CPAT_CHECK(pthread_mutex_unlock(&g_sig.mu) == 0);
+	CPAT_CHECK(pthread_mutex_unlock(&g_timer.mu) == 0);
+}
+
+static pthread_once_t g_fork_once = PTHREAD_ONCE_INIT;
+static int g_fork_rc;
+
+static void fork_register(void)
+{
+	g_fork_rc = pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+/* Registers the fork handlers once; 0 or -ENOMEM. Called with no service
+ * lock held. */
+static int fork_handlers(void)
+{
+	pthread_once(&g_fork_once, fork_register);
+	return g_fork_rc ? -ENOMEM : 0;
+}
+
 /* ---- creation and release --------------------------------------------- */
 
 static int token_new(struct cpat_token **out, struct cpat_token *parent,
@@ -488,7 +559,7 @@ static int token_new(struct cpat_token **out, struct cpat_token *parent,
 		return -ENOMEM;
 	}
 	t->lk = parent ? parent->lk : &t->mu;
-	if (cond_init_monotonic(&t->cv) != 0) {
+	if (cpat__cond_init(&t->cv) != 0) {
 		if (!parent)
 			pthread_mutex_destroy(&t->mu);
 		cpat__free(t);
@@ -590,7 +661,9 @@ int cpat_token_create_deadline(struct cpat_token **out,
 		if (cpat_now_ns() >= deadline_ns) {
 			fire_tree(t, -ETIMEDOUT);
 		} else {
-			rc = timer_add(t);
+			rc = fork_handlers();
+			if (!rc)
+				rc = timer_add(t);
 			if (rc) {
 				token_release(t);
 				return rc;
@@ -624,7 +697,9 @@ int cpat_token_create_signals(struct cpat_token **out,
 	if (rc)
 		return rc;
 	t->sigmask = mask;
-	rc = sig_register(t);
+	rc = fork_handlers();
+	if (!rc)
+		rc = sig_register(t);
 	if (rc) {
 		t->sigmask = 0;
 		token_release(t);
@@ -798,15 +873,8 @@ int cpat_token_wait(struct cpat_token *tok, int64_t deadline_ns)
 		}
 		int64_t until = cpat__deadline_min(deadline_ns, tok->deadline);
 		lock(tok);
-		if (load_status(tok) == 0) {
-			if (until == CPAT_FOREVER) {
-				pthread_cond_wait(&tok->cv, tok->lk);
-			} else {
-				struct timespec ts;
-				abs_timespec(until, &ts);
-				pthread_cond_timedwait(&tok->cv, tok->lk, &ts);
-			}
-		}
+		if (load_status(tok) == 0)
+			cpat__cond_wait_until(&tok->cv, tok->lk, until);
 		unlock(tok);
 	}
 	cpat_token_unref(tok);

@@ -32,6 +32,18 @@
  * cpat_set_allocator(). No per-message or per-task path allocates in steady
  * state.
  *
+ * **fork().** A child made by fork() may use the library afresh: it can
+ * create tokens (deadline and signal tokens included: the library's timer
+ * and signal threads start again in the child when first needed),
+ * channels, pools, pipelines and the rest, as a pre-fork server does
+ * (create nothing before fork, pools in each child after it). Objects
+ * inherited from the parent must not be used in the child, not even
+ * destroyed: the threads behind them exist only in the parent, and a lock
+ * one of those threads held at the fork stays held in the child. A child
+ * leaves them alone (they are the parent's memory, freed when the child
+ * exits or execs). Signals a parent's signal token watched get back, in the
+ * child, the disposition they had before the parent watched them.
+ *
  * @code
  * int rc = cpat_chan_recv_until(ch, &v, NULL, cpat_now_ns() + 10 * CPAT_MSEC);
  * if (rc == -ETIMEDOUT)

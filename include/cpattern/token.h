@@ -40,6 +40,10 @@
  * holds a reference of its own for a moment, so the owner's release right
  * after the token fired may not be the last one.)
  *
+ * **fork().** In a child made by fork(), new deadline and signal tokens work
+ * (the helper threads start again there); the parent's tokens must not be
+ * used in the child, not even released (see cpattern/common.h).
+ *
  * **Callbacks.** cpat_token_on_cancel() runs a function exactly once when
  * the token fires (at once, in the calling thread, if it already has), on
  * the thread that fires it, with no library lock held: the callback may call
