@@ -14,9 +14,10 @@ set -u
 cd "$(dirname "$0")/.."
 ./scripts/deps.sh || exit 1
 # What the examples and bench scenarios built on optional libraries need,
-# and clang for the libFuzzer target: without them those skip.
+# clang for the libFuzzer target and clang-format for the format check:
+# without them those skip.
 ./scripts/deps.sh --optional libturbojpeg0-dev libmicrohttpd-dev \
-	libcurl4-openssl-dev libcjson-dev clang valgrind
+	libcurl4-openssl-dev libcjson-dev clang clang-format valgrind
 
 root=${CPAT_BUILD_ROOT:-build}
 builds=("$@")
