@@ -26,7 +26,10 @@ import os
 import sys
 import time
 
+
 def load(res, name):
+    """res/<name>.json, or None when it is absent, does not parse (said so)
+    or is a skipped scenario's. A document without a date gets its file's."""
     p = os.path.join(res, name + ".json")
     if not os.path.exists(p):
         return None
@@ -45,6 +48,7 @@ def load(res, name):
 
 
 def q(s):
+    """s as a gnuplot double-quoted string."""
     return '"' + s.replace('"', "'") + '"'
 
 
