@@ -338,6 +338,12 @@ size_t bu_lat_count(const struct bu_lat *l)
 	return n < l->cap ? n : l->cap;
 }
 
+int bu_cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return (x > y) - (x < y);
+}
+
 static int cmp_i64(const void *a, const void *b)
 {
 	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;

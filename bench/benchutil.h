@@ -15,6 +15,8 @@
  *   "summary" rows. Every number in it is measured by the run that wrote it.
  * - Progress: a live line on a terminal (count, rate, time left), plain
  *   periodic lines otherwise.
+ * - Small pieces the channel and pool micro-benchmarks (cpat-bench-chan,
+ *   cpat-bench-pool) share with the scenarios: bu_mix(), bu_cmp_double().
  *
  * Nothing here is thread-safe unless it says so.
  */
@@ -109,6 +111,23 @@ int bu_sync_file(const char *path);
 /* FNV-1a 64 over bytes, continuing from @p h (start with BU_FNV_INIT). */
 #define BU_FNV_INIT 0xcbf29ce484222325ull
 uint64_t bu_fnv(uint64_t h, const void *p, size_t n);
+
+/* A 64-bit mixer (MurmurHash3's finalizer): a well-spread, deterministic
+ * value from a counter or a seed, for synthetic data that every run and
+ * every version of a scenario make alike. Inline: scenarios call it on
+ * their timed paths. */
+static inline uint64_t bu_mix(uint64_t x)
+{
+	x ^= x >> 33;
+	x *= 0xff51afd7ed558ccdull;
+	x ^= x >> 33;
+	x *= 0xc4ceb9fe1a85ec53ull;
+	x ^= x >> 33;
+	return x;
+}
+
+/* qsort() comparator of doubles, ascending. */
+int bu_cmp_double(const void *a, const void *b);
 
 /* Whether CPAT_BENCH_FORCE_SKIP (comma list, or "all") names @p what. */
 int bu_force_skip(const char *what);

@@ -1,6 +1,7 @@
 /*
- * Checks of benchutil's helpers: which run a scenario reports, and the
- * fsync that keeps one run's writeback out of the next.
+ * Checks of benchutil's helpers: which run a scenario reports, the fsync
+ * that keeps one run's writeback out of the next, the mixer and the
+ * comparator.
  * Exit status 0 if all hold; each failure is printed.
  */
 #define _GNU_SOURCE
@@ -69,6 +70,24 @@ int main(void)
 	if (bu_sync_file(tmpl) != -1 || errno != ENOENT) {
 		printf("FAIL bu_sync_file on a missing file\n");
 		failures++;
+	}
+	/* bu_mix: MurmurHash3's finalizer, so the scenarios' synthetic data
+	 * stays what it was. */
+	if (bu_mix(0) != 0 || bu_mix(1) != 0xb456bcfc34c2cb2cull ||
+	    bu_mix(12345) != 0x17d2abfbf90baef9ull) {
+		printf("FAIL bu_mix: not MurmurHash3's fmix64\n");
+		failures++;
+	}
+	/* bu_cmp_double: qsort sorts ascending with it. */
+	double d[] = {2.5, -1.0, 1e9, 0.0, 2.5, -3e-9};
+	const double want[] = {-1.0, -3e-9, 0.0, 2.5, 2.5, 1e9};
+	qsort(d, sizeof d / sizeof d[0], sizeof d[0], bu_cmp_double);
+	for (size_t i = 0; i < sizeof d / sizeof d[0]; i++) {
+		if (d[i] != want[i]) {
+			printf("FAIL bu_cmp_double: [%zu] = %g, expected %g\n",
+			       i, d[i], want[i]);
+			failures++;
+		}
 	}
 	printf("%s\n", failures ? "benchutil: FAILED" : "benchutil: ok");
 	return failures != 0;

@@ -27,6 +27,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "benchutil.h"
+
 enum shape { SPSC, MPSC, MPMC, SELECT_RX, SELECT_BOTH };
 
 struct tally {
@@ -304,12 +306,6 @@ static int parse_list(const char *s, size_t *out, size_t max)
 	return (int)n;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
-}
-
 static void usage(void)
 {
 	fprintf(stderr,
@@ -399,7 +395,7 @@ int main(int argc, char **argv)
 			}
 			if (nt == 0)
 				continue;
-			qsort(times, nt, sizeof times[0], cmp_double);
+			qsort(times, nt, sizeof times[0], bu_cmp_double);
 			double secs = times[nt / 2];
 			printf("%s %s cap=%zu threads=%zux%zu msgs=%zu "
 			       "secs=%.6f "

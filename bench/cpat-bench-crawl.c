@@ -57,16 +57,6 @@ struct server_cfg {
 	long missing_every;
 };
 
-static uint64_t mix(uint64_t x)
-{
-	x ^= x >> 33;
-	x *= 0xff51afd7ed558ccdull;
-	x ^= x >> 33;
-	x *= 0xc4ceb9fe1a85ec53ull;
-	x ^= x >> 33;
-	return x;
-}
-
 static enum MHD_Result serve(void *cls, struct MHD_Connection *conn,
 			     const char *url, const char *method,
 			     const char *version, const char *upload,
@@ -89,7 +79,7 @@ static enum MHD_Result serve(void *cls, struct MHD_Connection *conn,
 		if (se > 0 && n % se == se / 2)
 			d = s->slow_ns;
 		else
-			d = d * (75 + (int64_t)(mix((uint64_t)n) % 51)) /
+			d = d * (75 + (int64_t)(bu_mix((uint64_t)n) % 51)) /
 			    100; /* +-25% */
 		bu_sleep_ns(d);
 		len = snprintf(body, sizeof body,
@@ -98,8 +88,8 @@ static enum MHD_Result serve(void *cls, struct MHD_Connection *conn,
 			len += snprintf(
 				body + len, sizeof body - (size_t)len,
 				"<a href=\"/page/%llu\">link %d</a> ",
-				(unsigned long long)(mix((uint64_t)(n * 64 +
-								    k)) %
+				(unsigned long long)(bu_mix((uint64_t)(n * 64 +
+								       k)) %
 						     100000),
 				k);
 		len += snprintf(body + len, sizeof body - (size_t)len,
@@ -348,12 +338,6 @@ static void print_breakdown(const struct result *con, const int *done,
 	bu_json_end(j);
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
-}
-
 struct stats {
 	double secs, avg_ms, max_ms;
 	long success, failed, timeouts, missing, not_done;
@@ -594,7 +578,7 @@ int main(int argc, char **argv)
 		ds[i] = (double)seq[i].ns / 1e9;
 		longest = fmax(longest, ds[i]);
 	}
-	qsort(ds, (size_t)count, sizeof *ds, cmp_double);
+	qsort(ds, (size_t)count, sizeof *ds, bu_cmp_double);
 	for (long i = 0; i < per_worker && i < count; i++)
 		shortest_k += ds[i];
 	free(ds);

@@ -67,16 +67,6 @@ static void task_error(struct ctx *c, long i, const char *what)
 }
 
 #ifdef HAVE_JPEG
-static uint64_t mix(uint64_t x)
-{
-	x ^= x >> 33;
-	x *= 0xff51afd7ed558ccdull;
-	x ^= x >> 33;
-	x *= 0xc4ceb9fe1a85ec53ull;
-	x ^= x >> 33;
-	return x;
-}
-
 static int write_file(const char *path, const void *p, size_t n)
 {
 	FILE *f = fopen(path, "wb");
@@ -105,9 +95,9 @@ static int make_inputs(struct ctx *c, int w, int h)
 				unsigned char *p =
 					rgb +
 					((size_t)y * (size_t)w + (size_t)x) * 3;
-				uint64_t n =
-					mix(((uint64_t)k << 40) ^
-					    ((uint64_t)y << 20) ^ (uint64_t)x);
+				uint64_t n = bu_mix(((uint64_t)k << 40) ^
+						    ((uint64_t)y << 20) ^
+						    (uint64_t)x);
 				double fx = (double)x / w, fy = (double)y / h;
 				p[0] = (unsigned char)(127 +
 						       100 * sin(6.28 *
@@ -139,7 +129,7 @@ static int make_inputs(struct ctx *c, int w, int h)
 	snprintf(path, sizeof path, "%s/corrupt.jpg", c->dir);
 	unsigned char junk[4096];
 	for (size_t i = 0; i < sizeof junk; i++)
-		junk[i] = (unsigned char)mix(i);
+		junk[i] = (unsigned char)bu_mix(i);
 	junk[0] = 0xff;
 	junk[1] = 0xd8;
 	if (!rc)

@@ -98,16 +98,6 @@ static void civil_from_days(int64_t z, int *y, unsigned *m, unsigned *d)
 
 /* ---- the synthetic log ---- */
 
-static uint64_t mix(uint64_t x)
-{
-	x ^= x >> 33;
-	x *= 0xff51afd7ed558ccdull;
-	x ^= x >> 33;
-	x *= 0xc4ceb9fe1a85ec53ull;
-	x ^= x >> 33;
-	return x;
-}
-
 static const char *const words[] = {
 	"connection", "reset",    "by",       "peer",     "request", "timeout",
 	"user",       "session",  "cache",    "miss",     "disk",    "quota",
@@ -120,7 +110,7 @@ static const char *const words[] = {
 /* Line i of the log into buf (no newline); returns its level or -1. */
 static int gen_line(uint64_t i, char *buf, size_t cap)
 {
-	uint64_t h = mix(i + 1);
+	uint64_t h = bu_mix(i + 1);
 	unsigned kind = (unsigned)(h % 100);
 	int level = kind < 1    ? -1
 		    : kind < 11 ? L_ERROR
@@ -153,7 +143,7 @@ static int gen_line(uint64_t i, char *buf, size_t cap)
 	unsigned nw = 6 + (unsigned)((h >> 8) % 9);
 	uint64_t s = h;
 	for (unsigned k = 0; k < nw && n < (int)cap - 24; k++) {
-		s = mix(s);
+		s = bu_mix(s);
 		n += snprintf(buf + n, cap - (size_t)n, " %s",
 			      words[s % NWORDS]);
 	}

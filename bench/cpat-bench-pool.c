@@ -50,6 +50,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "benchutil.h"
+
 /* ------------------------------------------------------------------ */
 /* configuration                                                       */
 
@@ -444,12 +446,6 @@ static void impl_name(char *buf, size_t n, int dyn, size_t batch)
 		snprintf(buf, n, "%s", dyn ? "cpattern-dyn" : "cpattern");
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
-}
-
 /* Nearest-rank percentile of sorted v[0..n). */
 static double pct(const double *v, size_t n, double p)
 {
@@ -578,7 +574,7 @@ static int run_case(const char *cas, int dyn, const struct cfg *c,
 		fprintf(stderr, "# %s %s: secs of %d runs:", name, cas, c->reps);
 		for (int r = 0; r < c->reps; r++)
 			fprintf(stderr, " %.6f", all[r]);
-		qsort(all, (size_t)c->reps, sizeof *all, cmp_double);
+		qsort(all, (size_t)c->reps, sizeof *all, bu_cmp_double);
 		double med = c->reps % 2 ? all[c->reps / 2]
 		                         : (all[c->reps / 2 - 1] + all[c->reps / 2]) / 2;
 		fprintf(stderr, "; fastest reported; median %.6f (%.1f ns/task)\n",
@@ -649,7 +645,7 @@ static void nap_us(long us)
 static int report_latency(const char *name, const char *cas, unsigned workers,
                           int reps, double *samples, size_t n)
 {
-	qsort(samples, n, sizeof *samples, cmp_double);
+	qsort(samples, n, sizeof *samples, bu_cmp_double);
 	double p50 = pct(samples, n, 0.50), p99 = pct(samples, n, 0.99);
 	printf("%s %s workers=%u reps=%d p50_us=%.1f p99_us=%.1f\n", name, cas,
 	       workers, reps, p50, p99);

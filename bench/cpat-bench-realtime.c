@@ -61,19 +61,9 @@ struct computed {
 	int32_t risk;
 };
 
-static uint64_t mix(uint64_t x)
-{
-	x ^= x >> 33;
-	x *= 0xff51afd7ed558ccdull;
-	x ^= x >> 33;
-	x *= 0xc4ceb9fe1a85ec53ull;
-	x ^= x >> 33;
-	return x;
-}
-
 static void make_msg(int64_t i, struct msg *m)
 {
-	uint64_t h = mix((uint64_t)i);
+	uint64_t h = bu_mix((uint64_t)i);
 	int n;
 	if (h % 1000 == 7) /* malformed: cut short */
 		n = snprintf(m->json, MSG_CAP,
@@ -120,7 +110,7 @@ static void compute(const struct parsed *p, struct computed *c)
 {
 	c->sched = p->sched;
 	c->id = p->id;
-	c->risk = (int32_t)(mix(p->user) % 100);
+	c->risk = (int32_t)(bu_mix(p->user) % 100);
 	c->total = p->amount * p->qty * (1.0 + c->risk / 1000.0);
 }
 
@@ -141,8 +131,8 @@ static void save(struct store *s, const struct computed *const *cs, size_t n)
 					"%lld %.4f %d\n", (long long)cs[i]->id,
 					cs[i]->total, cs[i]->risk);
 		/* Order-independent: the pipeline may batch differently. */
-		s->sum += mix((uint64_t)cs[i]->id ^
-			      (uint64_t)llround(cs[i]->total * 1e4));
+		s->sum += bu_mix((uint64_t)cs[i]->id ^
+				 (uint64_t)llround(cs[i]->total * 1e4));
 	}
 	if (s->f && fwrite(s->buf, 1, off, s->f) != off)
 		s->err = 1;

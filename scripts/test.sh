@@ -14,9 +14,10 @@ set -u
 cd "$(dirname "$0")/.."
 ./scripts/deps.sh || exit 1
 # What the examples and bench scenarios built on optional libraries need,
-# and clang for the libFuzzer target: without them those skip.
+# clang for the libFuzzer target and clang-format for the format check:
+# without them those skip.
 ./scripts/deps.sh --optional libturbojpeg0-dev libmicrohttpd-dev \
-	libcurl4-openssl-dev libcjson-dev clang valgrind
+	libcurl4-openssl-dev libcjson-dev clang clang-format valgrind
 
 root=${CPAT_BUILD_ROOT:-build}
 builds=("$@")
@@ -53,36 +54,9 @@ for b in "${builds[@]}"; do
 	meson test -C "$dir" --no-rebuild --print-errorlogs || status=1
 done
 
-# Count over every build that produced a log: one line per test in
-# testlog.json; TAP subtests are summed too, for the record.
+# Count over every build that produced a log (scripts/count_tests.py):
+# its last line, "N passed, N failed", is what CI reads.
 echo "# test command took $(( $(date +%s) - start )) s"
-python3 - "$root" "${builds[@]}" <<'PY'
-import json, os, sys
-root, builds = sys.argv[1], sys.argv[2:]
-passed = failed = skipped = 0
-for b in builds:
-    log = os.path.join(root, b, "meson-logs", "testlog.json")
-    if not os.path.exists(log):
-        print(f"# {b}: no test log (build failed)")
-        failed += 1
-        continue
-    bp = bf = bs = sub = 0
-    with open(log) as f:
-        for line in f:
-            t = json.loads(line)
-            r = t.get("result")
-            if r in ("OK", "EXPECTEDFAIL"):
-                bp += 1
-            elif r == "SKIP":
-                bs += 1
-            else:
-                bf += 1
-                print(f"# {b}: FAILED {t.get('name')} ({r})")
-            sub += sum(1 for l in (t.get("stdout") or "").splitlines() if l.startswith("ok "))
-    print(f"# {b}: {bp} passed, {bf} failed, {bs} skipped ({sub} TAP subtests ok)")
-    passed += bp; failed += bf; skipped += bs
-print(f"{passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else ""))
-sys.exit(1 if failed else 0)
-PY
+python3 scripts/count_tests.py "$root" "${builds[@]}"
 rc=$?
 [ $rc -eq 0 ] && [ $status -eq 0 ]
