@@ -1032,7 +1032,16 @@ TH_TEST_FN(redis_sink_writes_every_item_and_trims_approximately)
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
-	const struct CMUnitTest tests[] = {
+	/* Without a server nothing here means anything: the whole binary
+	 * skips (a TAP plan of 0 with SKIP, which Meson reports as a skip,
+	 * never as a pass) and says what to install. */
+	char server[512];
+	if (rfx_find_server(server, sizeof server) != 0) {
+		printf("1..0 # SKIP redis-server not found; to run these tests: %s\n",
+		       RFX_INSTALL);
+		return 0;
+	}
+	static const struct CMUnitTest all[] = {
 		TH_TEST(redis_bad_urls_einval_at_once),
 		TH_TEST(redis_dead_server_errors_within_bounded_time),
 		TH_TEST(redis_broker_errors_map_with_message),
@@ -1047,5 +1056,15 @@ int main(void)
 		TH_TEST(redis_cancel_leaves_rest_pending_new_consumer_finishes),
 		TH_TEST(redis_sink_writes_every_item_and_trims_approximately),
 	};
-	return TH_RUN("redis", tests);
+	/* cmocka reports a skip() as "not ok ... # SKIP", which Meson counts
+	 * as a failure: a test that cannot run here is left out of the plan
+	 * instead, with a line saying so. */
+	struct CMUnitTest tests[sizeof all / sizeof all[0]];
+	size_t n = 0;
+	int acks = pipeline_acks_available();
+	for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+		if (acks || strstr(all[i].name, "redis_pipeline_") != all[i].name)
+			tests[n++] = all[i];
+	th_seed();
+	return th_run_selected("redis", tests, n);
 }
