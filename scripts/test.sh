@@ -14,9 +14,12 @@ set -u
 cd "$(dirname "$0")/.."
 ./scripts/deps.sh || exit 1
 # What the examples and bench scenarios built on optional libraries need,
-# and clang for the libFuzzer target: without them those skip.
+# clang for the libFuzzer target, and a redis-server with hiredis for the
+# cpattern-redis module and its tests (they start their own server; the
+# system's service is never used): without them those skip.
 ./scripts/deps.sh --optional libturbojpeg0-dev libmicrohttpd-dev \
-	libcurl4-openssl-dev libcjson-dev clang valgrind
+	libcurl4-openssl-dev libcjson-dev clang valgrind \
+	redis-server libhiredis-dev
 
 root=${CPAT_BUILD_ROOT:-build}
 builds=("$@")
