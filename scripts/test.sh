@@ -14,10 +14,13 @@ set -u
 cd "$(dirname "$0")/.."
 ./scripts/deps.sh || exit 1
 # What the examples and bench scenarios built on optional libraries need,
-# clang for the libFuzzer target and clang-format for the format check:
+# clang for the libFuzzer target, clang-format for the format check, and a
+# redis-server with hiredis for the cpattern-redis module and its tests
+# (they start their own server; the system's service is never used):
 # without them those skip.
 ./scripts/deps.sh --optional libturbojpeg0-dev libmicrohttpd-dev \
-	libcurl4-openssl-dev libcjson-dev clang clang-format valgrind
+	libcurl4-openssl-dev libcjson-dev clang clang-format valgrind \
+	redis-server libhiredis-dev
 
 root=${CPAT_BUILD_ROOT:-build}
 builds=("$@")

@@ -1,0 +1,186 @@
+/*
+ * A real redis-server for the tests of the cpattern-redis module: started
+ * on a unix socket in a fresh mkdtemp() directory (port 0: no TCP port),
+ * with append-only persistence (fsync on every write, so a restart keeps
+ * everything acknowledged) and no RDB snapshots, stopped and removed at
+ * the end so that nothing is left behind. The system's redis service is
+ * never used.
+ *
+ * Where redis-server is not installed, rfx_start() returns -1 after
+ * printing the package to install: the test then skips (never passes).
+ */
+#ifndef CPAT_REDIS_FIXTURE_H
+#define CPAT_REDIS_FIXTURE_H
+
+#include <ftw.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <hiredis/hiredis.h>
+
+#define RFX_INSTALL "apt-get install redis-server libhiredis-dev"
+
+struct rfx {
+	char dir[64];
+	char sock[128];
+	char url[160];
+	char server[512];
+	pid_t pid;
+};
+
+/* redis-server on PATH (or $REDIS_SERVER): 0 and its path, or -1. */
+static int rfx_find_server(char *out, size_t len)
+{
+	const char *env = getenv("REDIS_SERVER");
+	if (env && *env && access(env, X_OK) == 0) {
+		snprintf(out, len, "%s", env);
+		return 0;
+	}
+	const char *path = getenv("PATH");
+	char buf[4096];
+	snprintf(buf, sizeof buf, "%s", path ? path : "/usr/bin:/bin");
+	for (char *save = NULL, *d = strtok_r(buf, ":", &save); d;
+	     d = strtok_r(NULL, ":", &save)) {
+		snprintf(out, len, "%s/redis-server", d);
+		if (access(out, X_OK) == 0)
+			return 0;
+	}
+	return -1;
+}
+
+static int rfx_spawn(struct rfx *f)
+{
+	char log[160];
+	snprintf(log, sizeof log, "%s/redis.log", f->dir);
+	char *argv[] = {f->server, "--port", "0", "--unixsocket", f->sock,
+	                "--unixsocketperm", "700", "--dir", f->dir,
+	                "--appendonly", "yes", "--appendfsync", "always",
+	                "--save", "", "--daemonize", "no", "--logfile", log,
+	                NULL};
+	extern char **environ;
+	posix_spawn_file_actions_t fa;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	int rc = posix_spawn(&f->pid, f->server, &fa, NULL, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	return rc == 0 ? 0 : -1;
+}
+
+/* A fresh context on the fixture's socket, or NULL. */
+static redisContext *rfx_connect(const struct rfx *f)
+{
+	struct timeval tv = {1, 0};
+	redisContext *c = redisConnectUnixWithTimeout(f->sock, tv);
+	if (c && c->err) {
+		redisFree(c);
+		return NULL;
+	}
+	if (c)
+		redisSetTimeout(c, (struct timeval){5, 0});
+	return c;
+}
+
+/* Polls PING until the server answers PONG (not LOADING), for at most
+ * 10 s: the server's own start-up, not a thread of ours, is waited for. */
+static int rfx_wait_ready(const struct rfx *f)
+{
+	int64_t end = cpat_now_ns() + 10 * CPAT_SEC;
+	while (cpat_now_ns() < end) {
+		redisContext *c = rfx_connect(f);
+		if (c) {
+			redisReply *r = redisCommand(c, "PING");
+			int ok = r && r->type == REDIS_REPLY_STATUS &&
+			         strcmp(r->str, "PONG") == 0;
+			if (r)
+				freeReplyObject(r);
+			redisFree(c);
+			if (ok)
+				return 0;
+		}
+		struct timespec ts = {0, 10 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	return -1;
+}
+
+/* SIGTERM (a clean shutdown: the append-only file is flushed), then
+ * SIGKILL if it has not exited after 10 s; always reaped. */
+static void rfx_stop_server(struct rfx *f)
+{
+	if (f->pid <= 0)
+		return;
+	kill(f->pid, SIGTERM);
+	int64_t end = cpat_now_ns() + 10 * CPAT_SEC;
+	int st;
+	for (;;) {
+		pid_t w = waitpid(f->pid, &st, WNOHANG);
+		if (w == f->pid || (w < 0 && errno != EINTR))
+			break;
+		if (cpat_now_ns() > end) {
+			kill(f->pid, SIGKILL);
+			waitpid(f->pid, &st, 0);
+			break;
+		}
+		struct timespec ts = {0, 5 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	f->pid = 0;
+}
+
+static int rfx_rm(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	return remove(p);
+}
+
+static void rfx_stop(struct rfx *f)
+{
+	rfx_stop_server(f);
+	if (f->dir[0])
+		nftw(f->dir, rfx_rm, 16, FTW_DEPTH | FTW_PHYS);
+	f->dir[0] = '\0';
+}
+
+/* Stops the server and starts it again on the same socket and directory:
+ * it reloads its append-only file. */
+static int rfx_restart(struct rfx *f)
+{
+	rfx_stop_server(f);
+	if (rfx_spawn(f) != 0)
+		return -1;
+	return rfx_wait_ready(f);
+}
+
+/* 0: running; -1: redis-server missing (a SKIP line printed). Aborts if
+ * it is there but does not start. */
+static int rfx_start(struct rfx *f)
+{
+	memset(f, 0, sizeof *f);
+	if (rfx_find_server(f->server, sizeof f->server) != 0) {
+		printf("# SKIP: redis-server not found; to run these tests: %s\n",
+		       RFX_INSTALL);
+		fflush(stdout);
+		return -1;
+	}
+	const char *tmp = getenv("TMPDIR");
+	snprintf(f->dir, sizeof f->dir, "%s/cpat-redis-XXXXXX",
+	         tmp && strlen(tmp) < 32 ? tmp : "/tmp");
+	if (!mkdtemp(f->dir)) {
+		perror("mkdtemp");
+		abort();
+	}
+	snprintf(f->sock, sizeof f->sock, "%s/redis.sock", f->dir);
+	snprintf(f->url, sizeof f->url, "unix://%s", f->sock);
+	if (rfx_spawn(f) != 0 || rfx_wait_ready(f) != 0) {
+		fprintf(stderr, "redis-server did not start (log in %s)\n", f->dir);
+		rfx_stop_server(f);
+		abort();
+	}
+	return 0;
+}
+
+#endif /* CPAT_REDIS_FIXTURE_H */
