@@ -1,7 +1,7 @@
 /**
  * @file cpattern/fan.h
- * @brief Fan-out, fan-in, ordered merge, broadcast and parallel map over
- * channels (the guide's §4).
+ * @brief Fan-out, fan-in, ordered merge and broadcast over channels (the
+ * guide's §4).
  *
  * Every function here works on channels the caller creates (`chan.h`) and
  * starts worker threads that the returned handle owns; cpat_fan_wait()
@@ -23,8 +23,6 @@
  *   goes to every one of N outputs; a slow output either holds up all
  *   (#CPAT_FAN_BLOCK_ALL) or misses items, counted per output
  *   (#CPAT_FAN_DROP_SLOW).
- * - **Parallel map** (cpat_parallel_map()): `out[i] = f(in[i])` over arrays,
- *   with results in input order, on a pool or on its own threads.
  *
  * **Errors and cancellation.** A worker function that returns a negative
  * value stops the whole fan (its token is cancelled) and cpat_fan_wait()
@@ -38,9 +36,7 @@
  * thread; the channels are used concurrently as usual.
  *
  * **Thread names.** On Linux the threads are named by their role:
- * "cpat-fan-out", "cpat-fan-in", "cpat-merge", "cpat-broadcast" and
- * "cpat-pmap" (a parallel map's own threads; on a pool, its workers'
- * names).
+ * "cpat-fan-out", "cpat-fan-in", "cpat-merge" and "cpat-broadcast".
  *
  * @code
  * // 1..10 through 4 workers that square, merged into one channel (§4.2)
@@ -58,7 +54,6 @@
 
 #include "cpattern/chan.h"
 #include "cpattern/common.h"
-#include "cpattern/pool.h"
 #include "cpattern/token.h"
 
 #ifdef __cplusplus
@@ -81,13 +76,6 @@ struct cpat_fan;
  */
 typedef int (*cpat_fan_fn)(const void *in, void *out, unsigned worker,
                            void *arg);
-
-/**
- * A parallel-map function: @p out[i] = f(@p in[i]).
- * @return 0, or a negative value to stop the map with it.
- */
-typedef int (*cpat_map_item_fn)(const void *in, void *out, size_t index,
-                                void *arg);
 
 /**
  * Reads the sequence number of an item for an ordered merge.
@@ -197,39 +185,6 @@ CPAT_API int cpat_fan_cancel(struct cpat_fan *fan);
  * @param fan the handle, or NULL (no-op).
  */
 CPAT_API void cpat_fan_destroy(struct cpat_fan *fan);
-
-/**
- * Computes `out[i] = fn(in[i])` for i in 0..n-1, with results in input
- * order, on @p pool (if not NULL) or on @p workers threads of its own;
- * items are handed out in chunks so the overhead per item stays small.
- *
- * Blocks until done. The first negative return stops the map (items not
- * started are not computed) and is returned. The calling thread works
- * too. With a pool, helper tasks are offered with cpat_pool_try_submit()
- * (never blocking; a full queue means fewer helpers) and the call returns
- * once every item is done, without waiting for helper tasks that have not
- * started yet (they find nothing to do): a call from a task of the same
- * pool cannot deadlock. Own threads: @p workers - 1 are started, the
- * caller being the last; if only some start, the map runs on those.
- * @param in       @p n items of @p in_size bytes.
- * @param in_size  bytes per input item, > 0.
- * @param out      room for @p n items of @p out_size bytes.
- * @param out_size bytes per output item, > 0.
- * @param n        how many items.
- * @param fn       computes one item.
- * @param arg      passed to every call of @p fn.
- * @param pool     the pool to run on, or NULL for threads of its own.
- * @param workers  own threads when @p pool is NULL (>= 1; 1 runs inline).
- * @param tok      cancellation token, or NULL.
- * @return 0; the first error; the token's cause; -EINVAL for NULL arrays
- *         with n > 0, sizes 0, workers 0 without a pool; -ENOMEM; -EAGAIN
- *         if no thread could be started (nothing is computed); -EPIPE if
- *         the pool is shut down (nothing is computed).
- */
-CPAT_API int cpat_parallel_map(const void *in, size_t in_size, void *out,
-                               size_t out_size, size_t n, cpat_map_item_fn fn,
-                               void *arg, struct cpat_pool *pool,
-                               unsigned workers, struct cpat_token *tok);
 
 #ifdef __cplusplus
 }
