@@ -378,8 +378,8 @@ static void *merge_main(void *arg)
 		for (size_t i = 0; i < m.cap; i++)
 			m.freel[i] = m.cap - 1 - i;
 		m.nfree = m.cap;
-		struct cpat_select_case cs[64];
-		size_t map[64];
+		struct cpat_select_case cs[CPAT_SELECT_MAX];
+		size_t map[CPAT_SELECT_MAX];
 		for (;;) {
 			if (!merge_emit(&m))
 				break;
@@ -586,7 +586,7 @@ int cpat_fan_merge_ordered(struct cpat_fan **out, struct cpat_chan **ins,
 	if (out)
 		*out = NULL;
 	if (!out || !outch || !seq || window == 0 || !chans_ok(ins, nins) ||
-	    nins > 64)
+	    nins > CPAT_SELECT_MAX)
 		return -EINVAL;
 	size_t esz = cpat_chan_elem_size(outch);
 	for (size_t i = 0; i < nins; i++)
@@ -609,8 +609,8 @@ int cpat_fan_merge_ordered(struct cpat_fan **out, struct cpat_chan **ins,
 }
 
 int cpat_fan_broadcast(struct cpat_fan **out, struct cpat_chan *in,
-                       struct cpat_chan **outs, size_t nouts, int policy,
-                       struct cpat_token *tok)
+                       struct cpat_chan **outs, size_t nouts,
+                       enum cpat_fan_policy policy, struct cpat_token *tok)
 {
 	if (out)
 		*out = NULL;
