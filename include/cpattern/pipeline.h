@@ -36,18 +36,18 @@
  * operation per chunk) and never wait for a chunk to fill: a stage takes
  * what is there, but a worker never more than its share of what its input
  * channel holds (capacity / workers, at least 1), so that one worker does
- * not empty a small channel while the others starve, and a generator source holds items back for at most
- * 50 us (none after a generator call slower than 5 us), so a trickle of
- * items still goes through one by one. A stage takes about 50 us of work
- * per chunk (an ordered stage about 200 us: its chunks also wait for the
- * ones before them, so fewer and fuller ones cost less), so a result waits
- * at most that long for the others of its chunk. Nothing is allocated per
- * item. The pipeline's threads (source, workers, sink; usually more than
- * the cores) wait for their channels as other threads do, but each learns
- * how long spinning before it sleeps pays off for it and shortens its spin
- * when it mostly ends up sleeping anyway, leaving the CPU to the stages
- * with work (which matters most for ordered stages, whose workers wait for
- * each other's turns).
+ * not empty a small channel while the others starve, and a generator source
+ * holds items back for at most 50 us (none after a generator call slower
+ * than 5 us), so a trickle of items still goes through one by one. A stage
+ * takes about 50 us of work per chunk (an ordered stage about 200 us: its
+ * chunks also wait for the ones before them, so fewer and fuller ones cost
+ * less), so a result waits at most that long for the others of its chunk.
+ * Nothing is allocated per item. The pipeline's threads (source, workers,
+ * sink; usually more than the cores) wait for their channels as other
+ * threads do, but each learns how long spinning before it sleeps pays off
+ * for it and shortens its spin when it mostly ends up sleeping anyway,
+ * leaving the CPU to the stages with work (which matters most for ordered
+ * stages, whose workers wait for each other's turns).
  *
  * **Sizing the channels.** When the pipeline's busy threads outnumber the
  * cores, the scheduler time-shares them and leaves a runnable thread off
