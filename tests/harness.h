@@ -4,7 +4,7 @@
  * failure-injecting allocator. Header-only; include it after <cmocka.h>'s
  * prerequisites (it includes them itself).
  *
- * Rules it serves (STYLE.md): cmocka asserts only on the main thread (worker
+ * Rules it serves: cmocka asserts only on the main thread (worker
  * threads record results in their own structs), no sleeps to synchronise,
  * every test has a timeout (the watchdog aborts the binary, naming the test),
  * stress sizes small by default and scaled by CPAT_TEST_SCALE, the random
@@ -82,6 +82,78 @@ static inline void th_barrier_wait(struct th_barrier *b)
 static inline void th_barrier_destroy(struct th_barrier *b)
 {
 	pthread_barrier_destroy(&b->b);
+}
+
+/*
+ * A crew: the threads of a test, started together on a barrier and joined
+ * together. th_crew_init(c, n) makes room for n threads and the barriers
+ * (n + 1 parties: the threads and the main thread); th_crew_add() spawns
+ * one, th_crew_add_n() n alike (fn(args + i * stride) for i < n). Each
+ * thread's first step is th_barrier_wait(&c->start) (its own struct holds
+ * &c->start), so none runs its part before the main thread passes
+ * th_crew_go(). th_crew_join() joins every thread and destroys the
+ * barriers.
+ *
+ * Races repeated per trial: persistent threads loop on
+ * th_barrier_wait(&c->start), their part, th_barrier_wait(&c->done); the
+ * main thread sets up each trial and runs th_crew_trial(), which returns
+ * once every thread has done its part.
+ */
+#define TH_CREW_MAX 32
+
+struct th_crew {
+	struct th_barrier start, done;
+	unsigned want, n;
+	pthread_t t[TH_CREW_MAX];
+};
+
+static inline void th_crew_init(struct th_crew *c, unsigned n)
+{
+	if (n == 0 || n > TH_CREW_MAX)
+		abort();
+	c->want = n;
+	c->n = 0;
+	th_barrier_init(&c->start, n + 1);
+	th_barrier_init(&c->done, n + 1);
+}
+
+static inline void th_crew_add(struct th_crew *c, void *(*fn)(void *),
+			       void *arg)
+{
+	if (c->n >= c->want)
+		abort();
+	th_spawn(&c->t[c->n++], fn, arg);
+}
+
+static inline void th_crew_add_n(struct th_crew *c, unsigned n,
+				 void *(*fn)(void *), void *args,
+				 size_t stride)
+{
+	for (unsigned i = 0; i < n; i++)
+		th_crew_add(c, fn, (char *)args + i * stride);
+}
+
+/* Releases the crew (every thread must have been added). */
+static inline void th_crew_go(struct th_crew *c)
+{
+	if (c->n != c->want)
+		abort();
+	th_barrier_wait(&c->start);
+}
+
+/* One trial of a per-trial race: releases the crew, waits for its end. */
+static inline void th_crew_trial(struct th_crew *c)
+{
+	th_crew_go(c);
+	th_barrier_wait(&c->done);
+}
+
+static inline void th_crew_join(struct th_crew *c)
+{
+	for (unsigned i = 0; i < c->n; i++)
+		th_join(c->t[i]);
+	th_barrier_destroy(&c->start);
+	th_barrier_destroy(&c->done);
 }
 
 /*
