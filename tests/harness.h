@@ -92,14 +92,9 @@ static inline void th_barrier_destroy(struct th_barrier *b)
  * thread's first step is th_barrier_wait(&c->start) (its own struct holds
  * &c->start), so none runs its part before the main thread passes
  * th_crew_go(). th_crew_join() joins every thread and destroys the
- * barriers.
- *
- * Races repeated per trial: persistent threads loop on
- * th_barrier_wait(&c->start), their part, th_barrier_wait(&c->done); the
- * main thread sets up each trial and runs th_crew_trial(), which returns
- * once every thread has done its part.
+ * barriers (c->done serves th_race below).
  */
-#define TH_CREW_MAX 32
+#define TH_CREW_MAX 64
 
 struct th_crew {
 	struct th_barrier start, done;
@@ -141,19 +136,81 @@ static inline void th_crew_go(struct th_crew *c)
 	th_barrier_wait(&c->start);
 }
 
-/* One trial of a per-trial race: releases the crew, waits for its end. */
-static inline void th_crew_trial(struct th_crew *c)
-{
-	th_crew_go(c);
-	th_barrier_wait(&c->done);
-}
-
 static inline void th_crew_join(struct th_crew *c)
 {
 	for (unsigned i = 0; i < c->n; i++)
 		th_join(c->t[i]);
 	th_barrier_destroy(&c->start);
 	th_barrier_destroy(&c->done);
+}
+
+/*
+ * A race repeated per trial by persistent threads (a crew): thread i runs
+ * step(args + i * stride, trial) once a trial. The main thread sets up
+ * each trial, then th_race_go() releases the threads and th_race_end()
+ * returns once every one has finished its step (the main thread's own
+ * part of the race, if any, goes between the two; th_race_trial() is
+ * both). The threads run exactly @p trials steps: the main thread runs as
+ * many trials, then th_race_join().
+ */
+struct th_race;
+
+struct th_race_slot {
+	struct th_race *r;
+	void *arg;
+};
+
+struct th_race {
+	struct th_crew crew;
+	long trials;
+	void (*step)(void *arg, long trial);
+	struct th_race_slot slot[TH_CREW_MAX];
+};
+
+static inline void *th_race_main(void *arg)
+{
+	struct th_race_slot *s = arg;
+	struct th_race *r = s->r;
+	for (long i = 0; i < r->trials; i++) {
+		th_barrier_wait(&r->crew.start);
+		r->step(s->arg, i);
+		th_barrier_wait(&r->crew.done);
+	}
+	return NULL;
+}
+
+static inline void th_race_start(struct th_race *r, unsigned n, long trials,
+				 void (*step)(void *arg, long trial),
+				 void *args, size_t stride)
+{
+	r->trials = trials;
+	r->step = step;
+	th_crew_init(&r->crew, n);
+	for (unsigned i = 0; i < n; i++) {
+		r->slot[i] = (struct th_race_slot){r, (char *)args + i * stride};
+		th_crew_add(&r->crew, th_race_main, &r->slot[i]);
+	}
+}
+
+static inline void th_race_go(struct th_race *r)
+{
+	th_crew_go(&r->crew);
+}
+
+static inline void th_race_end(struct th_race *r)
+{
+	th_barrier_wait(&r->crew.done);
+}
+
+static inline void th_race_trial(struct th_race *r)
+{
+	th_race_go(r);
+	th_race_end(r);
+}
+
+static inline void th_race_join(struct th_race *r)
+{
+	th_crew_join(&r->crew);
 }
 
 /*
