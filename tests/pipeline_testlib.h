@@ -428,4 +428,18 @@ static inline void set_sink(struct cpat_pipeline *p, struct sink *s,
 	assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, s), 0);
 }
 
+/* The first steps of main(): the counting allocator, for every object of
+ * the run; then the library's shared timer thread, started now (by a token
+ * with a far deadline) so that a deadline in a test does not change the
+ * thread count. */
+static inline void suite_init(void)
+{
+	th_alloc_install();
+	struct cpat_token *t = NULL;
+	if (cpat_token_create_deadline(&t, NULL,
+				       cpat_now_ns() + 3600 * CPAT_SEC) != 0)
+		abort();
+	cpat_token_unref(t);
+}
+
 #endif /* CPAT_PIPELINE_TESTLIB_H */

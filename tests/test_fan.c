@@ -1606,12 +1606,7 @@ TH_TEST_FN(
 
 int main(void)
 {
-	th_alloc_install();
-	struct cpat_token *t = NULL;
-	if (cpat_token_create_deadline(&t, NULL,
-				       cpat_now_ns() + 3600 * CPAT_SEC) != 0)
-		abort();
-	cpat_token_unref(t);
+	suite_init();
 	const struct CMUnitTest tests[] = {
 		TH_TEST(fan_allocation_failure_each_start_function_enomem_leaks_nothing),
 		TH_TEST(fan_thread_creation_failure_each_start_function_eagain_no_thread_left),

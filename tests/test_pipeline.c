@@ -2734,15 +2734,7 @@ TH_TEST_FN(pipeline_thread_creation_failure_each_thread_eagain_no_thread_left)
 
 int main(void)
 {
-	/* The counting allocator first, for every object of the run. */
-	th_alloc_install();
-	/* Start the library's shared timer thread now, so that a deadline
-	 * in a test does not change the thread count. */
-	struct cpat_token *t = NULL;
-	if (cpat_token_create_deadline(&t, NULL,
-				       cpat_now_ns() + 3600 * CPAT_SEC) != 0)
-		abort();
-	cpat_token_unref(t);
+	suite_init();
 	const struct CMUnitTest tests[] = {
 		TH_TEST(pipeline_allocation_failure_each_site_enomem_leaks_nothing),
 		TH_TEST(pipeline_thread_creation_failure_each_thread_eagain_no_thread_left),
