@@ -550,16 +550,9 @@ TH_TEST_FN(pool_drain_shutdown_runs_every_queued_task)
 	ctx_init(&c);
 	struct cpat_pool *p = mkpool(1, 16, CPAT_POOL_BLOCK);
 	struct job gate, q[16], probe;
-	job_init(&gate, &c, J_GATE, 0);
 	job_init(&probe, NULL, J_PLAIN, 0);
-	struct cpat_task t = job_task(&gate);
-	assert_int_equal(cpat_pool_submit(p, &t, NULL), 0);
-	wait_long(&c.started, 1);
-	for (int i = 0; i < 16; i++) {
-		job_init(&q[i], &c, J_PLAIN, 0);
-		t = job_task(&q[i]);
-		assert_int_equal(cpat_pool_submit(p, &t, NULL), 0);
-	}
+	hold_worker(p, &c, &gate);
+	submit_jobs(p, &c, q, 16, J_PLAIN);
 	assert_int_equal(stats_of(p).queued, 16);
 	struct shutdown_thread sd;
 	shutdown_start(&sd, p, CPAT_POOL_DRAIN, CPAT_FOREVER);
@@ -583,7 +576,7 @@ TH_TEST_FN(pool_drain_shutdown_runs_every_queued_task)
 	assert_int_equal(sd.r.rejected, (unsigned long long)probes);
 	assert_int_equal(sd.r.submitted, 17 + (unsigned long long)probes);
 	/* Later submits of every kind: -EPIPE, never run. */
-	t = job_task(&probe);
+	struct cpat_task t = job_task(&probe);
 	size_t got = 9;
 	assert_int_equal(cpat_pool_submit(p, &t, NULL), -EPIPE);
 	assert_int_equal(cpat_pool_submit_until(p, &t, NULL, CPAT_FOREVER),
@@ -615,16 +608,9 @@ TH_TEST_FN(pool_discard_shutdown_cancels_queued_none_runs_later)
 	ctx_init(&c);
 	struct cpat_pool *p = mkpool(1, 10, CPAT_POOL_BLOCK);
 	struct job gate, q[10], probe;
-	job_init(&gate, &c, J_GATE, 0);
 	job_init(&probe, NULL, J_PLAIN, 0);
-	struct cpat_task t = job_task(&gate);
-	assert_int_equal(cpat_pool_submit(p, &t, NULL), 0);
-	wait_long(&c.started, 1);
-	for (int i = 0; i < 10; i++) {
-		job_init(&q[i], &c, J_PLAIN, 0);
-		t = job_task(&q[i]);
-		assert_int_equal(cpat_pool_submit(p, &t, NULL), 0);
-	}
+	hold_worker(p, &c, &gate);
+	submit_jobs(p, &c, q, 10, J_PLAIN);
 	struct shutdown_thread sd;
 	shutdown_start(&sd, p, CPAT_POOL_DISCARD, CPAT_FOREVER);
 	long probes = wait_intake_stopped(p, &probe);
