@@ -594,7 +594,8 @@ static void fill_report(struct cpat_pool *p, struct cpat_pool_report *r)
 	r->submitted = ran + discarded + rejected + r->still_running;
 }
 
-int cpat_pool_shutdown(struct cpat_pool *pool, int mode, int64_t deadline_ns,
+int cpat_pool_shutdown(struct cpat_pool *pool,
+		       enum cpat_pool_shutdown_mode mode, int64_t deadline_ns,
 		       struct cpat_pool_report *report)
 {
 	if (!pool || (mode != CPAT_POOL_DRAIN && mode != CPAT_POOL_DISCARD) ||
