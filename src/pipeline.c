@@ -128,6 +128,11 @@ static void on_stop(struct cpat__watch *w, int cause)
 			wake_turns(p->stages[i]);
 	if (p->feed)
 		cpat_chan_close(p->ch[0]);
+	if (p->ack) {
+		/* The source may be waiting for an ack slot. */
+		atomic_fetch_add(&p->ack_seq, 1);
+		cpat__unpark_all(&p->ack_seq);
+	}
 }
 
 /* A callback failed with rc < 0 on the item of index idx. */
@@ -178,7 +183,7 @@ int cpat_pipeline_set_generator(struct cpat_pipeline *p, cpat_source_fn fn,
 {
 	if (!p || !fn)
 		return -EINVAL;
-	if (p->gen || p->feed || p->state != ST_BUILD)
+	if (p->gen || p->feed || p->src_fn || p->state != ST_BUILD)
 		return -EBUSY;
 	p->gen = fn;
 	p->gen_arg = arg;
@@ -189,7 +194,7 @@ int cpat_pipeline_set_feed(struct cpat_pipeline *p)
 {
 	if (!p)
 		return -EINVAL;
-	if (p->gen || p->feed || p->state != ST_BUILD)
+	if (p->gen || p->feed || p->src_fn || p->state != ST_BUILD)
 		return -EBUSY;
 	p->feed = true;
 	return 0;
@@ -318,6 +323,9 @@ static void teardown(struct cpat_pipeline *p, bool free_stats)
 	if (p->watching)
 		cpat__token_unwatch(p->tok, &p->watch);
 	p->watching = false;
+	/* Kept until destroy: wait() counts the ack slots still in use. */
+	if (free_stats)
+		cpat__pipeline_ack_free(p);
 	for (unsigned i = 0; i < p->nstages; i++) {
 		struct stage *s = p->stages[i];
 		for (unsigned w = 0; s->w && w < s->workers; w++) {
@@ -388,6 +396,15 @@ static int alloc_run(struct cpat_pipeline *p)
 		s->out_stride = s->out_hdr ? round_up(ENV_HDR + s->out_size,
 		                                      ENV_HDR)
 		                           : s->out_size;
+		if (p->ack && s->kind == K_BATCH) {
+			/* The members' ack slots travel after the batch
+			 * (pipeline_ack.c); a batch is then the last stage. */
+			p->ack_tail = round_up(ENV_HDR + s->out_size,
+			                       sizeof(uint32_t));
+			s->out_stride = round_up(p->ack_tail + s->max_items *
+			                                       sizeof(uint32_t),
+			                         ENV_HDR);
+		}
 		if (last && p->outch)
 			p->ch[i + 1] = p->outch;
 		else if ((rc = cpat_chan_create(&p->ch[i + 1], s->out_stride,
@@ -440,7 +457,7 @@ static int alloc_run(struct cpat_pipeline *p)
 				return -ENOMEM;
 		}
 	}
-	if (p->gen) {
+	if (p->gen || p->src_fn) {
 		p->src_buf = cpat__malloc(CHUNK * p->src_stride);
 		if (!p->src_buf)
 			return -ENOMEM;
@@ -458,7 +475,7 @@ static int alloc_run(struct cpat_pipeline *p)
 	p->drain_buf = cpat__malloc(maxstride);
 	if (!p->drain_buf)
 		return -ENOMEM;
-	return 0;
+	return cpat__pipeline_ack_setup(p);
 }
 
 int cpat_pipeline_start(struct cpat_pipeline *p, struct cpat_token *tok,
@@ -468,8 +485,26 @@ int cpat_pipeline_start(struct cpat_pipeline *p, struct cpat_token *tok,
 		return -EINVAL;
 	if (p->state != ST_BUILD)
 		return -EBUSY;
-	if ((!p->gen && !p->feed) || (!p->sink && !p->output))
+	if ((!p->gen && !p->feed && !p->src_fn) || (!p->sink && !p->output))
 		return -EINVAL;
+	if (p->ack) {
+		/* Acks need a callback sink (the library cannot tell when the
+		 * caller is done with an output item); a batch must be the
+		 * last stage (it carries its members' slots to the sink); and
+		 * a batch that only flushes when full must fit in the table,
+		 * or the source would wait for acks that never come. */
+		if (p->output)
+			return -EINVAL;
+		for (unsigned i = 0; i < p->nstages; i++) {
+			struct stage *s = p->stages[i];
+			if (s->kind != K_BATCH)
+				continue;
+			if (i + 1 != p->nstages ||
+			    (p->ack_max && s->flush_ns == CPAT_FOREVER &&
+			     s->max_items > p->ack_max))
+				return -EINVAL;
+		}
+	}
 	atomic_store(&p->stop_rc, 0);
 	atomic_store(&p->stopping, 0);
 	atomic_store(&p->produced, 0);
@@ -521,7 +556,7 @@ int cpat_pipeline_start(struct cpat_pipeline *p, struct cpat_token *tok,
 			s->w[w].started = rc == 0;
 		}
 	}
-	if (rc == 0 && p->gen) {
+	if (rc == 0 && (p->gen || p->src_fn)) {
 		rc = start_thread(&p->src_th, cpat__pipeline_src_main, p);
 		p->src_started = rc == 0;
 	}
@@ -651,6 +686,10 @@ int cpat_pipeline_wait(struct cpat_pipeline *p,
 	r.produced = atomic_load(&p->produced);
 	r.delivered = atomic_load(&p->delivered);
 	r.not_processed = atomic_load(&p->not_processed);
+	if (p->ack) {
+		r.acked = atomic_load(&p->acked);
+		r.unacked = cpat__pipeline_ack_unacked(p);
+	}
 	for (unsigned i = 0; i < p->nstages; i++) {
 		struct stage *s = p->stages[i];
 		for (unsigned w = 0; w < s->workers; w++) {
@@ -808,44 +847,4 @@ void cpat_pipeline_destroy(struct cpat_pipeline *p)
 		cpat__free(p->stages[i]);
 	cpat__free(p->stages);
 	cpat__free(p);
-}
-
-/*
- * TEMPORARY (development only, replaced before release): the context
- * source and end-to-end acknowledgement are declared in pipeline.h; until
- * the pipeline carries ack handles, cpat_pipeline_set_source() validates
- * its options and returns -ENOSYS.
- */
-void cpat_source_opts_init(struct cpat_source_opts *o)
-{
-	if (o)
-		memset(o, 0, sizeof(*o));
-}
-
-int cpat_pipeline_set_source(struct cpat_pipeline *p,
-                             const struct cpat_source_opts *o)
-{
-	if (!p || !o || !o->fn || (o->ack_size > 0) != (o->ack != NULL))
-		return -EINVAL;
-	if (p->gen || p->feed || p->state != ST_BUILD)
-		return -EBUSY;
-	return -ENOSYS;
-}
-
-void *cpat_source_ack(struct cpat_source_ctx *ctx)
-{
-	(void)ctx;
-	return NULL;
-}
-
-struct cpat_token *cpat_source_token(struct cpat_source_ctx *ctx)
-{
-	(void)ctx;
-	return NULL;
-}
-
-void *cpat_source_arg(struct cpat_source_ctx *ctx)
-{
-	(void)ctx;
-	return NULL;
 }

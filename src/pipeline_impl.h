@@ -28,8 +28,13 @@
 #include "cpattern/chan.h"
 #include "cpattern/pipeline.h"
 
+/* The envelope header: the item's source index (uint64_t at 0) and its ack
+ * slot (uint32_t at ENV_SLOT, acks only; pipeline_ack.c), rounded up to
+ * max_align_t (16 bytes where that is 16, as on x86-64 and aarch64: the
+ * slot costs no room there). */
+#define ENV_SLOT sizeof(uint64_t)
 #define ENV_HDR                                                                \
-	((sizeof(uint64_t) + alignof(max_align_t) - 1) /                       \
+	((ENV_SLOT + sizeof(uint32_t) + alignof(max_align_t) - 1) /            \
 	 alignof(max_align_t) * alignof(max_align_t))
 #define BATCH_HDR                                                              \
 	((sizeof(struct cpat_batch) + alignof(max_align_t) - 1) /              \
@@ -84,6 +89,15 @@ struct rslot {
 	_Atomic uint64_t ready; /* t + 1 once the outputs of ticket t are in */
 };
 
+/* Completed items whose ack is not yet made: their handles, one after
+ * another, and their slots (pipeline_ack.c). One per thread that completes
+ * items; handed to the ack callback at the end of each chunk. */
+struct ackq {
+	char *h;
+	uint32_t *slot;
+	size_t n, cap;
+};
+
 struct cpat_stage_ctx {
 	struct cpat_pipeline *p;
 	struct stage *s;
@@ -102,6 +116,11 @@ struct cpat_stage_ctx {
 	bool have_turn;
 	bool stopped;       /* a send failed: the stage must stop */
 	uint64_t emitted;   /* outputs of the current flat input */
+	/* Acks: the ack slot of the input in hand, and how many of its flat
+	 * outputs its pending count already counts (a flush in emit). */
+	uint32_t ack_slot;
+	uint64_t ack_held;
+	struct ackq ackq;
 	int64_t emit_block; /* ns blocked in emit during the chunk */
 	struct wstats *st;
 	pthread_t th;
@@ -147,6 +166,8 @@ struct cpat_pipeline {
 	unsigned nstages;
 	cpat_source_fn gen;
 	void *gen_arg;
+	cpat_source_ctx_fn src_fn; /* a context source (set_source) */
+	void *src_arg;
 	bool feed;
 	cpat_sink_fn sink;
 	void *sink_arg;
@@ -177,7 +198,35 @@ struct cpat_pipeline {
 	_Atomic int feed_closed;
 	_Atomic long feeders;
 	struct cpat_pipeline_result res;
+
+	/* Acknowledgement (pipeline_ack.c); ack is NULL without. */
+	cpat_ack_fn ack;
+	void *ack_arg;
+	size_t ack_size, ack_stride; /* a handle; its stride in the table */
+	size_t ack_max;              /* max_unacked as given (0: default) */
+	uint32_t ack_nslots;         /* the table's slots */
+	bool ack_counted; /* a flat stage: slots keep a pending count */
+	size_t ack_tail;  /* last stage a batch: its member slots' offset in
+	                     the envelope, else 0 */
+	char *ack_tab;    /* handles */
+	_Atomic uint32_t *ack_pend; /* outputs not yet completed (counted) */
+	uint32_t *ack_next;         /* free-list links */
+	uint32_t ack_src_free;      /* the source's private list at its exit */
+	struct ackq sink_q;
+	_Atomic uint64_t acked;
+	alignas(CPAT_CACHELINE) _Atomic uint32_t ack_free; /* shared list */
+	_Atomic uint32_t ack_seq;     /* the source parks on it */
+	_Atomic uint32_t ack_waiting; /* the source is (about to be) parked */
 };
+
+/* What a context source is given (cpat_source_ack() and friends). */
+struct cpat_source_ctx {
+	struct cpat_pipeline *p;
+	void *ack; /* the current item's handle in the ack table, or NULL */
+};
+
+/* The end of a free list of ack slots. */
+#define ACK_NIL UINT32_MAX
 
 /* The pipeline whose thread this is (refuses wait/destroy from inside). */
 CPAT_HIDDEN extern _Thread_local struct cpat_pipeline *cpat__pipeline_tl;
@@ -192,6 +241,18 @@ static inline uint64_t env_index(const void *env)
 static inline void env_set_index(void *env, uint64_t v)
 {
 	memcpy(env, &v, sizeof(v));
+}
+
+static inline uint32_t env_slot(const void *env)
+{
+	uint32_t v;
+	memcpy(&v, (const char *)env + ENV_SLOT, sizeof(v));
+	return v;
+}
+
+static inline void env_set_slot(void *env, uint32_t v)
+{
+	memcpy((char *)env + ENV_SLOT, &v, sizeof(v));
 }
 
 static inline bool stopping(struct cpat_pipeline *p)
@@ -244,5 +305,45 @@ CPAT_HIDDEN bool cpat__pipeline_ordered_deliver(struct cpat_stage_ctx *c);
  * has been sent and takes the send lock (c->have_turn), helping send
  * meanwhile. False if the pipeline stops first. */
 CPAT_HIDDEN bool cpat__pipeline_ordered_stream(struct cpat_stage_ctx *c);
+
+/* ---- pipeline_ack.c ---- */
+
+/* Checks the acknowledgement's constraints and makes the ack table and
+ * the threads' ack queues (start; the channels are made). 0, -EINVAL or
+ * -ENOMEM. */
+CPAT_HIDDEN int cpat__pipeline_ack_setup(struct cpat_pipeline *p);
+/* Frees what setup made (teardown). */
+CPAT_HIDDEN void cpat__pipeline_ack_free(struct cpat_pipeline *p);
+/* Slots in use at wait, after the join: items produced and never acked. */
+CPAT_HIDDEN uint64_t cpat__pipeline_ack_unacked(struct cpat_pipeline *p);
+/* Makes the acks of the queue's items (the ack callback), then frees their
+ * slots and wakes the source if it waits for one. */
+CPAT_HIDDEN void cpat__pipeline_ack_flush(struct cpat_pipeline *p,
+                                          struct ackq *q);
+/* The source's wait for free slots: the shared free list, taken whole, or
+ * ACK_NIL if the pipeline stops first. */
+CPAT_HIDDEN uint32_t cpat__pipeline_ack_take(struct cpat_pipeline *p);
+
+/* One item of slot `slot` completed (or, counted, one of its outputs):
+ * when it was the last, the item's handle joins the thread's queue. */
+static inline void ack_complete(struct cpat_pipeline *p, struct ackq *q,
+                                uint32_t slot)
+{
+	if (p->ack_counted &&
+	    atomic_fetch_sub_explicit(&p->ack_pend[slot], 1,
+	                              memory_order_acq_rel) != 1)
+		return;
+	memcpy(q->h + q->n * p->ack_size, p->ack_tab + slot * p->ack_stride,
+	       p->ack_size);
+	q->slot[q->n++] = slot;
+	if (q->n == q->cap)
+		cpat__pipeline_ack_flush(p, q);
+}
+
+static inline void ack_chunk_end(struct cpat_pipeline *p, struct ackq *q)
+{
+	if (q->n)
+		cpat__pipeline_ack_flush(p, q);
+}
 
 #endif

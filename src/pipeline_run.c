@@ -53,21 +53,49 @@ static bool src_flush(struct cpat_pipeline *p, char *buf, size_t n)
 	return rc == 0;
 }
 
-void *cpat__pipeline_src_main(void *arg)
+/* The source loop, made three times (generator; context source without and
+ * with acks) so that each tests its kind once, not per item. */
+static inline __attribute__((always_inline)) void
+src_loop(struct cpat_pipeline *p, bool ctxsrc, bool acks)
 {
-	struct cpat_pipeline *p = arg;
-	cpat__thread_name("cpat-source");
-	cpat__pipeline_tl = p;
-	cpat__spin_adapt();
 	size_t k = p->src_cap < CHUNK ? p->src_cap : CHUNK;
 	size_t n = 0;
 	uint64_t idx = 0;
+	struct cpat_source_ctx sc = { p, NULL };
+	uint32_t fl = ACK_NIL; /* acks: the source's own free slots */
 	int64_t first_t = 0, t0 = cpat_now_ns();
 	for (;;) {
 		if (stopping(p))
 			break;
 		char *slot = p->src_buf + n * p->src_stride;
-		int rc = p->gen(slot + p->src_hdr, p->gen_arg);
+		uint32_t as = 0;
+		if (acks) {
+			if (fl == ACK_NIL)
+				fl = atomic_exchange(&p->ack_free, ACK_NIL);
+			if (fl == ACK_NIL) {
+				/* Every slot is in flight: hand on the items
+				 * held here (they hold slots), then wait for
+				 * acks to free some. */
+				bool ok = src_flush(p, p->src_buf, n);
+				n = 0;
+				slot = p->src_buf;
+				if (!ok)
+					break;
+				fl = cpat__pipeline_ack_take(p);
+				if (fl == ACK_NIL)
+					break;
+				t0 = cpat_now_ns();
+			}
+			as = fl;
+			fl = p->ack_next[as];
+			sc.ack = p->ack_tab + (size_t)as * p->ack_stride;
+		}
+		int rc = ctxsrc ? p->src_fn(slot + p->src_hdr, &sc)
+		                : p->gen(slot + p->src_hdr, p->gen_arg);
+		if (acks && rc <= 0) {
+			p->ack_next[as] = fl;
+			fl = as;
+		}
 		if (rc == 0) {
 			if (src_flush(p, p->src_buf, n)) {
 				atomic_store(&p->gen_ended, 1);
@@ -82,6 +110,12 @@ void *cpat__pipeline_src_main(void *arg)
 		}
 		if (p->src_hdr)
 			env_set_index(slot, idx);
+		if (acks) {
+			env_set_slot(slot, as);
+			if (p->ack_counted)
+				atomic_store_explicit(&p->ack_pend[as], 1,
+				                      memory_order_relaxed);
+		}
 		idx++;
 		atomic_store_explicit(&p->produced, idx, memory_order_relaxed);
 		int64_t t1 = cpat_now_ns();
@@ -104,6 +138,22 @@ void *cpat__pipeline_src_main(void *arg)
 	for (size_t i = 0; i < n; i++)
 		cpat__pipeline_drop_item(
 			p, p->src_buf + i * p->src_stride + p->src_hdr, 0);
+	if (acks)
+		p->ack_src_free = fl; /* read by wait() after the join */
+}
+
+void *cpat__pipeline_src_main(void *arg)
+{
+	struct cpat_pipeline *p = arg;
+	cpat__thread_name("cpat-source");
+	cpat__pipeline_tl = p;
+	cpat__spin_adapt();
+	if (!p->src_fn)
+		src_loop(p, false, false);
+	else if (!p->ack)
+		src_loop(p, true, false);
+	else
+		src_loop(p, true, true);
 	cpat_chan_close(p->ch[0]);
 	cpat__pipeline_tl = NULL;
 	atomic_fetch_sub(&cpat__pipeline_threads, 1);
@@ -168,6 +218,16 @@ int cpat_stage_emit(struct cpat_stage_ctx *c, const void *item)
 		return -ECANCELED;
 	if (c->nout == c->outcap) {
 		int64_t t0 = cpat_now_ns();
+		if (c->p->ack_counted && c->emitted > c->ack_held) {
+			/* The outputs leave before their input is done: count
+			 * them now, plus a hold for those to come, released
+			 * when the input is done (pipeline_ack.c). */
+			atomic_fetch_add_explicit(
+				&c->p->ack_pend[c->ack_slot],
+				(uint32_t)(c->emitted - c->ack_held),
+				memory_order_relaxed);
+			c->ack_held = c->emitted;
+		}
 		/* An ordered chunk that outgrows its slot: wait until every
 		 * earlier chunk has been sent, take the send lock and stream
 		 * the rest of the chunk directly. */
@@ -183,8 +243,10 @@ int cpat_stage_emit(struct cpat_stage_ctx *c, const void *item)
 			return -ECANCELED;
 	}
 	char *slot = c->out + c->nout * s->out_stride;
-	if (s->out_hdr)
+	if (s->out_hdr) {
 		env_set_index(slot, c->index);
+		env_set_slot(slot, c->ack_slot);
+	}
 	memcpy(slot + s->out_hdr, item, s->out_size);
 	c->nout++;
 	c->emitted++;
@@ -211,9 +273,29 @@ unsigned cpat_stage_worker(struct cpat_stage_ctx *c)
 	return c ? c->id : 0;
 }
 
-/* Runs the chunk in[0..n); returns false if the worker must stop. Inputs
- * not run are dropped here. */
-static bool run_chunk(struct cpat_stage_ctx *c, size_t n)
+/* Acks: a flat input is done and emitted c->emitted outputs. Its slot's
+ * pending count becomes that number (pipeline_ack.c): an input that
+ * emitted nothing completes now; otherwise the count takes the outputs
+ * beyond the first not yet counted, or drops the hold taken by a flush in
+ * cpat_stage_emit() when all were. */
+static void flat_ack(struct cpat_stage_ctx *c)
+{
+	struct cpat_pipeline *p = c->p;
+	if (c->emitted == 0) {
+		ack_complete(p, &c->ackq, c->ack_slot);
+		return;
+	}
+	if (c->emitted - 1 > c->ack_held)
+		atomic_fetch_add_explicit(&p->ack_pend[c->ack_slot],
+		                          (uint32_t)(c->emitted - 1 - c->ack_held),
+		                          memory_order_relaxed);
+	else if (c->emitted == c->ack_held)
+		ack_complete(p, &c->ackq, c->ack_slot);
+}
+
+/* The loop of run_chunk(), made with and without acks. */
+static inline __attribute__((always_inline)) bool
+run_chunk_t(struct cpat_stage_ctx *c, size_t n, bool acks)
 {
 	struct stage *s = c->s;
 	struct cpat_pipeline *p = c->p;
@@ -233,9 +315,13 @@ static bool run_chunk(struct cpat_stage_ctx *c, size_t n)
 			if (rc == CPAT_STAGE_EMIT) {
 				if (s->out_hdr)
 					env_set_index(slot, c->index);
+				if (acks)
+					env_set_slot(slot, env_slot(env));
 				c->nout++;
 			} else if (rc > 0) {
 				filtered++;
+				if (acks)
+					ack_complete(p, &c->ackq, env_slot(env));
 			} else {
 				cpat__pipeline_drop_item(p, env + ENV_HDR,
 							 s->idx);
@@ -246,6 +332,10 @@ static bool run_chunk(struct cpat_stage_ctx *c, size_t n)
 			}
 		} else {
 			c->emitted = 0;
+			if (acks) {
+				c->ack_slot = env_slot(env);
+				c->ack_held = 0;
+			}
 			int rc = s->flat(env + ENV_HDR, c);
 			if (c->emitted == 0 && rc >= 0)
 				filtered++;
@@ -254,6 +344,8 @@ static bool run_chunk(struct cpat_stage_ctx *c, size_t n)
 							 s->idx);
 			else
 				expanded += c->emitted - 1;
+			if (acks && rc >= 0 && !c->stopped)
+				flat_ack(c);
 			if (rc < 0) {
 				cpat__pipeline_fail(p, s->name, c->index, rc);
 				i++;
@@ -276,6 +368,14 @@ static bool run_chunk(struct cpat_stage_ctx *c, size_t n)
 	return ok;
 }
 
+/* Runs the chunk in[0..n); returns false if the worker must stop. Inputs
+ * not run are dropped here. The pipeline's acks are tested once per chunk:
+ * the loop is made with and without them. */
+static bool run_chunk(struct cpat_stage_ctx *c, size_t n)
+{
+	return c->p->ack ? run_chunk_t(c, n, true) : run_chunk_t(c, n, false);
+}
+
 static void stage_loop(struct cpat_stage_ctx *c)
 {
 	struct stage *s = c->s;
@@ -296,6 +396,9 @@ static void stage_loop(struct cpat_stage_ctx *c)
 		st_add(&c->st->in, n);
 		c->emit_block = 0;
 		bool ok = run_chunk(c, n);
+		/* Never wait for input holding slots the source may need. */
+		if (p->ack)
+			ack_chunk_end(p, &c->ackq);
 		int64_t t2 = cpat_now_ns();
 		int64_t busy = t2 - t1 - c->emit_block;
 		st_add(&c->st->busy, (uint64_t)busy);
@@ -411,6 +514,11 @@ static void batch_loop(struct cpat_stage_ctx *c)
 			}
 			memcpy(items + b.count * s->in_size, env + ENV_HDR,
 			       s->in_size);
+			if (p->ack_tail)
+				/* The member's ack slot (pipeline_ack.c). */
+				memcpy(c->out + p->ack_tail +
+				               b.count * sizeof(uint32_t),
+				       env + ENV_SLOT, sizeof(uint32_t));
 			b.count++;
 			if (b.count == s->max_items) {
 				memcpy(bb, &b, sizeof(b));
@@ -485,12 +593,31 @@ void *cpat__pipeline_stage_main(void *arg)
 
 /* ---- the sink ---- */
 
-void *cpat__pipeline_sink_main(void *arg)
+/* Acks: the sink accepted the item in env: it completes, or, for a batch,
+ * every member does, in one ack call when the queue has room for all. */
+static void sink_ack(struct cpat_pipeline *p, const char *env)
 {
-	struct cpat_pipeline *p = arg;
-	cpat__thread_name("cpat-sink");
-	cpat__pipeline_tl = p;
-	cpat__spin_adapt();
+	struct ackq *q = &p->sink_q;
+	if (!p->ack_tail) {
+		ack_complete(p, q, env_slot(env));
+		return;
+	}
+	struct cpat_batch b;
+	memcpy(&b, env + ENV_HDR, sizeof(b));
+	if (q->n && q->n + b.count > q->cap)
+		cpat__pipeline_ack_flush(p, q);
+	for (size_t j = 0; j < b.count; j++) {
+		uint32_t slot;
+		memcpy(&slot, env + p->ack_tail + j * sizeof(slot),
+		       sizeof(slot));
+		ack_complete(p, q, slot);
+	}
+}
+
+/* The sink loop, made with and without acks (tested once, not per item). */
+static inline __attribute__((always_inline)) void
+sink_loop(struct cpat_pipeline *p, bool acks)
+{
 	struct cpat_chan *in = p->ch[p->nstages];
 	size_t stride = p->nstages ? p->stages[p->nstages - 1]->out_stride
 	                           : p->src_stride;
@@ -509,25 +636,42 @@ void *cpat__pipeline_sink_main(void *arg)
 			char *env = p->sink_buf + i * stride;
 			if (failed || (!p->drain_sink && stopping(p))) {
 				cpat__pipeline_drop_item(p, env + ENV_HDR,
-							 p->nstages);
+				                         p->nstages);
 				continue;
 			}
 			int r = p->sink(env + ENV_HDR, p->sink_arg);
 			if (r < 0) {
 				cpat__pipeline_drop_item(p, env + ENV_HDR,
-							 p->nstages);
+				                         p->nstages);
 				cpat__pipeline_fail(p, "sink", env_index(env),
-						    r);
+				                    r);
 				failed = true;
 			} else {
 				atomic_store_explicit(&p->delivered,
-						      ++delivered,
-						      memory_order_relaxed);
+				                      ++delivered,
+				                      memory_order_relaxed);
+				if (acks)
+					sink_ack(p, env);
 			}
 		}
+		/* Never wait for input holding slots the source may need. */
+		if (acks)
+			ack_chunk_end(p, &p->sink_q);
 		if (failed && !p->drain_sink)
 			break;
 	}
+}
+
+void *cpat__pipeline_sink_main(void *arg)
+{
+	struct cpat_pipeline *p = arg;
+	cpat__thread_name("cpat-sink");
+	cpat__pipeline_tl = p;
+	cpat__spin_adapt();
+	if (p->ack)
+		sink_loop(p, true);
+	else
+		sink_loop(p, false);
 	cpat__pipeline_tl = NULL;
 	atomic_fetch_sub(&cpat__pipeline_threads, 1);
 	return NULL;
