@@ -87,6 +87,35 @@
  * stage, the generator) are packed at the item size, so they are aligned
  * only as far as that size allows.
  *
+ * **Acknowledgement.** A context source (cpat_pipeline_set_source()) may
+ * give each item a handle of ack_size bytes (a broker's message id, say)
+ * and an ack callback. The pipeline then calls the callback exactly once
+ * for every source item that completes: the sink callback returned 0 for
+ * it (for a batch: for the batch it is in), a map stage skipped it, or a
+ * flat stage's input emitted nothing; a flat input with outputs completes
+ * when all of its outputs have. It never calls it for an item that was not
+ * processed (cancel, error, deadline, shutdown), so a broker redelivers
+ * that one. Acks come after the completion (after the sink returned 0),
+ * in no particular order (source order would hold every ack behind the
+ * slowest item in flight and widen redelivery after a crash), several per
+ * call when several complete together (all the items of an accepted batch,
+ * the items a thread completed in one chunk), from the thread that
+ * completed them: the sink thread or a stage's worker. So the callback may
+ * run in several threads at once: it must be thread-safe, must not block
+ * for long (it holds up that thread), and must not call back into the
+ * pipeline. At most max_unacked items hold a handle at once: the source
+ * waits for acks (cancellably) while all are in flight, which also bounds
+ * what a crash leaves pending. The default is large enough never to
+ * throttle before the channels do (it counts every item the channels,
+ * chunks, reorder slots and batches can hold). Nothing is allocated per
+ * item. In cpat_pipeline_result, acked + unacked == produced (both 0
+ * without acks). Acks need a callback sink: with cpat_pipeline_set_output()
+ * the pipeline cannot know when the caller has processed an item, and
+ * cpat_pipeline_start() returns -EINVAL; so it does when a batch stage is
+ * not the last stage (a batch carries its members' handles to the sink),
+ * or when a batch stage with flush_ns #CPAT_FOREVER has max_items above
+ * max_unacked (it would wait for items the source may not make).
+ *
  * **Statistics.** For every stage: items in and out, busy time, time
  * starved (waiting for input) and blocked (waiting for room downstream),
  * and utilisation. cpat_pipeline_report() writes them as a table and names
@@ -394,14 +423,31 @@ struct cpat_source_ctx;
  * A source with a context: produces the next item into @p out (item_size
  * bytes) and, when the pipeline acknowledges items, the item's
  * acknowledgement handle into cpat_source_ack() (ack_size bytes).
+ *
+ * Called from the pipeline's source thread only, one call at a time, until
+ * it returns 0 or a negative value, or the pipeline stops. It may block
+ * (on I/O, say): it should then also watch cpat_source_token(), which
+ * fires when the pipeline stops, and return soon after. Items produced
+ * by fast calls just before a call that blocks wait in the source's chunk
+ * (up to 32) until that call returns.
+ * @p ctx is valid only during the call.
  * @return 1 if an item was produced; 0 at the end of input; a negative
- *         value to fail the pipeline with it.
+ *         value to fail the pipeline with it (the handle written, if any,
+ *         is not used).
  */
 typedef int (*cpat_source_ctx_fn)(void *out, struct cpat_source_ctx *ctx);
 
 /**
  * Acknowledges @p n completed items: @p handles holds their n handles, one
  * after another, ack_size bytes each, as their source wrote them.
+ *
+ * Called once per completed source item (see "Acknowledgement" above),
+ * with n >= 1, from the thread that completed the items (sink or stage
+ * worker), possibly from several threads at once: it must be thread-safe,
+ * must not block for long and must not call into the pipeline. @p handles
+ * is valid only during the call (copy what you keep), and a handle in it
+ * is only byte-aligned when ack_size is not a multiple of its type's
+ * alignment (read it with memcpy).
  */
 typedef void (*cpat_ack_fn)(const void *handles, size_t n, void *arg);
 
@@ -415,7 +461,8 @@ struct cpat_source_opts {
 	void *ack_arg;         /**< passed to ack */
 	size_t max_unacked;    /**< items holding a handle at once; the source
 	                            waits while this many are in flight
-	                            (0: the default) */
+	                            (0: the default, every item the pipeline
+	                            can hold; ignored without acks) */
 };
 
 /** Fills @p o with the defaults. NULL is a no-op. Never blocks. */
@@ -423,19 +470,33 @@ CPAT_API void cpat_source_opts_init(struct cpat_source_opts *o);
 
 /**
  * Makes a context source the pipeline's source, with optional end-to-end
- * acknowledgement.
+ * acknowledgement (ack_size > 0 and ack; see "Acknowledgement" above).
+ * The options are copied. The ack table (max_unacked handles, made by
+ * cpat_pipeline_start(), which may then also fail with -EINVAL or
+ * -ENOMEM) is the only memory acks take; nothing per item.
+ *
+ * Never blocks. Building is single-threaded: call before start, from the
+ * thread that builds.
  * @return 0; -EINVAL for NULL, no fn, ack_size > 0 without ack (or ack
- *         without ack_size); -EBUSY if a source is set or started.
+ *         without ack_size), max_unacked >= UINT32_MAX; -EBUSY if a source
+ *         (generator, feed or context source) is set or the pipeline was
+ *         started.
  */
 CPAT_API int cpat_pipeline_set_source(struct cpat_pipeline *p,
                                       const struct cpat_source_opts *opts);
 
-/** Where the source writes the current item's ack handle (ack_size
- * bytes); NULL when the pipeline has no acks. Never blocks. */
+/** Where the source writes the current item's ack handle: ack_size bytes,
+ * aligned for any type, owned by the pipeline, valid until the source
+ * function returns. NULL when the pipeline has no acks, or for a NULL
+ * @p ctx. Never blocks; call from the source function only. */
 CPAT_API void *cpat_source_ack(struct cpat_source_ctx *ctx);
-/** The run's token (fires when the pipeline stops). Never blocks. */
+/** The run's token: fires when the pipeline stops (error, cancel,
+ * deadline, the caller's token); a source blocked on I/O should watch it.
+ * Borrowed (take a reference to keep it past the call). NULL for a NULL
+ * @p ctx. Never blocks; call from the source function only. */
 CPAT_API struct cpat_token *cpat_source_token(struct cpat_source_ctx *ctx);
-/** The source's arg (cpat_source_opts.arg). Never blocks. */
+/** The source's arg (cpat_source_opts.arg); NULL for a NULL @p ctx. Never
+ * blocks; call from the source function only. */
 CPAT_API void *cpat_source_arg(struct cpat_source_ctx *ctx);
 
 /**
