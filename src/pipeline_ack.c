@@ -103,6 +103,21 @@ void *cpat_source_arg(struct cpat_source_ctx *ctx)
 	return ctx ? ctx->p->src_arg : NULL;
 }
 
+int cpat_source_flush(struct cpat_source_ctx *ctx)
+{
+	if (!ctx || !ctx->held)
+		return -EINVAL;
+	struct cpat_pipeline *p = ctx->p;
+	size_t n = *ctx->held;
+	if (n > 0) {
+		*ctx->held = 0;
+		ctx->flushed = true;
+		if (!cpat__pipeline_src_flush(p, p->src_buf, n))
+			return -ECANCELED;
+	}
+	return stopping(p) ? -ECANCELED : 0;
+}
+
 static int queue_alloc(struct cpat_pipeline *p, struct ackq *q, size_t cap)
 {
 	q->n = 0;

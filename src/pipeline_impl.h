@@ -223,6 +223,11 @@ struct cpat_pipeline {
 struct cpat_source_ctx {
 	struct cpat_pipeline *p;
 	void *ack; /* the current item's handle in the ack table, or NULL */
+	/* The items the source thread holds back (src_buf[0..*held)), for
+	 * cpat_source_flush(); flushed: it ran during the current call, so
+	 * the item being made must move to the buffer's first slot. */
+	size_t *held;
+	bool flushed;
 };
 
 /* The end of a free list of ack slots. */
@@ -273,6 +278,11 @@ static inline void wake_turns(struct stage *s)
 
 /* Counts one abandoned item as not processed and hands it to the drop
  * callback with the index of the stage it was waiting for. */
+/* Sends the source thread's held items buf[0..n) to the first channel
+ * (pipeline_run.c); false if the pipeline stopped (what was not sent is
+ * dropped). Source thread only. */
+CPAT_HIDDEN bool cpat__pipeline_src_flush(struct cpat_pipeline *p, char *buf,
+                                          size_t n);
 CPAT_HIDDEN void cpat__pipeline_drop_item(struct cpat_pipeline *p,
                                           const void *payload, unsigned stage);
 /* A callback failed with rc < 0 on the item of index idx: records the

@@ -53,6 +53,11 @@ static bool src_flush(struct cpat_pipeline *p, char *buf, size_t n)
 	return rc == 0;
 }
 
+bool cpat__pipeline_src_flush(struct cpat_pipeline *p, char *buf, size_t n)
+{
+	return src_flush(p, buf, n);
+}
+
 /* The source loop, made three times (generator; context source without and
  * with acks) so that each tests its kind once, not per item. */
 static inline __attribute__((always_inline)) void
@@ -61,7 +66,7 @@ src_loop(struct cpat_pipeline *p, bool ctxsrc, bool acks)
 	size_t k = p->src_cap < CHUNK ? p->src_cap : CHUNK;
 	size_t n = 0;
 	uint64_t idx = 0;
-	struct cpat_source_ctx sc = { p, NULL };
+	struct cpat_source_ctx sc = {p, NULL, &n, false};
 	uint32_t fl = ACK_NIL; /* acks: the source's own free slots */
 	int64_t first_t = 0, t0 = cpat_now_ns();
 	for (;;) {
@@ -92,6 +97,15 @@ src_loop(struct cpat_pipeline *p, bool ctxsrc, bool acks)
 		}
 		int rc = ctxsrc ? p->src_fn(slot + p->src_hdr, &sc)
 		                : p->gen(slot + p->src_hdr, p->gen_arg);
+		if (ctxsrc && sc.flushed) {
+			/* cpat_source_flush() handed on the items before
+			 * this one: it moves to the front of the buffer. */
+			sc.flushed = false;
+			if (rc > 0 && slot != p->src_buf)
+				memcpy(p->src_buf, slot, p->src_stride);
+			slot = p->src_buf;
+			t0 = cpat_now_ns();
+		}
 		if (acks && rc <= 0) {
 			p->ack_next[as] = fl;
 			fl = as;

@@ -36,6 +36,8 @@ struct ackt {
 	unsigned batch_stage; /* index of a batch stage, or UINT_MAX */
 	int token_seen;       /* the source saw its token fire */
 	int block_at_end;     /* the source waits for its token at the end */
+	int flush_at_end;     /* ... after cpat_source_flush() */
+	int flush_rc;         /* what that returned */
 	_Atomic int at_end;   /* ... and is about to */
 };
 
@@ -67,6 +69,8 @@ static int src_fn(void *out, struct cpat_source_ctx *ctx)
 	if (t->next >= t->n) {
 		if (t->block_at_end) {
 			/* Waits as a source blocked on I/O would. */
+			if (t->flush_at_end)
+				t->flush_rc = cpat_source_flush(ctx);
 			atomic_store(&t->at_end, 1);
 			struct cpat_token *tok = cpat_source_token(ctx);
 			int rc = cpat_token_wait(tok, CPAT_FOREVER);
@@ -633,6 +637,37 @@ TH_TEST_FN(ack_source_token_fires_when_pipeline_cancelled)
 	ackt_free(&t);
 }
 
+/* A source about to block hands on what the pipeline holds back for it:
+ * every item it made reaches the sink, and is acked, while it waits. */
+TH_TEST_FN(ack_source_flush_before_blocking_delivers_and_acks_held_items)
+{
+	struct ackt t;
+	ackt_init(&t, 5);
+	t.block_at_end = 1;
+	t.flush_at_end = 1;
+	struct shape sh = {{S_MAP}, 1, 1, 0, 0, 0, 0, 0};
+	struct cpat_pipeline *p = build(&t, &sh);
+	assert_int_equal(cpat_pipeline_start(p, NULL, CPAT_FOREVER), 0);
+	/* Without the flush the five items would wait in the source thread
+	 * for as long as it blocks, and this would not end. */
+	while (atomic_load(&t.sink_items) < t.n)
+		th_relax();
+	while (!atomic_load(&t.at_end))
+		th_relax();
+	assert_int_equal(t.flush_rc, 0);
+	assert_int_equal(cpat_pipeline_cancel(p), 0);
+	struct cpat_pipeline_result r;
+	assert_int_equal(cpat_pipeline_wait(p, &r), -ECANCELED);
+	check_run(&t, &r, "flush");
+	assert_int_equal(r.produced, t.n);
+	assert_int_equal(r.delivered, t.n);
+	assert_int_equal(r.acked, t.n);
+	assert_int_equal(r.unacked, 0);
+	assert_int_equal(cpat_source_flush(NULL), -EINVAL);
+	cpat_pipeline_destroy(p);
+	ackt_free(&t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -645,6 +680,7 @@ int main(void)
 		TH_TEST(ack_set_source_argument_errors_and_acks_with_output_rejected),
 		TH_TEST(ack_context_source_without_acks_counts_none),
 		TH_TEST(ack_source_token_fires_when_pipeline_cancelled),
+		TH_TEST(ack_source_flush_before_blocking_delivers_and_acks_held_items),
 	};
 	const char *filter = getenv("CPAT_TEST_FILTER");
 	if (filter && *filter)

@@ -500,6 +500,25 @@ CPAT_API struct cpat_token *cpat_source_token(struct cpat_source_ctx *ctx);
 CPAT_API void *cpat_source_arg(struct cpat_source_ctx *ctx);
 
 /**
+ * Hands on, now, the items the source thread holds back. The source
+ * thread passes items on in chunks while the source is fast (see
+ * **Cost**), so items already produced may wait for the next call of the
+ * source function. A source about to block (waiting for input: a socket, a
+ * broker's blocking read) calls this first, so that those items do not
+ * wait for its input, and, with acks, do not keep slots or a broker's
+ * unacknowledged entries in flight while it waits.
+ *
+ * Blocks while the first channel is full (as the source thread does
+ * anyway); returns at once when the pipeline stops.
+ * Thread safety: only from inside the source function, on its own @p ctx.
+ * @param ctx the source function's context.
+ * @return 0; -ECANCELED if the pipeline is stopping (the held items are
+ *         then not processed; return from the source function soon);
+ *         -EINVAL for NULL.
+ */
+CPAT_API int cpat_source_flush(struct cpat_source_ctx *ctx);
+
+/**
  * Makes the pipeline's source a feed: the caller pushes items with
  * cpat_pipeline_feed() and ends the input with cpat_pipeline_feed_close().
  *

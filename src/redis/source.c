@@ -696,6 +696,16 @@ static int pipeline_source(void *out, struct cpat_source_ctx *ctx)
 	struct cpat_redis_source *s = cpat_source_arg(ctx);
 	void *handle = cpat_source_ack(ctx);
 	struct cpat_redis_id id;
+	/* With no decoded entry left, next() goes to the broker and may wait
+	 * there (a blocking read, a wait for acks at the bound): the items
+	 * the pipeline holds back for a fast source must not wait with it,
+	 * or a quiet stream would leave them, and their entries, in flight
+	 * for as long as it stays quiet. */
+	pthread_mutex_lock(&s->io_mu);
+	bool held = s->held && s->held_pos < s->held->elements;
+	pthread_mutex_unlock(&s->io_mu);
+	if (!held && cpat_source_flush(ctx) != 0)
+		return -ECANCELED;
 	int rc = cpat_redis_source_next(s, out, &id, cpat_source_token(ctx));
 	if (rc == 1 && handle)
 		memcpy(handle, &id, sizeof id);
