@@ -15,5 +15,6 @@
 #include "cpattern/pipeline.h"
 #include "cpattern/fan.h"
 #include "cpattern/timer.h"
+#include "cpattern/sem.h"
 
 #endif /* CPATTERN_H */

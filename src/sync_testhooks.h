@@ -1,0 +1,18 @@
+/*
+ * Test hooks of the semaphore and the rate limiter (sem.c, rate.c): what
+ * their tests read to know that a thread is blocked, instead of sleeping.
+ * Never installed; hidden symbols, reached by the tests through the static
+ * library.
+ */
+#ifndef CPAT_SYNC_TESTHOOKS_H
+#define CPAT_SYNC_TESTHOOKS_H
+
+#include "internal.h"
+
+struct cpat_sem;
+
+/* Callers queued in s: a caller counts from the moment its record is in the
+ * queue (a release can serve it) until it leaves it (served, or gone). */
+CPAT_HIDDEN size_t cpat__sem_waiters(struct cpat_sem *s);
+
+#endif /* CPAT_SYNC_TESTHOOKS_H */
