@@ -16,5 +16,6 @@
 #include "cpattern/fan.h"
 #include "cpattern/timer.h"
 #include "cpattern/sem.h"
+#include "cpattern/rate.h"
 
 #endif /* CPATTERN_H */
