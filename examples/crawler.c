@@ -4,12 +4,15 @@
  * crawl under a 5 min deadline; keep each result (URL, size, error,
  * duration) and print the guide's statistics. Uses libcurl.
  *
- * usage: crawler URL_FILE [WORKERS] [TIMEOUT_MS]     (one URL per line)
+ * usage: crawler URL_FILE [WORKERS] [TIMEOUT_MS] [PER_HOST_RATE]
+ *        (one URL per line; PER_HOST_RATE in requests per second, default 50)
  *
  * The fetches run in an error group limited to WORKERS at once. A failed
  * URL does not cancel the others (cancel_on_error = 0); the deadline does:
  * the group's token is a child of a deadline token, and curl's progress
- * callback aborts a transfer as soon as it fires.
+ * callback aborts a transfer as soon as it fires. Each host (scheme, name
+ * and port) has its own rate limiter, which a fetch waits on, under the
+ * group's token, before it connects: a crawler must not hammer one server.
  */
 #include <cpattern.h>
 #include <curl/curl.h>
@@ -17,8 +20,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+struct host {
+	char name[256]; /* "http://example.com:8080" */
+	struct cpat_rate *limit;
+};
+
 struct result {
 	char url[1024];
+	struct host *host;
 	size_t bytes;  /* the content's size (the content is dropped) */
 	char err[128]; /* empty on success */
 	double seconds;
@@ -42,6 +51,11 @@ static int fetch(void *arg, struct cpat_token *tok)
 {
 	struct result *r = arg;
 	int64_t t0 = cpat_now_ns();
+	int rc = cpat_rate_wait(r->host->limit, tok); /* the host's turn */
+	if (rc != 0) {
+		snprintf(r->err, sizeof(r->err), "%s", cpat_strerror(rc));
+		return -EIO;
+	}
 	long status = 0;
 	CURL *c = curl_easy_init();
 	CURLcode cc = c ? CURLE_OK : CURLE_OUT_OF_MEMORY;
@@ -78,18 +92,48 @@ static int fetch(void *arg, struct cpat_token *tok)
 	return r->err[0] ? -EIO : 0;
 }
 
+/* The host of url among hosts[0..*n), added (with its limiter) if new;
+ * NULL if there is no room or no limiter. */
+static struct host *host_of(const char *url, struct host *hosts, size_t *n,
+			    size_t max, double rate)
+{
+	const char *p = strstr(url, "://");
+	size_t len = p ? strcspn(p + 3, "/?#") + (size_t)(p + 3 - url) : 0;
+	if (len == 0 || len >= sizeof(hosts->name))
+		len = strlen(url) < sizeof(hosts->name) ? strlen(url) : 0;
+	for (size_t i = 0; i < *n; i++)
+		if (strlen(hosts[i].name) == len &&
+		    strncmp(hosts[i].name, url, len) == 0)
+			return &hosts[i];
+	if (*n == max)
+		return NULL;
+	struct host *h = &hosts[*n];
+	snprintf(h->name, sizeof(h->name), "%.*s", (int)len, url);
+	int rc = cpat_rate_create(&h->limit, rate, 1); /* no bursts */
+	if (rc != 0) {
+		fprintf(stderr, "rate_create: %s\n", cpat_strerror(rc));
+		return NULL;
+	}
+	(*n)++;
+	return h;
+}
+
 int main(int argc, char **argv)
 {
-	if (argc < 2 || argc > 4) {
-		fprintf(stderr, "usage: %s URL_FILE [WORKERS] [TIMEOUT_MS]\n",
+	if (argc < 2 || argc > 5) {
+		fprintf(stderr,
+			"usage: %s URL_FILE [WORKERS] [TIMEOUT_MS] "
+			"[PER_HOST_RATE]\n",
 			argv[0]);
 		return 2;
 	}
 	int workers = argc > 2 ? atoi(argv[2]) : 20;
 	if (argc > 3)
 		timeout_ms = atol(argv[3]);
-	if (workers < 1 || timeout_ms < 1) {
-		fprintf(stderr, "WORKERS and TIMEOUT_MS must be positive\n");
+	double rate = argc > 4 ? atof(argv[4]) : 50.0;
+	if (workers < 1 || timeout_ms < 1 || !(rate > 0)) {
+		fprintf(stderr, "WORKERS, TIMEOUT_MS and PER_HOST_RATE must be "
+				"positive\n");
 		return 2;
 	}
 	FILE *f = fopen(argv[1], "r");
@@ -98,7 +142,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	struct result *res = NULL;
-	size_t n = 0;
+	size_t n = 0, nhosts = 0;
+	static struct host hosts[256];
 	char line[1024];
 	while (fgets(line, sizeof(line), f) != NULL) {
 		line[strcspn(line, "\r\n")] = '\0';
@@ -111,7 +156,12 @@ int main(int argc, char **argv)
 		}
 		res = grown;
 		memset(&res[n], 0, sizeof(*res));
-		snprintf(res[n++].url, sizeof(res->url), "%s", line);
+		snprintf(res[n].url, sizeof(res->url), "%s", line);
+		res[n].host = host_of(line, hosts, &nhosts, 256, rate);
+		if (res[n++].host == NULL) {
+			fprintf(stderr, "%s: no limiter for its host\n", line);
+			return 1;
+		}
 	}
 	fclose(f);
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
@@ -169,6 +219,8 @@ int main(int argc, char **argv)
 	       n, ok, started - ok, n - started,
 	       started ? sum / (double)started : 0.0, secs);
 	free(res);
+	for (size_t i = 0; i < nhosts; i++)
+		cpat_rate_destroy(hosts[i].limit);
 	curl_global_cleanup();
 	return ok == n ? 0 : 1;
 }

@@ -15,5 +15,8 @@
 #include "cpattern/pipeline.h"
 #include "cpattern/fan.h"
 #include "cpattern/parallel.h"
+#include "cpattern/timer.h"
+#include "cpattern/sem.h"
+#include "cpattern/rate.h"
 
 #endif /* CPATTERN_H */

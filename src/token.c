@@ -4,7 +4,11 @@
  * State. A token is live (status 0) until it fires; then status holds the
  * cause (-ECANCELED or -ETIMEDOUT) forever. status is written once, under
  * the token's mutex, and read lock-free (acquire) by cpat_token_status() and
- * by the channel fast paths.
+ * by the channel fast paths. reason holds the cause cpat_token_cause()
+ * reports (the canceller's own with cpat_token_cancel_cause(), else the
+ * status): written once, just before status (relaxed, published by the
+ * status store), and copied from the token the walk started at into every
+ * token a walk fires, so a child fired by its parent reports the parent's.
  *
  * Locks and what they guard.
  *  - The tree lock: one mutex per tree of tokens, in the root (every token
@@ -82,6 +86,7 @@ struct cpat_token {
 	pthread_mutex_t *lk; /* the tree lock: &root->mu */
 	pthread_cond_t cv;
 	_Atomic int status;
+	_Atomic int reason; /* cpat_token_cause(): set just before status */
 	_Atomic int refs;
 	int64_t deadline; /* effective: min of own and ancestors' */
 
@@ -567,6 +572,7 @@ static int token_new(struct cpat_token **out, struct cpat_token *parent,
 	}
 	atomic_init(&t->refs, 1);
 	atomic_init(&t->status, 0);
+	atomic_init(&t->reason, 0);
 	t->deadline = deadline;
 	t->timer_at = deadline;
 	if (parent) {
@@ -576,6 +582,11 @@ static int token_new(struct cpat_token **out, struct cpat_token *parent,
 		t->deadline = cpat__deadline_min(deadline, parent->deadline);
 		int st = load_status(parent);
 		if (st != 0) {
+			atomic_store_explicit(
+			        &t->reason,
+			        atomic_load_explicit(&parent->reason,
+			                             memory_order_relaxed),
+			        memory_order_relaxed);
 			atomic_store_explicit(&t->status, st,
 			                      memory_order_release);
 		} else {
@@ -778,7 +789,7 @@ static void run_watches(struct cpat_token *t, int cause)
  * reference, on its fire_next link, which belongs to the thread that fired
  * it.
  */
-static bool fire_tree_ret(struct cpat_token *t, int cause)
+static bool fire_tree_ret(struct cpat_token *t, int cause, int reason)
 {
 	struct cpat_token *queue = NULL, **tail = &queue;
 	lock(t);
@@ -790,6 +801,8 @@ static bool fire_tree_ret(struct cpat_token *t, int cause)
 	for (;;) {
 		bool fired_now = false;
 		if (load_status(n) == 0) {
+			atomic_store_explicit(&n->reason, reason,
+			                      memory_order_relaxed);
 			atomic_store_explicit(&n->status, cause,
 			                      memory_order_release);
 			CPAT_CHECK(pthread_cond_broadcast(&n->cv) == 0);
@@ -825,7 +838,7 @@ static bool fire_tree_ret(struct cpat_token *t, int cause)
 
 static void fire_tree(struct cpat_token *t, int cause)
 {
-	(void)fire_tree_ret(t, cause);
+	(void)fire_tree_ret(t, cause, cause);
 }
 
 int cpat_token_cancel(struct cpat_token *tok)
@@ -835,7 +848,14 @@ int cpat_token_cancel(struct cpat_token *tok)
 	/* No lock-free shortcut for a fired token: its status may have been
 	 * set by a walk still in its critical section, firing the rest of the
 	 * subtree. fire_tree_ret() waits for the tree lock first. */
-	return fire_tree_ret(tok, -ECANCELED) ? 1 : 0;
+	return fire_tree_ret(tok, -ECANCELED, -ECANCELED) ? 1 : 0;
+}
+
+int cpat_token_cancel_cause(struct cpat_token *tok, int cause)
+{
+	if (!tok || cause >= 0)
+		return -EINVAL;
+	return fire_tree_ret(tok, -ECANCELED, cause) ? 1 : 0;
 }
 
 /* Fires a token found past its effective deadline; returns its status. */
@@ -855,6 +875,16 @@ int cpat_token_status(struct cpat_token *tok)
 	if (!tok)
 		return 0;
 	return check_deadline(tok);
+}
+
+int cpat_token_cause(struct cpat_token *tok)
+{
+	if (!tok)
+		return 0;
+	/* The acquire load of status in check_deadline() publishes reason. */
+	if (check_deadline(tok) == 0)
+		return 0;
+	return atomic_load_explicit(&tok->reason, memory_order_relaxed);
 }
 
 int cpat_token_wait(struct cpat_token *tok, int64_t deadline_ns)

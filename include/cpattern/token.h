@@ -8,6 +8,13 @@
  * `-ETIMEDOUT` (the token's deadline passed). The first cause wins, and
  * cpat_token_status() reads it.
  *
+ * **Causes.** cpat_token_cancel_cause() fires a token with a reason of the
+ * canceller's choosing, a negative errno (Go's `context.WithCancelCause`):
+ * whoever was cancelled reads it back with cpat_token_cause(). The status
+ * stays -ECANCELED, so cpat_token_status(), the callbacks and every
+ * blocking call of the library keep reporting -ECANCELED or -ETIMEDOUT, as
+ * for any cancel: only a caller that asks for the cause sees it.
+ *
  * **Tree.** A token made with a parent fires when the parent fires, with the
  * parent's cause, and cpat_token_cancel() returns only after every
  * descendant has fired. Firing a child never affects its parent or its
@@ -167,6 +174,44 @@ CPAT_API int cpat_token_create_signals(struct cpat_token **out,
  *         whatever cause it has); -EINVAL if @p tok is NULL.
  */
 CPAT_API int cpat_token_cancel(struct cpat_token *tok);
+
+/**
+ * Fires @p tok, as cpat_token_cancel() does, and records @p cause as the
+ * reason, for cpat_token_cause() to report.
+ *
+ * The token's status (cpat_token_status(), the callbacks' argument, what
+ * blocking calls under it return) is -ECANCELED, as for a plain cancel,
+ * whatever @p cause is. Every descendant fired by this call reports the
+ * same cause. Only the call that fires the token sets the cause: if it had
+ * already fired, nothing changes (the first cause wins).
+ *
+ * Blocks, is thread-safe and waits for the subtree and its callbacks
+ * exactly as cpat_token_cancel().
+ *
+ * @param tok   the token; the caller holds a reference.
+ * @param cause the reason: a negative errno value the canceller chooses
+ *              (-EPIPE, -EIO, a code of its own, ...).
+ * @return 1 if this call fired the token; 0 if it had already fired (its
+ *         cause unchanged); -EINVAL if @p tok is NULL or @p cause is not
+ *         negative (nothing fired).
+ */
+CPAT_API int cpat_token_cancel_cause(struct cpat_token *tok, int cause);
+
+/**
+ * Reads why @p tok fired: the cause given to cpat_token_cancel_cause().
+ *
+ * For a token fired by cpat_token_cancel() or a signal the cause is
+ * -ECANCELED, for a deadline -ETIMEDOUT: the same as its status. A token
+ * fired with its parent (or born fired under a fired parent) reports the
+ * parent's cause. The first cause wins and never changes.
+ *
+ * Never blocks (a token past its effective deadline is fired here first,
+ * as cpat_token_status() does). Thread-safe.
+ *
+ * @param tok the token, or NULL (the token that never fires).
+ * @return 0 while live (always for NULL); the cause (< 0) once fired.
+ */
+CPAT_API int cpat_token_cause(struct cpat_token *tok);
 
 /**
  * Reads whether @p tok has fired and why.
