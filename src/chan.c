@@ -71,12 +71,62 @@
  * the locks (sel_try_locked()), sel_enqueue() and sel_recheck(), the park,
  * and sel_dequeue().
  *
+ * Doors (cpat_chan_fd()). A door is a descriptor (door.h) that an event
+ * loop waits on, one per direction, made on first request and closed by
+ * destroy. It is readable (sig[dir] = 1) from a post until a drain; both
+ * happen under the doors' own lock (the innermost lock), so at every
+ * release of it sig[dir] says exactly whether the door is readable, and
+ * sig is set before the post and cleared after the drain, so a thread that
+ * finds the door readable also finds sig set. Who does what:
+ *
+ *  - Posts come from the thread that made the channel ready in dir: the
+ *    wake-up path above, through the same seq_cst load of nwait[dir] (a
+ *    door sets the DOOR_WAITER bit there for good: it is counted as one
+ *    more waiter on its side), then a seq_cst load of sig[dir]; only when
+ *    that is 0 does it take the lock and post (one write system call).
+ *    Rendezvous: q_push() of a record posts the other side's door. Close
+ *    posts both.
+ *  - Re-arms come from the thread that found the channel not ready in dir
+ *    (buf_send, buf_recv and their batch forms returning -EAGAIN, a
+ *    rendezvous try_case() finding no partner): if sig[dir] is 1, under
+ *    the lock it drains, stores sig[dir] = 0 (seq_cst), looks again
+ *    (door_ready(): seq_cst loads of tail and head, or of the other
+ *    side's nwait) and posts again if the channel is ready by then. The
+ *    user never reads the descriptor: the library re-arms it on its way
+ *    out of the try_ call that found the channel empty (or full).
+ *
+ * No lost wake-up: a completion makes its seq_cst RMW (tail for a send,
+ * head for a receive, nwait for a queued rendezvous record) and then reads
+ * sig; a re-arm stores sig = 0 and then reads tail and head (or nwait). In
+ * the single total order, either the completion reads 0 and posts (after
+ * the re-arm, which holds the lock), or the re-arm's look sees the
+ * completion and posts itself. A completion that reads 1 from a post not
+ * yet undone leaves the door readable. Creation is the same pattern: the
+ * creator sets DOOR_WAITER (seq_cst RMW) and then looks; a completion
+ * that read nwait without the bit came before the look in that order, so
+ * the look sees it. Close: its tail RMW, then nwait; a closed channel is
+ * ready both ways for good, so nothing drains its doors again.
+ *
+ * No spinning on stale readiness: after a re-arm that found the channel
+ * not ready, the door is readable only if something completed since (a
+ * post): one wake-up per change at most, spurious when another consumer
+ * took the element first. And since a re-arm runs inside the try_ call
+ * that returns -EAGAIN, a loop "poll; try_ until -EAGAIN; poll" always
+ * ends its round with the door re-armed.
+ *
+ * Cost: nothing on the fast paths while no door exists (the nwait[dir]
+ * load they make anyway is 0; -EAGAIN paths add an acquire load of the
+ * same word). With a door: a completion also reads sig[dir] (no system
+ * call while the door is readable already); a transition from not ready
+ * to ready after a re-arm costs one write, a re-arm one read.
+ *
  * nblocked[dir] (the tests' hook) counts the queued records, once per
  * thread and direction: a thread is "blocked" from the moment a partner can
  * find its record until the record leaves the queue.
  *
- * Lock order: the channel locks in address order; nothing else is held
- * with them. Token watches run without any channel lock.
+ * Lock order: the channel locks in address order, then (innermost) a
+ * channel's doors lock; nothing else is held with them. Token watches run
+ * without any channel lock.
  */
 #include "internal.h"
 #include "testhooks.h"
@@ -84,6 +134,7 @@
 #include <sched.h>
 
 #include "chan_internal.h"
+#include "door.h"
 #include "spin.h"
 
 #include "cpattern/chan.h"
@@ -102,6 +153,13 @@ enum {
 };
 
 #define INLINE_MAX 32
+
+/*
+ * A door (cpat_chan_fd()) counts in nwait[dir] as a waiter for good: this
+ * bit, set once and never cleared, so that whoever reads nwait[dir] to wake
+ * waiters also sees the door.
+ */
+#define DOOR_WAITER ((uint32_t)1 << 31)
 
 struct parker {
 	_Atomic uint32_t state;
@@ -127,6 +185,19 @@ struct waitq {
 	struct waiter *first, *last;
 };
 
+/*
+ * A channel's doors, made at the first cpat_chan_fd(): one per direction,
+ * each opened at its first request. lock (innermost: taken under ch->lock
+ * sometimes, never the other way round) serialises every post and drain
+ * of both, so that at each release of the lock sig[dir] is 1 exactly when
+ * door dir is readable.
+ */
+struct chan_doors {
+	_Atomic uint32_t lock;
+	_Atomic uint32_t sig[2];
+	struct cpat__door d[2];
+};
+
 struct cpat_chan {
 	/* Line 0: constant after creation. */
 	size_t elem_size;
@@ -144,9 +215,10 @@ struct cpat_chan {
 	_Alignas(CPAT_CACHELINE) _Atomic size_t tail;
 
 	_Alignas(CPAT_CACHELINE) _Atomic uint32_t lock;
-	_Atomic uint32_t nwait[2];
+	_Atomic uint32_t nwait[2]; /* queued records, | DOOR_WAITER */
 	_Atomic uint32_t nblocked[2];
 	struct waitq q[2];
+	_Atomic(struct chan_doors *) doors; /* NULL until cpat_chan_fd() */
 };
 
 _Static_assert(sizeof(struct cpat_chan) <= 4 * CPAT_CACHELINE,
@@ -218,6 +290,24 @@ static inline bool deadline_passed(int64_t deadline)
 	return deadline != CPAT_FOREVER && cpat_now_ns() >= deadline;
 }
 
+/* ---- doors (defined with the readiness checks, below) --------------- */
+
+static void door_post(struct cpat_chan *ch, int dir);
+static void door_rearm(struct cpat_chan *ch, int dir);
+
+/*
+ * An operation in direction dir found the channel not ready (full, empty,
+ * no partner): if that side has a door, re-arm it. The acquire pairs with
+ * the door's creation (the doors block is published before the bit).
+ */
+static inline void door_check(struct cpat_chan *ch, int dir)
+{
+	if (CPAT_UNLIKELY(atomic_load_explicit(&ch->nwait[dir],
+					       memory_order_acquire) &
+			  DOOR_WAITER))
+		door_rearm(ch, dir);
+}
+
 /* ---- waiter queues (ch->lock held) ----------------------------------- */
 
 static void q_push(struct cpat_chan *ch, int dir, struct waiter *w)
@@ -235,6 +325,11 @@ static void q_push(struct cpat_chan *ch, int dir, struct waiter *w)
 	if (w->counted)
 		atomic_fetch_add_explicit(&ch->nblocked[dir], 1,
 					  memory_order_relaxed);
+	/* Rendezvous: a queued partner is what makes the other side ready. */
+	if (ch->cap == 0 &&
+	    (atomic_load_explicit(&ch->nwait[dir ^ 1], memory_order_seq_cst) &
+	     DOOR_WAITER))
+		door_post(ch, dir ^ 1);
 }
 
 /* Takes w out of q[dir] without writing to w itself. */
@@ -336,16 +431,34 @@ static void notify(struct cpat_chan *ch, int dir, size_t n)
 		cpat__unpark_one(wake[i]);
 }
 
+/*
+ * The waiters of direction dir, w their count as just read (non-zero):
+ * posts the door, if there is one, and notifies up to n queued waiters.
+ * Out of line: the fast paths only load nwait[dir] and test it.
+ */
+static __attribute__((noinline)) void wake_side(struct cpat_chan *ch, int dir,
+						uint32_t w, size_t n)
+{
+	if (w & DOOR_WAITER)
+		door_post(ch, dir);
+	if (w & ~DOOR_WAITER)
+		notify(ch, dir, n);
+}
+
 static inline void wake_receivers(struct cpat_chan *ch, size_t n)
 {
-	if (atomic_load_explicit(&ch->nwait[DIR_RECV], memory_order_seq_cst))
-		notify(ch, DIR_RECV, n);
+	uint32_t w = atomic_load_explicit(&ch->nwait[DIR_RECV],
+					  memory_order_seq_cst);
+	if (w)
+		wake_side(ch, DIR_RECV, w, n);
 }
 
 static inline void wake_senders(struct cpat_chan *ch, size_t n)
 {
-	if (atomic_load_explicit(&ch->nwait[DIR_SEND], memory_order_seq_cst))
-		notify(ch, DIR_SEND, n);
+	uint32_t w = atomic_load_explicit(&ch->nwait[DIR_SEND],
+					  memory_order_seq_cst);
+	if (w)
+		wake_side(ch, DIR_SEND, w, n);
 }
 
 /* ---- buffered fast path ---------------------------------------------- */
@@ -377,8 +490,10 @@ static int buf_send(struct cpat_chan *ch, const void *elem)
 		if (stamp + ch->one_lap == tail + 1) {
 			size_t head = atomic_load_explicit(
 				&ch->head, memory_order_seq_cst);
-			if (head + ch->one_lap == tail)
+			if (head + ch->one_lap == tail) {
+				door_check(ch, DIR_SEND);
 				return -EAGAIN;
+			}
 			cpat__backoff_spin(&b);
 		} else {
 			cpat__backoff_snooze(&b);
@@ -413,8 +528,12 @@ static int buf_recv(struct cpat_chan *ch, void *elem)
 		if (stamp == head) {
 			size_t tail = atomic_load_explicit(
 				&ch->tail, memory_order_seq_cst);
-			if ((tail & ~ch->mark_bit) == head)
-				return (tail & ch->mark_bit) ? -EPIPE : -EAGAIN;
+			if ((tail & ~ch->mark_bit) == head) {
+				if (tail & ch->mark_bit)
+					return -EPIPE;
+				door_check(ch, DIR_RECV);
+				return -EAGAIN;
+			}
 			/* A sender claimed the slot and is still copying. */
 			cpat__backoff_snooze(&b);
 		} else {
@@ -468,6 +587,7 @@ static size_t buf_send_batch(struct cpat_chan *ch, const unsigned char *src,
 			size_t head = atomic_load_explicit(
 				&ch->head, memory_order_seq_cst);
 			if (head + ch->one_lap == tail) {
+				door_check(ch, DIR_SEND);
 				*err = -EAGAIN;
 				return 0;
 			}
@@ -520,6 +640,8 @@ static size_t buf_recv_batch(struct cpat_chan *ch, unsigned char *dst, size_t n,
 				&ch->tail, memory_order_seq_cst);
 			if ((tail & ~ch->mark_bit) == head) {
 				*err = (tail & ch->mark_bit) ? -EPIPE : -EAGAIN;
+				if (*err == -EAGAIN)
+					door_check(ch, DIR_RECV);
 				return 0;
 			}
 		}
@@ -546,6 +668,62 @@ static inline bool is_closed(const struct cpat_chan *ch)
 		ch->mark_bit) != 0;
 }
 
+/* ---- doors ------------------------------------------------------------ */
+
+/*
+ * Whether door dir should be readable: buffered, what buf_ready() says;
+ * rendezvous, a partner is queued on the other side; either, closed. Every
+ * load is seq_cst (the protocol in the design note needs it).
+ */
+static bool door_ready(struct cpat_chan *ch, int dir)
+{
+	if (ch->cap > 0)
+		return buf_ready(ch, dir);
+	return (atomic_load_explicit(&ch->nwait[dir ^ 1],
+				     memory_order_seq_cst) &
+		~DOOR_WAITER) != 0 ||
+	       is_closed(ch);
+}
+
+/* Makes door dir readable: the channel became ready in direction dir (or
+ * closed). A system call only when the door was not readable. */
+static void door_post(struct cpat_chan *ch, int dir)
+{
+	struct chan_doors *ds =
+		atomic_load_explicit(&ch->doors, memory_order_acquire);
+	if (atomic_load_explicit(&ds->sig[dir], memory_order_seq_cst))
+		return;
+	cpat__lock(&ds->lock);
+	if (!atomic_load_explicit(&ds->sig[dir], memory_order_relaxed)) {
+		/* sig before the post: whoever sees the door readable sees
+		 * sig set, and re-arms it. */
+		atomic_store_explicit(&ds->sig[dir], 1, memory_order_seq_cst);
+		cpat__door_post(&ds->d[dir]);
+	}
+	cpat__unlock(&ds->lock);
+}
+
+/* Re-arms door dir: an operation found the channel not ready that way.
+ * Drains the door unless the channel is ready again by then. */
+static void door_rearm(struct cpat_chan *ch, int dir)
+{
+	struct chan_doors *ds =
+		atomic_load_explicit(&ch->doors, memory_order_acquire);
+	if (!atomic_load_explicit(&ds->sig[dir], memory_order_seq_cst))
+		return;
+	cpat__lock(&ds->lock);
+	if (atomic_load_explicit(&ds->sig[dir], memory_order_relaxed)) {
+		cpat__door_drain(&ds->d[dir]);
+		atomic_store_explicit(&ds->sig[dir], 0, memory_order_seq_cst);
+		if (door_ready(ch, dir)) {
+			atomic_store_explicit(&ds->sig[dir], 1,
+					      memory_order_seq_cst);
+			cpat__door_post(&ds->d[dir]);
+		}
+	}
+	cpat__unlock(&ds->lock);
+}
+
 /* ---- one attempt at a case ------------------------------------------- */
 
 /*
@@ -570,9 +748,14 @@ static int try_case(struct cpat_chan *ch, int dir, void *elem,
 	if (!locked) {
 		if (dir == DIR_SEND && is_closed(ch))
 			return -EPIPE;
-		if (atomic_load_explicit(&ch->nwait[other],
-					 memory_order_seq_cst) == 0)
-			return is_closed(ch) ? -EPIPE : -EAGAIN;
+		if ((atomic_load_explicit(&ch->nwait[other],
+					  memory_order_seq_cst) &
+		     ~DOOR_WAITER) == 0) {
+			if (is_closed(ch))
+				return -EPIPE;
+			door_check(ch, dir);
+			return -EAGAIN;
+		}
 		cpat__lock(&ch->lock);
 	}
 	int rc;
@@ -594,6 +777,8 @@ static int try_case(struct cpat_chan *ch, int dir, void *elem,
 			rc = is_closed(ch) ? -EPIPE : -EAGAIN;
 		}
 	}
+	if (rc == -EAGAIN)
+		door_check(ch, dir);
 	if (!locked)
 		cpat__unlock(&ch->lock);
 	return rc;
@@ -1047,6 +1232,7 @@ int cpat_chan_create_opts(struct cpat_chan **out,
 		atomic_init(&ch->nwait[d], 0);
 		atomic_init(&ch->nblocked[d], 0);
 	}
+	atomic_init(&ch->doors, NULL);
 	for (size_t i = 0; i < cap; i++)
 		atomic_init(&slot_at(ch, i)->stamp, i);
 	*out = ch;
@@ -1401,6 +1587,12 @@ int cpat_chan_close(struct cpat_chan *ch)
 		}
 	}
 	cpat__unlock(&ch->lock);
+	/* Closed is ready both ways, for good: no re-arm drains a door of a
+	 * closed channel (door_ready() says so), so posting once is enough. */
+	for (int d = 0; d < 2; d++)
+		if (atomic_load_explicit(&ch->nwait[d], memory_order_seq_cst) &
+		    DOOR_WAITER)
+			door_post(ch, d);
 	return 0;
 }
 
@@ -1465,7 +1657,64 @@ void cpat_chan_destroy(struct cpat_chan *ch)
 			head = stamp_next(ch, head);
 		}
 	}
+	struct chan_doors *ds =
+		atomic_load_explicit(&ch->doors, memory_order_acquire);
+	if (ds) {
+		cpat__door_close(&ds->d[0]);
+		cpat__door_close(&ds->d[1]);
+		cpat__free(ds);
+	}
 	cpat__free_aligned(ch);
+}
+
+int cpat_chan_fd(struct cpat_chan *ch, int op, int *fd)
+{
+	if (fd)
+		*fd = -1;
+	if (!ch || !fd || (op != CPAT_SELECT_SEND && op != CPAT_SELECT_RECV))
+		return -EINVAL;
+	int dir = case_dir(op);
+	struct chan_doors *ds =
+		atomic_load_explicit(&ch->doors, memory_order_acquire);
+	if (!ds) {
+		struct chan_doors *nd = cpat__malloc(sizeof *nd);
+		if (!nd)
+			return -ENOMEM;
+		atomic_init(&nd->lock, 0);
+		for (int d = 0; d < 2; d++) {
+			atomic_init(&nd->sig[d], 0);
+			cpat__door_init(&nd->d[d]);
+		}
+		if (atomic_compare_exchange_strong_explicit(
+			    &ch->doors, &ds, nd, memory_order_acq_rel,
+			    memory_order_acquire))
+			ds = nd;
+		else
+			cpat__free(nd); /* another thread's won: ds is it */
+	}
+	int rc = 0;
+	cpat__lock(&ds->lock);
+	if (ds->d[dir].rfd < 0) {
+		rc = cpat__door_open(&ds->d[dir]);
+		if (rc == 0) {
+			/*
+			 * Count the door as a waiter, then look: a completion
+			 * that the look misses reads the bit and posts (the
+			 * design note). Posts wait for the lock meanwhile.
+			 */
+			atomic_fetch_or_explicit(&ch->nwait[dir], DOOR_WAITER,
+						 memory_order_seq_cst);
+			if (door_ready(ch, dir)) {
+				atomic_store_explicit(&ds->sig[dir], 1,
+						      memory_order_seq_cst);
+				cpat__door_post(&ds->d[dir]);
+			}
+		}
+	}
+	if (rc == 0)
+		*fd = ds->d[dir].rfd;
+	cpat__unlock(&ds->lock);
+	return rc;
 }
 
 /* ---- test hooks ------------------------------------------------------ */

@@ -65,6 +65,13 @@
  * found past its effective deadline, so lateness of the timer thread is
  * never observable through them, and nothing fires before its deadline.
  *
+ * Doors. cpat_token_fd() opens the token's door (door.h) under the tree
+ * lock and posts it at once if the token has fired; the walk that fires a
+ * token posts its door, if it has one, in the same critical section that
+ * sets the status. Both under the tree lock, so the door of a fired token
+ * is always posted, exactly once. Nothing drains it: a fired token stays
+ * fired. The last release closes it.
+ *
  * Signals. The handler only sets a bit in an atomic mask and writes a byte
  * to a non-blocking pipe (both async-signal-safe). A helper thread, with
  * every signal blocked, reads the pipe, takes the mask and fires every
@@ -72,6 +79,8 @@
  */
 #include "internal.h"
 #include "testhooks.h"
+
+#include "door.h"
 
 #include <fcntl.h>
 #include <pthread.h>
@@ -97,6 +106,10 @@ struct cpat_token {
 	struct cpat_token *fire_next;
 
 	struct cpat__watch *watches;
+
+	/* cpat_token_fd(): opened and posted under the tree lock (never
+	 * drained), closed with the token. rfd -1: not asked for. */
+	struct cpat__door door;
 
 	/* Deadline heap (g_timer.mu). */
 	int64_t timer_at;
@@ -573,6 +586,7 @@ static int token_new(struct cpat_token **out, struct cpat_token *parent,
 	atomic_init(&t->refs, 1);
 	atomic_init(&t->status, 0);
 	atomic_init(&t->reason, 0);
+	cpat__door_init(&t->door);
 	t->deadline = deadline;
 	t->timer_at = deadline;
 	if (parent) {
@@ -636,6 +650,7 @@ static void token_release(struct cpat_token *t)
 			cpat__free(w->arg);
 			w = next;
 		}
+		cpat__door_close(&t->door);
 		pthread_cond_destroy(&t->cv);
 		if (!parent)
 			pthread_mutex_destroy(&t->mu);
@@ -806,6 +821,8 @@ static bool fire_tree_ret(struct cpat_token *t, int cause, int reason)
 			atomic_store_explicit(&n->status, cause,
 			                      memory_order_release);
 			CPAT_CHECK(pthread_cond_broadcast(&n->cv) == 0);
+			if (n->door.rfd >= 0)
+				cpat__door_post(&n->door);
 			fired_now = true;
 			/* A dying token (no references left) has no watch
 			 * that could run: it is not queued. */
@@ -908,6 +925,31 @@ int cpat_token_wait(struct cpat_token *tok, int64_t deadline_ns)
 		unlock(tok);
 	}
 	cpat_token_unref(tok);
+	return rc;
+}
+
+/* ---- the door ------------------------------------------------------------ */
+
+int cpat_token_fd(struct cpat_token *tok, int *fd)
+{
+	if (fd)
+		*fd = -1;
+	if (!tok || !fd)
+		return -EINVAL;
+	/* A token past its deadline fires first, so its door is posted. */
+	(void)check_deadline(tok);
+	int rc = 0;
+	lock(tok);
+	if (tok->door.rfd < 0) {
+		rc = cpat__door_open(&tok->door);
+		/* The walk that fires the token posts the door under this
+		 * lock: if it has run already, post here. */
+		if (rc == 0 && load_status(tok) != 0)
+			cpat__door_post(&tok->door);
+	}
+	if (rc == 0)
+		*fd = tok->door.rfd;
+	unlock(tok);
 	return rc;
 }
 

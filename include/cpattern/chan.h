@@ -37,6 +37,10 @@
  * thread that completes an operation makes a system call only when some
  * thread is parked. A thread blocked for a long time uses no CPU.
  *
+ * **Event loops.** cpat_chan_fd() hands out a descriptor that becomes
+ * readable when a receive (or a send) would likely succeed, for a program
+ * that waits in poll(), epoll, libuv or GLib rather than in this library.
+ *
  * **Lifetime.** cpat_chan_destroy() requires that no thread is still using
  * the channel or blocked in it.
  *
@@ -309,8 +313,86 @@ CPAT_API size_t cpat_chan_elem_size(const struct cpat_chan *ch);
 CPAT_API int cpat_chan_is_closed(const struct cpat_chan *ch);
 
 /**
+ * Gives a descriptor, the channel's *door* for one direction, that an event
+ * loop (poll(), epoll, libuv's uv_poll, GLib's g_unix_fd_add(), ...) waits
+ * on for the channel: readable when a cpat_chan_try_recv() (for
+ * #CPAT_SELECT_RECV) or a cpat_chan_try_send() (for #CPAT_SELECT_SEND)
+ * would likely succeed. An eventfd on Linux, a pipe elsewhere; made at the
+ * first request, non-blocking and close-on-exec.
+ *
+ * **Readiness.** The door is level-triggered and reflects the channel:
+ *  - RECV: readable while an element is buffered (capacity 0: while a
+ *    sender is blocked waiting for a receiver, or a select waits with a
+ *    send case on the channel), and for good once the channel is closed
+ *    (try_recv then gives what is left, then -EPIPE for ever).
+ *  - SEND: readable while there is room (capacity 0: while a receiver is
+ *    blocked waiting, or a select with a receive case), and for good once
+ *    closed (try_send gives -EPIPE).
+ *
+ * Readiness may be spurious: the door may be readable while try_recv
+ * returns -EAGAIN (another consumer took the element first). The `try_`
+ * call is the truth. A spurious readiness lasts only until the next
+ * `try_` call in that direction that fails with -EAGAIN.
+ *
+ * **Who drains it.** The library: never read, write or close the
+ * descriptor, or change its flags (only wait on it). Any operation that
+ * finds the channel empty (for RECV; full for SEND) re-arms the door
+ * before it returns: it leaves it readable only if the channel became
+ * ready again meanwhile. So the loop to write, which never misses an
+ * element and never spins on a readiness that is gone, is:
+ * @code
+ * int fd;
+ * cpat_chan_fd(ch, CPAT_SELECT_RECV, &fd);   // once
+ * struct pollfd p = {.fd = fd, .events = POLLIN};
+ * for (;;) {
+ *         poll(&p, 1, -1);                 // or epoll, uv_poll, ...
+ *         int rc;
+ *         while ((rc = cpat_chan_try_recv(ch, &item)) == 0)
+ *                 handle(&item);
+ *         if (rc == -EPIPE)
+ *                 break;                   // closed and drained
+ *         // -EAGAIN: empty, and the door is re-armed: wait again
+ * }
+ * @endcode
+ * An element sent after the try_recv that returned -EAGAIN makes the door
+ * readable again. A loop that takes fewer than all (one element per
+ * wake-up, say) is also fine: the door stays readable while elements are
+ * left. With edge-triggered notification (EPOLLET) the loop must go on
+ * until -EAGAIN (or -EPIPE), as it does above.
+ *
+ * **Cost.** Nothing while no door was asked for. With a door, an operation
+ * that makes the channel ready after it was found not ready writes to the
+ * door once (one system call), and the operation that finds it empty
+ * again reads it once; operations in between make no system call.
+ *
+ * **Thread safety.** Thread-safe; concurrent first calls make one door.
+ * Any number of threads and loops may wait on the door; when several
+ * consume, all of them wake, and the `try_` call decides.
+ *
+ * **Lifetime.** The door belongs to the channel: the same descriptor is
+ * returned at every call, until cpat_chan_destroy() closes it (stop waiting
+ * on it first: epoll_ctl(EPOLL_CTL_DEL), uv_poll_stop(), ...). Its number
+ * may be reused by the process after that.
+ *
+ * **fork().** A child made by fork() inherits the descriptor (it is closed
+ * on exec only), but it still belongs to the parent's channel, which the
+ * child must not use (cpattern/common.h): the child must not wait on it,
+ * read it or write it; closing its copy is harmless.
+ *
+ * Never blocks (takes the channel's short internal lock when the door is
+ * made).
+ * @param ch the channel.
+ * @param op #CPAT_SELECT_RECV or #CPAT_SELECT_SEND.
+ * @param fd receives the descriptor; -1 on error.
+ * @return 0; -EINVAL for NULL @p ch or @p fd, or another @p op;
+ *         -ENOMEM if allocation failed; -EMFILE or -ENFILE if the process
+ *         or the system has no descriptor left.
+ */
+CPAT_API int cpat_chan_fd(struct cpat_chan *ch, int op, int *fd);
+
+/**
  * Destroys the channel, calling the drop callback once for each element
- * still buffered (in FIFO order).
+ * still buffered (in FIFO order), and closes its doors (cpat_chan_fd()).
  *
  * No thread may use the channel during or after this call. Never blocks.
  * @param ch the channel, or NULL (no-op).

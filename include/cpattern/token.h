@@ -56,6 +56,10 @@
  * the thread that fires it, with no library lock held: the callback may call
  * any token function, including on the same token.
  *
+ * **Event loops.** cpat_token_fd() hands out a descriptor that becomes
+ * readable once the token has fired, for a program that waits in poll(),
+ * epoll, libuv or GLib.
+ *
  * **Thread safety.** Every function may be called from any thread on a token
  * the caller holds a reference to. No function may be called from a signal
  * handler.
@@ -283,6 +287,44 @@ CPAT_API int cpat_token_on_cancel(struct cpat_token *tok, cpat_token_fn fn,
  *         -EINVAL if @p handle is NULL.
  */
 CPAT_API int cpat_token_on_cancel_remove(struct cpat_token_cb *handle);
+
+/**
+ * Gives a descriptor, the token's *door*, that an event loop (poll(), epoll,
+ * libuv's uv_poll, GLib's g_unix_fd_add(), ...) waits on: readable once
+ * the token has fired, and from then on for good (level-triggered: it is
+ * never drained; a loop that keeps polling it after the token fired gets
+ * it readable at every call, so stop waiting on it then). Not readable
+ * while the token is live. An eventfd on Linux, a pipe elsewhere; made at
+ * the first request, non-blocking and close-on-exec.
+ *
+ * The door becomes readable as the token fires, before cpat_token_cancel()
+ * returns, before the token's callbacks run, and with the same timeliness
+ * as the token (a deadline token's door on time, from the timer thread; a
+ * child's with its parent). Asked for after the token fired, it is
+ * readable at once.
+ *
+ * Never read, write or close the descriptor, or change its flags: only
+ * wait on it; cpat_token_status() says why it fired.
+ *
+ * **Lifetime.** The door belongs to the token: the same descriptor is
+ * returned at every call, until the last reference to the token is dropped,
+ * which closes it (stop waiting on it first: epoll_ctl(EPOLL_CTL_DEL),
+ * uv_poll_stop(), ...). Its number may be reused by the process after that.
+ *
+ * **fork().** A child made by fork() inherits the descriptor (it is closed
+ * on exec only), but it still belongs to the parent's token, which the
+ * child must not use: the child must not wait on it, read it or write it;
+ * closing its copy is harmless.
+ *
+ * Never blocks (takes the token's tree lock briefly). Thread-safe:
+ * concurrent first calls make one door; any number of threads may wait on
+ * it.
+ * @param tok the token; the caller holds a reference.
+ * @param fd  receives the descriptor; -1 on error.
+ * @return 0; -EINVAL for NULL @p tok or @p fd; -EMFILE or -ENFILE if the
+ *         process or the system has no descriptor left; -ENOMEM.
+ */
+CPAT_API int cpat_token_fd(struct cpat_token *tok, int *fd);
 
 /**
  * Adds a reference to @p tok.
