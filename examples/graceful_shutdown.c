@@ -8,9 +8,11 @@
  * usage: graceful_shutdown [--port N] [--work-ms MS] [--grace-ms MS]
  * The first line on stdout is the port (useful with --port 0).
  *
- * The signal token fires on the signal; a callback on it wakes the accept
- * loop through a pipe. The pool's token fires when the grace period is
- * over: requests wait on it, so a forced shutdown ends them at once.
+ * The signal token fires on the signal; the accept loop polls the token's
+ * door (cpat_token_fd(): a descriptor readable once the token has fired)
+ * beside the listening socket. The pool's token fires when the grace
+ * period is over: requests wait on it, so a forced shutdown ends them at
+ * once.
  */
 #define _POSIX_C_SOURCE 200809L /* sockets, MSG_NOSIGNAL */
 #include <cpattern.h>
@@ -87,12 +89,6 @@ static void finished(void *arg, int rc)
 	free(c);
 }
 
-static void wake(void *arg, int cause)
-{
-	if (write(*(int *)arg, "x", 1) != 1)
-		abort(); /* a fresh pipe with room: cannot fail */
-}
-
 static int fail(const char *what, int rc)
 {
 	fprintf(stderr, "%s: %s\n", what, cpat_strerror(rc));
@@ -137,15 +133,12 @@ int main(int argc, char **argv)
 
 	struct cpat_token *stop;
 	const int sigs[] = {SIGINT, SIGTERM};
-	int rc, wakefd[2];
+	int rc, stopfd;
 	if ((rc = cpat_token_create_signals(&stop, NULL, sigs, 2)) != 0)
 		return fail("token_create_signals", rc);
-	if (pipe(wakefd) < 0) {
-		perror("pipe");
-		return 1;
-	}
-	if ((rc = cpat_token_on_cancel(stop, wake, &wakefd[1], NULL)) != 0)
-		return fail("token_on_cancel", rc);
+	/* Readable once the token has fired; owned by the token. */
+	if ((rc = cpat_token_fd(stop, &stopfd)) != 0)
+		return fail("token_fd", rc);
 
 	struct cpat_pool *pool;
 	struct cpat_pool_opts o;
@@ -155,9 +148,9 @@ int main(int argc, char **argv)
 	if ((rc = cpat_pool_create(&pool, &o)) != 0)
 		return fail("pool_create", rc);
 
-	struct pollfd pfd[2] = {{lfd, POLLIN, 0}, {wakefd[0], POLLIN, 0}};
+	struct pollfd pfd[2] = {{lfd, POLLIN, 0}, {stopfd, POLLIN, 0}};
 	while (cpat_token_status(stop) == 0) {
-		/* EINTR, or the wake-up: loop to re-check the token. */
+		/* EINTR, or the door: loop to re-check the token. */
 		if (poll(pfd, 2, -1) < 0 || !(pfd[0].revents & POLLIN))
 			continue;
 		int fd = accept(lfd, NULL, NULL);
@@ -204,8 +197,6 @@ int main(int argc, char **argv)
 		printf("forced: %u requests still running after the grace "
 		       "period\n",
 		       atomic_load(&cut_short));
-	cpat_token_unref(stop);
-	close(wakefd[0]);
-	close(wakefd[1]);
+	cpat_token_unref(stop); /* closes stopfd */
 	return 0;
 }
