@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 # without them those skip.
 ./scripts/deps.sh --optional libturbojpeg0-dev libmicrohttpd-dev \
 	libcurl4-openssl-dev libcjson-dev clang clang-format valgrind \
-	redis-server libhiredis-dev
+	redis-server libhiredis-dev libuv1-dev
 
 root=${CPAT_BUILD_ROOT:-build}
 builds=("$@")
