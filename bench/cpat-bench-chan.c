@@ -16,6 +16,11 @@
  * and sum of squares (wrapping uint64) and the program exits non-zero if any
  * differs. The clock starts when every thread is spawned and waiting.
  *
+ * With -doors recv, send or both, every channel is given its door(s)
+ * (cpat_chan_fd()) before the run, which nobody polls: what a door costs
+ * the channel's operations. The implementation is then named
+ * cpattern-doors-<which>.
+ *
  * Uses only the public API.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -30,6 +35,9 @@
 #include "benchutil.h"
 
 enum shape { SPSC, MPSC, MPMC, SELECT_RX, SELECT_BOTH };
+
+/* -doors: CPAT_SELECT_RECV | CPAT_SELECT_SEND bits, or 0. */
+static int door_ops;
 
 struct tally {
 	uint64_t count, sum, sumsq;
@@ -235,6 +243,15 @@ static double run_once(enum shape shape, size_t cap, size_t p, size_t c,
 				cpat_strerror(rc));
 			exit(2);
 		}
+		for (int op = CPAT_SELECT_RECV; op <= CPAT_SELECT_SEND; op++) {
+			int fd;
+			if ((door_ops & op) &&
+			    (rc = cpat_chan_fd(r.chans[i], op, &fd)) != 0) {
+				fprintf(stderr, "cpat_chan_fd: %s\n",
+					cpat_strerror(rc));
+				exit(2);
+			}
+		}
 	}
 	pthread_barrier_init(&r.start, NULL, (unsigned)(p + c + 1));
 	r.t_start = INT64_MAX;
@@ -311,7 +328,8 @@ static void usage(void)
 	fprintf(stderr,
 		"usage: cpat-bench-chan [-shapes spsc,mpsc,mpmc,select_rx,"
 		"select_both] [-caps 0,1,1024]\n"
-		"       [-msgs N] [-p P] [-c C] [-reps R] [-batch B]\n");
+		"       [-msgs N] [-p P] [-c C] [-reps R] [-batch B]\n"
+		"       [-doors recv|send|both]\n");
 	exit(2);
 }
 
@@ -319,6 +337,7 @@ int main(int argc, char **argv)
 {
 	const char *shapes = "spsc,mpsc,mpmc", *caps_s = "0,1,1024";
 	size_t msgs = 5000000, p = 4, c = 4, reps = 1, batch = 1;
+	const char *doors = NULL;
 	for (int i = 1; i < argc; i++) {
 		const char *o = argv[i];
 		while (*o == '-')
@@ -340,6 +359,8 @@ int main(int argc, char **argv)
 			reps = strtoull(v, NULL, 10);
 		else if (!strcmp(o, "batch"))
 			batch = strtoull(v, NULL, 10);
+		else if (!strcmp(o, "doors"))
+			doors = v;
 		else
 			usage();
 	}
@@ -350,9 +371,21 @@ int main(int argc, char **argv)
 		fprintf(stderr, "bad arguments\n");
 		usage();
 	}
-	char impl[32] = "cpattern";
+	if (doors && !strcmp(doors, "recv"))
+		door_ops = CPAT_SELECT_RECV;
+	else if (doors && !strcmp(doors, "send"))
+		door_ops = CPAT_SELECT_SEND;
+	else if (doors && !strcmp(doors, "both"))
+		door_ops = CPAT_SELECT_RECV | CPAT_SELECT_SEND;
+	else if (doors)
+		usage();
+	char impl[48] = "cpattern";
 	if (batch > 1)
 		snprintf(impl, sizeof impl, "cpattern-batch%zu", batch);
+	if (doors) {
+		size_t l = strlen(impl);
+		snprintf(impl + l, sizeof impl - l, "-doors-%s", doors);
+	}
 	fprintf(stderr, "# %s libcpattern %s reps=%zu\n", impl, cpat_version(),
 		reps);
 
