@@ -17,6 +17,10 @@
  *     not allocate per item: allocations made and the peak of live ones
  *     while items flow, against the level right after start.
  *
+ * With --ack 1, the pipelines of parts 1 and 3 (uint64 items) have a
+ * context source that gives each item an 8-byte ack handle, and a trivial
+ * ack callback (it counts): the cost of end-to-end acknowledgement.
+ *
  * Every measurement is repeated --reps times; the median is reported.
  * Goals are printed beside the results, not asserted; the checks are.
  * Every pipeline's source waits at a gate until the main thread has read
@@ -157,6 +161,24 @@ static int gen_u64(void *out, void *arg)
 	return 1;
 }
 
+/* --ack: the same generator as a context source with an ack handle. */
+static int src_u64_ack(void *out, struct cpat_source_ctx *ctx)
+{
+	int rc = gen_u64(out, cpat_source_arg(ctx));
+	if (rc == 1)
+		memcpy(cpat_source_ack(ctx), out, sizeof(uint64_t));
+	return rc;
+}
+
+static atomic_ulong acks_made;
+
+static void ack_count(const void *handles, size_t n, void *arg)
+{
+	(void)handles;
+	(void)arg;
+	atomic_fetch_add_explicit(&acks_made, n, memory_order_relaxed);
+}
+
 static int map_ident(const void *in, void *out, struct cpat_stage_ctx *c)
 {
 	(void)c;
@@ -240,6 +262,7 @@ struct pipe_spec {
 	cpat_map_fn map;
 	unsigned workers;
 	int ordered;
+	int ack; /* a context source with acks (gen must be gen_u64) */
 };
 
 struct pipe_out {
@@ -260,8 +283,17 @@ static struct pipe_out run_pipe(const struct pipe_spec *sp, struct run *r)
 	po.item_size = sp->item_size;
 	run_reset(r);
 	int rc = cpat_pipeline_create(&p, &po);
-	if (!rc)
+	if (!rc && sp->ack) {
+		struct cpat_source_opts so;
+		cpat_source_opts_init(&so);
+		so.fn = src_u64_ack;
+		so.arg = r;
+		so.ack_size = sizeof(uint64_t);
+		so.ack = ack_count;
+		rc = cpat_pipeline_set_source(p, &so);
+	} else if (!rc) {
 		rc = cpat_pipeline_set_generator(p, sp->gen, r);
+	}
 	struct cpat_stage_opts so;
 	cpat_stage_opts_init(&so);
 	so.arg = r;
@@ -429,7 +461,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	struct bu_args a;
-	long reps = 3, nitems = 0, norder = 0;
+	long reps = 3, nitems = 0, norder = 0, ack = 0;
 	const struct bu_opt opts[] = {
 		{"reps", BU_LONG, &reps,
 		 "runs of each measurement, median kept (3)"},
@@ -438,6 +470,8 @@ int main(int argc, char **argv)
 		 "(1000000; quick 200000; tiny 5000)"},
 		{"order-items", BU_LONG, &norder,
 		 "items for the ordered/unordered part (items / 4)"},
+		{"ack", BU_LONG, &ack,
+		 "1: parts 1 and 3 (uint64) acknowledge every item (0)"},
 	};
 	bu_parse(argc, argv, &a,
 		 "pipeline overhead, ordered stages, batched hand-off, "
@@ -495,13 +529,15 @@ int main(int argc, char **argv)
 	     ord_live_start = 0;
 
 	struct pipe_spec ident3 = {sizeof(uint64_t), gen_u64, sink_u64, 3,
-				   map_ident,        1,       0};
+				   map_ident,        1,       0, 0};
 	struct pipe_spec spin2 = {
-		sizeof(uint64_t), gen_u64, sink_u64_track, 1, map_spin, 2, 1};
+		sizeof(uint64_t), gen_u64, sink_u64_track, 1, map_spin, 2, 1, 0};
 	struct pipe_spec ident1 = {sizeof(uint64_t), gen_u64, sink_u64, 1,
-				   map_ident,        1,       0};
+				   map_ident,        1,       0, 0};
+	ident3.ack = ident1.ack = ack != 0;
+	printf("acks: %s\n", ack ? "on (parts 1 and 3, uint64)" : "off");
 	struct pipe_spec arr1 = {sizeof(struct arr32), gen_arr, sink_arr, 1,
-				 map_ident_arr,        1,       0};
+				 map_ident_arr,        1,       0, 0};
 
 	struct bu_progress pg;
 	bu_progress_start(&pg, &a, "pipeline", "reps", (uint64_t)reps, 1);
@@ -682,6 +718,10 @@ int main(int argc, char **argv)
 	bu_check(&rep, "chan_batch32_exactly_once", ok_chan_batch);
 	bu_check(&rep, "pipeline_item_exactly_once", ok_pipe_item);
 	bu_check(&rep, "pipeline_arr32_exactly_once", ok_pipe_arr);
+	if (ack)
+		bu_check(&rep, "every_item_acked",
+			 atomic_load(&acks_made) == (unsigned long)(2 * reps) *
+							    (unsigned long)nitems);
 	bu_check(&rep, "ordered_no_per_item_alloc",
 		 ord_allocs == 0 && ord_peak == 0);
 

@@ -14,5 +14,6 @@
 #include "cpattern/group.h"
 #include "cpattern/pipeline.h"
 #include "cpattern/fan.h"
+#include "cpattern/parallel.h"
 
 #endif /* CPATTERN_H */

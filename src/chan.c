@@ -66,7 +66,10 @@
  * records are not in any queue while the selecting thread tries cases, so
  * its own SEND and RECV cases can never pair. Buffered cases are re-checked
  * after enqueueing (their fast paths take no lock); if one became ready the
- * selector aborts its own parker and retries.
+ * selector aborts its own parker and retries. block_select() runs these
+ * steps as rounds: sel_lock_sort() once, then per round an attempt under
+ * the locks (sel_try_locked()), sel_enqueue() and sel_recheck(), the park,
+ * and sel_dequeue().
  *
  * nblocked[dir] (the tests' hook) counts the queued records, once per
  * thread and direction: a thread is "blocked" from the moment a partner can
@@ -700,50 +703,225 @@ static bool first_of_kind(const struct cpat_select_case *cs, size_t i)
 	return true;
 }
 
+/* Puts order[0..n) in a uniformly random order (Fisher-Yates). */
+static inline void shuffle(uint8_t *order, size_t n)
+{
+	for (size_t i = n; i > 1; i--) {
+		size_t j = rng_next() % i;
+		uint8_t t = order[i - 1];
+		order[i - 1] = order[j];
+		order[j] = t;
+	}
+}
+
+/*
+ * After a case on ch completed, with no lock held: wakes the rendezvous
+ * partner it completed (wake, or NULL) and the buffered waiters of
+ * direction ndir (-1: none) that the completion made room or an element
+ * for.
+ */
+static inline void wake_after(struct cpat_chan *ch, _Atomic uint32_t *wake,
+			      int ndir)
+{
+	if (wake)
+		cpat__unpark_one(wake);
+	if (ndir == DIR_RECV)
+		wake_receivers(ch, 1);
+	else if (ndir == DIR_SEND)
+		wake_senders(ch, 1);
+}
+
+/*
+ * A blocking select, across its rounds. ws[i] is case i's record, and
+ * every record shares the parker pk. order lists the cases that have a
+ * channel (nen of them), shuffled at the start of each round; locks lists
+ * their channels, each once, in address order (nlocks of them): the order
+ * the locks are taken in.
+ */
+struct sel {
+	struct cpat_select_case *cs;
+	struct waiter *ws;
+	struct parker *pk;
+	size_t nen, nlocks;
+	struct cpat_chan *locks[CPAT_SELECT_MAX];
+	uint8_t order[CPAT_SELECT_MAX];
+};
+
+_Static_assert(CPAT_SELECT_MAX <= UINT8_MAX + 1,
+	       "select's order holds case indices in uint8_t");
+
+/*
+ * Lock-sort: fills order and locks from the n cases (an insertion sort:
+ * n is small) and readies each case's record.
+ */
+static void sel_lock_sort(struct sel *s, size_t n)
+{
+	s->nen = 0;
+	s->nlocks = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct cpat_chan *ch = s->cs[i].ch;
+		if (!ch)
+			continue;
+		s->order[s->nen++] = (uint8_t)i;
+		s->ws[i].counted = first_of_kind(s->cs, i);
+		s->ws[i].queued = false;
+		size_t j = 0;
+		while (j < s->nlocks && s->locks[j] < ch)
+			j++;
+		if (j < s->nlocks && s->locks[j] == ch)
+			continue;
+		memmove(&s->locks[j + 1], &s->locks[j],
+			(s->nlocks - j) * sizeof s->locks[0]);
+		s->locks[j] = ch;
+		s->nlocks++;
+	}
+}
+
+/*
+ * With every lock held: attempts the cases in order. Returns the index of
+ * the first that completed, its rc set (0, or -EPIPE: closed), with *wake
+ * and *ndir for wake_after() once the locks are released; or -EAGAIN.
+ */
+static int sel_try_locked(struct sel *s, _Atomic uint32_t **wake, int *ndir)
+{
+	for (size_t k = 0; k < s->nen; k++) {
+		size_t i = s->order[k];
+		struct cpat_select_case *c = &s->cs[i];
+		int rc = try_case(c->ch, case_dir(c->op), c->elem, s->pk, true,
+				  wake, ndir);
+		if (rc != -EAGAIN) {
+			c->rc = rc;
+			return (int)i;
+		}
+	}
+	return -EAGAIN;
+}
+
+/*
+ * Enqueue, with every lock held: starts a round on the parker and puts one
+ * record per case into its channel's queue, all sharing the parker, so
+ * that a partner completes at most one of them.
+ */
+static void sel_enqueue(struct sel *s)
+{
+	struct parker *pk = s->pk;
+	/*
+	 * Back to WAITING with an RMW: a token that fired since the last
+	 * round left W_CANCEL here (its fetch_or is ordered before this
+	 * exchange, or it will mark WAITING).
+	 */
+	bool fired = atomic_exchange_explicit(&pk->state, W_WAITING,
+					      memory_order_acq_rel) &
+		     W_CANCEL;
+	if (fired)
+		atomic_fetch_or_explicit(&pk->state, W_CANCEL,
+					 memory_order_relaxed);
+	pk->fired = -1;
+	pk->nch = NULL;
+	pk->taken = NULL;
+	for (size_t k = 0; k < s->nen; k++) {
+		size_t i = s->order[k];
+		struct waiter *w = &s->ws[i];
+		w->p = pk;
+		w->elem = s->cs[i].elem;
+		w->idx = (int)i;
+		q_push(s->cs[i].ch, case_dir(s->cs[i].op), w);
+	}
+}
+
+/*
+ * The rest of the enqueue step, once the locks are released: buffered
+ * cases complete without the lock, so one may have become ready between
+ * the attempt and the enqueue. If one has, aborts the parker (unless a
+ * partner got to it first) and returns true: run another round.
+ */
+static bool sel_recheck(struct sel *s)
+{
+	for (size_t k = 0; k < s->nen; k++) {
+		size_t i = s->order[k];
+		struct cpat_chan *ch = s->cs[i].ch;
+		if (ch->cap > 0 && buf_ready(ch, case_dir(s->cs[i].op))) {
+			uint32_t st = W_WAITING;
+			return atomic_compare_exchange_strong_explicit(
+				&s->pk->state, &st, W_ABORTED,
+				memory_order_acq_rel, memory_order_acquire);
+		}
+	}
+	return false;
+}
+
+/*
+ * Dequeue, once the parker has left WAITING with state st: takes every
+ * record of the round still queued out of its queue, each under its
+ * channel's lock.
+ */
+static void sel_dequeue(struct sel *s, uint32_t st)
+{
+	for (size_t k = 0; k < s->nen; k++) {
+		size_t i = s->order[k];
+		struct cpat_chan *ch = s->cs[i].ch;
+		/*
+		 * queued is guarded by the lock, but the record a partner
+		 * claimed (DONE or NOTIFIED) left the queue before the
+		 * exchange we acquired: no need to look.
+		 */
+		if ((st == W_DONE || st == W_NOTIFIED) &&
+		    s->pk->taken == &s->ws[i])
+			continue;
+		cpat__lock(&ch->lock);
+		if (s->ws[i].queued)
+			q_remove(ch, case_dir(s->cs[i].op), &s->ws[i]);
+		cpat__unlock(&ch->lock);
+	}
+}
+
+/*
+ * A partner completed one of the records (DONE): sets that case's rc,
+ * copies an element it left in the parker's inline buffer out, and returns
+ * the case's index.
+ */
+static int sel_done(struct sel *s)
+{
+	int i = s->pk->fired;
+	struct cpat_select_case *c = &s->cs[i];
+	c->rc = 0;
+	if (c->op == CPAT_SELECT_RECV && c->ch->elem_size <= INLINE_MAX)
+		copy_elem(c->elem, s->pk->buf, c->ch->elem_size);
+	return i;
+}
+
 /*
  * The blocking engine behind every call that has to wait: select over the
  * cases (one case for a plain send or recv). ws has room for n records.
- * Returns the index of the completed case (its rc set) or a negative error.
+ * Each round shuffles the cases, attempts them all under the locks and,
+ * if none completes, enqueues a record for each, parks, and dequeues what
+ * is left. Returns the index of the completed case (its rc set) or a
+ * negative error.
  */
 static int block_select(struct cpat_select_case *cs, size_t n,
 			struct waiter *ws, struct parker *pk,
 			struct cpat_token *tok, int64_t deadline)
 {
-	struct cpat_chan *locks[64];
-	uint8_t order[64];
-	size_t nlocks = 0, nen = 0;
+	struct sel s; /* not zeroed: sel_lock_sort() fills what is read */
 	struct cpat__watch watch;
-	bool watching = false, spin = false;
+	bool watching = false;
 	struct cpat_chan *pend_ch = NULL;
 	int pend_dir = 0;
 	int result;
 
+	s.cs = cs;
+	s.ws = ws;
+	s.pk = pk;
 	atomic_init(&pk->state, W_ABORTED);
-	for (size_t i = 0; i < n; i++) {
-		struct cpat_chan *ch = cs[i].ch;
-		if (!ch)
-			continue;
-		order[nen++] = (uint8_t)i;
-		ws[i].counted = first_of_kind(cs, i);
-		ws[i].queued = false;
-		size_t j = 0;
-		while (j < nlocks && locks[j] < ch)
-			j++;
-		if (j < nlocks && locks[j] == ch)
-			continue;
-		memmove(&locks[j + 1], &locks[j],
-			(nlocks - j) * sizeof locks[0]);
-		locks[j] = ch;
-		nlocks++;
-	}
+	sel_lock_sort(&s, n);
 
 	/* A lone buffered case has polled already (buf_*_spin). */
-	spin = !(nen == 1 && cs[order[0]].ch->cap > 0);
+	bool spin = !(s.nen == 1 && cs[s.order[0]].ch->cap > 0);
 
 	/*
 	 * Watch the token before any record is enqueued, so that once
 	 * cpat_token_cancel() has returned no partner can claim a record of
-	 * this call. A fire marks the parker: see the exchange below.
+	 * this call. A fire marks the parker: see sel_enqueue().
 	 */
 	if (tok) {
 		watch.fn = watch_fired;
@@ -759,109 +937,35 @@ static int block_select(struct cpat_select_case *cs, size_t n,
 
 	for (;;) {
 		/* Attempt every case, in a random order, under the locks. */
-		for (size_t i = nen; i > 1; i--) {
-			size_t j = rng_next() % i;
-			uint8_t t = order[i - 1];
-			order[i - 1] = order[j];
-			order[j] = t;
-		}
+		shuffle(s.order, s.nen);
 		_Atomic uint32_t *wake = NULL;
 		int ndir = -1;
-		lock_all(locks, nlocks);
-		for (size_t k = 0; k < nen; k++) {
-			size_t i = order[k];
-			int rc = try_case(cs[i].ch, case_dir(cs[i].op),
-					  cs[i].elem, pk, true, &wake, &ndir);
-			if (rc != -EAGAIN) {
-				unlock_all(locks, nlocks);
-				if (wake)
-					cpat__unpark_one(wake);
-				if (ndir >= 0) {
-					if (ndir == DIR_RECV)
-						wake_receivers(cs[i].ch, 1);
-					else
-						wake_senders(cs[i].ch, 1);
-				}
-				cs[i].rc = rc;
-				result = (int)i;
-				if (pend_ch == cs[i].ch &&
-				    pend_dir == case_dir(cs[i].op))
-					pend_ch = NULL;
-				goto out;
-			}
+		lock_all(s.locks, s.nlocks);
+		result = sel_try_locked(&s, &wake, &ndir);
+		if (result >= 0) {
+			unlock_all(s.locks, s.nlocks);
+			struct cpat_select_case *c = &cs[result];
+			wake_after(c->ch, wake, ndir);
+			if (pend_ch == c->ch && pend_dir == case_dir(c->op))
+				pend_ch = NULL;
+			goto out;
 		}
 		if (deadline_passed(deadline)) {
-			unlock_all(locks, nlocks);
+			unlock_all(s.locks, s.nlocks);
 			result = -ETIMEDOUT;
 			goto out;
 		}
-		/*
-		 * Back to WAITING with an RMW: a token that fired since the
-		 * last round left W_CANCEL here (its fetch_or is ordered
-		 * before this exchange, or it will mark WAITING).
-		 */
-		bool fired = atomic_exchange_explicit(&pk->state, W_WAITING,
-						      memory_order_acq_rel) &
-			     W_CANCEL;
-		if (fired)
-			atomic_fetch_or_explicit(&pk->state, W_CANCEL,
-						 memory_order_relaxed);
-		pk->fired = -1;
-		pk->nch = NULL;
-		pk->taken = NULL;
-		for (size_t k = 0; k < nen; k++) {
-			size_t i = order[k];
-			ws[i].p = pk;
-			ws[i].elem = cs[i].elem;
-			ws[i].idx = (int)i;
-			q_push(cs[i].ch, case_dir(cs[i].op), &ws[i]);
-		}
-		unlock_all(locks, nlocks);
-
-		/* Buffered cases take no lock: re-check after enqueueing. */
-		bool retry = false;
-		for (size_t k = 0; k < nen && !retry; k++) {
-			size_t i = order[k];
-			if (cs[i].ch->cap > 0 &&
-			    buf_ready(cs[i].ch, case_dir(cs[i].op))) {
-				uint32_t s = W_WAITING;
-				retry = atomic_compare_exchange_strong_explicit(
-					&pk->state, &s, W_ABORTED,
-					memory_order_acq_rel,
-					memory_order_acquire);
-				if (!retry)
-					break;
-			}
-		}
+		sel_enqueue(&s);
+		unlock_all(s.locks, s.nlocks);
+		bool retry = sel_recheck(&s);
 
 		bool timed_out = false;
 		uint32_t st = retry ? W_ABORTED
 				    : park_wait(pk, deadline, spin, &timed_out);
-
-		for (size_t k = 0; k < nen; k++) {
-			size_t i = order[k];
-			struct cpat_chan *ch = cs[i].ch;
-			/*
-			 * queued is guarded by the lock, but the record a
-			 * partner claimed (DONE or NOTIFIED) left the queue
-			 * before the exchange we acquired: no need to look.
-			 */
-			if ((st == W_DONE || st == W_NOTIFIED) &&
-			    pk->taken == &ws[i])
-				continue;
-			cpat__lock(&ch->lock);
-			if (ws[i].queued)
-				q_remove(ch, case_dir(cs[i].op), &ws[i]);
-			cpat__unlock(&ch->lock);
-		}
+		sel_dequeue(&s, st);
 
 		if (st == W_DONE) {
-			result = pk->fired;
-			cs[result].rc = 0;
-			if (cs[result].op == CPAT_SELECT_RECV &&
-			    cs[result].ch->elem_size <= INLINE_MAX)
-				copy_elem(cs[result].elem, pk->buf,
-					  cs[result].ch->elem_size);
+			result = sel_done(&s);
 			goto out;
 		}
 		if (st == W_NOTIFIED) {
@@ -1224,7 +1328,7 @@ int cpat_chan_recv_many(struct cpat_chan *ch, void *elems, size_t n,
 int cpat_chan_select(struct cpat_select_case *cases, size_t n,
 		     struct cpat_token *tok, int64_t deadline_ns)
 {
-	if (!cases || n == 0 || n > 64 || !cpat__deadline_ok(deadline_ns))
+	if (!cases || n == 0 || n > CPAT_SELECT_MAX || !cpat__deadline_ok(deadline_ns))
 		return -EINVAL;
 	size_t nen = 0;
 	for (size_t i = 0; i < n; i++) {
@@ -1245,17 +1349,12 @@ int cpat_chan_select(struct cpat_select_case *cases, size_t n,
 	}
 
 	/* Lock-free first pass in a random order. */
-	uint8_t order[64];
+	uint8_t order[CPAT_SELECT_MAX];
 	size_t m = 0;
 	for (size_t i = 0; i < n; i++)
 		if (cases[i].ch)
 			order[m++] = (uint8_t)i;
-	for (size_t i = m; i > 1; i--) {
-		size_t j = rng_next() % i;
-		uint8_t t = order[i - 1];
-		order[i - 1] = order[j];
-		order[j] = t;
-	}
+	shuffle(order, m);
 	for (size_t k = 0; k < m; k++) {
 		size_t i = order[k];
 		_Atomic uint32_t *wake = NULL;
@@ -1264,12 +1363,7 @@ int cpat_chan_select(struct cpat_select_case *cases, size_t n,
 				  cases[i].elem, NULL, false, &wake, &nd);
 		if (rc == -EAGAIN)
 			continue;
-		if (wake)
-			cpat__unpark_one(wake);
-		if (nd == DIR_RECV)
-			wake_receivers(cases[i].ch, 1);
-		else if (nd == DIR_SEND)
-			wake_senders(cases[i].ch, 1);
+		wake_after(cases[i].ch, wake, nd);
 		cases[i].rc = rc;
 		return (int)i;
 	}
@@ -1277,7 +1371,7 @@ int cpat_chan_select(struct cpat_select_case *cases, size_t n,
 		return -ETIMEDOUT;
 	struct {
 		_Alignas(CPAT_CACHELINE) struct parker pk;
-		_Alignas(CPAT_CACHELINE) struct waiter ws[64];
+		_Alignas(CPAT_CACHELINE) struct waiter ws[CPAT_SELECT_MAX];
 	} rec;
 	return block_select(cases, n, rec.ws, &rec.pk, tok, deadline_ns);
 }

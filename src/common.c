@@ -1,13 +1,19 @@
 /*
  * DESIGN: the process-wide pieces every module uses.
  *
- * The allocator hook is the only process-wide setting. Its two pointers are
- * published as one pair (a pointer to a static-lifetime struct would need an
- * allocation; instead a generation counter is not needed because the
- * contract forbids changing the allocator while objects are alive), so each
- * is an atomic pointer read with relaxed order: a call racing
- * cpat_set_allocator() sees either allocator, which the contract makes the
- * caller's concern.
+ * The allocator hook is the only process-wide setting: two atomic
+ * pointers, NULL meaning malloc() and free(). The contract forbids
+ * changing the allocator while objects are alive, so nothing here makes a
+ * change safe for blocks already allocated; the ordering only keeps a
+ * racing caller's error from getting worse. cpat_set_allocator() stores
+ * the free function first, then the malloc function, both with release;
+ * cpat__malloc() and cpat__free() load them with acquire. So a block
+ * allocated through the new malloc function is freed through the new free
+ * function (the freeing thread got the block from the allocating one,
+ * which orders it after the free function's store), and a thread that
+ * calls a hook sees every write made before cpat_set_allocator() (the
+ * hook's own set-up). A call racing the change may still use either
+ * allocator.
  */
 #include "internal.h"
 #include "testhooks.h"
@@ -28,8 +34,9 @@ int cpat_set_allocator(cpat_malloc_fn malloc_fn, cpat_free_fn free_fn)
 {
 	if ((malloc_fn == NULL) != (free_fn == NULL))
 		return -EINVAL;
-	atomic_store_explicit(&g_malloc, malloc_fn, memory_order_release);
+	/* free first: see the design note. */
 	atomic_store_explicit(&g_free, free_fn, memory_order_release);
+	atomic_store_explicit(&g_malloc, malloc_fn, memory_order_release);
 	return 0;
 }
 

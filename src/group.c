@@ -61,7 +61,7 @@ struct cpat_group {
 	struct cpat_pool *own;  /* our own, created at the first go */
 	struct cpat_token *tok;
 	size_t limit;
-	int cancel_on_error;
+	bool cancel_on_error;
 
 	pthread_mutex_t lock;
 	struct grec *free;
@@ -316,7 +316,7 @@ void cpat_group_opts_init(struct cpat_group_opts *opts)
 	if (!opts)
 		return;
 	memset(opts, 0, sizeof *opts);
-	opts->cancel_on_error = 1;
+	opts->cancel_on_error = true;
 }
 
 int cpat_group_create(struct cpat_group **out,

@@ -1,6 +1,11 @@
 /*
- * Internal declarations shared by the library's source files. First include
- * of every .c file; never installed.
+ * What every source file of the library needs: the core macros, the
+ * allocator, thread start and naming, deadline helpers and token watches.
+ * First include of every .c file; never installed.
+ *
+ * Elsewhere: spinning, backoff, the futex lock and parking in spin.h; test
+ * hooks and planted bugs in testhooks.h; what the other modules may rely
+ * on about channels in chan_internal.h.
  */
 #ifndef CPAT_INTERNAL_H
 #define CPAT_INTERNAL_H
@@ -21,6 +26,8 @@
 
 #include "cpattern/common.h"
 #include "cpattern/token.h"
+
+/* ---- core macros ---- */
 
 /* Internal non-static symbols: hidden from the shared library's exports. */
 #define CPAT_HIDDEN __attribute__((visibility("hidden")))
@@ -43,14 +50,25 @@
 CPAT_HIDDEN _Noreturn void cpat__panic(const char *file, int line,
                                        const char *what);
 
-/* Allocation through the hook of cpat_set_allocator(). */
+/* ---- the allocator ---- */
+
+/*
+ * Allocation through the hook of cpat_set_allocator() (malloc() and free()
+ * without one). cpat__malloc(0) allocates 1 byte; cpat__calloc() zeroes
+ * and returns NULL when n * size overflows; cpat__free(NULL) is a no-op.
+ */
 CPAT_HIDDEN void *cpat__malloc(size_t size);
-CPAT_HIDDEN void *cpat__calloc(size_t n, size_t size); /* overflow -> NULL */
+CPAT_HIDDEN void *cpat__calloc(size_t n, size_t size);
 CPAT_HIDDEN void cpat__free(void *ptr);
-/* Cache-line aligned (alignment a power of two <= 4096); free with
- * cpat__free_aligned. */
+/*
+ * A block aligned to align: a power of two from sizeof(size_t) to 4096
+ * (CPAT_CACHELINE, typically); NULL for another align, on overflow, or
+ * when allocation fails. Free it with cpat__free_aligned() only.
+ */
 CPAT_HIDDEN void *cpat__malloc_aligned(size_t size, size_t align);
 CPAT_HIDDEN void cpat__free_aligned(void *ptr);
+
+/* ---- threads ---- */
 
 /*
  * Every thread the library starts goes through here, so that tests can make
@@ -77,6 +95,8 @@ CPAT_HIDDEN int cpat__cond_init(pthread_cond_t *cv);
 CPAT_HIDDEN void cpat__cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu,
                                        int64_t deadline_ns);
 
+/* ---- deadlines ---- */
+
 /* Checks a deadline argument: CPAT_FOREVER or >= 0. */
 static inline bool cpat__deadline_ok(int64_t d)
 {
@@ -92,6 +112,8 @@ static inline int64_t cpat__deadline_min(int64_t a, int64_t b)
 		return a;
 	return a < b ? a : b;
 }
+
+/* ---- token watches ---- */
 
 /*
  * Token watches: how the library's blocking calls learn that a token fired,

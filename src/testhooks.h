@@ -57,7 +57,8 @@ CPAT_HIDDEN size_t cpat__chan_nblocked(const struct cpat_chan *ch, int op);
 
 /* ---- pipeline.c, fan.c ---- */
 /* Threads started by pipelines (resp. fans) that have not yet exited: a
- * test checks that the count returns to its baseline after wait/destroy. */
+ * test checks that the count returns to its baseline after wait/destroy.
+ * (A parallel map joins its own threads before it returns.) */
 CPAT_HIDDEN long cpat__pipeline_live_threads(void);
 CPAT_HIDDEN long cpat__fan_live_threads(void);
 

@@ -85,6 +85,135 @@ static inline void th_barrier_destroy(struct th_barrier *b)
 }
 
 /*
+ * A crew: the threads of a test, started together on a barrier and joined
+ * together. th_crew_init(c, n) makes room for n threads and the barriers
+ * (n + 1 parties: the threads and the main thread); th_crew_add() spawns
+ * one, th_crew_add_n() n alike (fn(args + i * stride) for i < n). Each
+ * thread's first step is th_barrier_wait(&c->start) (its own struct holds
+ * &c->start), so none runs its part before the main thread passes
+ * th_crew_go(). th_crew_join() joins every thread and destroys the
+ * barriers (c->done serves th_race below).
+ */
+#define TH_CREW_MAX 64
+
+struct th_crew {
+	struct th_barrier start, done;
+	unsigned want, n;
+	pthread_t t[TH_CREW_MAX];
+};
+
+static inline void th_crew_init(struct th_crew *c, unsigned n)
+{
+	if (n == 0 || n > TH_CREW_MAX)
+		abort();
+	c->want = n;
+	c->n = 0;
+	th_barrier_init(&c->start, n + 1);
+	th_barrier_init(&c->done, n + 1);
+}
+
+static inline void th_crew_add(struct th_crew *c, void *(*fn)(void *),
+			       void *arg)
+{
+	if (c->n >= c->want)
+		abort();
+	th_spawn(&c->t[c->n++], fn, arg);
+}
+
+static inline void th_crew_add_n(struct th_crew *c, unsigned n,
+				 void *(*fn)(void *), void *args,
+				 size_t stride)
+{
+	for (unsigned i = 0; i < n; i++)
+		th_crew_add(c, fn, (char *)args + i * stride);
+}
+
+/* Releases the crew (every thread must have been added). */
+static inline void th_crew_go(struct th_crew *c)
+{
+	if (c->n != c->want)
+		abort();
+	th_barrier_wait(&c->start);
+}
+
+static inline void th_crew_join(struct th_crew *c)
+{
+	for (unsigned i = 0; i < c->n; i++)
+		th_join(c->t[i]);
+	th_barrier_destroy(&c->start);
+	th_barrier_destroy(&c->done);
+}
+
+/*
+ * A race repeated per trial by persistent threads (a crew): thread i runs
+ * step(args + i * stride, trial) once a trial. The main thread sets up
+ * each trial, then th_race_go() releases the threads and th_race_end()
+ * returns once every one has finished its step (the main thread's own
+ * part of the race, if any, goes between the two; th_race_trial() is
+ * both). The threads run exactly @p trials steps: the main thread runs as
+ * many trials, then th_race_join().
+ */
+struct th_race;
+
+struct th_race_slot {
+	struct th_race *r;
+	void *arg;
+};
+
+struct th_race {
+	struct th_crew crew;
+	long trials;
+	void (*step)(void *arg, long trial);
+	struct th_race_slot slot[TH_CREW_MAX];
+};
+
+static inline void *th_race_main(void *arg)
+{
+	struct th_race_slot *s = arg;
+	struct th_race *r = s->r;
+	for (long i = 0; i < r->trials; i++) {
+		th_barrier_wait(&r->crew.start);
+		r->step(s->arg, i);
+		th_barrier_wait(&r->crew.done);
+	}
+	return NULL;
+}
+
+static inline void th_race_start(struct th_race *r, unsigned n, long trials,
+				 void (*step)(void *arg, long trial),
+				 void *args, size_t stride)
+{
+	r->trials = trials;
+	r->step = step;
+	th_crew_init(&r->crew, n);
+	for (unsigned i = 0; i < n; i++) {
+		r->slot[i] = (struct th_race_slot){r, (char *)args + i * stride};
+		th_crew_add(&r->crew, th_race_main, &r->slot[i]);
+	}
+}
+
+static inline void th_race_go(struct th_race *r)
+{
+	th_crew_go(&r->crew);
+}
+
+static inline void th_race_end(struct th_race *r)
+{
+	th_barrier_wait(&r->crew.done);
+}
+
+static inline void th_race_trial(struct th_race *r)
+{
+	th_race_go(r);
+	th_race_end(r);
+}
+
+static inline void th_race_join(struct th_race *r)
+{
+	th_crew_join(&r->crew);
+}
+
+/*
  * Gives the processor away while polling a condition another thread makes
  * true; every caller re-checks its condition, so how long this lasts never
  * decides an outcome (it is not a sleep standing in for synchronisation).

@@ -177,6 +177,18 @@ static inline void wait_long(_Atomic long *v, long at_least)
 		th_relax();
 }
 
+/* Holds one worker of @p p: @p gate becomes a J_GATE job of @p c, is
+ * submitted and has started when this returns (the gate of @p c still
+ * closed, no other job of @p c started before). Main test thread only. */
+static inline void hold_worker(struct cpat_pool *p, struct ctx *c,
+			       struct job *gate)
+{
+	job_init(gate, c, J_GATE, 0);
+	struct cpat_task t = job_task(gate);
+	assert_int_equal(cpat_pool_submit(p, &t, NULL), 0);
+	wait_long(&c->started, 1);
+}
+
 static inline void wait_int(_Atomic int *v, int at_least)
 {
 	while (atomic_load(v) < at_least)

@@ -1809,41 +1809,27 @@ TH_TEST_FN(chan_token_released_while_blocked_then_cancelled_no_use_after_free)
 			/* Make it empty again so the receiver blocks. */
 			assert_int_equal(cpat_chan_recv(ch, &v, NULL), 0);
 		}
+		/* The operation's token is released by its owner, then
+		 * cancelled via another reference (round & 4) or via its
+		 * parent. */
 		struct op_thread o;
-		if (round & 4) {
-			/* Released by its owner, cancelled via another
-			 * reference. */
-			struct cpat_token *own = mktok(NULL);
-			struct cpat_token *other = cpat_token_ref(own);
-			op_init(&o, ch, kind, own, 9);
-			op_start(&o);
-			wait_blocked(ch, op, 1);
-			cpat_token_unref(own);
-			int early = atomic_load(&o.done);
-			assert_int_equal(cpat_token_cancel(other), 1);
-			th_join(o.t);
-			assert_int_equal(early, 0);
-			assert_int_equal(o.rc, -ECANCELED);
-			/* The operation dropped its own reference. */
-			assert_int_equal(cpat__token_refcount(other), 1);
-			cpat_token_unref(other);
-		} else {
-			/* Released by its owner, cancelled via its parent. */
-			struct cpat_token *parent = mktok(NULL);
-			struct cpat_token *child = mktok(parent);
-			op_init(&o, ch, kind, child, 9);
-			op_start(&o);
-			wait_blocked(ch, op, 1);
-			cpat_token_unref(child);
-			int early = atomic_load(&o.done);
-			assert_int_equal(cpat_token_cancel(parent), 1);
-			th_join(o.t);
-			assert_int_equal(early, 0);
-			assert_int_equal(o.rc, -ECANCELED);
-			/* The child is gone once the operation let go. */
-			assert_int_equal(cpat__token_nchildren(parent), 0);
-			cpat_token_unref(parent);
-		}
+		struct cpat_token *canceller = mktok(NULL);
+		struct cpat_token *own = round & 4 ? cpat_token_ref(canceller)
+						   : mktok(canceller);
+		op_init(&o, ch, kind, own, 9);
+		op_start(&o);
+		wait_blocked(ch, op, 1);
+		cpat_token_unref(own);
+		int early = atomic_load(&o.done);
+		assert_int_equal(cpat_token_cancel(canceller), 1);
+		th_join(o.t);
+		assert_int_equal(early, 0);
+		assert_int_equal(o.rc, -ECANCELED);
+		if (round & 4) /* The operation dropped its own reference. */
+			assert_int_equal(cpat__token_refcount(canceller), 1);
+		else /* The child is gone once the operation let go. */
+			assert_int_equal(cpat__token_nchildren(canceller), 0);
+		cpat_token_unref(canceller);
 		assert_int_equal(cpat_chan_len(ch),
 				 (size_t)(round & 1 && op == CPAT_SELECT_SEND));
 		cpat_chan_destroy(ch);
@@ -2219,52 +2205,42 @@ TH_TEST_FN(chan_deadline_retries_keep_order_nothing_lost)
 /* ---- lifetime ----------------------------------------------------------- */
 
 struct cyc {
-	pthread_t t;
-	struct th_barrier b1, b2;
-	struct cpat_chan *ch; /* set by main before b1 */
+	struct cpat_chan *ch; /* set by main before each trial */
 	long n, bad;
 };
 
-static void *cyc_main(void *arg)
+static void cyc_step(void *arg, long i)
 {
 	struct cyc *c = arg;
-	for (long i = 0; i < c->n; i++) {
-		th_barrier_wait(&c->b1);
-		/* Elements are 8 or 13 bytes: room for 16. */
-		uint64_t v[2] = {(uint64_t)i, 0}, w[2] = {UINT64_MAX, 0};
-		if (i & 1)
-			c->bad += cpat_chan_send(c->ch, v, NULL) != 0;
-		else
-			c->bad += cpat_chan_recv(c->ch, w, NULL) != 0 ||
-				  w[0] != (uint64_t)i;
-		th_barrier_wait(&c->b2);
-	}
-	return NULL;
+	/* Elements are 8 or 13 bytes: room for 16. */
+	uint64_t v[2] = {(uint64_t)i, 0}, w[2] = {UINT64_MAX, 0};
+	if (i & 1)
+		c->bad += cpat_chan_send(c->ch, v, NULL) != 0;
+	else
+		c->bad += cpat_chan_recv(c->ch, w, NULL) != 0 ||
+			  w[0] != (uint64_t)i;
 }
 
 TH_TEST_FN(chan_create_send_recv_destroy_cycles)
 {
 	(void)state;
 	struct cyc c = {.n = SIZE(10000, 1000)};
-	th_barrier_init(&c.b1, 2);
-	th_barrier_init(&c.b2, 2);
-	th_spawn(&c.t, cyc_main, &c);
+	struct th_race race;
+	th_race_start(&race, 1, c.n, cyc_step, &c, sizeof c);
 	long bad = 0;
 	for (long i = 0; i < c.n; i++) {
 		c.ch = mk(i % 5 == 4 ? 13 : sizeof(uint64_t), (size_t)(i % 3));
-		th_barrier_wait(&c.b1);
+		th_race_go(&race);
 		uint64_t v[2] = {(uint64_t)i, 0}, w[2] = {UINT64_MAX, 0};
 		if (i & 1)
 			bad += cpat_chan_recv(c.ch, w, NULL) != 0 ||
 			       w[0] != (uint64_t)i;
 		else
 			bad += cpat_chan_send(c.ch, v, NULL) != 0;
-		th_barrier_wait(&c.b2); /* the worker is out of the channel */
+		th_race_end(&race); /* the worker is out of the channel */
 		cpat_chan_destroy(c.ch);
 	}
-	th_join(c.t);
-	th_barrier_destroy(&c.b1);
-	th_barrier_destroy(&c.b2);
+	th_race_join(&race);
 	assert_int_equal(bad, 0);
 	assert_int_equal(c.bad, 0);
 }

@@ -112,17 +112,14 @@ TH_TEST_FN(now_ns_is_monotonic_in_every_thread)
 {
 	(void)state;
 	enum { NT = 4 };
-	struct th_barrier start;
-	th_barrier_init(&start, NT);
+	struct th_crew crew;
+	th_crew_init(&crew, NT);
 	struct now_worker w[NT];
-	pthread_t t[NT];
-	for (int i = 0; i < NT; i++) {
-		w[i] = (struct now_worker){&start, TH_SCALED(50000), 0, 0};
-		th_spawn(&t[i], now_worker_main, &w[i]);
-	}
 	for (int i = 0; i < NT; i++)
-		th_join(t[i]);
-	th_barrier_destroy(&start);
+		w[i] = (struct now_worker){&crew.start, TH_SCALED(50000), 0, 0};
+	th_crew_add_n(&crew, NT, now_worker_main, w, sizeof w[0]);
+	th_crew_go(&crew);
+	th_crew_join(&crew);
 	for (int i = 0; i < NT; i++) {
 		assert_int_equal(w[i].backwards, 0);
 		assert_int_equal(w[i].negative, 0);

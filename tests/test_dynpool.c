@@ -464,13 +464,10 @@ TH_TEST_FN(dynpool_resize_raising_min_starts_workers_and_wakes_submitter)
 	ctx_init(&c);
 	struct cpat_pool *p = mkdyn(1, 1, 60 * CPAT_SEC, 1, CPAT_POOL_BLOCK);
 	struct job gate, q, x;
-	job_init(&gate, &c, J_GATE, 0);
 	job_init(&q, NULL, J_PLAIN, 0);
 	job_init(&x, NULL, J_PLAIN, 0);
-	struct cpat_task t = job_task(&gate);
-	assert_int_equal(cpat_pool_submit(p, &t, NULL), 0);
-	wait_long(&c.started, 1);
-	t = job_task(&q);
+	hold_worker(p, &c, &gate);
+	struct cpat_task t = job_task(&q);
 	assert_int_equal(cpat_pool_submit(p, &t, NULL), 0);
 	struct submit_thread s;
 	memset(&s, 0, sizeof s);

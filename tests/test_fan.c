@@ -18,33 +18,12 @@
  * smaller under sanitizers, multiplied by CPAT_TEST_SCALE; the seed is
  * printed and read back from CPAT_TEST_SEED.
  */
-#include "harness.h"
-#include "testhooks.h"
+#include "pipeline_testlib.h" /* assert_no_threads_left, spin_ns, mktok */
 
 #include <dirent.h>
 #include <sched.h>
 
 /* ---- helpers ------------------------------------------------------------ */
-
-/* The test hooks of pipeline.c and fan.c: their threads not yet exited. */
-long cpat__pipeline_live_threads(void);
-long cpat__fan_live_threads(void);
-
-/* No pipeline or fan thread is left (the library's own count), and the
- * process is back to @p base threads. */
-#define assert_no_threads_left(base)                                \
-	do {                                                        \
-		assert_int_equal(cpat__pipeline_live_threads(), 0); \
-		assert_int_equal(cpat__fan_live_threads(), 0);      \
-		th_assert_threads_back(base);                       \
-	} while (0)
-
-static void spin_ns(int64_t ns)
-{
-	int64_t end = cpat_now_ns() + ns;
-	while (cpat_now_ns() < end)
-		;
-}
 
 static struct cpat_chan *mk(size_t elem_size, size_t cap)
 {
@@ -52,14 +31,6 @@ static struct cpat_chan *mk(size_t elem_size, size_t cap)
 	if (cpat_chan_create(&ch, elem_size, cap) != 0 || ch == NULL)
 		abort();
 	return ch;
-}
-
-static struct cpat_token *mktok(void)
-{
-	struct cpat_token *t = NULL;
-	if (cpat_token_create(&t, NULL) != 0 || t == NULL)
-		abort();
-	return t;
 }
 
 /* Sends 0..n-1 (uint64_t) into @p ch and closes it. */
@@ -1635,12 +1606,7 @@ TH_TEST_FN(
 
 int main(void)
 {
-	th_alloc_install();
-	struct cpat_token *t = NULL;
-	if (cpat_token_create_deadline(&t, NULL,
-				       cpat_now_ns() + 3600 * CPAT_SEC) != 0)
-		abort();
-	cpat_token_unref(t);
+	suite_init();
 	const struct CMUnitTest tests[] = {
 		TH_TEST(fan_allocation_failure_each_start_function_enomem_leaks_nothing),
 		TH_TEST(fan_thread_creation_failure_each_start_function_eagain_no_thread_left),

@@ -337,7 +337,6 @@ static int lim_fn(void *arg, struct cpat_token *tok)
 }
 
 struct goer {
-	pthread_t t;
 	struct th_barrier *start;
 	struct cpat_group *g;
 	struct lim_task *tasks;
@@ -355,6 +354,38 @@ static void *goer_main(void *arg)
 			g->bad_rc = rc;
 	}
 	return NULL;
+}
+
+/* @p n tasks of @p l (zeroed otherwise), to be freed by the caller. */
+static struct lim_task *lim_tasks(struct lim *l, int n)
+{
+	struct lim_task *tasks = calloc((size_t)n, sizeof *tasks);
+	assert_non_null(tasks);
+	for (int i = 0; i < n; i++)
+		tasks[i].l = l;
+	return tasks;
+}
+
+/* @p goers threads, started together, each go()es @p per tasks of
+ * @p tasks (goer i: tasks + i * per); then the group is waited for, and
+ * every go() must have returned 0. */
+static void run_goers(struct cpat_group *g, struct lim_task *tasks,
+		      int goers, int per)
+{
+	struct th_crew crew;
+	struct goer gs[TH_CREW_MAX];
+	th_crew_init(&crew, (unsigned)goers);
+	for (int i = 0; i < goers; i++)
+		gs[i] = (struct goer){.start = &crew.start,
+				      .g = g,
+				      .tasks = tasks + i * per,
+				      .n = per};
+	th_crew_add_n(&crew, (unsigned)goers, goer_main, gs, sizeof gs[0]);
+	th_crew_go(&crew);
+	th_crew_join(&crew);
+	assert_int_equal(cpat_group_wait(g), 0);
+	for (int i = 0; i < goers; i++)
+		assert_int_equal(gs[i].bad_rc, 0);
 }
 
 TH_TEST_FN(group_concurrency_limit_holds_and_is_reached)
@@ -386,29 +417,10 @@ TH_TEST_FN(group_concurrency_limit_holds_and_is_reached)
 		assert_int_equal(atomic_load(&l.runs), LIMIT);
 		cpat_token_cancel(l.gate);
 		/* Then GOERS threads start many short tasks at once. */
-		struct lim_task *tasks =
-			calloc((size_t)(GOERS * per), sizeof *tasks);
-		assert_non_null(tasks);
+		struct lim_task *tasks = lim_tasks(&l, GOERS * per);
 		for (int i = 0; i < GOERS * per; i++)
-			tasks[i] = (struct lim_task){
-				.l = &l, .spins = (int)th_rng_below(&rng, 30)};
-		struct th_barrier b;
-		th_barrier_init(&b, GOERS + 1);
-		struct goer gs[GOERS];
-		for (int i = 0; i < GOERS; i++) {
-			gs[i] = (struct goer){.start = &b,
-					      .g = g,
-					      .tasks = tasks + i * per,
-					      .n = per};
-			th_spawn(&gs[i].t, goer_main, &gs[i]);
-		}
-		th_barrier_wait(&b);
-		for (int i = 0; i < GOERS; i++)
-			th_join(gs[i].t);
-		th_barrier_destroy(&b);
-		assert_int_equal(cpat_group_wait(g), 0);
-		for (int i = 0; i < GOERS; i++)
-			assert_int_equal(gs[i].bad_rc, 0);
+			tasks[i].spins = (int)th_rng_below(&rng, 30);
+		run_goers(g, tasks, GOERS, per);
 		assert_int_equal(atomic_load(&l.runs), LIMIT + GOERS * per);
 		int hwm = atomic_load(&l.hwm);
 		if (hwm != LIMIT)
@@ -793,28 +805,8 @@ TH_TEST_FN(group_many_goers_every_task_runs_once)
 		struct lim l;
 		memset(&l, 0, sizeof l);
 		struct cpat_group *g = mkgroup(w.pool, 4, 1, NULL);
-		struct lim_task *tasks =
-			calloc((size_t)(GOERS * per), sizeof *tasks);
-		assert_non_null(tasks);
-		for (int i = 0; i < GOERS * per; i++)
-			tasks[i] = (struct lim_task){.l = &l};
-		struct th_barrier b;
-		th_barrier_init(&b, GOERS + 1);
-		struct goer gs[GOERS];
-		for (int i = 0; i < GOERS; i++) {
-			gs[i] = (struct goer){.start = &b,
-					      .g = g,
-					      .tasks = tasks + i * per,
-					      .n = per};
-			th_spawn(&gs[i].t, goer_main, &gs[i]);
-		}
-		th_barrier_wait(&b);
-		for (int i = 0; i < GOERS; i++)
-			th_join(gs[i].t);
-		th_barrier_destroy(&b);
-		assert_int_equal(cpat_group_wait(g), 0);
-		for (int i = 0; i < GOERS; i++)
-			assert_int_equal(gs[i].bad_rc, 0);
+		struct lim_task *tasks = lim_tasks(&l, GOERS * per);
+		run_goers(g, tasks, GOERS, per);
 		assert_int_equal(atomic_load(&l.runs), GOERS * per);
 		assert_true(atomic_load(&l.hwm) <= 4);
 		cpat_group_destroy(g);

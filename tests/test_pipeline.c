@@ -27,401 +27,12 @@
  * multiplied by CPAT_TEST_SCALE; the seed is printed and read back from
  * CPAT_TEST_SEED.
  */
-#include "harness.h"
-#include "testhooks.h"
+#include "pipeline_testlib.h"
 
 #include <dirent.h>
 #include <limits.h>
 #include <strings.h>
 #include <sched.h>
-
-/* ---- helpers ------------------------------------------------------------ */
-
-/* The test hooks of pipeline.c and fan.c: their threads not yet exited. */
-long cpat__pipeline_live_threads(void);
-long cpat__fan_live_threads(void);
-
-/* No pipeline or fan thread is left (the library's own count), and the
- * process is back to @p base threads. */
-#define assert_no_threads_left(base)                                \
-	do {                                                        \
-		assert_int_equal(cpat__pipeline_live_threads(), 0); \
-		assert_int_equal(cpat__fan_live_threads(), 0);      \
-		th_assert_threads_back(base);                       \
-	} while (0)
-
-/* Spins (without sleeping) for about @p ns: per-item work. */
-static void spin_ns(int64_t ns)
-{
-	int64_t end = cpat_now_ns() + ns;
-	while (cpat_now_ns() < end)
-		;
-}
-
-/* Sleeps @p us microseconds: per-item work of a stage (data). */
-static void work_us(long us)
-{
-	struct timespec ts = {0, us * 1000L};
-	nanosleep(&ts, NULL);
-}
-
-/* A deterministic per-index random number from the run's seed. */
-static uint64_t hash_idx(uint64_t i, uint64_t salt)
-{
-	struct th_rng r;
-	th_rng_init(&r, i * 7919u + salt);
-	return th_rng_next(&r);
-}
-
-static struct cpat_token *mktok(void)
-{
-	struct cpat_token *t = NULL;
-	if (cpat_token_create(&t, NULL) != 0 || t == NULL)
-		abort();
-	return t;
-}
-
-/*
- * Per-index fate of every item: exactly one of delivered, filtered, dropped
- * (passed to the drop callback). A second fate for an index is a conflict.
- */
-enum { ST_DELIVERED = 1, ST_FILTERED = 2, ST_DROPPED = 4 };
-
-struct track {
-	_Atomic unsigned char *st;
-	uint64_t n;
-	_Atomic uint64_t delivered, filtered, dropped;
-	_Atomic uint64_t conflicts;    /* an index given two fates */
-	_Atomic uint64_t out_of_range; /* an index >= n */
-	_Atomic uint64_t bad_drop_stage;
-	unsigned nstages;
-};
-
-static void track_init(struct track *t, uint64_t n, unsigned nstages)
-{
-	memset(t, 0, sizeof *t);
-	t->st = calloc(n ? n : 1, 1);
-	if (!t->st)
-		abort();
-	t->n = n;
-	t->nstages = nstages;
-}
-
-static void track_reset(struct track *t)
-{
-	for (uint64_t i = 0; i < t->n; i++)
-		atomic_store_explicit(&t->st[i], 0, memory_order_relaxed);
-	atomic_store(&t->delivered, 0);
-	atomic_store(&t->filtered, 0);
-	atomic_store(&t->dropped, 0);
-	atomic_store(&t->conflicts, 0);
-	atomic_store(&t->out_of_range, 0);
-	atomic_store(&t->bad_drop_stage, 0);
-}
-
-static void track_free(struct track *t)
-{
-	free((void *)t->st);
-	t->st = NULL;
-}
-
-static void track_mark(struct track *t, uint64_t idx, unsigned char what)
-{
-	if (idx >= t->n) {
-		atomic_fetch_add(&t->out_of_range, 1);
-		return;
-	}
-	unsigned char old = atomic_fetch_or(&t->st[idx], what);
-	if (old != 0)
-		atomic_fetch_add(&t->conflicts, 1);
-	if (what == ST_DELIVERED)
-		atomic_fetch_add(&t->delivered, 1);
-	else if (what == ST_FILTERED)
-		atomic_fetch_add(&t->filtered, 1);
-	else
-		atomic_fetch_add(&t->dropped, 1);
-}
-
-/* The drop callback of tracked pipelines: items are uint64_t indices at
- * every stage. */
-static void track_drop(const void *item, unsigned stage, void *arg)
-{
-	struct track *t = arg;
-	if (stage > t->nstages)
-		atomic_fetch_add(&t->bad_drop_stage, 1);
-	track_mark(t, *(const uint64_t *)item, ST_DROPPED);
-}
-
-/* Asserts the accounting of a finished run against the tracked fates:
- * indices 0..produced-1 have exactly one fate each, none beyond. */
-static void assert_accounting(struct track *t,
-			      const struct cpat_pipeline_result *res)
-{
-	assert_int_equal(atomic_load(&t->conflicts), 0);
-	assert_int_equal(atomic_load(&t->out_of_range), 0);
-	assert_int_equal(atomic_load(&t->bad_drop_stage), 0);
-	assert_int_equal(res->produced,
-			 res->delivered + res->filtered + res->not_processed);
-	assert_int_equal(res->delivered, atomic_load(&t->delivered));
-	assert_int_equal(res->filtered, atomic_load(&t->filtered));
-	assert_int_equal(res->not_processed, atomic_load(&t->dropped));
-	for (uint64_t i = 0; i < t->n; i++) {
-		unsigned char s =
-			atomic_load_explicit(&t->st[i], memory_order_relaxed);
-		if (i < res->produced) {
-			if (s != ST_DELIVERED && s != ST_FILTERED &&
-			    s != ST_DROPPED)
-				fail_msg("item %llu of %llu produced has fate "
-					 "%u",
-					 (unsigned long long)i,
-					 (unsigned long long)res->produced, s);
-		} else if (s != 0) {
-			fail_msg(
-				"item %llu (not produced, produced = %llu) has "
-				"fate %u",
-				(unsigned long long)i,
-				(unsigned long long)res->produced, s);
-		}
-	}
-}
-
-/* ---- a generator ----------------------------------------------------------
- */
-
-/* Produces indices 0..n-1 (uint64_t); optionally fails at one index, or
- * cancels the pipeline or a token when it produces one. */
-struct gen {
-	uint64_t next, n;
-	_Atomic uint64_t made; /* items returned with 1 */
-	uint64_t fail_at;
-	int fail_rc;        /* 0: never fail */
-	uint64_t cancel_at; /* UINT64_MAX: never */
-	struct cpat_pipeline *cancel_p;
-	struct cpat_token *cancel_tok;
-	_Atomic int calls_after_end; /* called again after returning 0/<0 */
-	int ended;
-};
-
-static void gen_init(struct gen *g, uint64_t n)
-{
-	memset(g, 0, sizeof *g);
-	g->n = n;
-	g->cancel_at = UINT64_MAX;
-}
-
-static int gen_fn(void *out, void *arg)
-{
-	struct gen *g = arg;
-	if (g->ended) {
-		atomic_fetch_add(&g->calls_after_end, 1);
-		return 0;
-	}
-	if (g->next >= g->n) {
-		g->ended = 1;
-		return 0;
-	}
-	uint64_t i = g->next;
-	if (g->fail_rc && i == g->fail_at) {
-		g->ended = 1;
-		return g->fail_rc;
-	}
-	g->next++;
-	*(uint64_t *)out = i;
-	atomic_store(&g->made, g->next);
-	if (i == g->cancel_at) {
-		if (g->cancel_tok)
-			cpat_token_cancel(g->cancel_tok);
-		if (g->cancel_p)
-			cpat_pipeline_cancel(g->cancel_p);
-	}
-	return 1;
-}
-
-/* ---- a configurable map stage ------------------------------------------- */
-
-struct scfg {
-	uint64_t mul, add; /* out = in * mul + add; mul 0: out = in */
-	uint64_t skip_mod; /* skip when in % skip_mod == 0; 0: never */
-	int64_t spin;      /* ns of busy work per item */
-	long max_delay_us; /* random nanosleep 0..max per item */
-	uint64_t salt;
-	uint64_t fail_at;        /* source index to fail at */
-	int fail_rc;             /* 0: never */
-	uint64_t fail_wait_made; /* before failing, wait until gen made this */
-	struct gen *gen;
-	_Atomic uint64_t *wait_seen; /* before failing, wait until a sink */
-	uint64_t wait_sink_n;        /* has seen this many items */
-	uint64_t cancel_at; /* source index at which to cancel; MAX: never */
-	struct cpat_pipeline *cancel_p;
-	struct track *tr; /* records SKIPs */
-	int check_index;  /* items are indices: check cpat_stage_index */
-	unsigned workers;
-	void *expect_arg; /* cpat_stage_arg() must return this */
-	_Atomic uint64_t calls;
-	_Atomic uint64_t bad_ctx;
-	_Atomic int emit_rc; /* cpat_stage_emit() from a map stage */
-};
-
-static void scfg_init(struct scfg *c)
-{
-	memset(c, 0, sizeof *c);
-	c->cancel_at = UINT64_MAX;
-	c->workers = 1;
-	c->expect_arg = c;
-	atomic_store(&c->emit_rc, 1);
-}
-
-static int map_fn(const void *in, void *out, struct cpat_stage_ctx *ctx)
-{
-	struct scfg *c = cpat_stage_arg(ctx);
-	uint64_t v = *(const uint64_t *)in;
-	uint64_t idx = cpat_stage_index(ctx);
-	atomic_fetch_add(&c->calls, 1);
-	if (c != c->expect_arg || cpat_stage_worker(ctx) >= c->workers ||
-	    cpat_stage_token(ctx) == NULL || (c->check_index && idx != v))
-		atomic_fetch_add(&c->bad_ctx, 1);
-	if (c->spin)
-		spin_ns(c->spin);
-	if (c->max_delay_us)
-		work_us((long)(hash_idx(idx, c->salt) %
-			       (uint64_t)(c->max_delay_us + 1)));
-	if (c->fail_rc && idx == c->fail_at) {
-		if (c->gen)
-			while (atomic_load(&c->gen->made) < c->fail_wait_made)
-				th_relax();
-		if (c->wait_seen)
-			while (atomic_load(c->wait_seen) < c->wait_sink_n)
-				th_relax();
-		return c->fail_rc;
-	}
-	if (idx == c->cancel_at && c->cancel_p)
-		cpat_pipeline_cancel(c->cancel_p);
-	if (c->skip_mod && v % c->skip_mod == 0) {
-		if (c->tr)
-			track_mark(c->tr, v, ST_FILTERED);
-		return CPAT_STAGE_SKIP;
-	}
-	*(uint64_t *)out = c->mul ? v * c->mul + c->add : v;
-	return CPAT_STAGE_EMIT;
-}
-
-/* A map stage that tries cpat_stage_emit() (only for flat stages). */
-static int map_tries_emit(const void *in, void *out, struct cpat_stage_ctx *ctx)
-{
-	struct scfg *c = cpat_stage_arg(ctx);
-	int expected = 1;
-	atomic_compare_exchange_strong(&c->emit_rc, &expected,
-				       cpat_stage_emit(ctx, in));
-	memcpy(out, in, sizeof(uint64_t));
-	return CPAT_STAGE_EMIT;
-}
-
-/* ---- a sink ------------------------------------------------------------- */
-
-struct sink {
-	uint64_t *got; /* values in delivery order (room for cap) */
-	uint64_t cap, count;
-	_Atomic uint64_t seen; /* count, readable from other threads */
-	struct track *tr;      /* marks DELIVERED by value (indices) */
-	int64_t spin;          /* slow consumer: busy ns per item */
-	long sleep_us;         /* slow consumer: nanosleep per item */
-	uint64_t fail_at;      /* index (count) at which to fail */
-	int fail_rc;
-	uint64_t cancel_at;
-	struct cpat_pipeline *cancel_p;
-	struct gen *gen;         /* to measure how far ahead the source gets */
-	uint64_t max_ahead;      /* max of gen made - count */
-	long live_min, live_max; /* th_alloc_live() seen from item watch_from */
-	long calls_min, calls_max;
-	uint64_t watch_from;
-	int watch;
-};
-
-static void sink_init(struct sink *s, uint64_t cap)
-{
-	memset(s, 0, sizeof *s);
-	s->cap = cap;
-	s->got = cap ? malloc(cap * sizeof(uint64_t)) : NULL;
-	s->fail_at = UINT64_MAX;
-	s->cancel_at = UINT64_MAX;
-	s->live_min = LONG_MAX;
-	s->live_max = LONG_MIN;
-	s->calls_min = LONG_MAX;
-	s->calls_max = LONG_MIN;
-}
-
-static int sink_fn(const void *item, void *arg)
-{
-	struct sink *s = arg;
-	uint64_t v = *(const uint64_t *)item;
-	if (s->fail_rc && s->count == s->fail_at)
-		return s->fail_rc;
-	if (s->count < s->cap)
-		s->got[s->count] = v;
-	if (s->tr)
-		track_mark(s->tr, v, ST_DELIVERED);
-	if (s->gen) {
-		uint64_t made = atomic_load(&s->gen->made);
-		if (made > s->count && made - s->count > s->max_ahead)
-			s->max_ahead = made - s->count;
-	}
-	if (s->watch && s->count >= s->watch_from) {
-		long l = th_alloc_live(), c = th_alloc_count();
-		if (l < s->live_min)
-			s->live_min = l;
-		if (l > s->live_max)
-			s->live_max = l;
-		if (c < s->calls_min)
-			s->calls_min = c;
-		if (c > s->calls_max)
-			s->calls_max = c;
-	}
-	s->count++;
-	atomic_store(&s->seen, s->count);
-	if (s->spin)
-		spin_ns(s->spin);
-	if (s->sleep_us)
-		work_us(s->sleep_us);
-	if (v == s->cancel_at && s->cancel_p)
-		cpat_pipeline_cancel(s->cancel_p);
-	return 0;
-}
-
-/* ---- building ----------------------------------------------------------- */
-
-static struct cpat_pipeline *mkpipe(size_t src_cap, cpat_item_drop_fn drop,
-				    void *drop_arg)
-{
-	struct cpat_pipeline_opts po;
-	cpat_pipeline_opts_init(&po);
-	po.item_size = sizeof(uint64_t);
-	if (src_cap)
-		po.source_capacity = src_cap;
-	po.drop = drop;
-	po.drop_arg = drop_arg;
-	struct cpat_pipeline *p = NULL;
-	int rc = cpat_pipeline_create(&p, &po);
-	assert_int_equal(rc, 0);
-	assert_non_null(p);
-	return p;
-}
-
-static void add_map(struct cpat_pipeline *p, const char *name, struct scfg *c,
-		    unsigned workers, int ordered, size_t cap)
-{
-	struct cpat_stage_opts so;
-	cpat_stage_opts_init(&so);
-	so.name = name;
-	so.map = map_fn;
-	so.arg = c;
-	so.out_size = sizeof(uint64_t);
-	so.workers = workers;
-	so.ordered = ordered;
-	if (cap)
-		so.out_capacity = cap;
-	c->workers = workers;
-	assert_int_equal(cpat_pipeline_add_stage(p, &so), 0);
-}
 
 /* ---- guide example and order -------------------------------------------- */
 
@@ -508,9 +119,7 @@ TH_TEST_FN(pipeline_all_ordered_multiworker_stages_deliver_in_source_order)
 	struct track tr;
 	track_init(&tr, n, 3);
 	struct gen g;
-	gen_init(&g, n);
-	struct cpat_pipeline *p = mkpipe(8, track_drop, &tr);
-	assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
+	struct cpat_pipeline *p = mkgenpipe(&g, n, 8, track_drop, &tr);
 	struct scfg a, b, c;
 	scfg_init(&a);
 	scfg_init(&b);
@@ -522,9 +131,8 @@ TH_TEST_FN(pipeline_all_ordered_multiworker_stages_deliver_in_source_order)
 	add_map(p, "filter", &b, 3, 1, 2);
 	add_map(p, "c", &c, 2, 1, 16);
 	struct sink s;
-	sink_init(&s, n);
+	set_sink(p, &s, n);
 	s.tr = &tr;
-	assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, &s), 0);
 	struct cpat_pipeline_result res;
 	assert_int_equal(cpat_pipeline_run(p, NULL, CPAT_FOREVER, &res), 0);
 	assert_int_equal(atomic_load(&a.bad_ctx), 0);
@@ -555,9 +163,7 @@ TH_TEST_FN(pipeline_ordered_stage_4_workers_random_delays_keeps_order)
 	(void)state;
 	uint64_t n = (uint64_t)SIZE(2000, 400);
 	struct gen g;
-	gen_init(&g, n);
-	struct cpat_pipeline *p = mkpipe(16, NULL, NULL);
-	assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
+	struct cpat_pipeline *p = mkgenpipe(&g, n, 16, NULL, NULL);
 	struct scfg a;
 	scfg_init(&a);
 	a.max_delay_us = 50;
@@ -567,8 +173,7 @@ TH_TEST_FN(pipeline_ordered_stage_4_workers_random_delays_keeps_order)
 	a.add = 1;
 	add_map(p, "jitter", &a, 4, 1, 8);
 	struct sink s;
-	sink_init(&s, n);
-	assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, &s), 0);
+	set_sink(p, &s, n);
 	struct cpat_pipeline_result res;
 	assert_int_equal(cpat_pipeline_run(p, NULL, CPAT_FOREVER, &res), 0);
 	assert_int_equal(atomic_load(&a.bad_ctx), 0);
@@ -593,9 +198,7 @@ TH_TEST_FN(pipeline_unordered_stage_random_delays_delivers_each_item_once)
 	struct track tr;
 	track_init(&tr, n, 1);
 	struct gen g;
-	gen_init(&g, n);
-	struct cpat_pipeline *p = mkpipe(4, track_drop, &tr);
-	assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
+	struct cpat_pipeline *p = mkgenpipe(&g, n, 4, track_drop, &tr);
 	struct scfg a;
 	scfg_init(&a);
 	a.max_delay_us = 30;
@@ -603,9 +206,8 @@ TH_TEST_FN(pipeline_unordered_stage_random_delays_delivers_each_item_once)
 	a.check_index = 1;
 	add_map(p, "jitter", &a, 4, 0, 4);
 	struct sink s;
-	sink_init(&s, 0);
+	set_sink(p, &s, 0);
 	s.tr = &tr;
-	assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, &s), 0);
 	struct cpat_pipeline_result res;
 	assert_int_equal(cpat_pipeline_run(p, NULL, CPAT_FOREVER, &res), 0);
 	assert_int_equal(atomic_load(&a.bad_ctx), 0);
@@ -646,9 +248,7 @@ TH_TEST_FN(pipeline_map_filter_fan_out_4_fan_in_matches_sequential_multiset)
 		expect++;
 	}
 	struct gen g;
-	gen_init(&g, n);
-	struct cpat_pipeline *p = mkpipe(64, NULL, NULL);
-	assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
+	struct cpat_pipeline *p = mkgenpipe(&g, n, 64, NULL, NULL);
 	struct scfg m, f;
 	scfg_init(&m);
 	scfg_init(&f);
@@ -749,9 +349,7 @@ TH_TEST_FN(pipeline_flat_stage_emits_any_number_per_item_ordered)
 	(void)state;
 	uint64_t n = (uint64_t)SIZE(4000, 600);
 	struct gen g;
-	gen_init(&g, n);
-	struct cpat_pipeline *p = mkpipe(8, NULL, NULL);
-	assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
+	struct cpat_pipeline *p = mkgenpipe(&g, n, 8, NULL, NULL);
 	struct flat_cfg fc = {0};
 	struct cpat_stage_opts so;
 	cpat_stage_opts_init(&so);
@@ -1075,10 +673,8 @@ TH_TEST_FN(
 	for (long t = 0; t < trials; t++) {
 		track_reset(&tr);
 		struct gen g;
-		gen_init(&g, n);
-		struct cpat_pipeline *p =
-			mkpipe(1 + th_rng_below(&rng, 64), track_drop, &tr);
-		assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
+		struct cpat_pipeline *p = mkgenpipe(
+			&g, n, 1 + th_rng_below(&rng, 64), track_drop, &tr);
 		struct jcfg a = {0}, b = {0};
 		a.salt = th_rng_next(&rng);
 		b.salt = th_rng_next(&rng);
@@ -1197,11 +793,9 @@ TH_TEST_FN(pipeline_cancel_at_random_item_threads_exit_every_item_accounted)
 		int who = (int)th_rng_below(&rng, 4); /* source, token, stage,
 							 sink */
 		struct gen g;
-		gen_init(&g, n);
+		struct cpat_pipeline *p = mkgenpipe(
+			&g, n, 1 + th_rng_below(&rng, 8), track_drop, &tr);
 		struct cpat_token *tok = mktok();
-		struct cpat_pipeline *p =
-			mkpipe(1 + th_rng_below(&rng, 8), track_drop, &tr);
-		assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
 		struct scfg a, b, c;
 		scfg_init(&a);
 		scfg_init(&b);
@@ -1305,9 +899,7 @@ TH_TEST_FN(pipeline_cancel_from_outside_is_reported_whenever_items_were_abandone
 		struct track tr;
 		track_init(&tr, n, 2);
 		struct gen g;
-		gen_init(&g, n);
-		struct cpat_pipeline *p = mkpipe(16, track_drop, &tr);
-		assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
+		struct cpat_pipeline *p = mkgenpipe(&g, n, 16, track_drop, &tr);
 		struct scfg a, b;
 		scfg_init(&a);
 		scfg_init(&b);
@@ -1318,9 +910,8 @@ TH_TEST_FN(pipeline_cancel_from_outside_is_reported_whenever_items_were_abandone
 		add_map(p, "a", &a, wa, (int)th_rng_below(&rng, 2), 8);
 		add_map(p, "b", &b, 1, 0, 8);
 		struct sink s;
-		sink_init(&s, 0);
+		set_sink(p, &s, 0);
 		s.tr = &tr;
-		assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, &s), 0);
 		struct cpat_token *tok = mktok();
 		struct ext_cancel e = {0, tok,
 				       (unsigned)th_rng_below(&rng, 20000)};
@@ -1416,11 +1007,9 @@ TH_TEST_FN(pipeline_cancel_from_source_or_sink_right_at_start_is_not_lost)
 	long lost = 0, first_lost = -1;
 	for (long t = 0; t < trials; t++) {
 		struct gen g;
-		gen_init(&g, 1000);
-		struct cpat_pipeline *p = mkpipe(64, NULL, NULL);
-		assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
+		struct cpat_pipeline *p = mkgenpipe(&g, 1000, 64, NULL, NULL);
 		struct sink s;
-		sink_init(&s, 0);
+		set_sink(p, &s, 0);
 		if (t % 2) {
 			g.cancel_at = 0;
 			g.cancel_p = p;
@@ -1428,7 +1017,6 @@ TH_TEST_FN(pipeline_cancel_from_source_or_sink_right_at_start_is_not_lost)
 			s.cancel_at = 0;
 			s.cancel_p = p;
 		}
-		assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, &s), 0);
 		struct cpat_pipeline_result res;
 		int rc = cpat_pipeline_run(p, NULL, CPAT_FOREVER, &res);
 		if (rc != -ECANCELED) {
@@ -1454,9 +1042,7 @@ TH_TEST_FN(pipeline_stage2_error_with_upstream_blocked_reports_name_and_index)
 	struct track tr;
 	track_init(&tr, n, 2);
 	struct gen g;
-	gen_init(&g, n);
-	struct cpat_pipeline *p = mkpipe(1, track_drop, &tr);
-	assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
+	struct cpat_pipeline *p = mkgenpipe(&g, n, 1, track_drop, &tr);
 	struct scfg a, b;
 	scfg_init(&a);
 	scfg_init(&b);
@@ -1471,12 +1057,11 @@ TH_TEST_FN(pipeline_stage2_error_with_upstream_blocked_reports_name_and_index)
 	add_map(p, "stage-one", &a, 1, 0, 1);
 	add_map(p, "stage-two", &b, 1, 0, 1);
 	struct sink s;
-	sink_init(&s, 16);
+	set_sink(p, &s, 16);
 	s.tr = &tr;
 	/* ... and the sink has taken items 0..2. */
 	b.wait_seen = &s.seen;
 	b.wait_sink_n = 3;
-	assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, &s), 0);
 	struct cpat_pipeline_result res;
 	int rc = cpat_pipeline_run(p, NULL, CPAT_FOREVER, &res);
 	assert_int_equal(rc, -EIO);
@@ -1501,24 +1086,22 @@ TH_TEST_FN(pipeline_source_and_sink_errors_report_source_and_sink)
 		struct track tr;
 		track_init(&tr, 1000, 1);
 		struct gen g;
-		gen_init(&g, 1000);
+		struct cpat_pipeline *p =
+			mkgenpipe(&g, 1000, 4, track_drop, &tr);
 		if (where == 0) {
 			g.fail_at = 7;
 			g.fail_rc = -ENOSPC;
 		}
-		struct cpat_pipeline *p = mkpipe(4, track_drop, &tr);
-		assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
 		struct scfg a;
 		scfg_init(&a);
 		add_map(p, "only", &a, 2, 1, 4);
 		struct sink s;
-		sink_init(&s, 1000);
+		set_sink(p, &s, 1000);
 		if (where == 1) {
 			s.fail_at = 5;
 			s.fail_rc = -ENOSPC;
 		}
 		s.tr = &tr;
-		assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, &s), 0);
 		struct cpat_pipeline_result res;
 		assert_int_equal(cpat_pipeline_run(p, NULL, CPAT_FOREVER, &res),
 				 -ENOSPC);
@@ -1555,22 +1138,19 @@ TH_TEST_FN(
 	struct track tr;
 	track_init(&tr, n, 2);
 	struct gen g;
-	gen_init(&g, n);
-	struct cpat_pipeline *p = mkpipe(4, track_drop, &tr);
-	assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
+	struct cpat_pipeline *p = mkgenpipe(&g, n, 4, track_drop, &tr);
 	struct scfg a, b;
 	scfg_init(&a);
 	scfg_init(&b);
 	add_map(p, "a", &a, 2, 0, 4);
 	add_map(p, "b", &b, 2, 1, 4);
 	struct sink s;
-	sink_init(&s, n);
+	set_sink(p, &s, n);
 	s.tr = &tr;
 	s.spin = 20 * CPAT_USEC;
 	s.gen = &g;
 	s.watch = 1;
 	s.watch_from = 50;
-	assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, &s), 0);
 	struct cpat_pipeline_result res;
 	assert_int_equal(cpat_pipeline_run(p, NULL, CPAT_FOREVER, &res), 0);
 	assert_int_equal(s.count, n);
@@ -1773,9 +1353,7 @@ TH_TEST_FN(pipeline_deadline_gives_etimedout_and_accounts_every_item)
 	struct track tr;
 	track_init(&tr, n, 2);
 	struct gen g;
-	gen_init(&g, n);
-	struct cpat_pipeline *p = mkpipe(8, track_drop, &tr);
-	assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
+	struct cpat_pipeline *p = mkgenpipe(&g, n, 8, track_drop, &tr);
 	struct scfg a, b;
 	scfg_init(&a);
 	scfg_init(&b);
@@ -1785,9 +1363,8 @@ TH_TEST_FN(pipeline_deadline_gives_etimedout_and_accounts_every_item)
 	add_map(p, "work", &a, 2, 0, 8);
 	add_map(p, "filter", &b, 1, 1, 8);
 	struct sink s;
-	sink_init(&s, 0);
+	set_sink(p, &s, 0);
 	s.tr = &tr;
-	assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, &s), 0);
 	int64_t deadline = cpat_now_ns() + 60 * CPAT_MSEC;
 	struct cpat_pipeline_result res;
 	int rc = cpat_pipeline_run(p, NULL, deadline, &res);
@@ -1810,15 +1387,12 @@ TH_TEST_FN(pipeline_destroy_while_running_cancels_and_joins)
 	(void)state;
 	long thr = th_count_threads(), live = th_alloc_live();
 	struct gen g;
-	gen_init(&g, UINT64_MAX);
-	struct cpat_pipeline *p = mkpipe(2, NULL, NULL);
-	assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
+	struct cpat_pipeline *p = mkgenpipe(&g, UINT64_MAX, 2, NULL, NULL);
 	struct scfg a;
 	scfg_init(&a);
 	add_map(p, "a", &a, 2, 0, 2);
 	struct sink s;
-	sink_init(&s, 0);
-	assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, &s), 0);
+	set_sink(p, &s, 0);
 	assert_int_equal(cpat_pipeline_start(p, NULL, CPAT_FOREVER), 0);
 	while (atomic_load(&g.made) < 100)
 		th_relax();
@@ -2252,9 +1826,7 @@ TH_TEST_FN(pipeline_stats_consistent_report_names_slowest_stage_bottleneck)
 	(void)state;
 	uint64_t n = (uint64_t)SIZE(2000, 500);
 	struct gen g;
-	gen_init(&g, n);
-	struct cpat_pipeline *p = mkpipe(8, NULL, NULL);
-	assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
+	struct cpat_pipeline *p = mkgenpipe(&g, n, 8, NULL, NULL);
 	struct scfg a, b, c;
 	scfg_init(&a);
 	scfg_init(&b);
@@ -2265,8 +1837,7 @@ TH_TEST_FN(pipeline_stats_consistent_report_names_slowest_stage_bottleneck)
 	add_map(p, "SLOWSTAGE", &b, 1, 0, 8);
 	add_map(p, "omega", &c, 2, 0, 8);
 	struct sink s;
-	sink_init(&s, 0);
-	assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, &s), 0);
+	set_sink(p, &s, 0);
 	struct cpat_pipeline_result res;
 	assert_int_equal(cpat_pipeline_run(p, NULL, CPAT_FOREVER, &res), 0);
 	struct cpat_stage_stats st[4];
@@ -2354,10 +1925,9 @@ TH_TEST_FN(
 		scfg_init(&a);
 		add_map(p, "middle", &a, 1, 0, 2);
 		struct sink s;
-		sink_init(&s, 0);
+		set_sink(p, &s, 0);
 		if (slow_sink)
 			s.sleep_us = per / CPAT_USEC;
-		assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, &s), 0);
 		struct cpat_pipeline_result res;
 		assert_int_equal(cpat_pipeline_run(p, NULL, CPAT_FOREVER, &res),
 				 0);
@@ -2398,9 +1968,7 @@ TH_TEST_FN(pipeline_long_stage_name_truncated_in_stats_and_result)
 	memset(name, 'n', sizeof name - 1);
 	name[sizeof name - 1] = '\0';
 	struct gen g;
-	gen_init(&g, 10);
-	struct cpat_pipeline *p = mkpipe(4, NULL, NULL);
-	assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
+	struct cpat_pipeline *p = mkgenpipe(&g, 10, 4, NULL, NULL);
 	struct scfg a;
 	scfg_init(&a);
 	a.fail_at = 2;
@@ -2408,8 +1976,7 @@ TH_TEST_FN(pipeline_long_stage_name_truncated_in_stats_and_result)
 	add_map(p, name, &a, 1, 0, 4);
 	memset(name, 'z', 10); /* copied at add_stage */
 	struct sink s;
-	sink_init(&s, 0);
-	assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, &s), 0);
+	set_sink(p, &s, 0);
 	struct cpat_pipeline_result res;
 	assert_int_equal(cpat_pipeline_run(p, NULL, CPAT_FOREVER, &res), -EIO);
 	assert_int_equal(strlen(res.stage), 31);
@@ -2510,9 +2077,7 @@ TH_TEST_FN(pipeline_wait_from_own_stage_ebusy)
 {
 	(void)state;
 	struct gen g;
-	gen_init(&g, 5);
-	struct cpat_pipeline *p = mkpipe(4, NULL, NULL);
-	assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
+	struct cpat_pipeline *p = mkgenpipe(&g, 5, 4, NULL, NULL);
 	struct self_wait w = {.p = p, .rc = 1};
 	struct cpat_stage_opts so;
 	cpat_stage_opts_init(&so);
@@ -2522,8 +2087,7 @@ TH_TEST_FN(pipeline_wait_from_own_stage_ebusy)
 	so.out_size = sizeof(uint64_t);
 	assert_int_equal(cpat_pipeline_add_stage(p, &so), 0);
 	struct sink s;
-	sink_init(&s, 8);
-	assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, &s), 0);
+	set_sink(p, &s, 8);
 	struct cpat_pipeline_result res;
 	assert_int_equal(cpat_pipeline_run(p, NULL, CPAT_FOREVER, &res), 0);
 	assert_int_equal(atomic_load(&w.rc), -EBUSY);
@@ -2555,9 +2119,7 @@ TH_TEST_FN(pipeline_flat_emit_returns_ecanceled_once_pipeline_stops)
 	(void)state;
 	long thr = th_count_threads();
 	struct gen g;
-	gen_init(&g, 3);
-	struct cpat_pipeline *p = mkpipe(4, NULL, NULL);
-	assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
+	struct cpat_pipeline *p = mkgenpipe(&g, 3, 4, NULL, NULL);
 	struct endless e = {.emit_rc = 1};
 	struct cpat_stage_opts so;
 	cpat_stage_opts_init(&so);
@@ -2591,9 +2153,7 @@ TH_TEST_FN(pipeline_zero_stages_source_straight_to_sink_or_output)
 	(void)state;
 	for (int out = 0; out < 2; out++) {
 		struct gen g;
-		gen_init(&g, 50);
-		struct cpat_pipeline *p = mkpipe(4, NULL, NULL);
-		assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
+		struct cpat_pipeline *p = mkgenpipe(&g, 50, 4, NULL, NULL);
 		struct sink s;
 		sink_init(&s, 50);
 		if (out)
@@ -2632,9 +2192,7 @@ TH_TEST_FN(pipeline_output_channel_set_before_and_after_start)
 {
 	(void)state;
 	struct gen g;
-	gen_init(&g, 100);
-	struct cpat_pipeline *p = mkpipe(4, NULL, NULL);
-	assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
+	struct cpat_pipeline *p = mkgenpipe(&g, 100, 4, NULL, NULL);
 	struct scfg a;
 	scfg_init(&a);
 	add_map(p, "a", &a, 2, 1, 4);
@@ -2669,8 +2227,7 @@ TH_TEST_FN(pipeline_feed_after_close_epipe_on_generator_einval)
 	scfg_init(&a);
 	add_map(p, "a", &a, 1, 0, 4);
 	struct sink s;
-	sink_init(&s, 4);
-	assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, &s), 0);
+	set_sink(p, &s, 4);
 	/* Not started. */
 	assert_int_equal(cpat_pipeline_feed(p, &v, NULL), -EINVAL);
 	assert_int_equal(cpat_pipeline_start(p, NULL, CPAT_FOREVER), 0);
@@ -2692,9 +2249,7 @@ TH_TEST_FN(pipeline_feed_after_close_epipe_on_generator_einval)
 
 	/* A generator pipeline. */
 	struct gen g;
-	gen_init(&g, 5);
-	p = mkpipe(4, NULL, NULL);
-	assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
+	p = mkgenpipe(&g, 5, 4, NULL, NULL);
 	sink_init(&s, 8);
 	assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, &s), 0);
 	assert_int_equal(cpat_pipeline_feed(p, &v, NULL), -EINVAL);
@@ -2731,14 +2286,11 @@ TH_TEST_FN(pipeline_building_after_start_ebusy_and_second_source_sink_ebusy)
 {
 	(void)state;
 	struct gen g;
-	gen_init(&g, 3);
-	struct cpat_pipeline *p = mkpipe(4, NULL, NULL);
-	assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), 0);
+	struct cpat_pipeline *p = mkgenpipe(&g, 3, 4, NULL, NULL);
 	assert_int_equal(cpat_pipeline_set_generator(p, gen_fn, &g), -EBUSY);
 	assert_int_equal(cpat_pipeline_set_feed(p), -EBUSY);
 	struct sink s;
-	sink_init(&s, 8);
-	assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, &s), 0);
+	set_sink(p, &s, 8);
 	assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, &s), -EBUSY);
 	assert_int_equal(cpat_pipeline_set_output(p), -EBUSY);
 	assert_null(cpat_pipeline_output(p));
@@ -3182,15 +2734,7 @@ TH_TEST_FN(pipeline_thread_creation_failure_each_thread_eagain_no_thread_left)
 
 int main(void)
 {
-	/* The counting allocator first, for every object of the run. */
-	th_alloc_install();
-	/* Start the library's shared timer thread now, so that a deadline
-	 * in a test does not change the thread count. */
-	struct cpat_token *t = NULL;
-	if (cpat_token_create_deadline(&t, NULL,
-				       cpat_now_ns() + 3600 * CPAT_SEC) != 0)
-		abort();
-	cpat_token_unref(t);
+	suite_init();
 	const struct CMUnitTest tests[] = {
 		TH_TEST(pipeline_allocation_failure_each_site_enomem_leaks_nothing),
 		TH_TEST(pipeline_thread_creation_failure_each_thread_eagain_no_thread_left),

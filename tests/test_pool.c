@@ -550,16 +550,9 @@ TH_TEST_FN(pool_drain_shutdown_runs_every_queued_task)
 	ctx_init(&c);
 	struct cpat_pool *p = mkpool(1, 16, CPAT_POOL_BLOCK);
 	struct job gate, q[16], probe;
-	job_init(&gate, &c, J_GATE, 0);
 	job_init(&probe, NULL, J_PLAIN, 0);
-	struct cpat_task t = job_task(&gate);
-	assert_int_equal(cpat_pool_submit(p, &t, NULL), 0);
-	wait_long(&c.started, 1);
-	for (int i = 0; i < 16; i++) {
-		job_init(&q[i], &c, J_PLAIN, 0);
-		t = job_task(&q[i]);
-		assert_int_equal(cpat_pool_submit(p, &t, NULL), 0);
-	}
+	hold_worker(p, &c, &gate);
+	submit_jobs(p, &c, q, 16, J_PLAIN);
 	assert_int_equal(stats_of(p).queued, 16);
 	struct shutdown_thread sd;
 	shutdown_start(&sd, p, CPAT_POOL_DRAIN, CPAT_FOREVER);
@@ -583,7 +576,7 @@ TH_TEST_FN(pool_drain_shutdown_runs_every_queued_task)
 	assert_int_equal(sd.r.rejected, (unsigned long long)probes);
 	assert_int_equal(sd.r.submitted, 17 + (unsigned long long)probes);
 	/* Later submits of every kind: -EPIPE, never run. */
-	t = job_task(&probe);
+	struct cpat_task t = job_task(&probe);
 	size_t got = 9;
 	assert_int_equal(cpat_pool_submit(p, &t, NULL), -EPIPE);
 	assert_int_equal(cpat_pool_submit_until(p, &t, NULL, CPAT_FOREVER),
@@ -615,16 +608,9 @@ TH_TEST_FN(pool_discard_shutdown_cancels_queued_none_runs_later)
 	ctx_init(&c);
 	struct cpat_pool *p = mkpool(1, 10, CPAT_POOL_BLOCK);
 	struct job gate, q[10], probe;
-	job_init(&gate, &c, J_GATE, 0);
 	job_init(&probe, NULL, J_PLAIN, 0);
-	struct cpat_task t = job_task(&gate);
-	assert_int_equal(cpat_pool_submit(p, &t, NULL), 0);
-	wait_long(&c.started, 1);
-	for (int i = 0; i < 10; i++) {
-		job_init(&q[i], &c, J_PLAIN, 0);
-		t = job_task(&q[i]);
-		assert_int_equal(cpat_pool_submit(p, &t, NULL), 0);
-	}
+	hold_worker(p, &c, &gate);
+	submit_jobs(p, &c, q, 10, J_PLAIN);
 	struct shutdown_thread sd;
 	shutdown_start(&sd, p, CPAT_POOL_DISCARD, CPAT_FOREVER);
 	long probes = wait_intake_stopped(p, &probe);
@@ -1842,6 +1828,351 @@ TH_TEST_FN(pool_hooks_count_parked_workers_and_are_zero_for_null)
 	ctx_fini(&c);
 }
 
+/* ---- done as a task's acknowledgement ------------------------------- */
+
+/*
+ * A task's done can serve as its acknowledgement (pool.h): it runs exactly
+ * once for every accepted task, with the task's result or -ECANCELED if it
+ * never ran, and never for a task a submit refused. Each task records its
+ * runs and done calls; the main thread records what its submit returned
+ * and checks every task once the pool is destroyed.
+ */
+struct ack {
+	int ret;                   /* what fn returns */
+	struct cpat_token *gate;   /* fn waits until it fires, or NULL */
+	struct cpat_token *opener; /* done(-ECANCELED) fires it, or NULL */
+	int submit_rc;             /* what its submit returned */
+	_Atomic int runs, dones, done_rc;
+	pthread_t doner;
+};
+
+static int ack_fn(void *arg, struct cpat_token *tok)
+{
+	struct ack *a = arg;
+	(void)tok;
+	atomic_fetch_add(&a->runs, 1);
+	if (a->gate)
+		cpat_token_wait(a->gate, CPAT_FOREVER);
+	return a->ret;
+}
+
+static void ack_done(void *arg, int rc)
+{
+	struct ack *a = arg;
+	a->doner = pthread_self();
+	atomic_store(&a->done_rc, rc);
+	atomic_fetch_add(&a->dones, 1);
+	if (rc == -ECANCELED && a->opener)
+		cpat_token_cancel(a->opener);
+}
+
+struct acks {
+	struct ack a[32];
+	size_t n;
+};
+
+/* The next task of @p s, returning @p ret. */
+static struct ack *ack_new(struct acks *s, int ret)
+{
+	assert_true(s->n < sizeof s->a / sizeof s->a[0]);
+	struct ack *a = &s->a[s->n++];
+	memset(a, 0, sizeof *a);
+	a->ret = ret;
+	a->submit_rc = 1; /* not offered yet */
+	atomic_store(&a->done_rc, 12345);
+	return a;
+}
+
+static struct cpat_task ack_task(struct ack *a)
+{
+	struct cpat_task t = {.fn = ack_fn, .done = ack_done, .arg = a};
+	return t;
+}
+
+/* Submits a new task of @p s returning @p ret; returns it. */
+static struct ack *ack_submit(struct acks *s, struct cpat_pool *p, int ret,
+			      struct cpat_token *tok, int64_t deadline)
+{
+	struct ack *a = ack_new(s, ret);
+	struct cpat_task t = ack_task(a);
+	a->submit_rc = cpat_pool_submit_until(p, &t, tok, deadline);
+	return a;
+}
+
+static struct ack *ack_try(struct acks *s, struct cpat_pool *p, int ret)
+{
+	struct ack *a = ack_new(s, ret);
+	struct cpat_task t = ack_task(a);
+	a->submit_rc = cpat_pool_try_submit(p, &t);
+	return a;
+}
+
+/* Offers @p n new tasks (returning 0, 1, 2, ...) in one submit_many: the
+ * first *accepted get 0, the rest the call's code. Returns that code. */
+static int ack_many(struct acks *s, struct cpat_pool *p, size_t n,
+		    struct cpat_token *tok, int64_t deadline, size_t *accepted)
+{
+	struct cpat_task t[8];
+	struct ack *a[8];
+	assert_true(n <= 8);
+	for (size_t i = 0; i < n; i++) {
+		a[i] = ack_new(s, (int)i);
+		t[i] = ack_task(a[i]);
+	}
+	size_t k = 99;
+	int rc = cpat_pool_submit_many(p, t, n, &k, tok, deadline);
+	assert_true(k <= n);
+	for (size_t i = 0; i < n; i++)
+		a[i]->submit_rc = i < k ? 0 : rc;
+	*accepted = k;
+	return rc;
+}
+
+/* A gate task (blocked until @p gate fires) running on the pool's only
+ * worker. */
+static struct ack *ack_stuck(struct acks *s, struct cpat_pool *p,
+			     struct cpat_token *gate)
+{
+	struct ack *g = ack_new(s, 0);
+	g->gate = gate;
+	struct cpat_task t = ack_task(g);
+	g->submit_rc = cpat_pool_submit(p, &t, NULL);
+	assert_int_equal(g->submit_rc, 0);
+	wait_int(&g->runs, 1);
+	return g;
+}
+
+/* One worker: fixed, or dynamic between 1 and 1. */
+static struct cpat_pool *ack_pool(int dyn, size_t cap, int policy)
+{
+	if (!dyn)
+		return mkpool(1, cap, policy);
+	struct cpat_dynpool_opts o;
+	cpat_dynpool_opts_init(&o);
+	o.min_workers = 1;
+	o.max_workers = 1;
+	o.queue_capacity = cap;
+	o.policy = policy;
+	struct cpat_pool *p = NULL;
+	assert_int_equal(cpat_dynpool_create(&p, &o), 0);
+	return p;
+}
+
+/*
+ * After the pool is destroyed: every task offered was accepted (done once,
+ * with its result if it ran, else -ECANCELED) or refused (never run, no
+ * done). The counts, for the report: tasks that ran, failed, were
+ * discarded, and refused submits (-EINVAL ones are not counted).
+ */
+struct ack_counts {
+	unsigned long long ran, failed, discarded, rejected;
+};
+
+static struct ack_counts ack_check(const struct acks *s)
+{
+	struct ack_counts c = {0, 0, 0, 0};
+	for (size_t i = 0; i < s->n; i++) {
+		const struct ack *a = &s->a[i];
+		assert_int_not_equal(a->submit_rc, 1);
+		int runs = atomic_load(&a->runs);
+		int dones = atomic_load(&a->dones);
+		int rc = atomic_load(&a->done_rc);
+		if (a->submit_rc == 0) {
+			assert_int_equal(dones, 1);
+			assert_in_range(runs, 0, 1);
+			assert_int_equal(rc, runs ? a->ret : -ECANCELED);
+			c.ran += (unsigned long long)runs;
+			c.failed += runs && a->ret != 0;
+			c.discarded += !runs;
+		} else {
+			assert_int_equal(runs, 0);
+			assert_int_equal(dones, 0);
+			c.rejected += a->submit_rc != -EINVAL;
+		}
+	}
+	return c;
+}
+
+static void ack_report_is(const struct cpat_pool_report *r,
+			  struct ack_counts c)
+{
+	assert_int_equal(r->ran, c.ran);
+	assert_int_equal(r->failed, c.failed);
+	assert_int_equal(r->discarded, c.discarded);
+	assert_int_equal(r->rejected, c.rejected);
+	assert_int_equal(r->still_running, 0);
+	assert_int_equal(r->submitted, c.ran + c.discarded + c.rejected);
+}
+
+/* Queue full, policy REJECT: submit, try_submit and submit_many refuse
+ * (submit_many accepting a prefix first), as do a fired token and bad
+ * arguments; DRAIN runs every accepted task; submits after shutdown are
+ * refused with -EPIPE. */
+static void ack_reject_drain(int dyn)
+{
+	struct acks s;
+	s.n = 0;
+	struct cpat_pool *p = ack_pool(dyn, 4, CPAT_POOL_REJECT);
+	struct cpat_token *gate = mktok(NULL), *fired = mktok(NULL);
+	cpat_token_cancel(fired);
+	ack_stuck(&s, p, gate);
+	assert_int_equal(ack_submit(&s, p, 0, NULL, CPAT_FOREVER)->submit_rc, 0);
+	assert_int_equal(ack_submit(&s, p, 5, NULL, CPAT_FOREVER)->submit_rc, 0);
+	size_t k = 0;
+	assert_int_equal(ack_many(&s, p, 4, NULL, CPAT_FOREVER, &k), -EAGAIN);
+	assert_int_equal(k, 2);
+	assert_int_equal(ack_submit(&s, p, 0, NULL, CPAT_FOREVER)->submit_rc,
+			 -EAGAIN);
+	assert_int_equal(ack_try(&s, p, 0)->submit_rc, -EAGAIN);
+	assert_int_equal(ack_submit(&s, p, 0, fired, CPAT_FOREVER)->submit_rc,
+			 -ECANCELED);
+	/* Bad arguments: a task without fn (its done must not run either). */
+	struct ack *bad = ack_new(&s, 0);
+	struct cpat_task t = {.fn = NULL, .done = ack_done, .arg = bad};
+	bad->submit_rc = cpat_pool_submit(p, &t, NULL);
+	assert_int_equal(bad->submit_rc, -EINVAL);
+	assert_int_equal(cpat_pool_try_submit(p, &t), -EINVAL);
+	struct ack *good = ack_new(&s, 0);
+	struct cpat_task two[2] = {ack_task(good), t};
+	k = 99;
+	good->submit_rc = cpat_pool_submit_many(p, two, 2, &k, NULL,
+						CPAT_FOREVER);
+	assert_int_equal(good->submit_rc, -EINVAL);
+	assert_int_equal(k, 0);
+
+	cpat_token_cancel(gate);
+	struct cpat_pool_report r;
+	assert_int_equal(cpat_pool_shutdown(p, CPAT_POOL_DRAIN, CPAT_FOREVER, &r),
+			 0);
+	struct ack_counts before = ack_check(&s);
+	ack_report_is(&r, before);
+	assert_int_equal(before.ran, 5);
+	assert_int_equal(before.discarded, 0);
+
+	assert_int_equal(ack_submit(&s, p, 0, NULL, CPAT_FOREVER)->submit_rc,
+			 -EPIPE);
+	assert_int_equal(ack_try(&s, p, 0)->submit_rc, -EPIPE);
+	assert_int_equal(ack_many(&s, p, 2, NULL, CPAT_FOREVER, &k), -EPIPE);
+	assert_int_equal(k, 0);
+	cpat_pool_destroy(p);
+	ack_check(&s);
+	cpat_token_unref(gate);
+	cpat_token_unref(fired);
+}
+
+/* Queue full, policy BLOCK: a past deadline, a deadline passing while
+ * blocked (the call's, or the token's), a cancelled token refuse; a
+ * shutdown whose deadline passes discards the queue (done -ECANCELED) and
+ * the task still running finishes later with its own result. */
+static void ack_block_deadline(int dyn)
+{
+	struct acks s;
+	s.n = 0;
+	struct cpat_pool *p = ack_pool(dyn, 2, CPAT_POOL_BLOCK);
+	struct cpat_token *gate = mktok(NULL), *fired = mktok(NULL);
+	cpat_token_cancel(fired);
+	struct ack *g = ack_stuck(&s, p, gate);
+	g->ret = 9;
+	assert_int_equal(ack_submit(&s, p, 0, NULL, CPAT_FOREVER)->submit_rc, 0);
+	assert_int_equal(ack_submit(&s, p, 0, NULL, CPAT_FOREVER)->submit_rc, 0);
+	assert_int_equal(ack_submit(&s, p, 0, NULL, cpat_now_ns())->submit_rc,
+			 -ETIMEDOUT);
+	assert_int_equal(ack_submit(&s, p, 0, NULL,
+				    cpat_now_ns() + 2 * CPAT_MSEC)
+				 ->submit_rc,
+			 -ETIMEDOUT);
+	struct cpat_token *soon = NULL;
+	assert_int_equal(cpat_token_create_deadline(&soon, NULL,
+						    cpat_now_ns() +
+							    2 * CPAT_MSEC),
+			 0);
+	assert_int_equal(ack_submit(&s, p, 0, soon, CPAT_FOREVER)->submit_rc,
+			 -ETIMEDOUT);
+	assert_int_equal(ack_submit(&s, p, 0, fired, CPAT_FOREVER)->submit_rc,
+			 -ECANCELED);
+	size_t k = 99;
+	assert_int_equal(ack_many(&s, p, 3, NULL, cpat_now_ns() + CPAT_MSEC,
+				  &k),
+			 -ETIMEDOUT);
+	assert_int_equal(k, 0);
+
+	struct cpat_pool_report r;
+	assert_int_equal(cpat_pool_shutdown(p, CPAT_POOL_DRAIN,
+					    cpat_now_ns() + 20 * CPAT_MSEC, &r),
+			 -ETIMEDOUT);
+	assert_int_equal(r.discarded, 2);
+	assert_int_equal(r.still_running, 1);
+	assert_int_equal(atomic_load(&g->dones), 0);
+	cpat_token_cancel(gate);
+	assert_int_equal(cpat_pool_shutdown(p, CPAT_POOL_DRAIN, CPAT_FOREVER, &r),
+			 0);
+	struct ack_counts c = ack_check(&s);
+	ack_report_is(&r, c);
+	assert_int_equal(c.ran, 1);
+	assert_int_equal(c.failed, 1);
+	assert_int_equal(c.discarded, 2);
+	cpat_pool_destroy(p);
+	ack_check(&s);
+	cpat_token_unref(soon);
+	cpat_token_unref(gate);
+	cpat_token_unref(fired);
+}
+
+/* Queue full, policy CALLER_RUNS: submit and submit_many run the tasks
+ * inline (accepted, done already called in this thread when they return);
+ * try_submit refuses; DISCARD hands the queue to done with -ECANCELED (the
+ * first discarded task's done lets the stuck one finish). */
+static void ack_caller_runs_discard(int dyn)
+{
+	struct acks s;
+	s.n = 0;
+	struct cpat_pool *p = ack_pool(dyn, 2, CPAT_POOL_CALLER_RUNS);
+	struct cpat_token *gate = mktok(NULL);
+	ack_stuck(&s, p, gate);
+	struct ack *q0 = ack_new(&s, 0);
+	q0->opener = gate;
+	struct cpat_task t = ack_task(q0);
+	q0->submit_rc = cpat_pool_submit(p, &t, NULL);
+	assert_int_equal(q0->submit_rc, 0);
+	assert_int_equal(ack_submit(&s, p, 0, NULL, CPAT_FOREVER)->submit_rc, 0);
+	struct ack *in = ack_submit(&s, p, 4, NULL, CPAT_FOREVER);
+	assert_int_equal(in->submit_rc, 0);
+	assert_int_equal(atomic_load(&in->dones), 1);
+	assert_int_equal(atomic_load(&in->done_rc), 4);
+	assert_true(pthread_equal(in->doner, pthread_self()));
+	size_t first = s.n, k = 0;
+	assert_int_equal(ack_many(&s, p, 3, NULL, CPAT_FOREVER, &k), 0);
+	assert_int_equal(k, 3);
+	for (size_t i = first; i < s.n; i++) {
+		assert_int_equal(atomic_load(&s.a[i].dones), 1);
+		assert_true(pthread_equal(s.a[i].doner, pthread_self()));
+	}
+	assert_int_equal(ack_try(&s, p, 0)->submit_rc, -EAGAIN);
+
+	struct cpat_pool_report r;
+	assert_int_equal(cpat_pool_shutdown(p, CPAT_POOL_DISCARD, CPAT_FOREVER,
+					    &r),
+			 0);
+	struct ack_counts c = ack_check(&s);
+	ack_report_is(&r, c);
+	assert_int_equal(c.ran, 5); /* the stuck one, 4 inline */
+	assert_int_equal(c.discarded, 2);
+	assert_int_equal(c.rejected, 1);
+	cpat_pool_destroy(p);
+	ack_check(&s);
+	cpat_token_unref(gate);
+}
+
+TH_TEST_FN(pool_done_once_per_accepted_task_never_for_refused_every_path)
+{
+	(void)state;
+	for (int dyn = 0; dyn <= 1; dyn++) {
+		ack_reject_drain(dyn);
+		ack_block_deadline(dyn);
+		ack_caller_runs_discard(dyn);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1879,6 +2210,7 @@ int main(void)
 		TH_TEST(pool_hooks_count_parked_workers_and_are_zero_for_null),
 		TH_TEST(pool_worker_finding_task_on_park_recheck_wakes_one_for_the_rest),
 		TH_TEST(pool_workers_named_cpat_pool),
+		TH_TEST(pool_done_once_per_accepted_task_never_for_refused_every_path),
 	};
 	/* CPAT_TEST_FILTER=pool_shutdown_* runs a subset (cmocka's pattern). */
 	const char *filter = getenv("CPAT_TEST_FILTER");

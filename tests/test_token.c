@@ -183,24 +183,23 @@ TH_TEST_FN(concurrent_cancels_fire_once_and_each_returns_after_the_tree)
 							      count_cb, &c[i],
 							      NULL),
 					 0);
-		struct th_barrier start;
-		th_barrier_init(&start, NT);
+		struct th_crew crew;
+		th_crew_init(&crew, NT);
 		struct racer r[NT];
-		pthread_t th[NT];
-		for (int i = 0; i < NT; i++) {
-			r[i] = (struct racer){&start, tr.tok[0], &tr, -1, 0};
-			th_spawn(&th[i], cancel_racer_main, &r[i]);
-		}
+		for (int i = 0; i < NT; i++)
+			r[i] = (struct racer){&crew.start, tr.tok[0], &tr, -1,
+					      0};
+		th_crew_add_n(&crew, NT, cancel_racer_main, r, sizeof r[0]);
+		th_crew_go(&crew);
+		th_crew_join(&crew);
 		int sum = 0;
 		for (int i = 0; i < NT; i++) {
-			th_join(th[i]);
 			sum += r[i].rc;
 			if (r[i].rc == 1)
 				unfired_after_1 += r[i].unfired_after;
 			else
 				unfired_after_0 += r[i].unfired_after;
 		}
-		th_barrier_destroy(&start);
 		if (sum != 1)
 			bad_sum++;
 		for (int i = 0; i < NODES; i++)
@@ -317,8 +316,6 @@ TH_TEST_FN(child_of_a_fired_parent_is_born_fired_with_its_cause)
  * has run exactly once.
  */
 struct birth_race {
-	struct th_barrier *go, *done;
-	long trials;
 	struct cpat_token *volatile root, *volatile mid;
 	int role; /* 0: canceller, 1: creator */
 	struct cpat_token *child;
@@ -326,52 +323,35 @@ struct birth_race {
 	int rc;
 };
 
-static void *birth_race_main(void *arg)
+static void birth_race_step(void *arg, long i)
 {
 	struct birth_race *b = arg;
-	for (long i = 0; i < b->trials; i++) {
-		th_barrier_wait(b->go);
-		if (b->role == 0) {
-			b->rc = cpat_token_cancel(b->root);
-		} else {
-			struct cpat_token *parent = (i & 1) ? b->mid : b->root;
-			b->child = NULL;
-			memset(&b->cnt, 0, sizeof b->cnt);
-			b->rc = cpat_token_create(&b->child, parent);
-			if (b->rc == 0)
-				b->rc = cpat_token_on_cancel(b->child, count_cb,
-							     &b->cnt, NULL);
-		}
-		th_barrier_wait(b->done);
+	if (b->role == 0) {
+		b->rc = cpat_token_cancel(b->root);
+	} else {
+		struct cpat_token *parent = (i & 1) ? b->mid : b->root;
+		b->child = NULL;
+		memset(&b->cnt, 0, sizeof b->cnt);
+		b->rc = cpat_token_create(&b->child, parent);
+		if (b->rc == 0)
+			b->rc = cpat_token_on_cancel(b->child, count_cb,
+						     &b->cnt, NULL);
 	}
-	return NULL;
 }
 
 TH_TEST_FN(child_created_while_parent_is_cancelled_is_always_born_fired)
 {
 	(void)state;
 	const long trials = TH_SCALED(1000);
-	struct th_barrier go, done;
-	th_barrier_init(&go, 3);
-	th_barrier_init(&done, 3);
-	struct birth_race w[2];
-	pthread_t t[2];
-	for (int i = 0; i < 2; i++) {
-		memset(&w[i], 0, sizeof w[i]);
-		w[i].go = &go;
-		w[i].done = &done;
-		w[i].trials = trials;
-		w[i].role = i;
-	}
+	struct birth_race w[2] = {{.role = 0}, {.role = 1}};
+	struct th_race race;
 	long bad_rc = 0, live_child = 0, bad_runs = 0, bad_cancel = 0;
-	for (int i = 0; i < 2; i++)
-		th_spawn(&t[i], birth_race_main, &w[i]);
+	th_race_start(&race, 2, trials, birth_race_step, w, sizeof w[0]);
 	for (long i = 0; i < trials; i++) {
 		struct cpat_token *root = mk(NULL), *mid = mk(root);
 		w[0].root = w[1].root = root;
 		w[0].mid = w[1].mid = mid;
-		th_barrier_wait(&go);
-		th_barrier_wait(&done);
+		th_race_trial(&race);
 		if (w[0].rc != 1)
 			bad_cancel++;
 		if (w[1].rc != 0) {
@@ -386,10 +366,7 @@ TH_TEST_FN(child_created_while_parent_is_cancelled_is_always_born_fired)
 		cpat_token_unref(mid);
 		cpat_token_unref(root);
 	}
-	for (int i = 0; i < 2; i++)
-		th_join(t[i]);
-	th_barrier_destroy(&go);
-	th_barrier_destroy(&done);
+	th_race_join(&race);
 	assert_int_equal(bad_cancel, 0);
 	assert_int_equal(bad_rc, 0);
 	assert_int_equal(live_child, 0);
@@ -441,24 +418,23 @@ TH_TEST_FN(every_node_cancelled_from_its_own_thread_no_deadlock_all_fired)
 			order[i] = order[j];
 			order[j] = x;
 		}
-		struct th_barrier start;
-		th_barrier_init(&start, NODES);
+		struct th_crew crew;
+		th_crew_init(&crew, NODES);
 		struct node_canceller w[NODES];
-		pthread_t t[NODES];
 		for (int k = 0; k < NODES; k++) {
 			int i = order[k];
 			w[i] = (struct node_canceller){
-				&start, tr.tok[i], (int)th_rng_below(&rng, 4),
-				-1};
-			th_spawn(&t[i], node_canceller_main, &w[i]);
+				&crew.start, tr.tok[i],
+				(int)th_rng_below(&rng, 4), -1};
+			th_crew_add(&crew, node_canceller_main, &w[i]);
 		}
+		th_crew_go(&crew);
+		th_crew_join(&crew);
 		int ones = 0;
 		for (int i = 0; i < NODES; i++) {
-			th_join(t[i]);
 			assert_true(w[i].rc == 0 || w[i].rc == 1);
 			ones += w[i].rc;
 		}
-		th_barrier_destroy(&start);
 		/* The root's own cancel always fires it: nothing else can. */
 		assert_int_equal(w[0].rc, 1);
 		assert_true(ones >= 1);
@@ -923,8 +899,6 @@ static void slow_cb(void *arg, int cause)
 }
 
 struct remove_race {
-	struct th_barrier *go, *done;
-	long trials;
 	int role; /* 0: cancel, 1: remove */
 	struct cpat_token *volatile tok;
 	struct cpat_token_cb *volatile h;
@@ -933,40 +907,25 @@ struct remove_race {
 	int finished_at_return;
 };
 
-static void *remove_race_main(void *arg)
+static void remove_race_step(void *arg, long trial)
 {
 	struct remove_race *r = arg;
-	for (long i = 0; i < r->trials; i++) {
-		th_barrier_wait(r->go);
-		if (r->role == 0) {
-			r->rc = cpat_token_cancel(r->tok);
-		} else {
-			r->rc = cpat_token_on_cancel_remove(r->h);
-			r->finished_at_return = atomic_load(&r->st->finished);
-		}
-		th_barrier_wait(r->done);
+	(void)trial;
+	if (r->role == 0) {
+		r->rc = cpat_token_cancel(r->tok);
+	} else {
+		r->rc = cpat_token_on_cancel_remove(r->h);
+		r->finished_at_return = atomic_load(&r->st->finished);
 	}
-	return NULL;
 }
 
 TH_TEST_FN(on_cancel_remove_racing_cancel_ran_xor_removed)
 {
 	(void)state;
 	const long trials = TH_SCALED(2000);
-	struct th_barrier go, done;
-	th_barrier_init(&go, 3);
-	th_barrier_init(&done, 3);
-	struct remove_race w[2];
-	pthread_t t[2];
-	for (int i = 0; i < 2; i++) {
-		memset(&w[i], 0, sizeof w[i]);
-		w[i].go = &go;
-		w[i].done = &done;
-		w[i].trials = trials;
-		w[i].role = i;
-	}
-	for (int i = 0; i < 2; i++)
-		th_spawn(&t[i], remove_race_main, &w[i]);
+	struct remove_race w[2] = {{.role = 0}, {.role = 1}};
+	struct th_race race;
+	th_race_start(&race, 2, trials, remove_race_step, w, sizeof w[0]);
 	long both = 0, neither = 0, twice = 0, not_waited = 0, removed = 0,
 	     bad_cancel = 0, bad_reg = 0, bad_watches = 0;
 	for (long i = 0; i < trials; i++) {
@@ -978,8 +937,7 @@ TH_TEST_FN(on_cancel_remove_racing_cancel_ran_xor_removed)
 		w[0].tok = w[1].tok = tok;
 		w[0].h = w[1].h = h;
 		w[0].st = w[1].st = &st;
-		th_barrier_wait(&go);
-		th_barrier_wait(&done);
+		th_race_trial(&race);
 		int ran = atomic_load(&st.started);
 		if (w[0].rc != 1)
 			bad_cancel++;
@@ -996,10 +954,7 @@ TH_TEST_FN(on_cancel_remove_racing_cancel_ran_xor_removed)
 			bad_watches++;
 		cpat_token_unref(tok);
 	}
-	for (int i = 0; i < 2; i++)
-		th_join(t[i]);
-	th_barrier_destroy(&go);
-	th_barrier_destroy(&done);
+	th_race_join(&race);
 	fprintf(stderr, "# remove won %ld of %ld races\n", removed, trials);
 	assert_int_equal(bad_reg, 0);
 	assert_int_equal(bad_cancel, 0);

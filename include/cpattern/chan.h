@@ -228,6 +228,13 @@ CPAT_API int cpat_chan_recv_many(struct cpat_chan *ch, void *elems, size_t n,
                                  size_t *received, struct cpat_token *tok,
                                  int64_t deadline_ns);
 
+/**
+ * The most cases one cpat_chan_select() takes. A select keeps its working
+ * set (one waiter record per case, the channels to lock) on the caller's
+ * stack, so the bound keeps a blocked select from allocating.
+ */
+#define CPAT_SELECT_MAX 64
+
 /** The operation of a select case. */
 enum cpat_select_op {
 	CPAT_SELECT_RECV = 1, /**< receive into elem */
@@ -258,7 +265,7 @@ struct cpat_select_case {
  * past deadline makes it non-blocking. Thread-safe.
  *
  * @param cases       the cases; only their rc fields are written.
- * @param n           how many, 1..64.
+ * @param n           how many, 1..#CPAT_SELECT_MAX.
  * @param tok         cancellation token, or NULL.
  * @param deadline_ns absolute deadline, or #CPAT_FOREVER.
  * @return the index of the completed case (>= 0; read its rc); -ECANCELED

@@ -94,8 +94,10 @@ typedef void (*cpat_free_fn)(void *ptr);
  * while none is alive: an object must be freed by the allocator that made
  * it. Passing NULL for both restores malloc() and free().
  *
- * Never blocks. Thread-safe in the sense that the two pointers are published
- * atomically, but changing allocators while objects are alive is the
+ * Never blocks. Thread-safe in the sense that each pointer is published
+ * atomically, and a block allocated through the new @p malloc_fn is always
+ * released through the new @p free_fn; but a call racing this one may use
+ * either allocator, and changing allocators while objects are alive is the
  * caller's error (see above).
  *
  * @param malloc_fn allocation function, or NULL together with @p free_fn.

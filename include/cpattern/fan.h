@@ -1,12 +1,12 @@
 /**
  * @file cpattern/fan.h
- * @brief Fan-out, fan-in, ordered merge, broadcast and parallel map over
- * channels (the guide's §4).
+ * @brief Fan-out, fan-in, ordered merge and broadcast over channels.
  *
  * Every function here works on channels the caller creates (`chan.h`) and
- * starts worker threads that the returned handle owns; cpat_fan_wait()
- * joins them and reports, cpat_fan_destroy() frees the handle. The caller
- * keeps ownership of the channels, which must outlive the handle.
+ * starts threads that the returned handle owns; cpat_fan_wait() joins them
+ * and reports, cpat_fan_destroy() frees the handle. The caller keeps
+ * ownership of the channels, which must outlive the fan's threads: until
+ * cpat_fan_wait() or cpat_fan_destroy() has returned.
  *
  * - **Fan-out** (cpat_fan_out()): N workers take items from one input
  *   channel and run a function on each, writing to one shared output
@@ -17,14 +17,15 @@
  *   drained.
  * - **Ordered merge** (cpat_fan_merge_ordered()): N input channels whose
  *   items carry a sequence number; the output receives them in sequence
- *   order, holding a bounded number of items out of order (`window`,
- *   plus at most one per input).
+ *   order, holding a bounded number of items out of order (at most
+ *   `window` + N - 1).
  * - **Broadcast / tee** (cpat_fan_broadcast()): every item of one input
  *   goes to every one of N outputs; a slow output either holds up all
  *   (#CPAT_FAN_BLOCK_ALL) or misses items, counted per output
  *   (#CPAT_FAN_DROP_SLOW).
- * - **Parallel map** (cpat_parallel_map()): `out[i] = f(in[i])` over arrays,
- *   with results in input order, on a pool or on its own threads.
+ *
+ * For `out[i] = f(in[i])` over arrays, with no channel, see
+ * cpat_parallel_map() in `parallel.h`.
  *
  * **Errors and cancellation.** A worker function that returns a negative
  * value stops the whole fan (its token is cancelled) and cpat_fan_wait()
@@ -34,16 +35,18 @@
  * a worker has taken from its input but not yet passed on when the fan
  * stops is lost (at most one per worker thread).
  *
- * **Thread safety.** Start functions and wait/destroy from the owner's
- * thread; the channels are used concurrently as usual.
+ * **Thread safety.** The start functions may be called from any thread
+ * (each makes a fan of its own). On one fan, cpat_fan_cancel() and
+ * cpat_fan_dropped() may be called from any thread while the handle
+ * exists; cpat_fan_wait() and cpat_fan_destroy() from one thread at a
+ * time, never from the fan's own worker function. The channels are used
+ * concurrently as usual.
  *
  * **Thread names.** On Linux the threads are named by their role:
- * "cpat-fan-out", "cpat-fan-in", "cpat-merge", "cpat-broadcast" and
- * "cpat-pmap" (a parallel map's own threads; on a pool, its workers'
- * names).
+ * "cpat-fan-out", "cpat-fan-in", "cpat-merge" and "cpat-broadcast".
  *
  * @code
- * // 1..10 through 4 workers that square, merged into one channel (§4.2)
+ * // 1..10 through 4 workers that square, merged into one channel
  * struct cpat_fan *f;
  * cpat_fan_out(&f, in, &out, 1, 4, square, NULL, NULL);
  * int v;
@@ -58,7 +61,6 @@
 
 #include "cpattern/chan.h"
 #include "cpattern/common.h"
-#include "cpattern/pool.h"
 #include "cpattern/token.h"
 
 #ifdef __cplusplus
@@ -69,32 +71,34 @@ extern "C" {
 struct cpat_fan;
 
 /**
- * A fan-out worker function: reads @p in (the input's elem_size), writes
- * @p out (the output's elem_size).
- * @param in     the item taken from the input channel.
- * @param out    room for the result, sent to the output unless 1 is
- *               returned.
- * @param worker which worker, 0..n-1.
+ * A fan-out worker function, called by the fan's worker threads, several
+ * at once (each with its own buffers).
+ * @param in     the item taken from the input channel (the input's
+ *               elem_size bytes, aligned as the allocator's blocks are:
+ *               for any type with malloc()); valid during the call.
+ * @param out    room for the result (the largest output elem_size); valid
+ *               during the call. It follows the input bytes directly, so
+ *               it is aligned only as far as the input's elem_size allows:
+ *               write wider types through memcpy().
+ * @param worker which worker, 0..workers-1.
  * @param arg    the @p arg given to cpat_fan_out().
- * @return 0 to send *out, 1 to send nothing for this item, a negative
- *         value to stop everything with it.
+ * @return 0 to send *out; a positive value (1) to send nothing for this
+ *         item; a negative value to stop the fan with it.
  */
 typedef int (*cpat_fan_fn)(const void *in, void *out, unsigned worker,
                            void *arg);
 
 /**
- * A parallel-map function: @p out[i] = f(@p in[i]).
- * @return 0, or a negative value to stop the map with it.
- */
-typedef int (*cpat_map_item_fn)(const void *in, void *out, size_t index,
-                                void *arg);
-
-/**
- * Reads the sequence number of an item for an ordered merge.
+ * Reads the sequence number of an item for an ordered merge. Called from
+ * the merge's one thread.
+ * @param item the item (the channels' elem_size bytes); valid during the
+ *             call.
+ * @param arg  the @p seq_arg given to cpat_fan_merge_ordered().
+ * @return the item's sequence number.
  */
 typedef uint64_t (*cpat_seq_fn)(const void *item, void *arg);
 
-/** Broadcast policies. */
+/** Broadcast policies: what a full output does to the others. */
 enum cpat_fan_policy {
 	CPAT_FAN_BLOCK_ALL = 0, /**< wait for the slowest output */
 	CPAT_FAN_DROP_SLOW = 1  /**< skip a full output; count the drop */
@@ -106,17 +110,25 @@ enum cpat_fan_policy {
  * @p nouts == @p workers, worker i sends to outs[i]. When @p in is closed
  * and drained, or the fan stops, every output is closed once.
  *
- * @param out     receives the handle; NULL on failure.
- * @param in      the input channel.
- * @param outs    the output channels, @p nouts of them.
+ * Never blocks but for starting threads. Thread-safe.
+ * @param out     receives the handle, owned by the caller (release with
+ *                cpat_fan_destroy()); NULL on failure.
+ * @param in      the input channel; borrowed.
+ * @param outs    the output channels, @p nouts of them: the array is
+ *                copied, the channels borrowed.
  * @param nouts   1 (shared by every worker) or @p workers (one each).
  * @param workers how many worker threads, > 0.
  * @param fn      the worker function.
  * @param arg     passed to every call of @p fn.
- * @param tok     stops the fan when it fires, or NULL.
- * @return 0; -EINVAL for NULL arguments, 0 workers, @p nouts not 1 or
- *         @p workers; -ENOMEM; -EAGAIN if a thread could not be started
- *         (those started are stopped and joined, nothing is closed).
+ * @param tok     stops the fan when it fires, or NULL. The fan holds a
+ *                reference to it while it exists; the caller may drop its
+ *                own.
+ * @return 0; -EINVAL for NULL @p out, @p in, @p fn or @p outs, a NULL
+ *         channel in @p outs, 0 workers, @p nouts not 1 or @p workers, or
+ *         buffer sizes that overflow; -ENOMEM if allocation failed;
+ *         -EAGAIN if a thread could not be started (those started are
+ *         stopped and joined, no channel is touched or closed, nothing
+ *         leaks).
  */
 CPAT_API int cpat_fan_out(struct cpat_fan **out, struct cpat_chan *in,
                           struct cpat_chan **outs, size_t nouts,
@@ -124,10 +136,21 @@ CPAT_API int cpat_fan_out(struct cpat_fan **out, struct cpat_chan *in,
                           struct cpat_token *tok);
 
 /**
- * Merges @p nins channels into @p outch: one forwarder per input; closes
- * @p outch exactly once, after the last input is closed and drained (or
- * the fan stops). Per-input order is kept.
- * @return as cpat_fan_out(); -EINVAL also for element sizes that differ.
+ * Merges @p nins channels into @p outch: one forwarder thread per input;
+ * closes @p outch exactly once, after the last input is closed and drained
+ * (or the fan stops). Per-input order is kept.
+ *
+ * Never blocks but for starting threads. Thread-safe.
+ * @param out   receives the handle, as for cpat_fan_out().
+ * @param ins   the input channels, @p nins of them: the array is copied,
+ *              the channels borrowed.
+ * @param nins  how many, > 0.
+ * @param outch the output channel; borrowed.
+ * @param tok   as for cpat_fan_out().
+ * @return 0; -EINVAL for NULL @p out, @p ins or @p outch, a NULL channel
+ *         in @p ins, @p nins 0 or over UINT_MAX, an input whose elem_size
+ *         differs from @p outch's, or buffer sizes that overflow; -ENOMEM;
+ *         -EAGAIN, as for cpat_fan_out().
  */
 CPAT_API int cpat_fan_in(struct cpat_fan **out, struct cpat_chan **ins,
                          size_t nins, struct cpat_chan *outch,
@@ -141,13 +164,32 @@ CPAT_API int cpat_fan_in(struct cpat_fan **out, struct cpat_chan **ins,
  * order; while the window is full, the merge stops reading inputs ahead of
  * the next expected number (bounded memory: an input it still reads, one
  * whose last item is below the next number, may turn out to be ahead too,
- * so at most window + nins - 1 items are ever held). One thread.
- * @return as cpat_fan_in(); -EINVAL also for @p window 0 or @p nins over
- *         64. cpat_fan_wait() returns -EPIPE if the sequence has a gap:
- *         the inputs closed with items still held, or every open input is
- *         already ahead of the missing number. The items held then stay
- *         undelivered, counted as dropped (cpat_fan_dropped(fan, 0)), as
- *         are items whose number was already passed (duplicates).
+ * so at most window + nins - 1 items are ever held). One thread, which
+ * closes @p outch once when it ends.
+ *
+ * Never blocks but for starting the thread. Thread-safe.
+ * @param out       receives the handle, as for cpat_fan_out().
+ * @param ins       the input channels: the array is copied, the channels
+ *                  borrowed.
+ * @param nins      how many, 1..#CPAT_SELECT_MAX (the merge selects over
+ *                  them).
+ * @param outch     the output channel; borrowed.
+ * @param seq       reads an item's sequence number.
+ * @param seq_arg   passed to every call of @p seq.
+ * @param first_seq the first sequence number.
+ * @param window    the most items held out of order, > 0; memory for
+ *                  window + nins items is allocated here.
+ * @param tok       as for cpat_fan_out().
+ * @return 0; -EINVAL for NULL @p out, @p ins, @p outch or @p seq, a NULL
+ *         channel in @p ins, @p nins 0 or over #CPAT_SELECT_MAX, @p window
+ *         0, an input whose elem_size differs from @p outch's, or a window
+ *         whose memory size overflows; -ENOMEM; -EAGAIN, as for
+ *         cpat_fan_out(). cpat_fan_wait() returns -EPIPE if the sequence
+ *         has a gap: the inputs closed with items still held, or every
+ *         open input is already ahead of the missing number. The items
+ *         held then stay undelivered, counted as dropped
+ *         (cpat_fan_dropped(fan, 0)), as are items whose number was
+ *         already passed (duplicates).
  */
 CPAT_API int cpat_fan_merge_ordered(struct cpat_fan **out,
                                     struct cpat_chan **ins, size_t nins,
@@ -156,80 +198,81 @@ CPAT_API int cpat_fan_merge_ordered(struct cpat_fan **out,
                                     size_t window, struct cpat_token *tok);
 
 /**
- * Sends every item of @p in to each of @p nouts outputs, by @p policy.
- * Closes every output once when @p in is closed and drained or the fan
- * stops.
- * @return as cpat_fan_in(); -EINVAL also for a bad policy.
+ * Sends every item of @p in to each of @p nouts outputs, in order, by
+ * @p policy. One thread, which closes every output once when @p in is
+ * closed and drained or the fan stops. An output closed by someone else
+ * misses the items from then on (counted as dropped).
+ *
+ * Never blocks but for starting the thread. Thread-safe.
+ * @param out    receives the handle, as for cpat_fan_out().
+ * @param in     the input channel; borrowed.
+ * @param outs   the output channels, @p nouts of them: the array is
+ *               copied, the channels borrowed.
+ * @param nouts  how many, > 0.
+ * @param policy #CPAT_FAN_BLOCK_ALL or #CPAT_FAN_DROP_SLOW.
+ * @param tok    as for cpat_fan_out().
+ * @return 0; -EINVAL for NULL @p out, @p in or @p outs, a NULL channel in
+ *         @p outs, @p nouts 0, an output whose elem_size differs from
+ *         @p in's, or a policy not in enum cpat_fan_policy; -ENOMEM;
+ *         -EAGAIN, as for cpat_fan_out().
  */
 CPAT_API int cpat_fan_broadcast(struct cpat_fan **out, struct cpat_chan *in,
                                 struct cpat_chan **outs, size_t nouts,
-                                int policy, struct cpat_token *tok);
+                                enum cpat_fan_policy policy,
+                                struct cpat_token *tok);
 
 /**
  * Items output @p i missed under #CPAT_FAN_DROP_SLOW, or because the
  * output was closed by someone else (a snapshot). For an ordered merge,
  * @p i = 0 counts the items dropped at a gap or as duplicates.
- * @return the count; 0 for NULL or an @p i out of range.
+ *
+ * Never blocks. Thread-safe (any thread, while the handle exists).
+ * @param fan the fan.
+ * @param i   the output's index (broadcast), or 0 (ordered merge).
+ * @return the count; 0 for NULL @p fan, an @p i out of range, or a fan
+ *         that is neither a broadcast nor an ordered merge.
  */
 CPAT_API uint64_t cpat_fan_dropped(struct cpat_fan *fan, size_t i);
 
 /**
- * Waits until every thread of the fan has exited.
+ * Waits until every thread of the fan has exited (the outputs are closed
+ * by then). A second call returns the same result at once.
  *
- * Blocks.
+ * Blocks until the inputs end or the fan stops. One thread at a time on
+ * one fan; never from the fan's worker function (it would wait for
+ * itself).
+ * @param fan the fan; it still needs cpat_fan_destroy().
  * @return 0 if the input(s) ended normally (every item handed on), even
  *         if the token fired afterwards; the first negative value a worker
- *         function returned; the token's cause if it cut the fan short (a
- *         worker's error returned after the token fired is part of that
- *         stop: the cause is returned); -EPIPE for an ordered merge with a
- *         gap; -EINVAL for NULL.
+ *         function returned; the token's cause (-ECANCELED or -ETIMEDOUT)
+ *         if it, or cpat_fan_cancel(), cut the fan short (a worker's error
+ *         returned after the token fired is part of that stop: the cause
+ *         is returned); -EPIPE for an ordered merge with a gap; -EINVAL
+ *         for NULL.
  */
 CPAT_API int cpat_fan_wait(struct cpat_fan *fan);
 
 /**
- * Stops the fan as a cancelled token would. Never blocks.
+ * Stops the fan as a cancelled token would: its threads stop promptly and
+ * close their outputs; cpat_fan_wait() then returns -ECANCELED (unless the
+ * fan had already ended or failed).
+ *
+ * Never blocks. Thread-safe (any thread, while the handle exists).
+ * @param fan the fan.
  * @return 0; -EINVAL for NULL.
  */
 CPAT_API int cpat_fan_cancel(struct cpat_fan *fan);
 
 /**
- * Frees the handle, stopping and waiting first if it is still running.
- * @param fan the handle, or NULL (no-op).
+ * Frees the handle; if the fan was not waited for, stops it as
+ * cpat_fan_cancel() does and waits first.
+ *
+ * Blocks until the fan's threads have exited (at once after
+ * cpat_fan_wait()). Not concurrently with any other call on the fan, and
+ * never from its worker function.
+ * @param fan the fan, or NULL (no-op); invalid after the call.
  */
 CPAT_API void cpat_fan_destroy(struct cpat_fan *fan);
-
-/**
- * Computes `out[i] = fn(in[i])` for i in 0..n-1, with results in input
- * order, on @p pool (if not NULL) or on @p workers threads of its own;
- * items are handed out in chunks so the overhead per item stays small.
- *
- * Blocks until done. The first negative return stops the map (items not
- * started are not computed) and is returned. The calling thread works
- * too. With a pool, helper tasks are offered with cpat_pool_try_submit()
- * (never blocking; a full queue means fewer helpers) and the call returns
- * once every item is done, without waiting for helper tasks that have not
- * started yet (they find nothing to do): a call from a task of the same
- * pool cannot deadlock. Own threads: @p workers - 1 are started, the
- * caller being the last; if only some start, the map runs on those.
- * @param in       @p n items of @p in_size bytes.
- * @param in_size  bytes per input item, > 0.
- * @param out      room for @p n items of @p out_size bytes.
- * @param out_size bytes per output item, > 0.
- * @param n        how many items.
- * @param fn       computes one item.
- * @param arg      passed to every call of @p fn.
- * @param pool     the pool to run on, or NULL for threads of its own.
- * @param workers  own threads when @p pool is NULL (>= 1; 1 runs inline).
- * @param tok      cancellation token, or NULL.
- * @return 0; the first error; the token's cause; -EINVAL for NULL arrays
- *         with n > 0, sizes 0, workers 0 without a pool; -ENOMEM; -EAGAIN
- *         if no thread could be started (nothing is computed); -EPIPE if
- *         the pool is shut down (nothing is computed).
- */
-CPAT_API int cpat_parallel_map(const void *in, size_t in_size, void *out,
-                               size_t out_size, size_t n, cpat_map_item_fn fn,
-                               void *arg, struct cpat_pool *pool,
-                               unsigned workers, struct cpat_token *tok);
 
 #ifdef __cplusplus
 }

@@ -11,7 +11,8 @@
  * **Cancellation.** The group token is cancelled when the first task fails
  * (if cancel_on_error is set, the default) and always when
  * cpat_group_wait() returns, so tasks that watch it stop early and nothing
- * keeps running after the group is done.
+ * keeps running after the group is done. A task "fails" when it returns
+ * anything but 0 (a positive value too).
  *
  * **Lifetime.** create, any number of go / try_go, one wait, destroy. After
  * wait has returned, go and try_go return -EPIPE. cpat_group_destroy() of a
@@ -40,6 +41,8 @@
 #ifndef CPATTERN_GROUP_H
 #define CPATTERN_GROUP_H
 
+#include <stdbool.h>
+
 #include "cpattern/common.h"
 #include "cpattern/pool.h"
 #include "cpattern/token.h"
@@ -53,71 +56,116 @@ struct cpat_group;
 
 /** Options; fill with cpat_group_opts_init() first. */
 struct cpat_group_opts {
-	struct cpat_pool *pool;    /**< run tasks here; NULL: own threads */
+	struct cpat_pool *pool;    /**< run tasks here (borrowed: it must
+	                                outlive the group); NULL: the group's
+	                                own threads */
 	size_t limit;              /**< most tasks running at once; 0 = none */
-	int cancel_on_error;       /**< cancel the token on the first error
-	                                (default 1) */
+	bool cancel_on_error;      /**< cancel the token on the first error
+	                                (default true) */
 	struct cpat_token *parent; /**< parent of the group token, or NULL */
 };
 
-/** Fills @p opts with the defaults. NULL is a no-op. Never blocks. */
+/**
+ * Fills @p opts with the defaults: no pool (own threads), no limit,
+ * cancel_on_error true, no parent.
+ *
+ * Never blocks. Thread-safe. NULL is a no-op.
+ */
 CPAT_API void cpat_group_opts_init(struct cpat_group_opts *opts);
 
 /**
- * Creates a group.
+ * Creates a group. Its own threads, if it uses them, are started by the
+ * first cpat_group_go(), not here.
  *
  * Never blocks. Thread-safe.
- * @param out  receives the group (cpat_group_destroy()); NULL on failure.
- * @param opts options, read during the call; NULL for the defaults. The
- *             pool, if any, must outlive the group.
- * @return 0; -EINVAL for NULL @p out; -ENOMEM.
+ * @param out  receives the group, owned by the caller (release with
+ *             cpat_group_destroy()); NULL on failure.
+ * @param opts options, read during the call only; NULL for the defaults.
+ *             The group token holds a reference to the parent, so the
+ *             caller may drop its own.
+ * @return 0; -EINVAL for NULL @p out; -ENOMEM if allocation failed.
  */
 CPAT_API int cpat_group_create(struct cpat_group **out,
                                const struct cpat_group_opts *opts);
 
 /**
- * Starts @p fn(@p arg, group token) as a task of the group.
+ * Starts @p fn(@p arg, group token) as a task of the group. What the task
+ * returns is its result: 0 for success, anything else is an error that
+ * cpat_group_wait() may report.
  *
- * Blocks while `limit` tasks are running (and, on a pool, while the pool's
- * queue is full), until a slot frees or the group token fires. Thread-safe.
+ * Blocks while `limit` tasks are running and, on a pool, while the pool's
+ * queue is full (policy BLOCK), until a slot frees or the group token
+ * fires; on a pool with policy CALLER_RUNS the task may run in the calling
+ * thread before this returns. The group's own threads are started at the
+ * first call. Thread-safe, including from the group's own tasks.
+ * @param group the group.
+ * @param fn    the task function.
+ * @param arg   passed to @p fn; the caller keeps ownership (it must stay
+ *              valid until the task has run).
  * @return 0 if started (wait will count it); -ECANCELED / -ETIMEDOUT (the
- *         group token's cause) if it fired before the task could start, the
- *         task never runs; -EPIPE after wait returned, or if the pool is
- *         shut down; -EAGAIN if a thread could not be started; -ENOMEM;
- *         -EINVAL for NULL @p group or @p fn.
+ *         group token's cause) if it had fired, or fired before the task
+ *         could start: the task never runs; -EPIPE after cpat_group_wait()
+ *         has returned (a go racing with wait may get it too, or be
+ *         waited for), or if the pool is shut down; -EAGAIN if the
+ *         pool's policy is REJECT and its queue is full, or the group's
+ *         first thread could not be started; -ENOMEM if allocation failed;
+ *         -EINVAL for NULL @p group or @p fn. On any error @p fn never
+ *         runs.
  */
 CPAT_API int cpat_group_go(struct cpat_group *group, cpat_task_fn fn,
                            void *arg);
 
 /**
- * Starts a task only if that needs no waiting (a slot is free and, on a
- * pool, its queue has room).
+ * Starts a task only if that needs no waiting: a slot is free and, on a
+ * pool, its queue has room.
  *
- * Never blocks. Thread-safe.
- * @return 0 if started; -EAGAIN if it would wait; otherwise as
- *         cpat_group_go().
+ * Never blocks (but the first call of a group on its own threads starts
+ * one). Thread-safe, including from the group's own tasks.
+ * @param group the group.
+ * @param fn    the task function.
+ * @param arg   passed to @p fn, as for cpat_group_go().
+ * @return 0 if started; -EAGAIN if it would wait (no free slot, or the
+ *         pool's queue is full), or the group's first thread could not be
+ *         started; otherwise as cpat_group_go(). On any error @p fn never
+ *         runs.
  */
 CPAT_API int cpat_group_try_go(struct cpat_group *group, cpat_task_fn fn,
                                void *arg);
 
 /**
- * Waits for every task of the group, then cancels the group token.
+ * Waits for every task of the group (and for go calls in progress), then
+ * cancels the group token. Tasks started by go calls that were already
+ * under way are waited for; later go calls return -EPIPE.
  *
- * Blocks until all tasks return (tasks should watch the token). Call once.
- * @return the first non-zero value a task returned, 0 if none; -EBUSY from
- *         a task of the group; -EINVAL for NULL; -EPIPE if already waited.
+ * Blocks until all tasks return (tasks should watch the token). Call once,
+ * from any thread but a task of the group.
+ * @param group the group; it still needs cpat_group_destroy().
+ * @return the first non-zero value a task returned, 0 if none (a task a
+ *         pool discarded at its shutdown counts as returning -ECANCELED);
+ *         -EBUSY from a task of the group (nothing waited for); -EPIPE if
+ *         wait was already called; -EINVAL for NULL.
  */
 CPAT_API int cpat_group_wait(struct cpat_group *group);
 
 /**
- * The group's token, given to every task. Borrowed: valid until
- * cpat_group_destroy(). Never blocks; thread-safe. NULL for NULL.
+ * The group's token, given to every task.
+ *
+ * Never blocks. Thread-safe.
+ * @param group the group.
+ * @return the token, borrowed: valid until cpat_group_destroy() (take a
+ *         reference with cpat_token_ref() to keep it longer); NULL for
+ *         NULL.
  */
 CPAT_API struct cpat_token *cpat_group_token(struct cpat_group *group);
 
 /**
- * Destroys the group; waits for its tasks first if wait was not called.
- * @param group the group, or NULL (no-op).
+ * Destroys the group; waits for its tasks first if wait was not called,
+ * and joins the group's own threads.
+ *
+ * Blocks until its tasks have returned and its own threads have exited.
+ * Not concurrently with any other call on the group; never from a task of
+ * the group (it then does nothing: the group cannot end under itself).
+ * @param group the group, or NULL (no-op); invalid after the call.
  */
 CPAT_API void cpat_group_destroy(struct cpat_group *group);
 

@@ -3,7 +3,7 @@
  * @brief Pipelines: stages of worker threads joined by bounded channels,
  * with ordered or unordered parallel stages, batching, first-error
  * propagation, full accounting of every item, and a report that names the
- * bottleneck stage (the guide's §2, done right).
+ * bottleneck stage.
  *
  * **Shape.** A pipeline has one source, any number of stages, and one sink:
  *
@@ -36,33 +36,30 @@
  * operation per chunk) and never wait for a chunk to fill: a stage takes
  * what is there, but a worker never more than its share of what its input
  * channel holds (capacity / workers, at least 1), so that one worker does
- * not empty a small channel while the others starve, and a generator source holds items back for at most
- * 50 us (none after a generator call slower than 5 us), so a trickle of
- * items still goes through one by one. A stage takes about 50 us of work
- * per chunk (an ordered stage about 200 us: its chunks also wait for the
- * ones before them, so fewer and fuller ones cost less), so a result waits
- * at most that long for the others of its chunk. Nothing is allocated per
- * item. The pipeline's threads (source, workers, sink; usually more than
- * the cores) wait for their channels as other threads do, but each learns
- * how long spinning before it sleeps pays off for it and shortens its spin
- * when it mostly ends up sleeping anyway, leaving the CPU to the stages
- * with work (on 2 cores this took an ordered stage from 0.5x to 0.95x the
- * throughput of an unordered one).
+ * not empty a small channel while the others starve, and a generator source
+ * holds items back for at most 50 us (none after a generator call slower
+ * than 5 us), so a trickle of items still goes through one by one. A stage
+ * takes about 50 us of work per chunk (an ordered stage about 200 us: its
+ * chunks also wait for the ones before them, so fewer and fuller ones cost
+ * less), so a result waits at most that long for the others of its chunk.
+ * Nothing is allocated per item. The pipeline's threads (source, workers,
+ * sink; usually more than the cores) wait for their channels as other
+ * threads do, but each learns how long spinning before it sleeps pays off
+ * for it and shortens its spin when it mostly ends up sleeping anyway,
+ * leaving the CPU to the stages with work (which matters most for ordered
+ * stages, whose workers wait for each other's turns).
  *
  * **Sizing the channels.** When the pipeline's busy threads outnumber the
  * cores, the scheduler time-shares them and leaves a runnable thread off
  * its core for milliseconds at a time. A channel that holds less work
  * than that empties behind a descheduled producer, and its consumer
  * starves while a core idles. Give each channel (source_capacity,
- * out_capacity) room for tens of milliseconds of the next stage's work
- * (100 ms did best on the 2-core machine measured), or hand on bigger
- * items (batches, blocks); a deeper channel costs memory and holds items
- * in flight longer, not throughput. Measured on 2 cores, three stages of
- * 100 us per item, one item per hand-off (cpat-bench-numbers): efficiency
- * 0.72 at capacity 4, 0.82 at 64 (the default), 0.92 at 200 (20 ms), 0.97
- * at 1000 (100 ms); a log pipeline of 64 KB ranges with a fast source and
- * a serial saver beside 2 parse workers (cpat-bench-logs): 0.60-0.62 with
- * channels of 64 ranges (about 1 ms of work), 0.76-0.83 with 1024.
+ * out_capacity) room for tens of milliseconds of the next stage's work,
+ * well beyond a scheduler time slice, or hand on bigger items (batches,
+ * blocks); a deeper channel costs memory and holds items in flight
+ * longer, not throughput. The default capacity (64) suits cheap items; a
+ * stage of 100 us per item needs hundreds. bench/RESULTS.md has the
+ * measurements behind this (cpat-bench-numbers, cpat-bench-logs).
  *
  * **Errors and cancellation.** The first stage (or source, or sink)
  * callback to return a negative value stops the pipeline: its token is
@@ -83,6 +80,42 @@
  * cpat_pipeline_set_output(), an item counts as delivered once it is in
  * the output channel.
  *
+ * **Items and buffers.** Items are copied by value. The buffers callbacks
+ * get are valid only during the call and aligned for any type (with the
+ * default allocator), with one exception: in a pipeline made with
+ * cpat_pipeline_set_output(), the buffers the last stage writes (with no
+ * stage, the generator) are packed at the item size, so they are aligned
+ * only as far as that size allows.
+ *
+ * **Acknowledgement.** A context source (cpat_pipeline_set_source()) may
+ * give each item a handle of ack_size bytes (a broker's message id, say)
+ * and an ack callback. The pipeline then calls the callback exactly once
+ * for every source item that completes: the sink callback returned 0 for
+ * it (for a batch: for the batch it is in), a map stage skipped it, or a
+ * flat stage's input emitted nothing; a flat input with outputs completes
+ * when all of its outputs have. It never calls it for an item that was not
+ * processed (cancel, error, deadline, shutdown), so a broker redelivers
+ * that one. Acks come after the completion (after the sink returned 0),
+ * in no particular order (source order would hold every ack behind the
+ * slowest item in flight and widen redelivery after a crash), several per
+ * call when several complete together (all the items of an accepted batch,
+ * the items a thread completed in one chunk), from the thread that
+ * completed them: the sink thread or a stage's worker. So the callback may
+ * run in several threads at once: it must be thread-safe, must not block
+ * for long (it holds up that thread), and must not call back into the
+ * pipeline. At most max_unacked items hold a handle at once: the source
+ * waits for acks (cancellably) while all are in flight, which also bounds
+ * what a crash leaves pending. The default is large enough never to
+ * throttle before the channels do (it counts every item the channels,
+ * chunks, reorder slots and batches can hold). Nothing is allocated per
+ * item. In cpat_pipeline_result, acked + unacked == produced (both 0
+ * without acks). Acks need a callback sink: with cpat_pipeline_set_output()
+ * the pipeline cannot know when the caller has processed an item, and
+ * cpat_pipeline_start() returns -EINVAL; so it does when a batch stage is
+ * not the last stage (a batch carries its members' handles to the sink),
+ * or when a batch stage with flush_ns #CPAT_FOREVER has max_items above
+ * max_unacked (it would wait for items the source may not make).
+ *
  * **Statistics.** For every stage: items in and out, busy time, time
  * starved (waiting for input) and blocked (waiting for room downstream),
  * and utilisation. cpat_pipeline_report() writes them as a table and names
@@ -93,9 +126,10 @@
  * cpat_pipeline_wait(). A pipeline runs once. Destroy after wait (destroy
  * of a running pipeline cancels it and waits).
  *
- * **Thread safety.** Building is single-threaded. Once started, feed,
- * feed_close, output, cancel, stats and report may be called from any
- * thread; wait from one.
+ * **Thread safety.** Building (create, add, set) is single-threaded: one
+ * thread, before start. Once started, feed, feed_close, output, cancel,
+ * stats and report may be called from any thread; wait and destroy from
+ * one thread, not from the pipeline's own callbacks.
  *
  * **Thread names.** On Linux the pipeline's threads are named, as top -H,
  * ps -L, gdb and perf show them: "cpat-source", "cpat-sink", and each
@@ -143,6 +177,8 @@
 #ifndef CPATTERN_PIPELINE_H
 #define CPATTERN_PIPELINE_H
 
+#include <stdbool.h>
+
 #include "cpattern/chan.h"
 #include "cpattern/common.h"
 #include "cpattern/token.h"
@@ -163,14 +199,26 @@ enum cpat_stage_result {
 };
 
 /**
- * Produces the next source item into @p out (item_size bytes).
+ * A generator source: produces the next item. Called from the pipeline's
+ * source thread, one call at a time. A stop is noticed between calls, so a
+ * generator that may block for long should wait under a token or deadline
+ * of its own.
+ * @param out room for one item (item_size bytes); valid during the call.
+ * @param arg the arg given to cpat_pipeline_set_generator().
  * @return 1 if an item was produced; 0 at the end of input; a negative
  *         value to fail the pipeline with it.
  */
 typedef int (*cpat_source_fn)(void *out, void *arg);
 
 /**
- * A map stage: reads @p in, writes @p out (out_size bytes).
+ * A map stage: reads @p in, writes @p out. Called from the stage's
+ * workers, several at once when it has more than one.
+ * @param in  the input item (the previous stage's out_size, or
+ *            item_size); valid during the call.
+ * @param out room for the output item (out_size bytes); valid during the
+ *            call.
+ * @param ctx the call's context (cpat_stage_arg(), cpat_stage_index(),
+ *            ...); valid during the call.
  * @return #CPAT_STAGE_EMIT, #CPAT_STAGE_SKIP (any other positive value
  *         counts as SKIP), or a negative value to fail the pipeline with it.
  */
@@ -179,14 +227,21 @@ typedef int (*cpat_map_fn)(const void *in, void *out,
 
 /**
  * A flat stage: reads @p in and emits any number of items with
- * cpat_stage_emit().
+ * cpat_stage_emit(). Called from the stage's workers, several at once
+ * when it has more than one.
+ * @param in  the input item; valid during the call.
+ * @param ctx the call's context, for cpat_stage_emit(); valid during the
+ *            call.
  * @return 0, or a negative value to fail the pipeline with it.
  */
 typedef int (*cpat_flat_fn)(const void *in, struct cpat_stage_ctx *ctx);
 
 /**
- * The sink: called for every item leaving the last stage, from one thread
- * at a time, in delivery order.
+ * The sink: called for every item leaving the last stage, from the
+ * pipeline's one sink thread, in delivery order.
+ * @param item the item (the last stage's out_size, or item_size); valid
+ *             during the call.
+ * @param arg  the arg given to cpat_pipeline_set_sink().
  * @return 0, or a negative value to fail the pipeline with it.
  */
 typedef int (*cpat_sink_fn)(const void *item, void *arg);
@@ -194,8 +249,11 @@ typedef int (*cpat_sink_fn)(const void *item, void *arg);
 /**
  * Called once for every item that is not processed (cancellation, error,
  * deadline), with the item as it was when it stopped (source or stage
- * output type, see cpat_pipeline_opts.drop).
- * @param item  the item.
+ * output type, see cpat_pipeline_opts.drop). Called from whichever
+ * pipeline thread held the item, or from cpat_pipeline_wait() for items
+ * left in channels, possibly from several threads at once; it should be
+ * short and must not block.
+ * @param item  the item; valid during the call.
  * @param stage index of the stage it was waiting for (0 = first stage;
  *              the number of stages = the sink).
  * @param arg   cpat_pipeline_opts.drop_arg.
@@ -219,7 +277,8 @@ struct cpat_stage_opts {
 	void *arg;           /**< cpat_stage_arg() returns it */
 	size_t out_size;     /**< output item size, > 0 */
 	unsigned workers;    /**< threads running the stage (default 1) */
-	int ordered;         /**< keep input order (default 0) */
+	bool ordered;        /**< keep input order (default false; no effect
+	                          with one worker, which keeps it anyway) */
 	size_t out_capacity; /**< channel after this stage (default 64) */
 };
 
@@ -241,8 +300,9 @@ struct cpat_batch_opts {
 	int64_t flush_ns;      /**< flush what is held after this long since the
 	                            batch's first item, > 0; #CPAT_FOREVER: only
 	                            by count and at end (default 1 s) */
-	int flush_on_cancel;   /**< on cancellation, pass the partial batch on
-	                            to the sink instead of dropping it (default 0).
+	bool flush_on_cancel;  /**< on cancellation, pass the partial batch on
+	                            to the sink instead of dropping it (default
+	                            false).
 	                            Only for the last stage: a sink callback then
 	                            also gets the batches already made (it drains
 	                            its channel); an output channel gets the
@@ -283,35 +343,75 @@ struct cpat_pipeline_result {
 	                            produced */
 };
 
-/** Fills @p o with the defaults. NULL is a no-op. Never blocks. */
+/**
+ * Fills @p o with the defaults: item_size 0 (must be set), source_capacity
+ * 64, no drop callback.
+ *
+ * Never blocks. Thread-safe. NULL is a no-op.
+ */
 CPAT_API void cpat_pipeline_opts_init(struct cpat_pipeline_opts *o);
-/** Fills @p o with the defaults. NULL is a no-op. Never blocks. */
+/**
+ * Fills @p o with the defaults: no name ("stage"), no function, out_size 0
+ * (must be set), 1 worker, not ordered, out_capacity 64.
+ *
+ * Never blocks. Thread-safe. NULL is a no-op.
+ */
 CPAT_API void cpat_stage_opts_init(struct cpat_stage_opts *o);
-/** Fills @p o with the defaults. NULL is a no-op. Never blocks. */
+/**
+ * Fills @p o with the defaults: no name ("batch"), max_items 100, flush_ns
+ * 1 s, no flush on cancel, out_capacity 4.
+ *
+ * Never blocks. Thread-safe. NULL is a no-op.
+ */
 CPAT_API void cpat_batch_opts_init(struct cpat_batch_opts *o);
 
 /**
  * The output item size of a batch stage of @p max_items items of
- * @p item_size bytes (header included); 0 on overflow. Never blocks.
+ * @p item_size bytes, header included.
+ *
+ * Never blocks. Thread-safe.
+ * @return the size; 0 if either argument is 0 or the size overflows.
  */
 CPAT_API size_t cpat_batch_size(size_t max_items, size_t item_size);
 
-/** Item @p i of @p b (no check of @p i). Never blocks. */
+/**
+ * Item @p i of batch @p b. Item 0 is aligned for any type; item i is
+ * i * item_size bytes further, so it is aligned only as far as item_size
+ * allows.
+ *
+ * Never blocks. Thread-safe.
+ * @param b a batch a stage or the sink received; borrowed.
+ * @param i the item, 0..count-1 (not checked).
+ * @return a pointer into @p b, valid as long as @p b is.
+ */
 CPAT_API const void *cpat_batch_item(const struct cpat_batch *b, size_t i);
 
 /**
- * Creates an empty pipeline.
- * @return 0; -EINVAL for NULL @p out or @p opts, item_size 0 or
- *         source_capacity 0; -ENOMEM. *out is NULL on failure.
+ * Creates an empty pipeline: no source, no stage, no sink.
+ *
+ * Never blocks. Thread-safe.
+ * @param out  receives the pipeline, owned by the caller (release with
+ *             cpat_pipeline_destroy()); NULL on failure.
+ * @param opts options, read during the call only.
+ * @return 0; -EINVAL for NULL @p out or @p opts, item_size 0 or over
+ *         SIZE_MAX / 4, or source_capacity 0; -ENOMEM if allocation
+ *         failed.
  */
 CPAT_API int cpat_pipeline_create(struct cpat_pipeline **out,
                                   const struct cpat_pipeline_opts *opts);
 
 /**
- * Makes @p fn the source: the pipeline calls it from one thread until it
- * returns 0 (end) or a negative value (error), or the pipeline stops.
- * @return 0; -EINVAL for NULL arguments; -EBUSY if a source is set or the
- *         pipeline was started.
+ * Makes @p fn the source: the pipeline calls it from its source thread
+ * until it returns 0 (end) or a negative value (error), or the pipeline
+ * stops.
+ *
+ * Never blocks. Building: one thread, before start.
+ * @param p   the pipeline.
+ * @param fn  the generator.
+ * @param arg passed to @p fn; the caller keeps ownership (it must stay
+ *            valid until the run has ended: cpat_pipeline_wait()).
+ * @return 0; -EINVAL for NULL @p p or @p fn; -EBUSY if a source is set
+ *         or the pipeline was started.
  */
 CPAT_API int cpat_pipeline_set_generator(struct cpat_pipeline *p,
                                          cpat_source_fn fn, void *arg);
@@ -323,14 +423,31 @@ struct cpat_source_ctx;
  * A source with a context: produces the next item into @p out (item_size
  * bytes) and, when the pipeline acknowledges items, the item's
  * acknowledgement handle into cpat_source_ack() (ack_size bytes).
+ *
+ * Called from the pipeline's source thread only, one call at a time, until
+ * it returns 0 or a negative value, or the pipeline stops. It may block
+ * (on I/O, say): it should then also watch cpat_source_token(), which
+ * fires when the pipeline stops, and return soon after. Items produced
+ * by fast calls just before a call that blocks wait in the source's chunk
+ * (up to 32) until that call returns.
+ * @p ctx is valid only during the call.
  * @return 1 if an item was produced; 0 at the end of input; a negative
- *         value to fail the pipeline with it.
+ *         value to fail the pipeline with it (the handle written, if any,
+ *         is not used).
  */
 typedef int (*cpat_source_ctx_fn)(void *out, struct cpat_source_ctx *ctx);
 
 /**
  * Acknowledges @p n completed items: @p handles holds their n handles, one
  * after another, ack_size bytes each, as their source wrote them.
+ *
+ * Called once per completed source item (see "Acknowledgement" above),
+ * with n >= 1, from the thread that completed the items (sink or stage
+ * worker), possibly from several threads at once: it must be thread-safe,
+ * must not block for long and must not call into the pipeline. @p handles
+ * is valid only during the call (copy what you keep), and a handle in it
+ * is only byte-aligned when ack_size is not a multiple of its type's
+ * alignment (read it with memcpy).
  */
 typedef void (*cpat_ack_fn)(const void *handles, size_t n, void *arg);
 
@@ -344,7 +461,8 @@ struct cpat_source_opts {
 	void *ack_arg;         /**< passed to ack */
 	size_t max_unacked;    /**< items holding a handle at once; the source
 	                            waits while this many are in flight
-	                            (0: the default) */
+	                            (0: the default, every item the pipeline
+	                            can hold; ignored without acks) */
 };
 
 /** Fills @p o with the defaults. NULL is a no-op. Never blocks. */
@@ -352,32 +470,58 @@ CPAT_API void cpat_source_opts_init(struct cpat_source_opts *o);
 
 /**
  * Makes a context source the pipeline's source, with optional end-to-end
- * acknowledgement.
+ * acknowledgement (ack_size > 0 and ack; see "Acknowledgement" above).
+ * The options are copied. The ack table (max_unacked handles, made by
+ * cpat_pipeline_start(), which may then also fail with -EINVAL or
+ * -ENOMEM) is the only memory acks take; nothing per item.
+ *
+ * Never blocks. Building is single-threaded: call before start, from the
+ * thread that builds.
  * @return 0; -EINVAL for NULL, no fn, ack_size > 0 without ack (or ack
- *         without ack_size); -EBUSY if a source is set or started.
+ *         without ack_size), max_unacked >= UINT32_MAX; -EBUSY if a source
+ *         (generator, feed or context source) is set or the pipeline was
+ *         started.
  */
 CPAT_API int cpat_pipeline_set_source(struct cpat_pipeline *p,
                                       const struct cpat_source_opts *opts);
 
-/** Where the source writes the current item's ack handle (ack_size
- * bytes); NULL when the pipeline has no acks. Never blocks. */
+/** Where the source writes the current item's ack handle: ack_size bytes,
+ * aligned for any type, owned by the pipeline, valid until the source
+ * function returns. NULL when the pipeline has no acks, or for a NULL
+ * @p ctx. Never blocks; call from the source function only. */
 CPAT_API void *cpat_source_ack(struct cpat_source_ctx *ctx);
-/** The run's token (fires when the pipeline stops). Never blocks. */
+/** The run's token: fires when the pipeline stops (error, cancel,
+ * deadline, the caller's token); a source blocked on I/O should watch it.
+ * Borrowed (take a reference to keep it past the call). NULL for a NULL
+ * @p ctx. Never blocks; call from the source function only. */
 CPAT_API struct cpat_token *cpat_source_token(struct cpat_source_ctx *ctx);
-/** The source's arg (cpat_source_opts.arg). Never blocks. */
+/** The source's arg (cpat_source_opts.arg); NULL for a NULL @p ctx. Never
+ * blocks; call from the source function only. */
 CPAT_API void *cpat_source_arg(struct cpat_source_ctx *ctx);
 
 /**
  * Makes the pipeline's source a feed: the caller pushes items with
  * cpat_pipeline_feed() and ends the input with cpat_pipeline_feed_close().
- * @return 0; -EINVAL for NULL; -EBUSY if a source is set or started.
+ *
+ * Never blocks. Building: one thread, before start.
+ * @param p the pipeline.
+ * @return 0; -EINVAL for NULL; -EBUSY if a source is set or the pipeline
+ *         was started.
  */
 CPAT_API int cpat_pipeline_set_feed(struct cpat_pipeline *p);
 
 /**
- * Appends a map or flat stage.
- * @return 0; -EINVAL for NULL arguments, neither or both of map and flat,
- *         out_size 0, workers 0 or out_capacity 0; -ENOMEM; -EBUSY if
+ * Appends a map or flat stage. Its input items are the previous stage's
+ * output (the source's items for the first stage).
+ *
+ * Never blocks. Building: one thread, before start.
+ * @param p    the pipeline.
+ * @param opts the stage, read during the call only (the name is copied;
+ *             arg is passed on and must stay valid until the run has
+ *             ended).
+ * @return 0; -EINVAL for NULL @p p or @p opts, neither or both of map
+ *         and flat, out_size 0 or over SIZE_MAX / 4, workers 0 or
+ *         out_capacity 0; -ENOMEM if allocation failed; -EBUSY if
  *         started, or after cpat_pipeline_output() fixed the output
  *         channel.
  */
@@ -388,25 +532,44 @@ CPAT_API int cpat_pipeline_add_stage(struct cpat_pipeline *p,
  * Appends a batch stage: its input items are grouped into struct
  * cpat_batch items (see cpat_batch_size()). A batch is passed on when it
  * holds max_items, when flush_ns has passed since its first item, and at
- * end of input (the remainder).
- * @return 0; -EINVAL for NULL, max_items 0, a bad flush_ns or
- *         out_capacity 0; -ENOMEM; -EBUSY if started, or after
- *         cpat_pipeline_output() fixed the output channel.
+ * end of input (the remainder). One thread runs it.
+ *
+ * Never blocks. Building: one thread, before start.
+ * @param p    the pipeline.
+ * @param opts the stage, read during the call only (the name is copied).
+ * @return 0; -EINVAL for NULL @p p or @p opts, max_items 0, flush_ns
+ *         neither > 0 nor #CPAT_FOREVER, out_capacity 0, or a batch size
+ *         that overflows; -ENOMEM if allocation failed; -EBUSY if
+ *         started, or after cpat_pipeline_output() fixed the output
+ *         channel.
  */
 CPAT_API int cpat_pipeline_add_batch(struct cpat_pipeline *p,
                                      const struct cpat_batch_opts *opts);
 
 /**
- * Makes @p fn the sink.
- * @return 0; -EINVAL for NULL; -EBUSY if a sink is set or started.
+ * Makes @p fn the sink, run on the pipeline's sink thread for every item
+ * that leaves the last stage.
+ *
+ * Never blocks. Building: one thread, before start.
+ * @param p   the pipeline.
+ * @param fn  the sink.
+ * @param arg passed to @p fn; the caller keeps ownership (valid until the
+ *            run has ended).
+ * @return 0; -EINVAL for NULL @p p or @p fn; -EBUSY if a sink or an
+ *         output channel is set, or the pipeline was started.
  */
 CPAT_API int cpat_pipeline_set_sink(struct cpat_pipeline *p, cpat_sink_fn fn,
                                     void *arg);
 
 /**
- * Makes the last channel the sink: the caller receives the output items
- * from cpat_pipeline_output() until it returns -EPIPE.
- * @return 0; -EINVAL for NULL; -EBUSY if a sink is set or started.
+ * Makes a channel the sink: the caller receives the output items from
+ * cpat_pipeline_output() until it returns -EPIPE. With no stage, the
+ * channel carries the source's items.
+ *
+ * Never blocks. Building: one thread, before start.
+ * @param p the pipeline.
+ * @return 0; -EINVAL for NULL; -EBUSY if a sink or an output channel is
+ *         set, or the pipeline was started.
  */
 CPAT_API int cpat_pipeline_set_output(struct cpat_pipeline *p);
 
@@ -415,38 +578,54 @@ CPAT_API int cpat_pipeline_set_output(struct cpat_pipeline *p);
  * has been delivered, at the first error, when @p tok fires or at
  * @p deadline_ns.
  *
- * Never blocks but for starting threads.
+ * Blocks only while starting threads. Once per pipeline, from the thread
+ * that built it.
  * @param p           the pipeline.
- * @param tok         cancellation token for the whole run, or NULL;
- *                    referenced for the run.
+ * @param tok         cancellation token for the whole run, or NULL; the
+ *                    pipeline holds a reference for the run, so the caller
+ *                    may drop its own.
  * @param deadline_ns absolute deadline for the whole run, or #CPAT_FOREVER.
- * @return 0; -EINVAL for NULL, no source, no sink, an output channel
- *         (cpat_pipeline_set_output()) with no stage, or a bad deadline;
- *         -EBUSY if already started; -ENOMEM; -EAGAIN if a thread could
- *         not be started (those started are stopped and joined). On any
- *         failure nothing was run and nothing leaked: the pipeline is as
- *         before the call (start may be tried again, or it destroyed).
+ * @return 0; -EINVAL for NULL @p p, no source, no sink (neither a sink
+ *         callback nor an output channel), or a bad deadline; -EBUSY if
+ *         already started (a pipeline runs once); -ENOMEM if allocation
+ *         failed; -EAGAIN if a thread could not be started (those started
+ *         are stopped and joined). On any failure nothing was run and
+ *         nothing leaked: the pipeline is as before the call (start may be
+ *         tried again, or it destroyed).
  */
 CPAT_API int cpat_pipeline_start(struct cpat_pipeline *p,
                                  struct cpat_token *tok, int64_t deadline_ns);
 
 /**
- * Pushes one item into a feed source. Blocks while the first channel is
- * full. Feeds from several threads are allowed; item indices are given in
- * the order feeds begin (a failed feed leaves a gap). Items over 4 KiB
- * (with an 8-16 byte header) are staged in a temporary allocation
- * (-ENOMEM possible); smaller ones never allocate.
- * @return 0; -EPIPE after feed_close or once the pipeline has stopped;
- *         -ECANCELED / -ETIMEDOUT (@p tok's cause); -EINVAL for NULL or a
- *         pipeline without a feed, or not started; -ENOMEM (large items
- *         only, see above).
+ * Pushes one item into a feed source. Items over 4 KiB (with an 8-16 byte
+ * header) are staged in a temporary allocation (-ENOMEM possible);
+ * smaller ones never allocate.
+ *
+ * Blocks while the first channel is full, until there is room, @p tok
+ * fires, or the pipeline stops. Thread-safe: feeds from several threads
+ * are allowed; item indices are given in the order feeds begin (a failed
+ * feed leaves a gap).
+ * @param p    the pipeline.
+ * @param item item_size bytes, copied; the caller keeps ownership.
+ * @param tok  cancellation token for the wait, or NULL.
+ * @return 0 once the item is in the pipeline; -EPIPE after feed_close,
+ *         or once the pipeline has stopped (also for a feed blocked when
+ *         it stops); -ECANCELED / -ETIMEDOUT (@p tok's cause); -EINVAL for
+ *         NULL @p p or @p item, a pipeline without a feed, or one not
+ *         started; -ENOMEM (large items only, see above). On any error the
+ *         item did not enter the pipeline.
  */
 CPAT_API int cpat_pipeline_feed(struct cpat_pipeline *p, const void *item,
                                 struct cpat_token *tok);
 
 /**
- * Ends a feed's input. Never blocks.
- * @return 0; -EPIPE if already closed; -EINVAL as cpat_pipeline_feed().
+ * Ends a feed's input: the pipeline finishes the items it has, then
+ * stops by itself.
+ *
+ * Never blocks. Thread-safe.
+ * @param p the pipeline.
+ * @return 0; -EPIPE if already closed; -EINVAL for NULL, a pipeline
+ *         without a feed, or one not started.
  */
 CPAT_API int cpat_pipeline_feed_close(struct cpat_pipeline *p);
 
@@ -454,59 +633,94 @@ CPAT_API int cpat_pipeline_feed_close(struct cpat_pipeline *p);
  * The output channel of a pipeline made with cpat_pipeline_set_output():
  * receive from it until -EPIPE (it closes when the pipeline stops). Its
  * elements are the last stage's output items (the source's items if there
- * is no stage), without any header. It may be asked for before start: it
- * is then made at once, and the pipeline's stages are fixed from then on.
- * Borrowed: valid until cpat_pipeline_destroy(). Never blocks.
- * @return the channel; NULL for NULL, a pipeline with a sink callback, or
- *         when it could not be made (out of memory, before start).
+ * is no stage), without any header. Someone must receive from it, or the
+ * pipeline cannot finish; closing it yourself fails the pipeline with
+ * -EPIPE. It may be asked for before start: it is then made at once, and
+ * the pipeline's stages are fixed from then on.
+ *
+ * Never blocks. Thread-safe once started (before start it is part of
+ * building: one thread). The channel itself is used from any thread.
+ * @param p the pipeline.
+ * @return the channel, borrowed: valid until cpat_pipeline_destroy(),
+ *         which destroys it; NULL for NULL, a pipeline without
+ *         cpat_pipeline_set_output(), or when the channel could not be
+ *         made (out of memory, before start).
  */
 CPAT_API struct cpat_chan *cpat_pipeline_output(struct cpat_pipeline *p);
 
 /**
  * Waits until the pipeline has stopped and every thread has exited, then
  * drains every channel (but the output channel), dropping what is left.
- * A second call returns the same result.
+ * A second call returns the same result at once.
  *
- * Blocks. Call from one thread, not from a stage.
+ * Blocks until the run ends: with a feed, only after
+ * cpat_pipeline_feed_close() or a stop; with an output channel, not while
+ * that channel is full and nobody receives from it. One thread at a time;
+ * never from the pipeline's own callbacks.
  * @param p   the pipeline.
  * @param res if not NULL, receives the result.
  * @return 0 if the input ended and everything was delivered; the first
- *         error (a negative value from a callback); -ECANCELED or
- *         -ETIMEDOUT if the token fired or the deadline passed; -EINVAL
- *         for NULL or a pipeline never started; -EBUSY from a stage.
+ *         error (a negative value from a callback; -EPIPE if the caller
+ *         closed the output channel); -ECANCELED or -ETIMEDOUT if the
+ *         token fired, the pipeline was cancelled or the deadline passed;
+ *         -EINVAL for NULL or a pipeline never started; -EBUSY from the
+ *         pipeline's own callbacks (nothing waited for).
  */
 CPAT_API int cpat_pipeline_wait(struct cpat_pipeline *p,
                                 struct cpat_pipeline_result *res);
 
 /**
  * cpat_pipeline_start() then cpat_pipeline_wait().
- * @return as those.
+ *
+ * Blocks until the run ends. From the thread that built the pipeline.
+ * @param p           the pipeline.
+ * @param tok         as for cpat_pipeline_start().
+ * @param deadline_ns as for cpat_pipeline_start().
+ * @param res         if not NULL, receives the result (zeroed but for rc
+ *                    when start fails).
+ * @return as cpat_pipeline_start() if it fails, else as
+ *         cpat_pipeline_wait().
  */
 CPAT_API int cpat_pipeline_run(struct cpat_pipeline *p, struct cpat_token *tok,
                                int64_t deadline_ns,
                                struct cpat_pipeline_result *res);
 
 /**
- * Stops a running pipeline as a cancelled token would (-ECANCELED).
- * Never blocks. @return 0; -EINVAL for NULL.
+ * Stops a running pipeline as a cancelled token would: wait then returns
+ * -ECANCELED (unless an error or the end of input came first). No effect
+ * on a pipeline not running.
+ *
+ * Never blocks. Thread-safe.
+ * @param p the pipeline.
+ * @return 0; -EINVAL for NULL.
  */
 CPAT_API int cpat_pipeline_cancel(struct cpat_pipeline *p);
 
 /**
- * Per-stage statistics, a snapshot (any time after start).
+ * Per-stage statistics, a snapshot (zeros before start).
+ *
+ * Never blocks. Thread-safe.
  * @param p     the pipeline.
- * @param stats room for @p n entries, in stage order.
+ * @param stats room for @p n entries, filled in stage order.
  * @param n     how many entries @p stats has room for.
- * @return the number of stages (may exceed @p n); -EINVAL for NULL.
+ * @return the number of stages (may exceed @p n: only @p n are written);
+ *         -EINVAL for NULL @p p, or NULL @p stats with @p n > 0.
  */
 CPAT_API int cpat_pipeline_stats(struct cpat_pipeline *p,
                                  struct cpat_stage_stats *stats, size_t n);
 
 /**
  * Writes a human-readable table of the statistics into @p buf, naming the
- * bottleneck stage, like snprintf().
- * @return the length of the full report (may exceed @p len: truncated);
- *         -EINVAL for NULL @p p, or NULL @p buf with @p len > 0.
+ * bottleneck stage (the highest busy time per worker), like snprintf():
+ * at most @p len bytes, NUL included.
+ *
+ * Never blocks. Thread-safe.
+ * @param p   the pipeline.
+ * @param buf where to write, or NULL with @p len 0 (to learn the length).
+ * @param len the size of @p buf.
+ * @return the length of the full report, NUL excluded (>= @p len: it was
+ *         truncated); -EINVAL for NULL @p p, or NULL @p buf with
+ *         @p len > 0.
  */
 CPAT_API int cpat_pipeline_report(struct cpat_pipeline *p, char *buf,
                                   size_t len);
@@ -514,28 +728,63 @@ CPAT_API int cpat_pipeline_report(struct cpat_pipeline *p, char *buf,
 /* ---- for stage functions ---- */
 
 /**
- * Emits one output item from a flat stage (out_size bytes, copied).
- * Blocks while the next channel is full.
- * @return 0; -ECANCELED if the pipeline is stopping (return at once);
- *         -EINVAL for NULL or outside a flat stage.
+ * Emits one output item from a flat stage.
+ *
+ * Blocks while the next channel is full (an ordered stage's worker may
+ * also wait for the items before its own to be passed on). Only from the
+ * flat stage function's call, with its @p ctx.
+ * @param ctx  the call's context.
+ * @param item out_size bytes, copied; the caller keeps ownership.
+ * @return 0; -ECANCELED if the pipeline is stopping (return from the
+ *         stage function at once: what it emits is dropped); -EINVAL for
+ *         NULL @p ctx or @p item, or the context of a stage that is not
+ *         flat.
  */
 CPAT_API int cpat_stage_emit(struct cpat_stage_ctx *ctx, const void *item);
 
-/** The pipeline's token (fires when it stops). Never blocks. */
+/**
+ * The pipeline's run token, which fires when the pipeline stops: a stage
+ * function that waits for something should wait under it.
+ *
+ * Never blocks. From the stage function's call, with its @p ctx.
+ * @return the token, borrowed: valid during the call (take a reference
+ *         with cpat_token_ref() to keep it); NULL for NULL.
+ */
 CPAT_API struct cpat_token *cpat_stage_token(struct cpat_stage_ctx *ctx);
 
-/** The stage's arg (cpat_stage_opts.arg). Never blocks. */
+/**
+ * The stage's arg (cpat_stage_opts.arg).
+ *
+ * Never blocks. From the stage function's call, with its @p ctx.
+ * @return the arg; NULL for NULL.
+ */
 CPAT_API void *cpat_stage_arg(struct cpat_stage_ctx *ctx);
 
-/** The index of the current item in source order. Never blocks. */
+/**
+ * The index of the current item in source order (for a flat stage's
+ * emitted items, the index of the input they came from).
+ *
+ * Never blocks. From the stage function's call, with its @p ctx.
+ * @return the index; 0 for NULL.
+ */
 CPAT_API uint64_t cpat_stage_index(struct cpat_stage_ctx *ctx);
 
-/** Which worker of the stage runs the call, 0..workers-1. Never blocks. */
+/**
+ * Which worker of the stage runs the call.
+ *
+ * Never blocks. From the stage function's call, with its @p ctx.
+ * @return 0..workers-1; 0 for NULL.
+ */
 CPAT_API unsigned cpat_stage_worker(struct cpat_stage_ctx *ctx);
 
 /**
- * Destroys the pipeline; if it is running, cancels it and waits first.
- * @param p the pipeline, or NULL (no-op).
+ * Destroys the pipeline and its output channel; if it is running, cancels
+ * it and waits first.
+ *
+ * Blocks until the pipeline's threads have exited (at once after
+ * cpat_pipeline_wait()). Not concurrently with any other call on the
+ * pipeline; never from its own callbacks (it then does nothing).
+ * @param p the pipeline, or NULL (no-op); invalid after the call.
  */
 CPAT_API void cpat_pipeline_destroy(struct cpat_pipeline *p);
 

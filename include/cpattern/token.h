@@ -27,8 +27,8 @@
  *
  * **Deadlines** fire on time without a thread per token: one shared timer
  * thread ("cpat-timer" on Linux; the signal helper below is
- * "cpat-signal"), started at the first deadline token, fires them all. Reading the
- * status of a token past its effective deadline (its own or an ancestor's)
+ * "cpat-signal"), started at the first deadline token, fires them all.
+ * Reading the status of a token past its effective deadline (its own or an ancestor's)
  * also fires it, so a token is never seen live after its deadline, and never
  * fires before it.
  *
@@ -159,8 +159,8 @@ CPAT_API int cpat_token_create_signals(struct cpat_token **out,
  * callback of the token and its descendants has run (callbacks run in the
  * thread that fired their token, with no library lock held) or, if another
  * thread fired first, is running or about to run there. Wakes every thread
- * blocked on the token. Never blocks on anything but short internal locks and the
- * callbacks themselves. Thread-safe.
+ * blocked on the token. Never blocks on anything but short internal locks
+ * and the callbacks themselves. Thread-safe.
  *
  * @param tok the token; the caller holds a reference.
  * @return 1 if this call fired the token; 0 if it had already fired (with
