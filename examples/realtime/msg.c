@@ -41,7 +41,7 @@ int rt_msg_format(char *buf, size_t len, int64_t seq, int malformed)
 	uint64_t h = mix((uint64_t)seq);
 	unsigned user = (unsigned)(h >> 20) % 50000;
 	int n;
-	if (malformed && seq % 2 == 0) /* cut short: a syntax error */
+	if (malformed && h % 2 == 0) /* cut short: a syntax error */
 		n = snprintf(buf, len, "{\"id\":%lld,\"user\":\"u%05u\",\"amou",
 		             (long long)seq, user);
 	else if (malformed) /* valid JSON, but qty is not a number */

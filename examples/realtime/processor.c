@@ -572,7 +572,7 @@ static void *monitor(void *arg)
 	redisContext *rc = a->o->quiet ? NULL : connect_url(a->o->url);
 	long long last = 0;
 	int64_t last_t = cpat_now_ns(), next = last_t + CPAT_SEC;
-	int64_t deadline = CPAT_FOREVER;
+	int64_t deadline = INT64_MAX; /* none until a signal */
 	int reading = 1;
 	for (;;) {
 		int64_t until = next < deadline ? next : deadline;
@@ -599,7 +599,7 @@ static void *monitor(void *arg)
 			atomic_store(&a->deadline_hit, 1);
 			cpat_pipeline_cancel(a->p);
 			cpat_token_cancel(a->halt);
-			deadline = CPAT_FOREVER;
+			deadline = INT64_MAX;
 		}
 		if (now >= next) {
 			if (!a->o->quiet)
@@ -712,7 +712,13 @@ static int run_consumer(struct opts *o)
 	struct cpat_pipeline_opts po;
 	cpat_pipeline_opts_init(&po);
 	po.item_size = sizeof(struct rt_msg);
-	po.source_capacity = 256;
+	/* A source channel of 1: the pipeline hands each item on as soon as
+	 * the source returns it. With a larger one it gathers the items of
+	 * fast calls into a chunk, and a call that then blocks in the
+	 * broker's read (nothing new) would hold them there until a new
+	 * message came: a lull would strand the last messages unprocessed.
+	 * The source's own read batch is the buffer here. */
+	po.source_capacity = 1;
 	rc = cpat_pipeline_create(&a.p, &po);
 	struct cpat_source_opts sro;
 	cpat_source_opts_init(&sro);
@@ -796,14 +802,18 @@ static int run_consumer(struct opts *o)
 
 	int64_t sig_at = atomic_load(&a.sig_at);
 	double after = sig_at ? (double)(t_end - sig_at) / 1e6 : 0;
+	struct cpat_redis_source_stats ss;
+	cpat_redis_source_stats(a.src, &ss);
 	const char *outcome;
 	if (wrc == 0 && sig_at) {
 		outcome = "drained";
 		exit_code = 0;
 		fprintf(stderr,
 		        "realtime_processor: shutdown: drained in %.0f ms: "
-		        "everything read was committed and acknowledged\n",
-		        after);
+		        "everything the pipeline took was committed and "
+		        "acknowledged; %" PRIu64 " fetched but not started "
+		        "stay pending for the group\n",
+		        after, ss.in_flight);
 	} else if (wrc == 0) {
 		outcome = "idle";
 		exit_code = 0;
@@ -829,8 +839,6 @@ static int run_consumer(struct opts *o)
 		        res.stage, cpat_strerror(wrc), res.unacked);
 	}
 
-	struct cpat_redis_source_stats ss;
-	cpat_redis_source_stats(a.src, &ss);
 	double secs = (double)(t_end - a.t0) / 1e9;
 	long long committed = atomic_load(&a.committed);
 	double p50 = rt_hist_pct(&a.all, 50), p99 = rt_hist_pct(&a.all, 99),

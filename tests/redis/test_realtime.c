@@ -508,8 +508,11 @@ TH_TEST_FN(realtime_disk_write_fault_nothing_acked_then_written)
 /* ---- shutdown ------------------------------------------------------------------ */
 
 /* SIGTERM with batches in flight (one full batch committing, the next
- * filling): the processor stops reading, commits what it read and
- * acknowledges it, then exits 0 within the deadline saying "drained". */
+ * filling): the processor stops reading, commits and acknowledges what
+ * its pipeline had taken, then exits 0 within the deadline saying
+ * "drained". Entries its source had fetched but not yet handed to the
+ * pipeline stay pending for the group (another member takes them after
+ * --claim-ms): never acknowledged without their commit. */
 TH_TEST_FN(realtime_sigterm_commits_and_acks_batch_in_flight)
 {
 	(void)state;
@@ -529,13 +532,14 @@ TH_TEST_FN(realtime_sigterm_commits_and_acks_batch_in_flight)
 	struct proc p;
 	/* Batches of 50, committed by count only (or at the end); 1 ms of
 	 * CPU per message: 1000 messages are about 1 s of work, and the
-	 * signal comes after the first batch. */
+	 * signal comes after the first batch, with up to 200 in flight. */
 	const char *args[] = {CONSUMER_ARGS(f.url, stream, "t", db),
 	                      "--batch", "50", "--batch-ms", "600000",
 	                      "--work-us", "1000", "--max-unacked", "200",
 	                      "--grace-ms", grace, NULL};
 	proc_start(&p, &f, "term", 0, args);
-	while (db_count(db) < 50)
+	long before;
+	while ((before = db_count(db)) < 50)
 		pause_ms(2);
 	int64_t t0 = cpat_now_ns();
 	kill(p.pid, SIGTERM);
@@ -550,12 +554,12 @@ TH_TEST_FN(realtime_sigterm_commits_and_acks_batch_in_flight)
 	group_info(c, stream, &pend, &read);
 	long rows = db_count(db);
 	fprintf(stderr,
-	        "# SIGTERM after the first batch: exit 0 in %.0f ms, %ld rows "
-	        "committed = %lld read, %lld pending\n",
-	        ms, rows, read, pend);
-	assert_int_equal(pend, 0);    /* all it read was acknowledged */
-	assert_int_equal(rows, read); /* and committed */
-	assert_true(rows % 50 != 0 || rows < n); /* a remainder, or stopped early */
+	        "# SIGTERM at %ld rows: exit 0 in %.0f ms, %ld rows committed "
+	        "and acknowledged, %lld fetched but not started left "
+	        "pending, %lld read in all\n",
+	        before, ms, rows, pend, read);
+	assert_true(rows > before);   /* what was in flight was committed */
+	assert_int_equal(rows + pend, read); /* acked == committed */
 	free(m.id);
 	redisFree(c);
 	rfx_stop(&f);
