@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <sqlite3.h>
 
@@ -79,6 +80,22 @@ static int exec(struct rt_store *s, const char *sql, char *err, size_t errlen)
 	return rc == SQLITE_OK ? 0 : fail(s, rc, sql, err, errlen);
 }
 
+/* exec() for the set-up statements, which several processes starting at
+ * once on a new file contend for (switching to WAL needs the file to
+ * itself, and SQLite's busy handler is not called there): tried again
+ * for up to @p busy_ms while the file is busy. */
+static int exec_setup(struct rt_store *s, const char *sql, int busy_ms,
+                      char *err, size_t errlen)
+{
+	for (int waited = 0;; waited += 10) {
+		int e = exec(s, sql, err, errlen);
+		if (e != -EBUSY || waited >= busy_ms)
+			return e;
+		struct timespec ts = {0, 10 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+}
+
 int rt_store_open(struct rt_store **out, const char *path, int sync_normal,
                   int busy_ms, char *err, size_t errlen)
 {
@@ -96,19 +113,20 @@ int rt_store_open(struct rt_store **out, const char *path, int sync_normal,
 	if (!e && sqlite3_busy_timeout(s->db, busy_ms) != SQLITE_OK)
 		e = fail(s, SQLITE_ERROR, "busy_timeout", err, errlen);
 	if (!e)
-		e = exec(s, "PRAGMA journal_mode=WAL", err, errlen);
+		e = exec_setup(s, "PRAGMA journal_mode=WAL", busy_ms, err,
+		               errlen);
 	if (!e)
-		e = exec(s,
-		         sync_normal ? "PRAGMA synchronous=NORMAL"
-		                     : "PRAGMA synchronous=FULL",
-		         err, errlen);
+		e = exec_setup(s,
+		               sync_normal ? "PRAGMA synchronous=NORMAL"
+		                           : "PRAGMA synchronous=FULL",
+		               busy_ms, err, errlen);
 	if (!e)
-		e = exec(s,
+		e = exec_setup(s,
 		         "CREATE TABLE IF NOT EXISTS results ("
 		         "id TEXT PRIMARY KEY, order_id INTEGER, user INTEGER, "
 		         "qty INTEGER, amount REAL, total REAL, risk INTEGER, "
 		         "sent_ns INTEGER, saved_ns INTEGER) WITHOUT ROWID",
-		         err, errlen);
+		         busy_ms, err, errlen);
 	if (!e) {
 		rc = sqlite3_prepare_v2(s->db,
 		                        "INSERT OR IGNORE INTO results VALUES "
