@@ -43,24 +43,25 @@ int rt_msg_format(char *buf, size_t len, int64_t seq, int malformed)
 	int n;
 	if (malformed && h % 2 == 0) /* cut short: a syntax error */
 		n = snprintf(buf, len, "{\"id\":%lld,\"user\":\"u%05u\",\"amou",
-		             (long long)seq, user);
+			     (long long)seq, user);
 	else if (malformed) /* valid JSON, but qty is not a number */
-		n = snprintf(buf, len,
-		             "{\"id\":%lld,\"user\":\"u%05u\",\"type\":\"order\","
-		             "\"amount\":1.50,\"qty\":\"three\"}",
-		             (long long)seq, user);
+		n = snprintf(
+			buf, len,
+			"{\"id\":%lld,\"user\":\"u%05u\",\"type\":\"order\","
+			"\"amount\":1.50,\"qty\":\"three\"}",
+			(long long)seq, user);
 	else
-		n = snprintf(buf, len,
-		             "{\"id\":%lld,\"user\":\"u%05u\",\"type\":\"order\","
-		             "\"amount\":%u.%02u,\"qty\":%u,\"tags\":[\"web\","
-		             "\"eu\"],\"meta\":{\"v\":2,\"src\":\"mq\"}}",
-		             (long long)seq, user, (unsigned)(h >> 8) % 500,
-		             (unsigned)h % 100, 1 + (unsigned)(h >> 40) % 9);
+		n = snprintf(
+			buf, len,
+			"{\"id\":%lld,\"user\":\"u%05u\",\"type\":\"order\","
+			"\"amount\":%u.%02u,\"qty\":%u,\"tags\":[\"web\","
+			"\"eu\"],\"meta\":{\"v\":2,\"src\":\"mq\"}}",
+			(long long)seq, user, (unsigned)(h >> 8) % 500,
+			(unsigned)h % 100, 1 + (unsigned)(h >> 40) % 9);
 	return n < 0 || (size_t)n >= len ? -1 : n;
 }
 
-int rt_parse(const struct rt_msg *m, struct rt_rec *r, char *err,
-             size_t errlen)
+int rt_parse(const struct rt_msg *m, struct rt_rec *r, char *err, size_t errlen)
 {
 	const char *end = NULL;
 	/* With a length and return_parse_end: no NUL needed, and the error's
@@ -69,7 +70,7 @@ int rt_parse(const struct rt_msg *m, struct rt_rec *r, char *err,
 	if (!root) {
 		size_t at = end && end >= m->json ? (size_t)(end - m->json) : 0;
 		snprintf(err, errlen, "invalid JSON at byte %zu of %u", at,
-		         (unsigned)m->len);
+			 (unsigned)m->len);
 		return -1;
 	}
 	static const char *const need[] = {"id", "user", "amount", "qty"};
@@ -80,12 +81,12 @@ int rt_parse(const struct rt_msg *m, struct rt_rec *r, char *err,
 		int ok = i == 1 ? cJSON_IsString(v[i]) : cJSON_IsNumber(v[i]);
 		if (!ok) {
 			snprintf(err, errlen, "field \"%s\" %s", need[i],
-			         v[i] ? "has the wrong type" : "is missing");
+				 v[i] ? "has the wrong type" : "is missing");
 			rc = -1;
 		}
 	}
 	if (rc == 0 && (v[1]->valuestring[0] != 'u' || v[2]->valuedouble < 0 ||
-	                v[3]->valuedouble < 1 || v[3]->valuedouble > 1e6)) {
+			v[3]->valuedouble < 1 || v[3]->valuedouble > 1e6)) {
 		snprintf(err, errlen, "field values out of range");
 		rc = -1;
 	}

@@ -11,8 +11,8 @@
  * the same --stream and --group: each message goes to one of them, and
  * what a crashed one had not committed goes to another after --claim-ms.
  *
- *   realtime_processor --produce --rate 10000 --count 100000 --malformed-every 1000
- *   realtime_processor --db results.db              # Ctrl-C to stop
+ *   realtime_processor --produce --rate 10000 --count 100000 --malformed-every
+ * 1000 realtime_processor --db results.db              # Ctrl-C to stop
  *
  * Delivery: at-least-once from the broker, made effectively-once by the
  * store (the entry ID is the primary key, INSERT OR IGNORE). A commit that
@@ -64,48 +64,70 @@ struct opts {
 static void usage(FILE *f)
 {
 	fprintf(f,
-	        "usage: realtime_processor [consumer options]      process messages\n"
-	        "       realtime_processor --produce [producer options]\n"
-	        "\n"
-	        "common:\n"
-	        "  --url URL             redis://[[user]:pass@]host[:port][/db] or\n"
-	        "                        unix:///path (default redis://127.0.0.1:6379)\n"
-	        "  --stream NAME         the stream (default orders)\n"
-	        "  --json                final summary as one JSON object on stdout\n"
-	        "  --quiet               no progress line\n"
-	        "  --help                this text\n"
-	        "consumer:\n"
-	        "  --group NAME          consumer group (default processors)\n"
-	        "  --consumer NAME       this member's name, unique in the group\n"
-	        "                        (default hostname-pid)\n"
-	        "  --db PATH             SQLite database (default realtime.db)\n"
-	        "  --synchronous full|normal  fsync every commit (full, default) or\n"
-	        "                        only at checkpoints (normal)\n"
-	        "  --dead NAME           dead-letter stream (default STREAM:dead)\n"
-	        "  --parse-workers N     (default 2)   --compute-workers N (default 1)\n"
-	        "  --batch N             rows per transaction (default 100)\n"
-	        "  --batch-ms MS         commit what is held after MS (default 1000)\n"
-	        "  --work-us US          CPU time of the computation per message (0)\n"
-	        "  --grace-ms MS         shutdown deadline after SIGINT/SIGTERM (5000)\n"
-	        "  --claim-ms MS         take over entries another member left\n"
-	        "                        pending this long (default 5000)\n"
-	        "  --max-deliveries N    then dead-letter them (default 5)\n"
-	        "  --max-unacked N       messages in flight at most (default 1024)\n"
-	        "  --read-batch N        entries per XREADGROUP (default 64)\n"
-	        "  --db-retry-ms MS      retry a failing commit this long, then\n"
-	        "                        stop with the error (default 30000)\n"
-	        "  --idle-exit-ms MS     drain and exit after MS with nothing to read\n"
-	        "                        (default 0: run until a signal)\n"
-	        "  --hist-file PATH      write the latency histogram there at exit\n"
-	        "producer:\n"
-	        "  --rate R              messages per second offered (default 1000)\n"
-	        "  --count N             messages in all (default 10000)\n"
-	        "  --malformed-every K   every K-th message malformed (default 0: none)\n"
-	        "  --start-at NS         first send time, CLOCK_REALTIME ns (default now)\n"
-	        "  --maxlen N            trim the stream to about N entries (default 0: no)\n"
-	        "\n"
-	        "Exit status: 0 done (drained); 1 error; 2 usage; 3 shutdown deadline\n"
-	        "hit (what was not committed stays pending for the group).\n");
+		"usage: realtime_processor [consumer options]      process "
+		"messages\n"
+		"       realtime_processor --produce [producer options]\n"
+		"\n"
+		"common:\n"
+		"  --url URL             "
+		"redis://[[user]:pass@]host[:port][/db] or\n"
+		"                        unix:///path (default "
+		"redis://127.0.0.1:6379)\n"
+		"  --stream NAME         the stream (default orders)\n"
+		"  --json                final summary as one JSON object on "
+		"stdout\n"
+		"  --quiet               no progress line\n"
+		"  --help                this text\n"
+		"consumer:\n"
+		"  --group NAME          consumer group (default processors)\n"
+		"  --consumer NAME       this member's name, unique in the "
+		"group\n"
+		"                        (default hostname-pid)\n"
+		"  --db PATH             SQLite database (default "
+		"realtime.db)\n"
+		"  --synchronous full|normal  fsync every commit (full, "
+		"default) or\n"
+		"                        only at checkpoints (normal)\n"
+		"  --dead NAME           dead-letter stream (default "
+		"STREAM:dead)\n"
+		"  --parse-workers N     (default 2)   --compute-workers N "
+		"(default 1)\n"
+		"  --batch N             rows per transaction (default 100)\n"
+		"  --batch-ms MS         commit what is held after MS (default "
+		"1000)\n"
+		"  --work-us US          CPU time of the computation per "
+		"message (0)\n"
+		"  --grace-ms MS         shutdown deadline after "
+		"SIGINT/SIGTERM (5000)\n"
+		"  --claim-ms MS         take over entries another member "
+		"left\n"
+		"                        pending this long (default 5000)\n"
+		"  --max-deliveries N    then dead-letter them (default 5)\n"
+		"  --max-unacked N       messages in flight at most (default "
+		"1024)\n"
+		"  --read-batch N        entries per XREADGROUP (default 64)\n"
+		"  --db-retry-ms MS      retry a failing commit this long, "
+		"then\n"
+		"                        stop with the error (default 30000)\n"
+		"  --idle-exit-ms MS     drain and exit after MS with nothing "
+		"to read\n"
+		"                        (default 0: run until a signal)\n"
+		"  --hist-file PATH      write the latency histogram there at "
+		"exit\n"
+		"producer:\n"
+		"  --rate R              messages per second offered (default "
+		"1000)\n"
+		"  --count N             messages in all (default 10000)\n"
+		"  --malformed-every K   every K-th message malformed (default "
+		"0: none)\n"
+		"  --start-at NS         first send time, CLOCK_REALTIME ns "
+		"(default now)\n"
+		"  --maxlen N            trim the stream to about N entries "
+		"(default 0: no)\n"
+		"\n"
+		"Exit status: 0 done (drained); 1 error; 2 usage; 3 shutdown "
+		"deadline\n"
+		"hit (what was not committed stays pending for the group).\n");
 }
 
 static int num(const char *name, const char *v, long lo, long *out)
@@ -115,7 +137,7 @@ static int num(const char *name, const char *v, long lo, long *out)
 	long x = strtol(v, &end, 10);
 	if (errno || end == v || *end || x < lo) {
 		fprintf(stderr, "realtime_processor: --%s: bad value '%s'\n",
-		        name, v);
+			name, v);
 		return -1;
 	}
 	*out = x;
@@ -141,25 +163,63 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	o->db_retry_ms = 30000;
 	o->rate = 1000;
 	o->count = 10000;
-	enum { O_URL = 256, O_STREAM, O_GROUP, O_CONSUMER, O_DB, O_DEAD,
-	       O_HIST, O_SYNC, O_PW, O_CW, O_BATCH, O_BMS, O_WORK, O_GRACE,
-	       O_CLAIM, O_MAXDEL, O_UNACKED, O_RBATCH, O_RETRY, O_IDLE,
-	       O_RATE, O_COUNT, O_MALF, O_START, O_MAXLEN };
+	enum {
+		O_URL = 256,
+		O_STREAM,
+		O_GROUP,
+		O_CONSUMER,
+		O_DB,
+		O_DEAD,
+		O_HIST,
+		O_SYNC,
+		O_PW,
+		O_CW,
+		O_BATCH,
+		O_BMS,
+		O_WORK,
+		O_GRACE,
+		O_CLAIM,
+		O_MAXDEL,
+		O_UNACKED,
+		O_RBATCH,
+		O_RETRY,
+		O_IDLE,
+		O_RATE,
+		O_COUNT,
+		O_MALF,
+		O_START,
+		O_MAXLEN
+	};
 	static const struct option lo[] = {
-		{"url", 1, 0, O_URL}, {"stream", 1, 0, O_STREAM},
-		{"group", 1, 0, O_GROUP}, {"consumer", 1, 0, O_CONSUMER},
-		{"db", 1, 0, O_DB}, {"dead", 1, 0, O_DEAD},
-		{"hist-file", 1, 0, O_HIST}, {"synchronous", 1, 0, O_SYNC},
-		{"parse-workers", 1, 0, O_PW}, {"compute-workers", 1, 0, O_CW},
-		{"batch", 1, 0, O_BATCH}, {"batch-ms", 1, 0, O_BMS},
-		{"work-us", 1, 0, O_WORK}, {"grace-ms", 1, 0, O_GRACE},
-		{"claim-ms", 1, 0, O_CLAIM}, {"max-deliveries", 1, 0, O_MAXDEL},
-		{"max-unacked", 1, 0, O_UNACKED}, {"read-batch", 1, 0, O_RBATCH},
-		{"db-retry-ms", 1, 0, O_RETRY}, {"idle-exit-ms", 1, 0, O_IDLE},
-		{"rate", 1, 0, O_RATE}, {"count", 1, 0, O_COUNT},
-		{"malformed-every", 1, 0, O_MALF}, {"start-at", 1, 0, O_START},
-		{"maxlen", 1, 0, O_MAXLEN}, {"produce", 0, 0, 'p'},
-		{"json", 0, 0, 'j'}, {"quiet", 0, 0, 'q'}, {"help", 0, 0, 'h'},
+		{"url", 1, 0, O_URL},
+		{"stream", 1, 0, O_STREAM},
+		{"group", 1, 0, O_GROUP},
+		{"consumer", 1, 0, O_CONSUMER},
+		{"db", 1, 0, O_DB},
+		{"dead", 1, 0, O_DEAD},
+		{"hist-file", 1, 0, O_HIST},
+		{"synchronous", 1, 0, O_SYNC},
+		{"parse-workers", 1, 0, O_PW},
+		{"compute-workers", 1, 0, O_CW},
+		{"batch", 1, 0, O_BATCH},
+		{"batch-ms", 1, 0, O_BMS},
+		{"work-us", 1, 0, O_WORK},
+		{"grace-ms", 1, 0, O_GRACE},
+		{"claim-ms", 1, 0, O_CLAIM},
+		{"max-deliveries", 1, 0, O_MAXDEL},
+		{"max-unacked", 1, 0, O_UNACKED},
+		{"read-batch", 1, 0, O_RBATCH},
+		{"db-retry-ms", 1, 0, O_RETRY},
+		{"idle-exit-ms", 1, 0, O_IDLE},
+		{"rate", 1, 0, O_RATE},
+		{"count", 1, 0, O_COUNT},
+		{"malformed-every", 1, 0, O_MALF},
+		{"start-at", 1, 0, O_START},
+		{"maxlen", 1, 0, O_MAXLEN},
+		{"produce", 0, 0, 'p'},
+		{"json", 0, 0, 'j'},
+		{"quiet", 0, 0, 'q'},
+		{"help", 0, 0, 'h'},
 		{0, 0, 0, 0},
 	};
 	int c, bad = 0;
@@ -171,16 +231,36 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case 'h':
 			usage(stdout);
 			exit(0);
-		case 'p': o->produce = 1; break;
-		case 'j': o->json = 1; break;
-		case 'q': o->quiet = 1; break;
-		case O_URL: o->url = optarg; break;
-		case O_STREAM: o->stream = optarg; break;
-		case O_GROUP: o->group = optarg; break;
-		case O_CONSUMER: o->consumer = optarg; break;
-		case O_DB: o->db = optarg; break;
-		case O_DEAD: o->dead = optarg; break;
-		case O_HIST: o->hist_file = optarg; break;
+		case 'p':
+			o->produce = 1;
+			break;
+		case 'j':
+			o->json = 1;
+			break;
+		case 'q':
+			o->quiet = 1;
+			break;
+		case O_URL:
+			o->url = optarg;
+			break;
+		case O_STREAM:
+			o->stream = optarg;
+			break;
+		case O_GROUP:
+			o->group = optarg;
+			break;
+		case O_CONSUMER:
+			o->consumer = optarg;
+			break;
+		case O_DB:
+			o->db = optarg;
+			break;
+		case O_DEAD:
+			o->dead = optarg;
+			break;
+		case O_HIST:
+			o->hist_file = optarg;
+			break;
 		case O_SYNC:
 			if (strcmp(optarg, "full") == 0)
 				o->sync_normal = 0;
@@ -189,21 +269,51 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			else
 				bad = 1;
 			break;
-		case O_PW: bad = num(n, optarg, 1, &o->parse_workers); break;
-		case O_CW: bad = num(n, optarg, 1, &o->compute_workers); break;
-		case O_BATCH: bad = num(n, optarg, 1, &o->batch); break;
-		case O_BMS: bad = num(n, optarg, 1, &o->batch_ms); break;
-		case O_WORK: bad = num(n, optarg, 0, &o->work_us); break;
-		case O_GRACE: bad = num(n, optarg, 1, &o->grace_ms); break;
-		case O_CLAIM: bad = num(n, optarg, 0, &o->claim_ms); break;
-		case O_MAXDEL: bad = num(n, optarg, 0, &o->max_deliveries); break;
-		case O_UNACKED: bad = num(n, optarg, 1, &o->max_unacked); break;
-		case O_RBATCH: bad = num(n, optarg, 1, &o->read_batch); break;
-		case O_RETRY: bad = num(n, optarg, 0, &o->db_retry_ms); break;
-		case O_IDLE: bad = num(n, optarg, 0, &o->idle_exit_ms); break;
-		case O_COUNT: bad = num(n, optarg, 0, &o->count); break;
-		case O_MALF: bad = num(n, optarg, 0, &o->malformed_every); break;
-		case O_MAXLEN: bad = num(n, optarg, 0, &o->maxlen); break;
+		case O_PW:
+			bad = num(n, optarg, 1, &o->parse_workers);
+			break;
+		case O_CW:
+			bad = num(n, optarg, 1, &o->compute_workers);
+			break;
+		case O_BATCH:
+			bad = num(n, optarg, 1, &o->batch);
+			break;
+		case O_BMS:
+			bad = num(n, optarg, 1, &o->batch_ms);
+			break;
+		case O_WORK:
+			bad = num(n, optarg, 0, &o->work_us);
+			break;
+		case O_GRACE:
+			bad = num(n, optarg, 1, &o->grace_ms);
+			break;
+		case O_CLAIM:
+			bad = num(n, optarg, 0, &o->claim_ms);
+			break;
+		case O_MAXDEL:
+			bad = num(n, optarg, 0, &o->max_deliveries);
+			break;
+		case O_UNACKED:
+			bad = num(n, optarg, 1, &o->max_unacked);
+			break;
+		case O_RBATCH:
+			bad = num(n, optarg, 1, &o->read_batch);
+			break;
+		case O_RETRY:
+			bad = num(n, optarg, 0, &o->db_retry_ms);
+			break;
+		case O_IDLE:
+			bad = num(n, optarg, 0, &o->idle_exit_ms);
+			break;
+		case O_COUNT:
+			bad = num(n, optarg, 0, &o->count);
+			break;
+		case O_MALF:
+			bad = num(n, optarg, 0, &o->malformed_every);
+			break;
+		case O_MAXLEN:
+			bad = num(n, optarg, 0, &o->maxlen);
+			break;
 		case O_START:
 			bad = num(n, optarg, 0, &v);
 			o->start_at = v;
@@ -220,7 +330,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	}
 	if (!bad && optind < argc) {
 		fprintf(stderr, "realtime_processor: unexpected '%s'\n",
-		        argv[optind]);
+			argv[optind]);
 		bad = 1;
 	}
 	if (bad) {
@@ -291,7 +401,7 @@ static redisContext *connect_url(const char *url)
 	redisReply *r = NULL;
 	if (pass[0])
 		r = user[0] ? redisCommand(c, "AUTH %s %s", user, pass)
-		            : redisCommand(c, "AUTH %s", pass);
+			    : redisCommand(c, "AUTH %s", pass);
 	if (r)
 		freeReplyObject(r);
 	if (db > 0 && (r = redisCommand(c, "SELECT %ld", db)))
@@ -302,7 +412,7 @@ static redisContext *connect_url(const char *url)
 /* The group's lag (entries not yet delivered to any member; -1 where the
  * server does not know it) and pending count (delivered, not acked). */
 static int group_lag(redisContext *c, const char *stream, const char *group,
-                     long long *lag, long long *pending)
+		     long long *lag, long long *pending)
 {
 	*lag = *pending = -1;
 	if (!c)
@@ -310,24 +420,26 @@ static int group_lag(redisContext *c, const char *stream, const char *group,
 	redisReply *r = redisCommand(c, "XINFO GROUPS %s", stream);
 	if (!r)
 		return -1;
-	for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+	for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements;
+	     i++) {
 		redisReply *g = r->element[i];
 		if (g->type != REDIS_REPLY_ARRAY)
 			continue;
 		int mine = 0;
 		long long lg = -1, pe = -1;
 		for (size_t k = 0; k + 1 < g->elements; k += 2) {
-			const redisReply *key = g->element[k], *val = g->element[k + 1];
+			const redisReply *key = g->element[k],
+					 *val = g->element[k + 1];
 			if (key->type != REDIS_REPLY_STRING)
 				continue;
 			if (strcmp(key->str, "name") == 0)
 				mine = val->type == REDIS_REPLY_STRING &&
 				       strcmp(val->str, group) == 0;
 			else if (strcmp(key->str, "lag") == 0 &&
-			         val->type == REDIS_REPLY_INTEGER)
+				 val->type == REDIS_REPLY_INTEGER)
 				lg = val->integer;
 			else if (strcmp(key->str, "pending") == 0 &&
-			         val->type == REDIS_REPLY_INTEGER)
+				 val->type == REDIS_REPLY_INTEGER)
 				pe = val->integer;
 		}
 		if (mine) {
@@ -361,16 +473,16 @@ struct app {
 	struct cpat_token *done; /* the pipeline has been waited for */
 	int hooked;              /* the source hooked the pipeline's token */
 	atomic_int deadline_hit;
-	atomic_llong sig_at;     /* cpat_now_ns() of the signal, 0 if none */
+	atomic_llong sig_at; /* cpat_now_ns() of the signal, 0 if none */
 	atomic_llong committed, duplicates, batches, dead, commit_failures;
-	pthread_mutex_t mu;      /* the histograms */
+	pthread_mutex_t mu; /* the histograms */
 	struct rt_hist all, tick;
 	const struct rt_rec **recs; /* the sink's batch, --batch pointers */
 	int64_t t0;
 };
 
 static int decode(const struct cpat_redis_id *id,
-                  const struct cpat_redis_fields *f, void *item, void *arg)
+		  const struct cpat_redis_fields *f, void *item, void *arg)
 {
 	(void)arg;
 	struct rt_msg *m = item;
@@ -427,8 +539,7 @@ static int source(void *out, struct cpat_source_ctx *ctx)
 	return rc; /* 0: idle for --idle-exit-ms; or the source's error */
 }
 
-static int encode_dead(const void *item, struct cpat_redis_fields *f,
-                       void *arg)
+static int encode_dead(const void *item, struct cpat_redis_fields *f, void *arg)
 {
 	(void)arg;
 	const struct dead *d = item;
@@ -438,14 +549,14 @@ static int encode_dead(const void *item, struct cpat_redis_fields *f,
 	int rc = cpat_redis_fields_add(f, "json", d->m->json, d->m->len);
 	if (!rc)
 		rc = cpat_redis_fields_add(f, "error", d->error,
-		                           strlen(d->error));
+					   strlen(d->error));
 	if (!rc)
 		rc = cpat_redis_fields_add(f, "source-id", id, (size_t)idn);
 	if (!rc)
 		rc = cpat_redis_fields_add(f, "t", t, (size_t)tn);
 	if (!rc)
 		rc = cpat_redis_fields_add(f, "consumer", d->consumer,
-		                           strlen(d->consumer));
+					   strlen(d->consumer));
 	return rc;
 }
 
@@ -463,7 +574,7 @@ static int st_parse(const void *in, void *out, struct cpat_stage_ctx *ctx)
 	int rc = cpat_redis_sink_write(a->dl[cpat_stage_worker(ctx)], &d, 1);
 	if (rc != 0) {
 		fprintf(stderr, "realtime_processor: dead-letter write: %s\n",
-		        cpat_strerror(rc));
+			cpat_strerror(rc));
 		return rc;
 	}
 	atomic_fetch_add(&a->dead, 1);
@@ -492,24 +603,27 @@ static int sink_save(const void *item, void *arg)
 		char err[256];
 		long added = 0;
 		int rc = rt_store_save(a->store, recs, b->count, &added, err,
-		                       sizeof err);
+				       sizeof err);
 		int64_t now = cpat_now_ns();
 		if (rc == 0) {
 			if (first_fail)
 				fprintf(stderr,
-				        "realtime_processor: commit succeeded "
-				        "after %.1f s of failures\n",
-				        (double)(now - first_fail) / 1e9);
+					"realtime_processor: commit succeeded "
+					"after %.1f s of failures\n",
+					(double)(now - first_fail) / 1e9);
 			int64_t wall = rt_wall_ns();
 			pthread_mutex_lock(&a->mu);
 			for (size_t i = 0; i < b->count; i++)
 				if (recs[i]->sent_ns > 0) {
-					rt_hist_add(&a->all, wall - recs[i]->sent_ns);
-					rt_hist_add(&a->tick, wall - recs[i]->sent_ns);
+					rt_hist_add(&a->all,
+						    wall - recs[i]->sent_ns);
+					rt_hist_add(&a->tick,
+						    wall - recs[i]->sent_ns);
 				}
 			pthread_mutex_unlock(&a->mu);
 			atomic_fetch_add(&a->committed, added);
-			atomic_fetch_add(&a->duplicates, (long long)b->count - added);
+			atomic_fetch_add(&a->duplicates,
+					 (long long)b->count - added);
 			atomic_fetch_add(&a->batches, 1);
 			return 0;
 		}
@@ -517,12 +631,13 @@ static int sink_save(const void *item, void *arg)
 		if (!first_fail)
 			first_fail = now;
 		int give_up = !rt_store_transient(rc) ||
-		              now - first_fail >= a->o->db_retry_ms * CPAT_MSEC;
+			      now - first_fail >= a->o->db_retry_ms * CPAT_MSEC;
 		fprintf(stderr,
-		        "realtime_processor: commit of %zu messages failed (%s: "
-		        "%s); not acknowledged; %s\n",
-		        b->count, cpat_strerror(rc), err,
-		        give_up ? "giving up" : "retrying");
+			"realtime_processor: commit of %zu messages failed "
+			"(%s: "
+			"%s); not acknowledged; %s\n",
+			b->count, cpat_strerror(rc), err,
+			give_up ? "giving up" : "retrying");
 		if (give_up)
 			return rc;
 		/* Back off under the token: a stopping pipeline (deadline)
@@ -534,13 +649,13 @@ static int sink_save(const void *item, void *arg)
 }
 
 static void progress(struct app *a, redisContext *rc, long long *last,
-                     int64_t *last_t)
+		     int64_t *last_t)
 {
 	int64_t now = cpat_now_ns();
 	long long done = atomic_load(&a->committed) + atomic_load(&a->dead);
 	double rate = now > *last_t ? (double)(done - *last) * 1e9 /
-	                                      (double)(now - *last_t)
-	                            : 0;
+					      (double)(now - *last_t)
+				    : 0;
 	*last = done;
 	*last_t = now;
 	pthread_mutex_lock(&a->mu);
@@ -557,11 +672,11 @@ static void progress(struct app *a, redisContext *rc, long long *last,
 	if (p99 >= 0)
 		snprintf(pb, sizeof pb, "%.1f ms", p99 / 1e6);
 	fprintf(stderr,
-	        "[%s %6.1f s] %8.0f msg/s  done %lld (dead %lld)  lag %s  "
-	        "pending %lld  in flight %llu  p99 %s\n",
-	        a->consumer, (double)(now - a->t0) / 1e9, rate, done,
-	        (long long)atomic_load(&a->dead), lagb, pend,
-	        (unsigned long long)st.in_flight, pb);
+		"[%s %6.1f s] %8.0f msg/s  done %lld (dead %lld)  lag %s  "
+		"pending %lld  in flight %llu  p99 %s\n",
+		a->consumer, (double)(now - a->t0) / 1e9, rate, done,
+		(long long)atomic_load(&a->dead), lagb, pend,
+		(unsigned long long)st.in_flight, pb);
 }
 
 /* The monitor: the progress line every second, and the shutdown deadline:
@@ -582,12 +697,13 @@ static void *monitor(void *arg)
 				if (cpat_token_status(a->sig) != 0) {
 					int64_t t = cpat_now_ns();
 					atomic_store(&a->sig_at, t);
-					deadline = t + a->o->grace_ms * CPAT_MSEC;
+					deadline =
+						t + a->o->grace_ms * CPAT_MSEC;
 					fprintf(stderr,
-					        "realtime_processor: signal: "
-					        "stopped reading; draining "
-					        "(deadline %ld ms)\n",
-					        a->o->grace_ms);
+						"realtime_processor: signal: "
+						"stopped reading; draining "
+						"(deadline %ld ms)\n",
+						a->o->grace_ms);
 				}
 				continue;
 			}
@@ -628,7 +744,7 @@ static int run_consumer(struct opts *o)
 			snprintf(host, sizeof host, "host");
 		host[sizeof host - 1] = '\0';
 		snprintf(a.consumer, sizeof a.consumer, "%s-%ld", host,
-		         (long)getpid());
+			 (long)getpid());
 	}
 	char dead_name[256];
 	snprintf(dead_name, sizeof dead_name, "%s:dead", o->stream);
@@ -649,15 +765,15 @@ static int run_consumer(struct opts *o)
 		rc = cpat_token_on_cancel(a.sig, fire, a.read, NULL);
 	if (rc) {
 		fprintf(stderr, "realtime_processor: tokens: %s\n",
-		        cpat_strerror(rc));
+			cpat_strerror(rc));
 		goto out;
 	}
 
 	rc = rt_store_open(&a.store, o->db, o->sync_normal, 5000, err,
-	                   sizeof err);
+			   sizeof err);
 	if (rc) {
 		fprintf(stderr, "realtime_processor: database %s: %s\n", o->db,
-		        err);
+			err);
 		goto out;
 	}
 
@@ -680,7 +796,7 @@ static int run_consumer(struct opts *o)
 	rc = cpat_redis_source_create(&a.src, &so);
 	if (rc) {
 		fprintf(stderr, "realtime_processor: %s: %s: %s\n", o->url,
-		        cpat_strerror(rc), err);
+			cpat_strerror(rc), err);
 		goto out;
 	}
 	a.dl = calloc(pw, sizeof *a.dl);
@@ -702,9 +818,10 @@ static int run_consumer(struct opts *o)
 		ko.errlen = sizeof err;
 		rc = cpat_redis_sink_create(&a.dl[i], &ko);
 		if (rc) {
-			fprintf(stderr, "realtime_processor: dead-letter sink: "
-			                "%s: %s\n",
-			        cpat_strerror(rc), err);
+			fprintf(stderr,
+				"realtime_processor: dead-letter sink: "
+				"%s: %s\n",
+				cpat_strerror(rc), err);
 			goto out;
 		}
 	}
@@ -756,28 +873,29 @@ static int run_consumer(struct opts *o)
 		rc = cpat_pipeline_set_sink(a.p, sink_save, &a);
 	if (rc) {
 		fprintf(stderr, "realtime_processor: pipeline: %s\n",
-		        cpat_strerror(rc));
+			cpat_strerror(rc));
 		goto out;
 	}
 
 	a.t0 = cpat_now_ns();
 	if (!o->quiet)
 		fprintf(stderr,
-		        "realtime_processor: consumer %s of group %s on %s "
-		        "(%s), database %s\n",
-		        a.consumer, o->group, o->stream, o->url, o->db);
+			"realtime_processor: consumer %s of group %s on %s "
+			"(%s), database %s\n",
+			a.consumer, o->group, o->stream, o->url, o->db);
 	rc = cpat_pipeline_start(a.p, NULL, CPAT_FOREVER);
 	if (rc) {
 		fprintf(stderr, "realtime_processor: start: %s\n",
-		        cpat_strerror(rc));
+			cpat_strerror(rc));
 		goto out;
 	}
 	pthread_t mon;
 	int mon_rc = pthread_create(&mon, NULL, monitor, &a);
 	if (mon_rc)
-		fprintf(stderr, "realtime_processor: no monitor thread (%s): "
-		                "no progress line, no shutdown deadline\n",
-		        strerror(mon_rc));
+		fprintf(stderr,
+			"realtime_processor: no monitor thread (%s): "
+			"no progress line, no shutdown deadline\n",
+			strerror(mon_rc));
 	struct cpat_pipeline_result res;
 	int wrc = cpat_pipeline_wait(a.p, &res);
 	int64_t t_end = cpat_now_ns();
@@ -789,16 +907,17 @@ static int run_consumer(struct opts *o)
 	/* The last acknowledgements, bounded: 2 s to reach the broker. */
 	struct cpat_token *fl;
 	int frc = cpat_token_create_deadline(&fl, NULL,
-	                                     cpat_now_ns() + 2 * CPAT_SEC);
+					     cpat_now_ns() + 2 * CPAT_SEC);
 	if (!frc) {
 		frc = cpat_redis_source_flush(a.src, fl);
 		cpat_token_unref(fl);
 	}
 	if (frc)
-		fprintf(stderr, "realtime_processor: last acknowledgements not "
-		                "sent (%s): those messages will be delivered "
-		                "again\n",
-		        cpat_strerror(frc));
+		fprintf(stderr,
+			"realtime_processor: last acknowledgements not "
+			"sent (%s): those messages will be delivered "
+			"again\n",
+			cpat_strerror(frc));
 
 	int64_t sig_at = atomic_load(&a.sig_at);
 	double after = sig_at ? (double)(t_end - sig_at) / 1e6 : 0;
@@ -809,34 +928,35 @@ static int run_consumer(struct opts *o)
 		outcome = "drained";
 		exit_code = 0;
 		fprintf(stderr,
-		        "realtime_processor: shutdown: drained in %.0f ms: "
-		        "everything the pipeline took was committed and "
-		        "acknowledged; %" PRIu64 " fetched but not started "
-		        "stay pending for the group\n",
-		        after, ss.in_flight);
+			"realtime_processor: shutdown: drained in %.0f ms: "
+			"everything the pipeline took was committed and "
+			"acknowledged; %" PRIu64 " fetched but not started "
+			"stay pending for the group\n",
+			after, ss.in_flight);
 	} else if (wrc == 0) {
 		outcome = "idle";
 		exit_code = 0;
-		fprintf(stderr, "realtime_processor: input idle for %ld ms: "
-		                "drained, everything read was committed and "
-		                "acknowledged\n",
-		        o->idle_exit_ms);
+		fprintf(stderr,
+			"realtime_processor: input idle for %ld ms: "
+			"drained, everything read was committed and "
+			"acknowledged\n",
+			o->idle_exit_ms);
 	} else if (atomic_load(&a.deadline_hit)) {
 		outcome = "deadline";
 		exit_code = 3;
 		fprintf(stderr,
-		        "realtime_processor: shutdown: deadline hit after %.0f "
-		        "ms: %" PRIu64 " messages not committed, left pending "
-		        "for the group\n",
-		        after, res.unacked);
+			"realtime_processor: shutdown: deadline hit after %.0f "
+			"ms: %" PRIu64 " messages not committed, left pending "
+			"for the group\n",
+			after, res.unacked);
 	} else {
 		outcome = "error";
 		exit_code = 1;
 		fprintf(stderr,
-		        "realtime_processor: stopped by an error in %s: %s; "
-		        "%" PRIu64 " messages not acknowledged (delivered "
-		        "again)\n",
-		        res.stage, cpat_strerror(wrc), res.unacked);
+			"realtime_processor: stopped by an error in %s: %s; "
+			"%" PRIu64 " messages not acknowledged (delivered "
+			"again)\n",
+			res.stage, cpat_strerror(wrc), res.unacked);
 	}
 
 	double secs = (double)(t_end - a.t0) / 1e9;
@@ -845,27 +965,32 @@ static int run_consumer(struct opts *o)
 	       p999 = rt_hist_pct(&a.all, 99.9);
 	if (!o->quiet)
 		fprintf(stderr,
-		        "summary: %s: %lld rows committed in %lld transactions "
-		        "(%lld redelivered, already stored), %lld "
-		        "dead-lettered here, %" PRIu64 " by the source; %" PRIu64
-		        " acked, %" PRIu64 " claimed from others, %lld commit "
-		        "failures; %.1f s, %.0f msg/s; latency send->commit p50 "
-		        "%.1f ms p99 %.1f ms p99.9 %.1f ms\n",
-		        a.consumer, committed, (long long)atomic_load(&a.batches),
-		        (long long)atomic_load(&a.duplicates),
-		        (long long)atomic_load(&a.dead), ss.dead_lettered,
-		        ss.acked, ss.claimed,
-		        (long long)atomic_load(&a.commit_failures), secs,
-		        secs > 0 ? (double)committed / secs : 0, p50 / 1e6,
-		        p99 / 1e6, p999 / 1e6);
+			"summary: %s: %lld rows committed in %lld transactions "
+			"(%lld redelivered, already stored), %lld "
+			"dead-lettered here, %" PRIu64
+			" by the source; %" PRIu64 " acked, %" PRIu64
+			" claimed from others, %lld commit "
+			"failures; %.1f s, %.0f msg/s; latency send->commit "
+			"p50 "
+			"%.1f ms p99 %.1f ms p99.9 %.1f ms\n",
+			a.consumer, committed,
+			(long long)atomic_load(&a.batches),
+			(long long)atomic_load(&a.duplicates),
+			(long long)atomic_load(&a.dead), ss.dead_lettered,
+			ss.acked, ss.claimed,
+			(long long)atomic_load(&a.commit_failures), secs,
+			secs > 0 ? (double)committed / secs : 0, p50 / 1e6,
+			p99 / 1e6, p999 / 1e6);
 	if (o->json)
 		printf("{\"mode\":\"consumer\",\"consumer\":\"%s\",\"outcome\":"
 		       "\"%s\",\"committed\":%lld,\"duplicates\":%lld,"
-		       "\"batches\":%lld,\"dead_lettered\":%lld,\"acked\":%" PRIu64
-		       ",\"claimed\":%" PRIu64 ",\"commit_failures\":%lld,"
+		       "\"batches\":%lld,\"dead_lettered\":%lld,\"acked\":"
+		       "%" PRIu64 ",\"claimed\":%" PRIu64
+		       ",\"commit_failures\":%lld,"
 		       "\"unacked\":%" PRIu64 ",\"seconds\":%.3f,"
 		       "\"latency_p50_ns\":%.0f,\"latency_p99_ns\":%.0f,"
-		       "\"latency_p999_ns\":%.0f,\"end_wall_ns\":%" PRId64 "}\n",
+		       "\"latency_p999_ns\":%.0f,\"end_wall_ns\":%" PRId64
+		       "}\n",
 		       a.consumer, outcome, committed,
 		       (long long)atomic_load(&a.duplicates),
 		       (long long)atomic_load(&a.batches),
@@ -942,7 +1067,7 @@ static int run_producer(struct opts *o)
 	rc = cpat_redis_sink_create(&k, &ko);
 	if (rc) {
 		fprintf(stderr, "realtime_processor: %s: %s: %s\n", o->url,
-		        cpat_strerror(rc), err);
+			cpat_strerror(rc), err);
 		cpat_token_unref(sig);
 		return 1;
 	}
@@ -975,10 +1100,11 @@ static int run_producer(struct opts *o)
 		       mstart + (int64_t)((double)i * period) <= now) {
 			struct out_msg *m = &buf[n++];
 			int bad = o->malformed_every > 0 &&
-			          (i + 1) % o->malformed_every == 0;
+				  (i + 1) % o->malformed_every == 0;
 			malformed += bad;
 			m->t = start + (int64_t)((double)i * period);
-			int len = rt_msg_format(m->json, sizeof m->json, i, bad);
+			int len =
+				rt_msg_format(m->json, sizeof m->json, i, bad);
 			m->len = len > 0 ? (uint32_t)len : 0;
 			i++;
 		}
@@ -987,17 +1113,18 @@ static int run_producer(struct opts *o)
 	double secs = (double)(cpat_now_ns() - mstart) / 1e9;
 	if (rc)
 		fprintf(stderr, "realtime_processor: XADD: %s\n",
-		        cpat_strerror(rc));
+			cpat_strerror(rc));
 	if (!o->quiet)
 		fprintf(stderr,
-		        "produced %ld messages (%ld malformed) to %s in %.2f s: "
-		        "%.0f msg/s offered %.0f; sent at most %.1f ms late\n",
-		        i, malformed, o->stream, secs, secs > 0 ? i / secs : 0,
-		        o->rate, (double)worst_late / 1e6);
+			"produced %ld messages (%ld malformed) to %s in %.2f "
+			"s: "
+			"%.0f msg/s offered %.0f; sent at most %.1f ms late\n",
+			i, malformed, o->stream, secs, secs > 0 ? i / secs : 0,
+			o->rate, (double)worst_late / 1e6);
 	if (o->json)
 		printf("{\"mode\":\"producer\",\"sent\":%ld,\"malformed\":%ld,"
-		       "\"seconds\":%.3f,\"offered\":%.1f,\"start_wall_ns\":%" PRId64
-		       ",\"worst_late_ns\":%" PRId64 "}\n",
+		       "\"seconds\":%.3f,\"offered\":%.1f,\"start_wall_ns\":"
+		       "%" PRId64 ",\"worst_late_ns\":%" PRId64 "}\n",
 		       i, malformed, secs, o->rate, start, worst_late);
 	free(buf);
 	cpat_redis_sink_destroy(k);
@@ -1010,7 +1137,7 @@ static int run_producer(struct opts *o)
 int rt_hist_write(const struct rt_hist *h, FILE *f)
 {
 	if (fprintf(f, "count %" PRIu64 " max %" PRId64 "\n", h->count,
-	            h->max) < 0)
+		    h->max) < 0)
 		return -1;
 	for (unsigned i = 0; i < RT_HIST_BUCKETS; i++)
 		if (h->n[i] && fprintf(f, "%u %" PRIu64 "\n", i, h->n[i]) < 0)

@@ -30,9 +30,9 @@
 /* One stream entry as the pipeline carries it (the source's item). */
 struct rt_msg {
 	struct cpat_redis_id id; /* the entry's ID: the row's primary key */
-	int64_t sent_ns;         /* producer's scheduled send time, CLOCK_REALTIME */
-	uint32_t len;            /* bytes of json */
-	char json[RT_JSON_MAX];  /* not NUL-terminated */
+	int64_t sent_ns; /* producer's scheduled send time, CLOCK_REALTIME */
+	uint32_t len;    /* bytes of json */
+	char json[RT_JSON_MAX]; /* not NUL-terminated */
 };
 
 /* A parsed, then computed message (parse and compute stages' output). */
@@ -56,7 +56,7 @@ int rt_msg_format(char *buf, size_t len, int64_t seq, int malformed);
 
 /* Parses @p m into @p r: 0, or -1 with the reason in @p err. Thread-safe. */
 int rt_parse(const struct rt_msg *m, struct rt_rec *r, char *err,
-             size_t errlen);
+	     size_t errlen);
 
 /* The business computation: risk and total, plus @p work_us of CPU time
  * spent on this thread (a CPU-bound knob for the benchmarks; 0: none). */
@@ -74,7 +74,7 @@ struct rt_store;
  * NORMAL with @p sync_normal), busy timeout @p busy_ms, the table
  * "results". 0, or a negative errno with SQLite's message in @p err. */
 int rt_store_open(struct rt_store **out, const char *path, int sync_normal,
-                  int busy_ms, char *err, size_t errlen);
+		  int busy_ms, char *err, size_t errlen);
 
 /* Saves @p n records in ONE transaction (INSERT OR IGNORE keyed by entry
  * ID): 0 only once COMMIT succeeded; otherwise the transaction is rolled
@@ -82,7 +82,7 @@ int rt_store_open(struct rt_store **out, const char *path, int sync_normal,
  * SQLite's message in @p err. *@p inserted receives the rows that were new
  * (a redelivered message is not written twice). One thread at a time. */
 int rt_store_save(struct rt_store *s, const struct rt_rec *const *recs,
-                  size_t n, long *inserted, char *err, size_t errlen);
+		  size_t n, long *inserted, char *err, size_t errlen);
 
 /* Whether a failure of rt_store_save() may pass if tried again (busy,
  * locked, I/O error, full disk, read-only file): the data is fine, the

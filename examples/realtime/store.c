@@ -67,10 +67,10 @@ int rt_store_transient(int rc)
 }
 
 static int fail(struct rt_store *s, int rc, const char *what, char *err,
-                size_t errlen)
+		size_t errlen)
 {
 	snprintf(err, errlen, "%s: %s", what,
-	         s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+		 s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
 	return map_rc(rc) ? map_rc(rc) : -EPROTO;
 }
 
@@ -85,7 +85,7 @@ static int exec(struct rt_store *s, const char *sql, char *err, size_t errlen)
  * itself, and SQLite's busy handler is not called there): tried again
  * for up to @p busy_ms while the file is busy. */
 static int exec_setup(struct rt_store *s, const char *sql, int busy_ms,
-                      char *err, size_t errlen)
+		      char *err, size_t errlen)
 {
 	for (int waited = 0;; waited += 10) {
 		int e = exec(s, sql, err, errlen);
@@ -97,7 +97,7 @@ static int exec_setup(struct rt_store *s, const char *sql, int busy_ms,
 }
 
 int rt_store_open(struct rt_store **out, const char *path, int sync_normal,
-                  int busy_ms, char *err, size_t errlen)
+		  int busy_ms, char *err, size_t errlen)
 {
 	*out = NULL;
 	struct rt_store *s = calloc(1, sizeof *s);
@@ -106,32 +106,33 @@ int rt_store_open(struct rt_store **out, const char *path, int sync_normal,
 		return -ENOMEM;
 	}
 	int rc = sqlite3_open_v2(path, &s->db,
-	                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-	                                 SQLITE_OPEN_NOMUTEX,
-	                         NULL);
+				 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+					 SQLITE_OPEN_NOMUTEX,
+				 NULL);
 	int e = rc == SQLITE_OK ? 0 : fail(s, rc, path, err, errlen);
 	if (!e && sqlite3_busy_timeout(s->db, busy_ms) != SQLITE_OK)
 		e = fail(s, SQLITE_ERROR, "busy_timeout", err, errlen);
 	if (!e)
 		e = exec_setup(s, "PRAGMA journal_mode=WAL", busy_ms, err,
-		               errlen);
+			       errlen);
 	if (!e)
 		e = exec_setup(s,
-		               sync_normal ? "PRAGMA synchronous=NORMAL"
-		                           : "PRAGMA synchronous=FULL",
-		               busy_ms, err, errlen);
+			       sync_normal ? "PRAGMA synchronous=NORMAL"
+					   : "PRAGMA synchronous=FULL",
+			       busy_ms, err, errlen);
 	if (!e)
-		e = exec_setup(s,
-		         "CREATE TABLE IF NOT EXISTS results ("
-		         "id TEXT PRIMARY KEY, order_id INTEGER, user INTEGER, "
-		         "qty INTEGER, amount REAL, total REAL, risk INTEGER, "
-		         "sent_ns INTEGER, saved_ns INTEGER) WITHOUT ROWID",
-		         busy_ms, err, errlen);
+		e = exec_setup(
+			s,
+			"CREATE TABLE IF NOT EXISTS results ("
+			"id TEXT PRIMARY KEY, order_id INTEGER, user INTEGER, "
+			"qty INTEGER, amount REAL, total REAL, risk INTEGER, "
+			"sent_ns INTEGER, saved_ns INTEGER) WITHOUT ROWID",
+			busy_ms, err, errlen);
 	if (!e) {
 		rc = sqlite3_prepare_v2(s->db,
-		                        "INSERT OR IGNORE INTO results VALUES "
-		                        "(?,?,?,?,?,?,?,?,?)",
-		                        -1, &s->ins, NULL);
+					"INSERT OR IGNORE INTO results VALUES "
+					"(?,?,?,?,?,?,?,?,?)",
+					-1, &s->ins, NULL);
 		if (rc != SQLITE_OK)
 			e = fail(s, rc, "prepare", err, errlen);
 	}
@@ -144,7 +145,7 @@ int rt_store_open(struct rt_store **out, const char *path, int sync_normal,
 }
 
 int rt_store_save(struct rt_store *s, const struct rt_rec *const *recs,
-                  size_t n, long *inserted, char *err, size_t errlen)
+		  size_t n, long *inserted, char *err, size_t errlen)
 {
 	*inserted = 0;
 	int e = exec(s, "BEGIN IMMEDIATE", err, errlen);
@@ -157,8 +158,8 @@ int rt_store_save(struct rt_store *s, const struct rt_rec *const *recs,
 		char id[CPAT_REDIS_ID_MAX];
 		int len = cpat_redis_id_format(&r->id, id, sizeof id);
 		int rc = len < 0 ? SQLITE_MISUSE
-		                 : sqlite3_bind_text(s->ins, 1, id, len,
-		                                     SQLITE_TRANSIENT);
+				 : sqlite3_bind_text(s->ins, 1, id, len,
+						     SQLITE_TRANSIENT);
 		if (rc == SQLITE_OK)
 			rc = sqlite3_bind_int64(s->ins, 2, r->order_id);
 		if (rc == SQLITE_OK)

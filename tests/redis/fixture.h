@@ -59,11 +59,11 @@ static inline int rfx_spawn(struct rfx *f)
 {
 	char log[160];
 	snprintf(log, sizeof log, "%s/redis.log", f->dir);
-	char *argv[] = {f->server, "--port", "0", "--unixsocket", f->sock,
-	                "--unixsocketperm", "700", "--dir", f->dir,
-	                "--appendonly", "yes", "--appendfsync", f->fsync,
-	                "--save", "", "--daemonize", "no", "--logfile", log,
-	                NULL};
+	char *argv[] = {f->server, "--port",           "0",   "--unixsocket",
+			f->sock,   "--unixsocketperm", "700", "--dir",
+			f->dir,    "--appendonly",     "yes", "--appendfsync",
+			f->fsync,  "--save",           "",    "--daemonize",
+			"no",      "--logfile",        log,   NULL};
 	extern char **environ;
 	posix_spawn_file_actions_t fa;
 	posix_spawn_file_actions_init(&fa);
@@ -97,7 +97,7 @@ static inline int rfx_wait_ready(const struct rfx *f)
 		if (c) {
 			redisReply *r = redisCommand(c, "PING");
 			int ok = r && r->type == REDIS_REPLY_STATUS &&
-			         strcmp(r->str, "PONG") == 0;
+				 strcmp(r->str, "PONG") == 0;
 			if (r)
 				freeReplyObject(r);
 			redisFree(c);
@@ -134,7 +134,8 @@ static inline void rfx_stop_server(struct rfx *f)
 	f->pid = 0;
 }
 
-static inline int rfx_rm(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+static inline int rfx_rm(const char *p, const struct stat *sb, int flag,
+			 struct FTW *ftw)
 {
 	(void)sb;
 	(void)flag;
@@ -167,14 +168,15 @@ static inline int rfx_start_fsync(struct rfx *f, const char *fsync)
 	memset(f, 0, sizeof *f);
 	snprintf(f->fsync, sizeof f->fsync, "%s", fsync);
 	if (rfx_find_server(f->server, sizeof f->server) != 0) {
-		printf("# SKIP: redis-server not found; to run these tests: %s\n",
+		printf("# SKIP: redis-server not found; to run these tests: "
+		       "%s\n",
 		       RFX_INSTALL);
 		fflush(stdout);
 		return -1;
 	}
 	const char *tmp = getenv("TMPDIR");
 	snprintf(f->dir, sizeof f->dir, "%s/cpat-redis-XXXXXX",
-	         tmp && strlen(tmp) < 32 ? tmp : "/tmp");
+		 tmp && strlen(tmp) < 32 ? tmp : "/tmp");
 	if (!mkdtemp(f->dir)) {
 		perror("mkdtemp");
 		abort();
@@ -182,7 +184,8 @@ static inline int rfx_start_fsync(struct rfx *f, const char *fsync)
 	snprintf(f->sock, sizeof f->sock, "%s/redis.sock", f->dir);
 	snprintf(f->url, sizeof f->url, "unix://%s", f->sock);
 	if (rfx_spawn(f) != 0 || rfx_wait_ready(f) != 0) {
-		fprintf(stderr, "redis-server did not start (log in %s)\n", f->dir);
+		fprintf(stderr, "redis-server did not start (log in %s)\n",
+			f->dir);
 		rfx_stop_server(f);
 		abort();
 	}

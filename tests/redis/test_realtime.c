@@ -48,7 +48,7 @@ static long long redis_int(redisContext *c, const char *fmt, ...)
 	va_end(ap);
 	if (!r || r->type != REDIS_REPLY_INTEGER) {
 		fprintf(stderr, "expected an integer: %s\n",
-		        r ? (r->str ? r->str : "?") : c->errstr);
+			r ? (r->str ? r->str : "?") : c->errstr);
 		abort();
 	}
 	long long v = r->integer;
@@ -58,13 +58,14 @@ static long long redis_int(redisContext *c, const char *fmt, ...)
 
 /* The group's pending count and entries read (XINFO GROUPS), -1 if none. */
 static void group_info(redisContext *c, const char *stream, long long *pending,
-                       long long *read)
+		       long long *read)
 {
 	*pending = *read = -1;
 	redisReply *r = redisCommand(c, "XINFO GROUPS %s", stream);
 	if (!r)
 		abort();
-	for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+	for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements;
+	     i++) {
 		redisReply *g = r->element[i];
 		for (size_t k = 0; k + 1 < g->elements; k += 2) {
 			const char *key = g->element[k]->str;
@@ -83,7 +84,7 @@ static void group_info(redisContext *c, const char *stream, long long *pending,
 /* ---- messages ------------------------------------------------------------ */
 
 struct msgs {
-	long n, every;             /* every K-th malformed */
+	long n, every;                 /* every K-th malformed */
 	char (*id)[CPAT_REDIS_ID_MAX]; /* entry ID of message i */
 };
 
@@ -99,7 +100,7 @@ static long n_bad(const struct msgs *m)
 
 /* XADDs messages first..first+count-1 (json, t), pipelined; keeps IDs. */
 static void produce(redisContext *c, const char *stream, struct msgs *m,
-                    long first, long count)
+		    long first, long count)
 {
 	for (long i = first; i < first + count; i++) {
 		char json[256];
@@ -108,7 +109,7 @@ static void produce(redisContext *c, const char *stream, struct msgs *m,
 		char t[24];
 		snprintf(t, sizeof t, "%lld", (long long)rt_wall_ns());
 		redisAppendCommand(c, "XADD %s * json %b t %s", stream, json,
-		                   (size_t)len, t);
+				   (size_t)len, t);
 	}
 	for (long i = first; i < first + count; i++) {
 		redisReply *r;
@@ -136,7 +137,8 @@ static long index_of(const struct msgs *m, const char *id)
 	return -1;
 }
 
-/* ---- the database, read beside the processes ------------------------------ */
+/* ---- the database, read beside the processes ------------------------------
+ */
 
 static sqlite3 *db_open(const char *path)
 {
@@ -156,7 +158,7 @@ static long db_count(const char *path)
 	sqlite3_stmt *st;
 	long n = 0;
 	if (sqlite3_prepare_v2(db, "SELECT count(*) FROM results", -1, &st,
-	                       NULL) == SQLITE_OK) {
+			       NULL) == SQLITE_OK) {
 		if (sqlite3_step(st) == SQLITE_ROW)
 			n = sqlite3_column_int64(st, 0);
 		sqlite3_finalize(st);
@@ -172,9 +174,9 @@ static void check_db_exactly_once(const char *path, const struct msgs *m)
 	sqlite3 *db = db_open(path);
 	sqlite3_stmt *st;
 	assert_int_equal(sqlite3_prepare_v2(db,
-	                                    "SELECT id, order_id FROM results",
-	                                    -1, &st, NULL),
-	                 SQLITE_OK);
+					    "SELECT id, order_id FROM results",
+					    -1, &st, NULL),
+			 SQLITE_OK);
 	char *seen = calloc((size_t)m->n, 1);
 	long rows = 0;
 	while (sqlite3_step(st) == SQLITE_ROW) {
@@ -198,7 +200,7 @@ static void check_db_exactly_once(const char *path, const struct msgs *m)
  * error) and nothing else; a consumer killed between its dead-letter write
  * and its acknowledgement can leave one twice (at-least-once): counted. */
 static long check_dead_letters(redisContext *c, const char *stream,
-                               const struct msgs *m)
+			       const struct msgs *m)
 {
 	redisReply *r = redisCommand(c, "XRANGE %s:dead - +", stream);
 	assert_non_null(r);
@@ -230,14 +232,15 @@ static long check_dead_letters(redisContext *c, const char *stream,
 	return dups;
 }
 
-/* ---- processes ------------------------------------------------------------ */
+/* ---- processes ------------------------------------------------------------
+ */
 
 static const char *processor_path(void)
 {
 	const char *p = getenv("CPAT_REALTIME_PROCESSOR");
 	if (!p || access(p, X_OK) != 0) {
 		fprintf(stderr, "CPAT_REALTIME_PROCESSOR does not name the "
-		                "realtime_processor program\n");
+				"realtime_processor program\n");
 		abort();
 	}
 	return p;
@@ -254,7 +257,7 @@ struct proc {
 /* Starts the processor with @p args (NULL-terminated, after the program),
  * its stderr into a file in the fixture's directory, or a pipe. */
 static void proc_start(struct proc *p, const struct rfx *f, const char *name,
-                       int use_pipe, const char *const *args)
+		       int use_pipe, const char *const *args)
 {
 	memset(p, 0, sizeof *p);
 	p->err_fd = -1;
@@ -277,9 +280,8 @@ static void proc_start(struct proc *p, const struct rfx *f, const char *name,
 		posix_spawn_file_actions_addclose(&fa, pfd[0]);
 		posix_spawn_file_actions_addclose(&fa, pfd[1]);
 	} else {
-		posix_spawn_file_actions_addopen(&fa, 2, p->log,
-		                                 O_WRONLY | O_CREAT | O_TRUNC,
-		                                 0600);
+		posix_spawn_file_actions_addopen(
+			&fa, 2, p->log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 	}
 	extern char **environ;
 	if (posix_spawn(&p->pid, argv[0], &fa, NULL, argv, environ) != 0)
@@ -297,7 +299,7 @@ static void proc_drain(struct proc *p)
 {
 	while (p->err_fd >= 0 && p->len + 1 < sizeof p->out) {
 		ssize_t k = read(p->err_fd, p->out + p->len,
-		                 sizeof p->out - 1 - p->len);
+				 sizeof p->out - 1 - p->len);
 		if (k <= 0)
 			break;
 		p->len += (size_t)k;
@@ -342,17 +344,19 @@ static void proc_stop_expect(struct proc *p, int code)
 	kill(p->pid, SIGTERM);
 	int rc = proc_wait(p);
 	if (rc != code)
-		fprintf(stderr, "processor exited %d, expected %d; its stderr:\n%s\n",
-		        rc, code, p->out);
+		fprintf(stderr,
+			"processor exited %d, expected %d; its stderr:\n%s\n",
+			rc, code, p->out);
 	assert_int_equal(rc, code);
 }
 
 /* The consumer arguments shared by the tests. */
-#define CONSUMER_ARGS(url, stream, name, db)                            \
-	"--url", url, "--stream", stream, "--group", "g", "--consumer", \
-	        name, "--db", db, "--quiet"
+#define CONSUMER_ARGS(url, stream, name, db)                                  \
+	"--url", url, "--stream", stream, "--group", "g", "--consumer", name, \
+		"--db", db, "--quiet"
 
-/* ---- SIGKILL rounds -------------------------------------------------------- */
+/* ---- SIGKILL rounds --------------------------------------------------------
+ */
 
 TH_TEST_FN(realtime_sigkill_rounds_every_message_once)
 {
@@ -378,12 +382,23 @@ TH_TEST_FN(realtime_sigkill_rounds_every_message_once)
 			/* 1 ms of CPU per message, small batches, few in
 			 * flight: the kill lands mid-stream, and what the
 			 * victim held is claimed after 300 ms idle. */
-			const char *args[] = {CONSUMER_ARGS(f.url, stream, name, db),
-			                      "--work-us", "1000", "--batch", "10",
-			                      "--batch-ms", "20", "--max-unacked",
-			                      "32", "--read-batch", "8",
-			                      "--claim-ms", "300",
-			                      "--max-deliveries", "50", NULL};
+			const char *args[] = {
+				CONSUMER_ARGS(f.url, stream, name, db),
+				"--work-us",
+				"1000",
+				"--batch",
+				"10",
+				"--batch-ms",
+				"20",
+				"--max-unacked",
+				"32",
+				"--read-batch",
+				"8",
+				"--claim-ms",
+				"300",
+				"--max-deliveries",
+				"50",
+				NULL};
 			proc_start(&ps[i], &f, name, 0, args);
 		}
 		/* Kill one when a random share of the rows is in. */
@@ -411,16 +426,17 @@ TH_TEST_FN(realtime_sigkill_rounds_every_message_once)
 		free(m.id);
 	}
 	fprintf(stderr,
-	        "# %ld SIGKILL rounds, 3 processes, %ld messages (1 in %ld "
-	        "malformed): database exactly once each round; %ld duplicate "
-	        "dead letters\n",
-	        rounds, n, every, dead_dups);
+		"# %ld SIGKILL rounds, 3 processes, %ld messages (1 in %ld "
+		"malformed): database exactly once each round; %ld duplicate "
+		"dead letters\n",
+		rounds, n, every, dead_dups);
 	assert_int_equal(redelivered, 0);
 	redisFree(c);
 	rfx_stop(&f);
 }
 
-/* ---- a failing disk ---------------------------------------------------------- */
+/* ---- a failing disk
+ * ---------------------------------------------------------- */
 
 /*
  * The fault: the processor's file-size limit (RLIMIT_FSIZE) lowered to 0
@@ -454,8 +470,13 @@ TH_TEST_FN(realtime_disk_write_fault_nothing_acked_then_written)
 	msgs_init(&m, n1 + n2, 0);
 	struct proc p;
 	const char *args[] = {CONSUMER_ARGS(f.url, stream, "solo", db),
-	                      "--batch", "20", "--batch-ms", "20",
-	                      "--db-retry-ms", "600000", NULL};
+			      "--batch",
+			      "20",
+			      "--batch-ms",
+			      "20",
+			      "--db-retry-ms",
+			      "600000",
+			      NULL};
 	proc_start(&p, &f, "solo", 1, args);
 	produce(c, stream, &m, 0, n1);
 	while (db_count(db) < n1) {
@@ -484,7 +505,7 @@ TH_TEST_FN(realtime_disk_write_fault_nothing_acked_then_written)
 		pause_ms(100);
 	}
 	fprintf(stderr, "# during the fault: %ld rows stored, %ld pending\n",
-	        n1, n2);
+		n1, n2);
 	set_fsize(p.pid, RLIM_INFINITY);
 	for (;;) {
 		long long pend, read;
@@ -505,7 +526,8 @@ TH_TEST_FN(realtime_disk_write_fault_nothing_acked_then_written)
 	rfx_stop(&f);
 }
 
-/* ---- shutdown ------------------------------------------------------------------ */
+/* ---- shutdown
+ * ------------------------------------------------------------------ */
 
 /* SIGTERM with batches in flight (one full batch committing, the next
  * filling): the processor stops reading, commits and acknowledges what
@@ -534,9 +556,17 @@ TH_TEST_FN(realtime_sigterm_commits_and_acks_batch_in_flight)
 	 * CPU per message: 1000 messages are about 1 s of work, and the
 	 * signal comes after the first batch, with up to 200 in flight. */
 	const char *args[] = {CONSUMER_ARGS(f.url, stream, "t", db),
-	                      "--batch", "50", "--batch-ms", "600000",
-	                      "--work-us", "1000", "--max-unacked", "200",
-	                      "--grace-ms", grace, NULL};
+			      "--batch",
+			      "50",
+			      "--batch-ms",
+			      "600000",
+			      "--work-us",
+			      "1000",
+			      "--max-unacked",
+			      "200",
+			      "--grace-ms",
+			      grace,
+			      NULL};
 	proc_start(&p, &f, "term", 0, args);
 	long before;
 	while ((before = db_count(db)) < 50)
@@ -554,11 +584,11 @@ TH_TEST_FN(realtime_sigterm_commits_and_acks_batch_in_flight)
 	group_info(c, stream, &pend, &read);
 	long rows = db_count(db);
 	fprintf(stderr,
-	        "# SIGTERM at %ld rows: exit 0 in %.0f ms, %ld rows committed "
-	        "and acknowledged, %lld fetched but not started left "
-	        "pending, %lld read in all\n",
-	        before, ms, rows, pend, read);
-	assert_true(rows > before);   /* what was in flight was committed */
+		"# SIGTERM at %ld rows: exit 0 in %.0f ms, %ld rows committed "
+		"and acknowledged, %lld fetched but not started left "
+		"pending, %lld read in all\n",
+		before, ms, rows, pend, read);
+	assert_true(rows > before); /* what was in flight was committed */
 	assert_int_equal(rows + pend, read); /* acked == committed */
 	free(m.id);
 	redisFree(c);
@@ -583,9 +613,17 @@ TH_TEST_FN(realtime_sigterm_deadline_hit_leaves_uncommitted_pending)
 	struct proc p;
 	/* 5 ms per message, 200 in flight: a drain needs about 1 s. */
 	const char *args[] = {CONSUMER_ARGS(f.url, stream, "l", db),
-	                      "--batch", "20", "--batch-ms", "600000",
-	                      "--work-us", "5000", "--max-unacked", "200",
-	                      "--grace-ms", "100", NULL};
+			      "--batch",
+			      "20",
+			      "--batch-ms",
+			      "600000",
+			      "--work-us",
+			      "5000",
+			      "--max-unacked",
+			      "200",
+			      "--grace-ms",
+			      "100",
+			      NULL};
 	proc_start(&p, &f, "late", 0, args);
 	while (db_count(db) < 20)
 		pause_ms(2);
@@ -598,9 +636,10 @@ TH_TEST_FN(realtime_sigterm_deadline_hit_leaves_uncommitted_pending)
 	long long pend, read;
 	group_info(c, stream, &pend, &read);
 	long rows = db_count(db);
-	fprintf(stderr, "# deadline hit: %ld rows committed, %lld read, %lld "
-	                "left pending\n",
-	        rows, read, pend);
+	fprintf(stderr,
+		"# deadline hit: %ld rows committed, %lld read, %lld "
+		"left pending\n",
+		rows, read, pend);
 	assert_true(pend > 0);
 	assert_int_equal(rows + pend, read); /* acked == committed */
 	free(m.id);
@@ -613,7 +652,8 @@ int main(void)
 	signal(SIGPIPE, SIG_IGN);
 	char server[512];
 	if (rfx_find_server(server, sizeof server) != 0) {
-		printf("1..0 # SKIP redis-server not found; to run these tests: "
+		printf("1..0 # SKIP redis-server not found; to run these "
+		       "tests: "
 		       "apt-get install redis-server libhiredis-dev "
 		       "libsqlite3-dev libcjson-dev\n");
 		return 0;
@@ -625,5 +665,6 @@ int main(void)
 		TH_TEST(realtime_sigterm_deadline_hit_leaves_uncommitted_pending),
 	};
 	th_seed();
-	return th_run_selected("realtime", tests, sizeof tests / sizeof tests[0]);
+	return th_run_selected("realtime", tests,
+			       sizeof tests / sizeof tests[0]);
 }
