@@ -16,11 +16,12 @@ cd "$(dirname "$0")/.."
 # What the examples and bench scenarios built on optional libraries need,
 # clang for the libFuzzer target, clang-format for the format check, and a
 # redis-server with hiredis for the cpattern-redis module and its tests
+# (and SQLite for the real-time processor's)
 # (they start their own server; the system's service is never used):
 # without them those skip.
 ./scripts/deps.sh --optional libturbojpeg0-dev libmicrohttpd-dev \
 	libcurl4-openssl-dev libcjson-dev clang clang-format valgrind \
-	redis-server libhiredis-dev
+	redis-server libhiredis-dev libsqlite3-dev
 
 root=${CPAT_BUILD_ROOT:-build}
 builds=("$@")
