@@ -526,6 +526,11 @@ static int source(void *out, struct cpat_source_ctx *ctx)
 		if (rc != 0)
 			return rc;
 	}
+	/* Going to the broker (nothing read is left) may block: first hand
+	 * on what the pipeline holds back, or a lull would strand it. */
+	if (cpat_redis_source_buffered(a->src) == 0 &&
+	    cpat_source_flush(ctx) != 0)
+		return cpat_token_status(ptok);
 	struct cpat_redis_id id;
 	int rc = cpat_redis_source_next(a->src, out, &id, a->read);
 	if (rc == 1) {
@@ -829,13 +834,6 @@ static int run_consumer(struct opts *o)
 	struct cpat_pipeline_opts po;
 	cpat_pipeline_opts_init(&po);
 	po.item_size = sizeof(struct rt_msg);
-	/* A source channel of 1: the pipeline hands each item on as soon as
-	 * the source returns it. With a larger one it gathers the items of
-	 * fast calls into a chunk, and a call that then blocks in the
-	 * broker's read (nothing new) would hold them there until a new
-	 * message came: a lull would strand the last messages unprocessed.
-	 * The source's own read batch is the buffer here. */
-	po.source_capacity = 1;
 	rc = cpat_pipeline_create(&a.p, &po);
 	struct cpat_source_opts sro;
 	cpat_source_opts_init(&sro);
