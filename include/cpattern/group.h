@@ -98,9 +98,10 @@ CPAT_API int cpat_group_create(struct cpat_group **out,
  * Blocks while `limit` tasks are running and, on a pool, while the pool's
  * queue is full (policy BLOCK), until a slot frees or the group token
  * fires (give the group a parent token, cpat_group_opts.parent, to cancel
- * such a wait from outside); on a pool with policy CALLER_RUNS the task may run in the calling
- * thread before this returns. The group's own threads are started at the
- * first call. Thread-safe, including from the group's own tasks.
+ * such a wait from outside); on a pool with policy CALLER_RUNS the task
+ * may run in the calling thread before this returns. The group's own
+ * threads are started at the first call. Thread-safe, including from the
+ * group's own tasks.
  * @param group the group.
  * @param fn    the task function.
  * @param arg   passed to @p fn; the caller keeps ownership (it must stay

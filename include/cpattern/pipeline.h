@@ -844,10 +844,11 @@ CPAT_API int cpat_pipeline_cancel(struct cpat_pipeline *p);
  * The run's token: a child of the token given to start (with the run's
  * deadline), fired when the run is stopped: an error,
  * cpat_pipeline_cancel(), the caller's token, the deadline, or destroy of
- * a running pipeline (not when the input ends normally). Every callback that may block (a generator reading its
- * input, a sink writing to a slow peer, a stage) should wait under it, so
- * that a stop ends the run promptly. It is the token cpat_stage_token()
- * and cpat_source_token() return.
+ * a running pipeline (not when the input ends normally). Every callback
+ * that may block (a generator reading its input, a sink writing to a slow
+ * peer, a stage) should wait under it, so that a stop ends the run
+ * promptly. It is the token cpat_stage_token() and cpat_source_token()
+ * return.
  *
  * Never blocks. Thread-safe; usable from any callback of the pipeline and
  * from any thread.

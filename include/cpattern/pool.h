@@ -54,9 +54,10 @@
  * token fires) first, it cancels the pool token (running tasks can
  * notice), discards what is still queued, and reports the tasks still
  * running: the grace is over. A later shutdown call or cpat_pool_destroy()
- * joins the workers of the tasks still running. Accounting always holds: submitted = ran + discarded +
- * rejected + still_running, where submitted counts every task offered to a
- * submit call (a call that fails with -EINVAL offers none).
+ * joins the workers of the tasks still running. Accounting always holds:
+ * submitted = ran + discarded + rejected + still_running, where submitted
+ * counts every task offered to a submit call (a call that fails with
+ * -EINVAL offers none).
  *
  * **From inside a task.** A task may submit to its own pool: when that
  * would block (queue full, policy BLOCK), the task is run inline in the
