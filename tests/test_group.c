@@ -553,7 +553,7 @@ TH_TEST_FN(group_go_and_wait_after_wait_epipe)
 		assert_int_equal(cpat_group_wait(g), 0);
 		assert_int_equal(go_job(g, &x), -EPIPE);
 		assert_int_equal(cpat_group_try_go(g, job_fn, &x), -EPIPE);
-		assert_int_equal(cpat_group_wait(g), -EPIPE);
+		assert_int_equal(cpat_group_wait(g), 0); /* the same again */
 		assert_int_equal(atomic_load(&x.runs), 0);
 		assert_int_equal(atomic_load(&a.runs), 1);
 		cpat_group_destroy(g);
