@@ -12,8 +12,9 @@ drift from what readers copy. A block (```c ... ```) is one of:
 - a fragment, preceded by the line
       <!-- snippet: harness NAME -->
   NAME.c in the harness directory (tests/standing/snippets/) declares what
-  the fragment uses and has a line @SNIPPET@ where the fragment goes; the
-  whole is compiled, linked and run (the harness checks the results);
+  the fragment uses and has a line /* @SNIPPET@ */ where the fragment
+  goes; the whole is compiled, linked and run (the harness checks the
+  results);
 - a block that cannot run here, preceded by
       <!-- snippet: compile-only (why) -->
   compiled to an object file only.
@@ -59,7 +60,7 @@ def source(md, line, code, mark, harness_dir):
         harness = open(hpath, encoding="utf-8").read().split("\n")
         out = []
         for n, h in enumerate(harness, 1):
-            if h.strip() == "@SNIPPET@":
+            if h.strip() == "/* @SNIPPET@ */":
                 out.append(text + f'#line {n + 1} "{hpath}"')
             else:
                 out.append(h)

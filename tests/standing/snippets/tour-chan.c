@@ -7,6 +7,7 @@ int main(void)
 	struct cpat_token *tok;
 	if (cpat_token_create(&tok, NULL) != 0)
 		return 1;
-	@SNIPPET @cpat_token_unref(tok);
+	/* @SNIPPET@ */
+	cpat_token_unref(tok);
 	return v == 7 ? 0 : 1;
 }

@@ -41,7 +41,9 @@ int main(void)
 	size_t n = 100;
 	for (int i = 0; i < 100; i++)
 		in_arr[i] = i;
-	@SNIPPET @ for (int i = 0; i < 4; i++) cpat_chan_destroy(results[i]);
+	/* @SNIPPET@ */
+	for (int i = 0; i < 4; i++)
+		cpat_chan_destroy(results[i]);
 	cpat_chan_destroy(merged);
 	cpat_chan_destroy(jobs);
 	return out_arr[99] == 100 ? 0 : 1;

@@ -19,5 +19,6 @@ int main(void)
 {
 	struct request reqs[] = {{"a", 0}, {"b", 0}, {"c", 0}};
 	size_t n = sizeof reqs / sizeof reqs[0];
-	@SNIPPET @ return first_err == 0 && reqs[2].status == 200 ? 0 : 1;
+	/* @SNIPPET@ */
+	return first_err == 0 && reqs[2].status == 200 ? 0 : 1;
 }

@@ -37,10 +37,7 @@ int main(void)
 	int state = 1;
 	FILE *file = stdout;
 	struct cpat_token *tok = NULL;
-	@SNIPPET @
-				/* 1^2 + ... + 250^2 */
-				return rc == 0 &&
-			total == 250LL * 251 * 501 / 6
-		? 0
-		: 1;
+	/* @SNIPPET@ */
+	/* 1^2 + ... + 250^2 */
+	return rc == 0 && total == 250LL * 251 * 501 / 6 ? 0 : 1;
 }

@@ -21,5 +21,6 @@ static void on_done(void *arg, int rc)
 int main(void)
 {
 	struct job j = {0, 0}, *job = &j;
-	@SNIPPET @ return j.ran == 1 && j.done == 1 && r.ran == 1 ? 0 : 1;
+	/* @SNIPPET@ */
+	return j.ran == 1 && j.done == 1 && r.ran == 1 ? 0 : 1;
 }

@@ -10,6 +10,7 @@ int main(void)
 	    cpat_chan_send(ch, &item, NULL) != 0)
 		return 1;
 	item = 0;
-	@SNIPPET @cpat_chan_destroy(ch);
+	/* @SNIPPET@ */
+	cpat_chan_destroy(ch);
 	return rc == 0 && item == 7 ? 0 : 1;
 }
