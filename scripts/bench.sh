@@ -54,7 +54,7 @@ if [ $build -eq 1 ]; then
 		meson setup --reconfigure "$dir" >"$dir-setup.log" 2>&1
 	else
 		mkdir -p build
-		meson setup "$dir" -Dbuildtype=release -Dtests=false -Dexamples=false >"$dir-setup.log" 2>&1
+		meson setup "$dir" -Dbuildtype=release -Dtests=disabled -Dexamples=disabled >"$dir-setup.log" 2>&1
 	fi || { cat "$dir-setup.log"; echo "bench: meson setup failed" >&2; exit 1; }
 	echo "=== building $dir (release)" >&2
 	if ! meson compile -C "$dir" >"$dir/compile.log" 2>&1; then
