@@ -46,6 +46,9 @@
  * time, never from the fan's own worker function. The channels are used
  * concurrently as usual.
  *
+ * **fork().** A fan started before fork() cannot be used in the child, not even
+ * destroyed: its threads exist only in the parent (cpattern/common.h).
+ *
  * **Thread names.** On Linux the threads are named by their role:
  * "cpat-fan-out", "cpat-fan-in", "cpat-merge" and "cpat-broadcast".
  *

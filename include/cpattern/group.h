@@ -20,6 +20,9 @@
  * first. cpat_group_wait_until() waits under a token and a deadline; if it
  * gives up, the tasks run on (see there).
  *
+ * **fork().** A group made before fork() cannot be used in the child, not even
+ * destroyed: its tasks run only in the parent (cpattern/common.h).
+ *
  * **Thread safety.** go, try_go and the token may be used from any thread,
  * including from the group's own tasks; wait from any thread but a task of
  * the group (it returns -EBUSY there); destroy from one thread, last.

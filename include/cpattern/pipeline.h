@@ -178,6 +178,9 @@
  * token, stats and report may be called from any thread; wait and destroy
  * from one thread, not from the pipeline's own callbacks.
  *
+ * **fork().** A pipeline made before fork() cannot be used in the child, not
+ * even destroyed: its threads exist only in the parent (cpattern/common.h).
+ *
  * **Thread names.** On Linux the pipeline's threads are named, as top -H,
  * ps -L, gdb and perf show them: "cpat-source", "cpat-sink", and each
  * stage's workers by the stage's name (its first 15 bytes, the system's

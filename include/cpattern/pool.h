@@ -68,6 +68,10 @@
  * **Thread safety.** Every function may be called from any thread, while
  * the pool exists. cpat_pool_destroy() must be the last call.
  *
+ * **fork().** A pool made before fork() cannot be used in the child, not even
+ * destroyed: its workers exist only in the parent. A child makes its own
+ * pools (cpattern/common.h).
+ *
  * **Thread names.** On Linux the workers are named "cpat-pool" (a dynamic
  * pool's "cpat-dynpool"), as top -H, ps -L, gdb and perf show them; a task
  * may rename its thread, and the name stays until the worker exits.
