@@ -556,8 +556,12 @@ int cpat_fan_out(struct cpat_fan **out, struct cpat_chan *in,
 	for (size_t i = 0; i < nouts; i++)
 		if (cpat_chan_elem_size(outs[i]) > osz)
 			osz = cpat_chan_elem_size(outs[i]);
-	size_t stride = (isz + osz + 15) / 16 * 16;
-	if (stride < isz || (size_t)workers > SIZE_MAX / stride)
+	/* The result buffer starts at the first max_align_t boundary after
+	 * the input item, so a worker may store any type through it. */
+	const size_t al = _Alignof(max_align_t);
+	size_t ioff = (isz + al - 1) / al * al;
+	size_t stride = (ioff + osz + al - 1) / al * al;
+	if (ioff < isz || stride < ioff || (size_t)workers > SIZE_MAX / stride)
 		return -EINVAL;
 	struct cpat_fan *f;
 	int rc = fan_alloc(&f, F_OUT, workers, outs, nouts, stride,
@@ -567,7 +571,7 @@ int cpat_fan_out(struct cpat_fan **out, struct cpat_chan *in,
 	f->in = in;
 	f->fn = fn;
 	f->arg = arg;
-	f->in_size = isz;
+	f->in_size = ioff; /* where the result buffer starts */
 	return fan_go(out, f, out_main);
 }
 

@@ -83,10 +83,9 @@ struct cpat_fan;
  * @param in     the item taken from the input channel (the input's
  *               elem_size bytes, aligned as the allocator's blocks are:
  *               for any type with malloc()); valid during the call.
- * @param out    room for the result (the largest output elem_size); valid
- *               during the call. It follows the input bytes directly, so
- *               it is aligned only as far as the input's elem_size allows:
- *               write wider types through memcpy().
+ * @param out    room for the result (the largest output elem_size),
+ *               aligned as @p in is (for any type with malloc()); valid
+ *               during the call.
  * @param worker which worker, 0..workers-1.
  * @param arg    the @p arg given to cpat_fan_out().
  * @return 0 to send *out; a positive value (1) to send nothing for this

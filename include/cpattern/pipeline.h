@@ -83,10 +83,13 @@
  *
  * **Items and buffers.** Items are copied by value. The buffers callbacks
  * get are valid only during the call and aligned for any type (with the
- * default allocator), with one exception: in a pipeline made with
+ * default allocator, or any allocator whose blocks are aligned for
+ * max_align_t), with one exception: in a pipeline made with
  * cpat_pipeline_set_output(), the buffers the last stage writes (with no
  * stage, the generator) are packed at the item size, so they are aligned
- * only as far as that size allows.
+ * for the item's own type (an item of sizeof(T) bytes, for T) rather than
+ * for any type. A batch's items (cpat_batch_item()) are aligned likewise
+ * for their own type, the first for any type.
  *
  * **Items that own memory.** An item is a fixed-size value, so a line of
  * text travels as a pointer to heap memory (a `char *`, or a struct of
