@@ -2457,6 +2457,31 @@ static void full_check(struct full *f, uint64_t n,
 	free(seen);
 }
 
+/* The full shape, built and made runnable (build_full(), full_finish()). */
+static struct cpat_pipeline *full_ready(struct full *f, uint64_t n)
+{
+	struct cpat_pipeline *p;
+	assert_int_equal(build_full(&p, f, n), 0);
+	full_finish(p, f);
+	return p;
+}
+
+/* After try @p k of a start under failure injection: no pipeline thread
+ * is left, nor any thread of the process since the baseline @p thr; the
+ * pipeline is destroyed and nothing has leaked since the baseline
+ * @p live. */
+static void full_end_try(struct cpat_pipeline *p, struct full *f, long k,
+			 long thr, long live)
+{
+	assert_int_equal(cpat__pipeline_live_threads(), 0);
+	long t = th_threads_settle(thr);
+	if (t > thr)
+		fail_msg("k = %ld: %ld threads left, baseline %ld", k, t, thr);
+	cpat_pipeline_destroy(p);
+	free(f->s.got);
+	assert_int_equal(th_alloc_live(), live);
+}
+
 TH_TEST_FN(pipeline_allocation_failure_each_site_enomem_leaks_nothing)
 {
 	(void)state;
@@ -2536,9 +2561,7 @@ TH_TEST_FN(pipeline_allocation_failure_each_site_enomem_leaks_nothing)
 	ok = 0;
 	for (long k = 1; k <= 500 && !ok; k++) {
 		struct full f;
-		struct cpat_pipeline *p;
-		assert_int_equal(build_full(&p, &f, n), 0);
-		full_finish(p, &f);
+		struct cpat_pipeline *p = full_ready(&f, n);
 		th_alloc_fail_at(k, 0);
 		int rc = cpat_pipeline_start(p, NULL, CPAT_FOREVER);
 		th_alloc_fail_at(0, 0);
@@ -2555,22 +2578,13 @@ TH_TEST_FN(pipeline_allocation_failure_each_site_enomem_leaks_nothing)
 		} else {
 			assert_int_equal(rc, -ENOMEM);
 		}
-		assert_int_equal(cpat__pipeline_live_threads(), 0);
-		long t = th_threads_settle(thr);
-		if (t > thr)
-			fail_msg("k = %ld: %ld threads left, baseline %ld", k,
-				 t, thr);
-		cpat_pipeline_destroy(p);
-		free(f.s.got);
-		assert_int_equal(th_alloc_live(), live);
+		full_end_try(p, &f, k, thr, live);
 	}
 	assert_true(ok);
 	/* Persistent failure from the first allocation of start. */
 	{
 		struct full f;
-		struct cpat_pipeline *p;
-		assert_int_equal(build_full(&p, &f, n), 0);
-		full_finish(p, &f);
+		struct cpat_pipeline *p = full_ready(&f, n);
 		th_alloc_fail_at(1, 1);
 		int rc = cpat_pipeline_start(p, NULL, CPAT_FOREVER);
 		th_alloc_fail_at(0, 0);
@@ -2597,9 +2611,7 @@ TH_TEST_FN(pipeline_thread_creation_failure_each_thread_eagain_no_thread_left)
 	long failures = 0;
 	for (long k = 1; k <= 64 && !ok; k++) {
 		struct full f;
-		struct cpat_pipeline *p;
-		assert_int_equal(build_full(&p, &f, n), 0);
-		full_finish(p, &f);
+		struct cpat_pipeline *p = full_ready(&f, n);
 		cpat__test_fail_thread_at(k, false);
 		int rc = cpat_pipeline_start(p, NULL, CPAT_FOREVER);
 		cpat__test_fail_thread_at(0, false);
@@ -2613,14 +2625,7 @@ TH_TEST_FN(pipeline_thread_creation_failure_each_thread_eagain_no_thread_left)
 			failures++;
 			/* The pipeline can only be destroyed. */
 		}
-		assert_int_equal(cpat__pipeline_live_threads(), 0);
-		long t = th_threads_settle(thr);
-		if (t > thr)
-			fail_msg("k = %ld: %ld threads left, baseline %ld", k,
-				 t, thr);
-		cpat_pipeline_destroy(p);
-		free(f.s.got);
-		assert_int_equal(th_alloc_live(), live);
+		full_end_try(p, &f, k, thr, live);
 	}
 	assert_true(ok);
 	/* source + 2 map + batch + 2 flat (+ sink): at least 5 threads
@@ -2628,9 +2633,7 @@ TH_TEST_FN(pipeline_thread_creation_failure_each_thread_eagain_no_thread_left)
 	assert_true(failures >= 5);
 	/* Persistent. */
 	struct full f;
-	struct cpat_pipeline *p;
-	assert_int_equal(build_full(&p, &f, n), 0);
-	full_finish(p, &f);
+	struct cpat_pipeline *p = full_ready(&f, n);
 	cpat__test_fail_thread_at(3, true);
 	assert_int_equal(cpat_pipeline_start(p, NULL, CPAT_FOREVER), -EAGAIN);
 	cpat__test_fail_thread_at(0, false);
