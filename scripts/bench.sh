@@ -15,7 +15,10 @@
 #
 # usage: scripts/bench.sh [--full] [--only a,b,...] [--no-build]
 #   --full        the guide's sizes (long: tens of minutes)
-#   --only LIST   scenarios among numbers,logs,pools,images,crawl,realtime,micro
+#   --only LIST   scenarios among numbers,logs,pools,images,crawl,realtime,
+#                 distributed,micro
+# distributed (the real-time system through Redis and SQLite) starts its own
+# redis-server; without redis-server it is skipped with a line saying so.
 # Environment: CPAT_BENCH_DIR (build folder, default build/bench).
 # Exit status: non-zero if a scenario failed a check or crashed (a skip is
 # not a failure).
@@ -37,7 +40,8 @@ while [ $# -gt 0 ]; do
 	shift
 done
 
-optional=(libturbojpeg0-dev libmicrohttpd-dev libcurl4-openssl-dev libcjson-dev gnuplot-nox)
+optional=(libturbojpeg0-dev libmicrohttpd-dev libcurl4-openssl-dev libcjson-dev gnuplot-nox
+	redis-server libhiredis-dev libsqlite3-dev)
 dir=${CPAT_BENCH_DIR:-build/bench}
 res=$dir/results
 start=$(date +%s)
@@ -50,7 +54,7 @@ if [ $build -eq 1 ]; then
 		meson setup --reconfigure "$dir" >"$dir-setup.log" 2>&1
 	else
 		mkdir -p build
-		meson setup "$dir" -Dbuildtype=release -Dtests=false -Dexamples=false >"$dir-setup.log" 2>&1
+		meson setup "$dir" -Dbuildtype=release -Dtests=disabled -Dexamples=disabled >"$dir-setup.log" 2>&1
 	fi || { cat "$dir-setup.log"; echo "bench: meson setup failed" >&2; exit 1; }
 	echo "=== building $dir (release)" >&2
 	if ! meson compile -C "$dir" >"$dir/compile.log" 2>&1; then
@@ -70,9 +74,13 @@ ticks_start=$(ticks)
 status=0
 want() { [ -z "$only" ] || [[ ",$only," == *",$1,"* ]]; }
 
-for s in numbers logs pools images crawl realtime; do
+for s in numbers logs pools images crawl realtime distributed; do
 	want "$s" || continue
 	exe=$dir/bench/cpat-bench-$s
+	if [ "$s" = distributed ] && ! command -v redis-server >/dev/null && [ -z "${REDIS_SERVER:-}" ]; then
+		echo "SKIP distributed: redis-server not installed (apt-get install redis-server libhiredis-dev libsqlite3-dev libcjson-dev)" | tee "$res/$s.txt"
+		continue
+	fi
 	if [ ! -x "$exe" ]; then
 		echo "SKIP $s: $exe was not built (see $dir/compile.log)" | tee "$res/$s.txt"
 		continue

@@ -24,7 +24,7 @@ done
 mkdir -p "$(dirname "$dir")"
 if [ ! -f "$dir/build.ninja" ]; then
 	meson setup "$dir" -Dbuildtype=debug -Db_coverage=true \
-		-Dexamples=false -Dbenches=false -Dstanding_checks=disabled -Dfuzz=disabled \
+		-Dexamples=disabled -Dbenches=disabled -Dstanding_checks=disabled -Dfuzz=disabled \
 		>"$dir.setup.log" 2>&1 || { cat "$dir.setup.log"; exit 1; }
 fi
 meson compile -C "$dir" >"$dir/coverage-compile.log" 2>&1 || { tail -30 "$dir/coverage-compile.log"; exit 1; }

@@ -46,7 +46,7 @@ command -v taskset >/dev/null || { echo "flaky: taskset not found (util-linux)" 
 
 mkdir -p "$(dirname "$dir")"
 if [ ! -f "$dir/build.ninja" ]; then
-	meson setup "$dir" -Dbuildtype=debugoptimized -Dexamples=false -Dbenches=false \
+	meson setup "$dir" -Dbuildtype=debugoptimized -Dexamples=disabled -Dbenches=disabled \
 		>"$dir.setup.log" 2>&1 || { cat "$dir.setup.log"; exit 1; }
 fi
 meson compile -C "$dir" >"$dir/flaky-compile.log" 2>&1 || { tail -30 "$dir/flaky-compile.log"; exit 1; }

@@ -32,7 +32,7 @@ caught=0
 for bug in "${bugs[@]}"; do
 	dir="$root/plant-$bug"
 	if [ ! -f "$dir/build.ninja" ]; then
-		meson setup "$dir" -Dplant_bug="$bug" -Dexamples=false -Dbenches=false \
+		meson setup "$dir" -Dplant_bug="$bug" -Dexamples=disabled -Dbenches=disabled \
 			-Dstanding_checks=disabled >"$dir.setup.log" 2>&1 \
 			|| { cat "$dir.setup.log"; echo "planted $bug: SETUP FAILED"; record "$bug" ERROR; continue; }
 	fi

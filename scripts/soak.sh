@@ -41,7 +41,7 @@ dir=${dir:-${CPAT_BUILD_ROOT:-build}/soak-$kind}
 
 mkdir -p "$(dirname "$dir")"
 if [ ! -f "$dir/build.ninja" ]; then
-	meson setup "$dir" -Dbuildtype=debugoptimized -Dexamples=false -Dbenches=false \
+	meson setup "$dir" -Dbuildtype=debugoptimized -Dexamples=disabled -Dbenches=disabled \
 		"${opts[@]}" >"$dir.setup.log" 2>&1 || { cat "$dir.setup.log"; exit 1; }
 fi
 meson compile -C "$dir" tests/soak/soak >"$dir/soak-compile.log" 2>&1 \

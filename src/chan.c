@@ -239,9 +239,10 @@ static inline struct slot *slot_at(const struct cpat_chan *ch, size_t stamp)
 static inline size_t stamp_next(const struct cpat_chan *ch, size_t s)
 {
 	size_t idx = s & (ch->mark_bit - 1);
-	/* Planted: wrap one slot early. */
-	if (idx + 1 < ch->cap - (CPAT_PLANTED(CPAT_BUG_CHAN_RING_OFF_BY_ONE) &&
-				 ch->cap > 1))
+	size_t wrap = ch->cap;
+	if (CPAT_PLANTED(CPAT_BUG_CHAN_RING_OFF_BY_ONE) && wrap > 1)
+		wrap--; /* planted: wrap one slot early */
+	if (idx + 1 < wrap)
 		return s + 1;
 	return (s & ~(ch->one_lap - 1)) + ch->one_lap;
 }

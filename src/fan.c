@@ -38,6 +38,12 @@
  * output as it exits. A thread exits when its input is closed and drained
  * (-EPIPE), or on a stop.
  *
+ * Wait. cpat_fan_wait() joins the threads. cpat_fan_wait_until() first
+ * waits for `running` to reach 0 (each thread decrements it as its last
+ * touch of the fan and bumps `exitseq`, the word the wait parks on, which
+ * its token watch bumps too), under the caller's token and deadline; if
+ * it gives up, nothing is joined and the fan runs on.
+ *
  * Ordered merge (one thread): items that arrive before their turn are
  * held in slots, found in order by a binary min-heap on their sequence
  * numbers. The thread selects over the open inputs; once `window` items
@@ -110,6 +116,11 @@ struct cpat_fan {
 	size_t window;
 	bool waited;
 	int final_rc;
+	/* Threads not yet finished, and a word bumped as each finishes (and
+	 * by a wait's token watch); a wait parks on it (see Wait). */
+	_Atomic unsigned running;
+	_Atomic uint32_t exitseq;
+	_Atomic uint32_t exitwaiters;
 };
 
 /* ---- common ---- */
@@ -149,8 +160,13 @@ static bool gate_wait(struct cpat_fan *f)
 	}
 }
 
-static void thread_exit(void)
+/* A fan thread's last touch of the fan (wait may join it right after). */
+static void thread_exit(struct cpat_fan *f)
 {
+	atomic_fetch_sub(&f->running, 1);
+	atomic_fetch_add(&f->exitseq, 1);
+	if (atomic_load(&f->exitwaiters) != 0)
+		cpat__unpark_all(&f->exitseq);
 	atomic_fetch_sub(&g_live_threads, 1);
 }
 
@@ -198,7 +214,7 @@ static void *out_main(void *arg)
 			cpat_chan_close(out);
 		}
 	}
-	thread_exit();
+	thread_exit(f);
 	return NULL;
 }
 
@@ -217,7 +233,7 @@ static void *in_main(void *arg)
 		if (atomic_fetch_sub(&f->live, 1) == 1)
 			cpat_chan_close(f->outch);
 	}
-	thread_exit();
+	thread_exit(f);
 	return NULL;
 }
 
@@ -247,7 +263,7 @@ static void *bcast_main(void *arg)
 		for (size_t i = 0; i < f->nchs; i++)
 			cpat_chan_close(f->chs[i]);
 	}
-	thread_exit();
+	thread_exit(f);
 	return NULL;
 }
 
@@ -437,7 +453,7 @@ static void *merge_main(void *arg)
 		if (atomic_fetch_sub(&f->live, 1) == 1)
 			cpat_chan_close(f->outch);
 	}
-	thread_exit();
+	thread_exit(f);
 	return NULL;
 }
 
@@ -466,6 +482,7 @@ static int fan_alloc(struct cpat_fan **out, int kind, unsigned nthreads,
 		return -ENOMEM;
 	f->kind = kind;
 	f->nthreads = nthreads;
+	atomic_init(&f->running, nthreads);
 	f->nchs = nchs;
 	f->buf_stride = buf_stride;
 	f->ndropped = ndropped;
@@ -539,8 +556,12 @@ int cpat_fan_out(struct cpat_fan **out, struct cpat_chan *in,
 	for (size_t i = 0; i < nouts; i++)
 		if (cpat_chan_elem_size(outs[i]) > osz)
 			osz = cpat_chan_elem_size(outs[i]);
-	size_t stride = (isz + osz + 15) / 16 * 16;
-	if (stride < isz || (size_t)workers > SIZE_MAX / stride)
+	/* The result buffer starts at the first max_align_t boundary after
+	 * the input item, so a worker may store any type through it. */
+	const size_t al = _Alignof(max_align_t);
+	size_t ioff = (isz + al - 1) / al * al;
+	size_t stride = (ioff + osz + al - 1) / al * al;
+	if (ioff < isz || stride < ioff || (size_t)workers > SIZE_MAX / stride)
 		return -EINVAL;
 	struct cpat_fan *f;
 	int rc = fan_alloc(&f, F_OUT, workers, outs, nouts, stride,
@@ -550,7 +571,7 @@ int cpat_fan_out(struct cpat_fan **out, struct cpat_chan *in,
 	f->in = in;
 	f->fn = fn;
 	f->arg = arg;
-	f->in_size = isz;
+	f->in_size = ioff; /* where the result buffer starts */
 	return fan_go(out, f, out_main);
 }
 
@@ -638,18 +659,84 @@ uint64_t cpat_fan_dropped(struct cpat_fan *fan, size_t i)
 	return atomic_load_explicit(&fan->dropped[i], memory_order_relaxed);
 }
 
-int cpat_fan_wait(struct cpat_fan *fan)
+struct exit_wait {
+	struct cpat__watch w;
+	struct cpat_fan *f;
+	_Atomic int cause;
+};
+
+static void exit_watch_fired(struct cpat__watch *w, int cause)
 {
-	if (!fan)
+	struct exit_wait *ew = w->arg;
+	atomic_store(&ew->cause, cause);
+	atomic_fetch_add(&ew->f->exitseq, 1);
+	cpat__unpark_all(&ew->f->exitseq);
+}
+
+/* Waits until every thread has finished: 0, the token's cause or
+ * -ETIMEDOUT. */
+static int wait_threads(struct cpat_fan *f, struct cpat_token *tok,
+                        int64_t deadline)
+{
+	struct exit_wait ew = {.f = f};
+	atomic_init(&ew.cause, 0);
+	ew.w.fn = exit_watch_fired;
+	ew.w.arg = &ew;
+	if (tok) {
+		cpat_token_ref(tok);
+		int c = cpat__token_watch(tok, &ew.w);
+		if (c != 0) {
+			cpat_token_unref(tok);
+			return c;
+		}
+	}
+	int rc;
+	atomic_fetch_add(&f->exitwaiters, 1);
+	for (;;) {
+		uint32_t seq = atomic_load(&f->exitseq);
+		if (atomic_load(&f->running) == 0) {
+			rc = 0;
+			break;
+		}
+		if ((rc = atomic_load(&ew.cause)) != 0)
+			break;
+		if (deadline != CPAT_FOREVER && cpat_now_ns() >= deadline) {
+			rc = -ETIMEDOUT;
+			break;
+		}
+		cpat__park(&f->exitseq, seq, deadline);
+	}
+	atomic_fetch_sub(&f->exitwaiters, 1);
+	if (tok) {
+		cpat__token_unwatch(tok, &ew.w);
+		cpat_token_unref(tok);
+	}
+	return rc;
+}
+
+int cpat_fan_wait_until(struct cpat_fan *fan, struct cpat_token *tok,
+                        int64_t deadline_ns)
+{
+	if (!fan || !cpat__deadline_ok(deadline_ns))
 		return -EINVAL;
 	if (fan->waited)
 		return fan->final_rc;
+	if (tok || deadline_ns != CPAT_FOREVER) {
+		int rc = wait_threads(fan, tok, deadline_ns);
+		if (rc != 0)
+			return rc; /* the fan runs on */
+	}
 	for (unsigned i = 0; i < fan->nthreads; i++)
 		if (fan->th[i].started)
 			CPAT_CHECK(pthread_join(fan->th[i].th, NULL) == 0);
 	fan->final_rc = atomic_load(&fan->rc);
 	fan->waited = true;
 	return fan->final_rc;
+}
+
+int cpat_fan_wait(struct cpat_fan *fan)
+{
+	return cpat_fan_wait_until(fan, NULL, CPAT_FOREVER);
 }
 
 int cpat_fan_cancel(struct cpat_fan *fan)

@@ -17,7 +17,11 @@
  * decrement (wait may free the group at once; the wake system call on a
  * freed address is harmless). wait: waits for 0, sets g->closed, waits for
  * 0 again (a go that incremented before seeing closed is waited for; one
- * that sees closed backs out with -EPIPE), then cancels the token.
+ * that sees closed backs out with -EPIPE), then cancels the token. Bit 30
+ * is flipped by the token watch of a wait that answers a token, so that
+ * the word changes under a waiter about to park (the count is bits 0-29).
+ * A wait that gives up (token, deadline) leaves everything as it was but
+ * closed, which a later wait finds set and goes on from.
  *
  * Limit. A counting semaphore g->used < limit, taken by go before the
  * submit and released by done. Waiters sleep on g->slotseq (counted in
@@ -41,6 +45,10 @@
 #define OWN_QMAX 65536
 #define OWN_IDLE_NS (50 * CPAT_MSEC)
 #define WAITER_BIT 0x80000000u
+/* Flipped by a waiter's token watch: changes the futex word, so that a
+ * waiter about to park on it wakes (see wait_zero()). */
+#define FLIP_BIT 0x40000000u
+#define COUNT_MASK 0x3fffffffu
 
 struct grec {
 	struct cpat_group *g;
@@ -65,7 +73,8 @@ struct cpat_group {
 
 	pthread_mutex_t lock;
 	struct grec *free;
-	bool waited;
+	bool waited; /* a wait completed: wait_rc is the result */
+	int wait_rc;
 
 	_Atomic size_t used;
 	_Atomic uint32_t slotseq;
@@ -86,23 +95,48 @@ static bool in_task_of(const struct cpat_group *g)
 static void release_outstanding(struct cpat_group *g)
 {
 	uint32_t old = atomic_fetch_sub(&g->outstanding, 1);
-	if ((old & ~WAITER_BIT) == 1 && (old & WAITER_BIT))
+	if ((old & COUNT_MASK) == 1 && (old & WAITER_BIT))
 		cpat__unpark_all(&g->outstanding);
 }
 
-static void wait_zero(struct cpat_group *g)
+/* A wait's token watch: records the cause and flips FLIP_BIT, so that the
+ * word a waiter parks on changes (a wake-up alone could come between its
+ * check and its park and be lost). */
+struct zero_wait {
+	struct cpat__watch w;
+	struct cpat_group *g;
+	_Atomic int cause;
+};
+
+static void zero_watch_fired(struct cpat__watch *w, int cause)
+{
+	struct zero_wait *zw = w->arg;
+	atomic_store(&zw->cause, cause);
+	atomic_fetch_xor(&zw->g->outstanding, FLIP_BIT);
+	cpat__unpark_all(&zw->g->outstanding);
+}
+
+/* Waits until no go call is in progress and no task is outstanding: 0;
+ * or the cause of zw's token, or -ETIMEDOUT at deadline. */
+static int wait_zero(struct cpat_group *g, struct zero_wait *zw,
+		     int64_t deadline)
 {
 	for (;;) {
 		uint32_t v = atomic_load(&g->outstanding);
-		if ((v & ~WAITER_BIT) == 0)
-			return;
+		if ((v & COUNT_MASK) == 0)
+			return 0;
+		int c = atomic_load(&zw->cause);
+		if (c != 0)
+			return c;
+		if (deadline != CPAT_FOREVER && cpat_now_ns() >= deadline)
+			return -ETIMEDOUT;
 		if (!(v & WAITER_BIT)) {
 			if (!atomic_compare_exchange_weak(&g->outstanding, &v,
 							  v | WAITER_BIT))
 				continue;
 			v |= WAITER_BIT;
 		}
-		cpat__park(&g->outstanding, v, CPAT_FOREVER);
+		cpat__park(&g->outstanding, v, deadline);
 	}
 }
 
@@ -363,24 +397,61 @@ int cpat_group_try_go(struct cpat_group *group, cpat_task_fn fn, void *arg)
 	return go_common(group, fn, arg, true);
 }
 
-int cpat_group_wait(struct cpat_group *group)
+int cpat_group_wait_until(struct cpat_group *group, struct cpat_token *tok,
+			  int64_t deadline_ns)
 {
-	if (!group)
+	if (!group || !cpat__deadline_ok(deadline_ns))
 		return -EINVAL;
 	struct cpat_group *g = group;
 	if (in_task_of(g))
 		return -EBUSY;
 	CPAT_CHECK(pthread_mutex_lock(&g->lock) == 0);
-	bool again = g->waited;
-	g->waited = true;
+	bool done = g->waited;
+	int rc = g->wait_rc;
 	CPAT_CHECK(pthread_mutex_unlock(&g->lock) == 0);
-	if (again)
-		return -EPIPE;
-	wait_zero(g);
-	atomic_store(&g->closed, 1);
-	wait_zero(g);
-	cpat_token_cancel(g->tok);
-	return atomic_load(&g->first_err);
+	if (done)
+		return rc;
+	struct zero_wait zw = {.g = g};
+	atomic_init(&zw.cause, 0);
+	zw.w.fn = zero_watch_fired;
+	zw.w.arg = &zw;
+	if (tok) {
+		cpat_token_ref(tok);
+		int c = cpat__token_watch(tok, &zw.w);
+		if (c != 0) {
+			cpat_token_unref(tok);
+			return c;
+		}
+	}
+	/* Tasks may still call go while the count is above 0 (a task
+	 * starting sub-tasks); once it has been 0, close, then wait for the go
+	 * calls that were under way. Giving up changes nothing but, in the
+	 * second step, closed: a later wait goes on from there. */
+	rc = wait_zero(g, &zw, deadline_ns);
+	if (rc == 0) {
+		atomic_store(&g->closed, 1);
+		rc = wait_zero(g, &zw, deadline_ns);
+	}
+	if (rc == 0) {
+		cpat_token_cancel(g->tok);
+		CPAT_CHECK(pthread_mutex_lock(&g->lock) == 0);
+		if (!g->waited) {
+			g->waited = true;
+			g->wait_rc = atomic_load(&g->first_err);
+		}
+		rc = g->wait_rc;
+		CPAT_CHECK(pthread_mutex_unlock(&g->lock) == 0);
+	}
+	if (tok) {
+		cpat__token_unwatch(tok, &zw.w);
+		cpat_token_unref(tok);
+	}
+	return rc;
+}
+
+int cpat_group_wait(struct cpat_group *group)
+{
+	return cpat_group_wait_until(group, NULL, CPAT_FOREVER);
 }
 
 struct cpat_token *cpat_group_token(struct cpat_group *group)

@@ -6,11 +6,15 @@
  * no conversion and no drift. Private futexes: words are never shared
  * between processes.
  *
- * Elsewhere: a table of 64 mutex+condvar stripes chosen by the word's
- * address. park() locks the stripe, re-checks the word, and waits; unpark
- * locks the stripe before broadcasting, so a wake between the check and the
- * wait cannot be lost. unpark_one broadcasts too (stripes are shared between
- * words, so signalling one waiter could wake the wrong word's sleeper).
+ * Elsewhere, or when built with CPAT_PARK_PORTABLE (meson -Dparking=portable,
+ * which runs this path on Linux): a table of 64 mutex+condvar stripes chosen
+ * by the word's address. park() locks the stripe, re-checks the word, and
+ * waits; unpark locks the stripe before broadcasting, so a wake between the
+ * check and the wait cannot be lost. unpark_one broadcasts too (stripes are
+ * shared between words, so signalling one waiter could wake the wrong
+ * word's sleeper). The stripes are process-wide: a fork handler gives the
+ * child fresh ones, so that the child's own objects can park (common.h's
+ * fork rule).
  */
 #include "internal.h"
 
@@ -115,7 +119,7 @@ bool cpat__spin_pays(void)
 	return cpus > 1;
 }
 
-#if defined(__linux__)
+#if defined(__linux__) && !defined(CPAT_PARK_PORTABLE)
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -158,12 +162,29 @@ static struct stripe {
 } g_stripes[NSTRIPES];
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
-static void stripes_init(void)
+/*
+ * fork(): a stripe that another thread held at the fork would stay locked
+ * in the child, and a condition variable the parent's threads were waiting
+ * on keeps their (absent) waiters' state. A stripe is held only inside
+ * park and unpark, which call nothing, so the forking thread holds none:
+ * the child makes every stripe afresh. (No prepare handler: taking the
+ * stripes before the fork would order them against every lock held across
+ * a park, the token service's among them.)
+ */
+static void stripes_make(void)
 {
 	for (int i = 0; i < NSTRIPES; i++) {
 		CPAT_CHECK(pthread_mutex_init(&g_stripes[i].mu, NULL) == 0);
 		CPAT_CHECK(cpat__cond_init(&g_stripes[i].cv) == 0);
 	}
+}
+
+static void stripes_init(void)
+{
+	stripes_make();
+	/* Fails only without memory; the stripes then work as before, and
+	 * only a fork during a park is left unprotected. */
+	(void)pthread_atfork(NULL, NULL, stripes_make);
 }
 
 static struct stripe *stripe_of(_Atomic uint32_t *word)

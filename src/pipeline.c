@@ -294,12 +294,16 @@ int cpat_pipeline_set_output(struct cpat_pipeline *p)
 
 /* ---- run ---- */
 
-static int start_thread(pthread_t *th, void *(*fn)(void *), void *arg)
+static int start_thread(struct cpat_pipeline *p, pthread_t *th,
+                        void *(*fn)(void *), void *arg)
 {
 	atomic_fetch_add(&cpat__pipeline_threads, 1);
+	atomic_fetch_add(&p->running, 1);
 	int rc = cpat__thread_start(th, fn, arg, false);
-	if (rc != 0)
+	if (rc != 0) {
+		atomic_fetch_sub(&p->running, 1);
 		atomic_fetch_sub(&cpat__pipeline_threads, 1);
+	}
 	return rc;
 }
 
@@ -354,6 +358,30 @@ static void teardown(struct cpat_pipeline *p, bool free_stats)
 	}
 }
 
+/* Items the caller left in the output channel go to the pipeline's drop
+ * when the channel is destroyed (with the pipeline): they were counted
+ * delivered, but nobody took them, and an item that owns memory must not
+ * be lost there. */
+static void outch_drop(void *elem, void *arg)
+{
+	struct cpat_pipeline *p = arg;
+	p->drop(elem, p->nstages, p->drop_arg);
+}
+
+/* Makes the output channel (its stages are fixed from then on). */
+static int make_outch(struct cpat_pipeline *p, size_t size, size_t cap)
+{
+	struct cpat_chan_opts o;
+	cpat_chan_opts_init(&o);
+	o.elem_size = size;
+	o.capacity = cap;
+	if (p->drop) {
+		o.drop = outch_drop;
+		o.drop_arg = p;
+	}
+	return cpat_chan_create_opts(&p->outch, &o);
+}
+
 static void free_chans(struct cpat_pipeline *p)
 {
 	if (!p->ch)
@@ -374,7 +402,7 @@ static int alloc_run(struct cpat_pipeline *p)
 	if (p->output && !p->outch) {
 		/* Made once, kept until destroy (cpat_pipeline_output()). */
 		size_t cap = ns ? p->stages[ns - 1]->out_cap : p->src_cap;
-		int rc0 = cpat_chan_create(&p->outch, last_size(p), cap);
+		int rc0 = make_outch(p, last_size(p), cap);
 		if (rc0)
 			return rc0;
 	}
@@ -545,19 +573,19 @@ int cpat_pipeline_start(struct cpat_pipeline *p, struct cpat_token *tok,
 
 	/* Downstream first, so that every thread finds its reader. */
 	if (p->sink) {
-		rc = start_thread(&p->sink_th, cpat__pipeline_sink_main, p);
+		rc = start_thread(p, &p->sink_th, cpat__pipeline_sink_main, p);
 		p->sink_started = rc == 0;
 	}
 	for (unsigned i = p->nstages; rc == 0 && i-- > 0;) {
 		struct stage *s = p->stages[i];
 		for (unsigned w = 0; rc == 0 && w < s->workers; w++) {
-			rc = start_thread(&s->w[w].th,
+			rc = start_thread(p, &s->w[w].th,
 					  cpat__pipeline_stage_main, &s->w[w]);
 			s->w[w].started = rc == 0;
 		}
 	}
 	if (rc == 0 && (p->gen || p->src_fn)) {
-		rc = start_thread(&p->src_th, cpat__pipeline_src_main, p);
+		rc = start_thread(p, &p->src_th, cpat__pipeline_src_main, p);
 		p->src_started = rc == 0;
 	}
 	if (rc != 0) {
@@ -579,7 +607,14 @@ int cpat_pipeline_start(struct cpat_pipeline *p, struct cpat_token *tok,
 int cpat_pipeline_feed(struct cpat_pipeline *p, const void *item,
                        struct cpat_token *tok)
 {
-	if (!p || !item || !p->feed || p->state == ST_BUILD)
+	return cpat_pipeline_feed_until(p, item, tok, CPAT_FOREVER);
+}
+
+int cpat_pipeline_feed_until(struct cpat_pipeline *p, const void *item,
+                             struct cpat_token *tok, int64_t deadline_ns)
+{
+	if (!p || !item || !p->feed || p->state == ST_BUILD ||
+	    !cpat__deadline_ok(deadline_ns))
 		return -EINVAL;
 	atomic_fetch_add(&p->feeders, 1);
 	int rc;
@@ -605,7 +640,7 @@ int cpat_pipeline_feed(struct cpat_pipeline *p, const void *item,
 		if (p->src_hdr)
 			env_set_index(env, idx);
 		memcpy(env + p->src_hdr, item, p->item_size);
-		rc = cpat_chan_send(p->ch[0], env, tok);
+		rc = cpat_chan_send_until(p->ch[0], env, tok, deadline_ns);
 		if (rc == 0) {
 			atomic_fetch_add(&p->produced, 1);
 			atomic_fetch_add(&p->src_sent, 1);
@@ -639,7 +674,7 @@ struct cpat_chan *cpat_pipeline_output(struct cpat_pipeline *p)
 		size_t sz = last_size(p);
 		size_t cap = p->nstages ? p->stages[p->nstages - 1]->out_cap
 		                        : p->src_cap;
-		if (cpat_chan_create(&p->outch, sz, cap) != 0)
+		if (make_outch(p, sz, cap) != 0)
 			return NULL;
 	}
 	return p->outch;
@@ -654,10 +689,77 @@ int cpat_pipeline_cancel(struct cpat_pipeline *p)
 	return 0;
 }
 
+struct cpat_token *cpat_pipeline_token(struct cpat_pipeline *p)
+{
+	return p ? p->tok : NULL;
+}
+
+struct exit_wait {
+	struct cpat__watch w;
+	struct cpat_pipeline *p;
+	_Atomic int cause;
+};
+
+static void exit_watch_fired(struct cpat__watch *w, int cause)
+{
+	struct exit_wait *ew = w->arg;
+	atomic_store(&ew->cause, cause);
+	atomic_fetch_add(&ew->p->exitseq, 1);
+	cpat__unpark_all(&ew->p->exitseq);
+}
+
+/* Waits until every thread of the run has finished: 0, the cause of tok or
+ * -ETIMEDOUT. */
+static int wait_threads(struct cpat_pipeline *p, struct cpat_token *tok,
+                        int64_t deadline)
+{
+	struct exit_wait ew = {.p = p};
+	atomic_init(&ew.cause, 0);
+	ew.w.fn = exit_watch_fired;
+	ew.w.arg = &ew;
+	if (tok) {
+		cpat_token_ref(tok);
+		int c = cpat__token_watch(tok, &ew.w);
+		if (c != 0) {
+			cpat_token_unref(tok);
+			return c;
+		}
+	}
+	int rc;
+	atomic_fetch_add(&p->exitwaiters, 1);
+	for (;;) {
+		uint32_t seq = atomic_load(&p->exitseq);
+		if (atomic_load(&p->running) == 0) {
+			rc = 0;
+			break;
+		}
+		if ((rc = atomic_load(&ew.cause)) != 0)
+			break;
+		if (deadline != CPAT_FOREVER && cpat_now_ns() >= deadline) {
+			rc = -ETIMEDOUT;
+			break;
+		}
+		cpat__park(&p->exitseq, seq, deadline);
+	}
+	atomic_fetch_sub(&p->exitwaiters, 1);
+	if (tok) {
+		cpat__token_unwatch(tok, &ew.w);
+		cpat_token_unref(tok);
+	}
+	return rc;
+}
+
 int cpat_pipeline_wait(struct cpat_pipeline *p,
                        struct cpat_pipeline_result *res)
 {
-	if (!p || p->state == ST_BUILD)
+	return cpat_pipeline_wait_until(p, NULL, CPAT_FOREVER, res);
+}
+
+int cpat_pipeline_wait_until(struct cpat_pipeline *p, struct cpat_token *tok,
+                             int64_t deadline_ns,
+                             struct cpat_pipeline_result *res)
+{
+	if (!p || p->state == ST_BUILD || !cpat__deadline_ok(deadline_ns))
 		return -EINVAL;
 	if (cpat__pipeline_tl == p)
 		return -EBUSY;
@@ -665,6 +767,13 @@ int cpat_pipeline_wait(struct cpat_pipeline *p,
 		if (res)
 			*res = p->res;
 		return p->res.rc;
+	}
+	if (tok || deadline_ns != CPAT_FOREVER) {
+		/* Giving up leaves the run as it is: nothing joined, res
+		 * untouched. */
+		int rc = wait_threads(p, tok, deadline_ns);
+		if (rc != 0)
+			return rc;
 	}
 	teardown(p, false);
 	/* Nothing may enter after the drain: close the input, wait out the

@@ -183,6 +183,12 @@ struct cpat_pipeline {
 	bool drain_sink;
 	pthread_t src_th, sink_th;
 	bool src_started, sink_started;
+	/* Threads started and not yet finished, and a word bumped as each
+	 * finishes (and by a wait's token watch): cpat_pipeline_wait_until()
+	 * parks on it. */
+	_Atomic unsigned running;
+	_Atomic uint32_t exitseq;
+	_Atomic uint32_t exitwaiters;
 	char *src_buf, *sink_buf, *drain_buf;
 
 	_Atomic int stop_rc;
@@ -289,6 +295,16 @@ CPAT_HIDDEN void cpat__pipeline_drop_item(struct cpat_pipeline *p,
  * first error and cancels the run token. */
 CPAT_HIDDEN void cpat__pipeline_fail(struct cpat_pipeline *p, const char *where,
                                      uint64_t idx, int rc);
+
+/* A pipeline thread's last touch of the pipeline (wait may join it right
+ * after). */
+static inline void cpat__pipeline_thread_done(struct cpat_pipeline *p)
+{
+	atomic_fetch_sub(&p->running, 1);
+	atomic_fetch_add(&p->exitseq, 1);
+	if (atomic_load(&p->exitwaiters) != 0)
+		cpat__unpark_all(&p->exitseq);
+}
 
 /* ---- pipeline_run.c: thread bodies (arg: the pipeline, or a stage's
  * worker context) and the stage's hand-off ---- */

@@ -170,6 +170,7 @@ void *cpat__pipeline_src_main(void *arg)
 		src_loop(p, true, true);
 	cpat_chan_close(p->ch[0]);
 	cpat__pipeline_tl = NULL;
+	cpat__pipeline_thread_done(p);
 	atomic_fetch_sub(&cpat__pipeline_threads, 1);
 	return NULL;
 }
@@ -351,13 +352,18 @@ run_chunk_t(struct cpat_stage_ctx *c, size_t n, bool acks)
 				c->ack_held = 0;
 			}
 			int rc = s->flat(env + ENV_HDR, c);
-			if (c->emitted == 0 && rc >= 0)
-				filtered++;
-			else if (c->emitted == 0)
+			if (rc < 0) {
+				/* A failed input is not processed, whatever it
+				 * emitted first: its outputs stand on their
+				 * own (each counts in expanded). */
 				cpat__pipeline_drop_item(p, env + ENV_HDR,
 							 s->idx);
-			else
+				expanded += c->emitted;
+			} else if (c->emitted == 0) {
+				filtered++;
+			} else {
 				expanded += c->emitted - 1;
+			}
 			if (acks && rc >= 0 && !c->stopped)
 				flat_ack(c);
 			if (rc < 0) {
@@ -601,6 +607,7 @@ void *cpat__pipeline_stage_main(void *arg)
 		cpat_chan_close(s->out);
 	}
 	cpat__pipeline_tl = NULL;
+	cpat__pipeline_thread_done(c->p);
 	atomic_fetch_sub(&cpat__pipeline_threads, 1);
 	return NULL;
 }
@@ -687,6 +694,7 @@ void *cpat__pipeline_sink_main(void *arg)
 	else
 		sink_loop(p, false);
 	cpat__pipeline_tl = NULL;
+	cpat__pipeline_thread_done(p);
 	atomic_fetch_sub(&cpat__pipeline_threads, 1);
 	return NULL;
 }

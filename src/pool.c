@@ -65,8 +65,9 @@
  * exited and been joined. Workers exit on stop (discarding their batch
  * buffers; shutdown also steals and discards the buffer of a worker stuck
  * in a task), or when the closed channel is drained and their buffer is
- * empty. At the deadline: cancel the pool token, set stop, discard the
- * queue, report still_running, return -ETIMEDOUT; a later call continues.
+ * empty. At the deadline, or when the caller's token fires: cancel the
+ * pool token, set stop, discard the queue, report still_running, return
+ * -ETIMEDOUT (or the token's cause); a later call continues.
  *
  * Self-deadlock. A thread-local list of frames records the pools whose task
  * (or worker loop) the thread is in: submit that would block runs inline
@@ -113,7 +114,9 @@ static void run_inline(struct cpat_pool *p, const struct cpat_task *t)
 
 /* ---- creation --------------------------------------------------------- */
 
-static int wait_complete(struct cpat_pool *p, int64_t deadline);
+struct ev_wait;
+static int wait_complete(struct cpat_pool *p, struct ev_wait *ew,
+			 int64_t deadline);
 static void free_pool(struct cpat_pool *p);
 
 int cpat__pool_create(struct cpat_pool **out, enum pool_kind kind,
@@ -186,7 +189,7 @@ int cpat__pool_create(struct cpat_pool **out, enum pool_kind kind,
 		atomic_store(&p->closed, 1);
 		cpat_chan_close(p->q);
 		cpat__pool_wake_all(p);
-		(void)wait_complete(p, CPAT_FOREVER);
+		(void)wait_complete(p, NULL, CPAT_FOREVER);
 		goto fail;
 	}
 	*out = p;
@@ -528,8 +531,10 @@ static void discard_queue(struct cpat_pool *p)
 }
 
 /* Waits until no submit is entering, no inline run is in progress and
- * every worker has exited and been joined. 0 or -ETIMEDOUT. */
-static int wait_complete(struct cpat_pool *p, int64_t deadline)
+ * every worker has exited and been joined. 0, -ETIMEDOUT, or the cause of
+ * the token ew watches (ew->cause). */
+static int wait_complete(struct cpat_pool *p, struct ev_wait *ew,
+			 int64_t deadline)
 {
 	int rc;
 	atomic_fetch_add(&p->evwaiters, 1);
@@ -547,6 +552,8 @@ static int wait_complete(struct cpat_pool *p, int64_t deadline)
 			rc = 0;
 			break;
 		}
+		if (ew && (rc = atomic_load(&ew->cause)) != 0)
+			break;
 		if (deadline != CPAT_FOREVER && cpat_now_ns() >= deadline) {
 			rc = -ETIMEDOUT;
 			break;
@@ -594,9 +601,10 @@ static void fill_report(struct cpat_pool *p, struct cpat_pool_report *r)
 	r->submitted = ran + discarded + rejected + r->still_running;
 }
 
-int cpat_pool_shutdown(struct cpat_pool *pool,
-		       enum cpat_pool_shutdown_mode mode, int64_t deadline_ns,
-		       struct cpat_pool_report *report)
+int cpat_pool_shutdown_until(struct cpat_pool *pool,
+			     enum cpat_pool_shutdown_mode mode,
+			     struct cpat_token *tok, int64_t deadline_ns,
+			     struct cpat_pool_report *report)
 {
 	if (!pool || (mode != CPAT_POOL_DRAIN && mode != CPAT_POOL_DISCARD) ||
 	    !cpat__deadline_ok(deadline_ns))
@@ -614,6 +622,22 @@ int cpat_pool_shutdown(struct cpat_pool *pool,
 	bool first = !p->closing;
 	p->closing = true;
 	unlock(&p->lock);
+	/* The token, like the deadline, ends the grace: it is watched for
+	 * the wait below; one that has already fired makes the call behave
+	 * as with a past deadline (it still closes and forces). */
+	struct ev_wait ew = {.p = p};
+	atomic_init(&ew.cause, 0);
+	ew.w.fn = ev_watch_fired;
+	ew.w.arg = &ew;
+	bool watching = false;
+	if (tok) {
+		cpat_token_ref(tok);
+		int c = cpat__token_watch(tok, &ew.w);
+		if (c != 0)
+			atomic_store(&ew.cause, c);
+		else
+			watching = true;
+	}
 	if (mode == CPAT_POOL_DISCARD)
 		atomic_store(&p->stop, 1);
 	if (first) {
@@ -624,7 +648,11 @@ int cpat_pool_shutdown(struct cpat_pool *pool,
 	cpat__pool_wake_all(p);
 	if (atomic_load(&p->stop))
 		discard_queue(p);
-	int rc = wait_complete(p, deadline_ns);
+	int rc = wait_complete(p, &ew, deadline_ns);
+	if (watching)
+		cpat__token_unwatch(tok, &ew.w);
+	if (tok)
+		cpat_token_unref(tok);
 	if (rc != 0) {
 		cpat_token_cancel(p->tok);
 		atomic_store(&p->stop, 1);
@@ -635,7 +663,7 @@ int cpat_pool_shutdown(struct cpat_pool *pool,
 		fill_report(p, &r);
 		if (report)
 			*report = r;
-		return -ETIMEDOUT;
+		return rc;
 	}
 	lock(&p->lock);
 	bool fill = !p->sd_done;
@@ -652,6 +680,13 @@ int cpat_pool_shutdown(struct cpat_pool *pool,
 		*report = p->report;
 	unlock(&p->lock);
 	return 0;
+}
+
+int cpat_pool_shutdown(struct cpat_pool *pool,
+		       enum cpat_pool_shutdown_mode mode, int64_t deadline_ns,
+		       struct cpat_pool_report *report)
+{
+	return cpat_pool_shutdown_until(pool, mode, NULL, deadline_ns, report);
 }
 
 /* ---- queries ---------------------------------------------------------- */

@@ -91,14 +91,17 @@ static inline void th_barrier_destroy(struct th_barrier *b)
  * one, th_crew_add_n() n alike (fn(args + i * stride) for i < n). Each
  * thread's first step is th_barrier_wait(&c->start) (its own struct holds
  * &c->start), so none runs its part before the main thread passes
- * th_crew_go(). th_crew_join() joins every thread and destroys the
- * barriers (c->done serves th_race below).
+ * th_crew_go(). th_crew_join() joins every thread (those not yet joined)
+ * and destroys the barriers (c->done serves th_race below); a test that
+ * joins in stages (the producers, then close, then the consumers) adds
+ * each stage's threads in turn and calls th_crew_join_to(c, k) to join
+ * the threads added before the k-th, first.
  */
 #define TH_CREW_MAX 64
 
 struct th_crew {
 	struct th_barrier start, done;
-	unsigned want, n;
+	unsigned want, n, joined;
 	pthread_t t[TH_CREW_MAX];
 };
 
@@ -108,6 +111,7 @@ static inline void th_crew_init(struct th_crew *c, unsigned n)
 		abort();
 	c->want = n;
 	c->n = 0;
+	c->joined = 0;
 	th_barrier_init(&c->start, n + 1);
 	th_barrier_init(&c->done, n + 1);
 }
@@ -136,10 +140,18 @@ static inline void th_crew_go(struct th_crew *c)
 	th_barrier_wait(&c->start);
 }
 
+/* Joins the threads added before the @p k-th (those not yet joined). */
+static inline void th_crew_join_to(struct th_crew *c, unsigned k)
+{
+	if (k > c->n)
+		abort();
+	for (; c->joined < k; c->joined++)
+		th_join(c->t[c->joined]);
+}
+
 static inline void th_crew_join(struct th_crew *c)
 {
-	for (unsigned i = 0; i < c->n; i++)
-		th_join(c->t[i]);
+	th_crew_join_to(c, c->n);
 	th_barrier_destroy(&c->start);
 	th_barrier_destroy(&c->done);
 }

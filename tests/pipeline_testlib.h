@@ -405,6 +405,22 @@ static inline void add_map(struct cpat_pipeline *p, const char *name,
 	assert_int_equal(cpat_pipeline_add_stage(p, &so), 0);
 }
 
+/* A batch stage of @p p (out_capacity 0: the default). */
+static inline void add_batch(struct cpat_pipeline *p, size_t max_items,
+			     int64_t flush_ns, int flush_on_cancel,
+			     size_t out_capacity)
+{
+	struct cpat_batch_opts bo;
+	cpat_batch_opts_init(&bo);
+	bo.name = "batch";
+	bo.max_items = max_items;
+	bo.flush_ns = flush_ns;
+	bo.flush_on_cancel = flush_on_cancel;
+	if (out_capacity)
+		bo.out_capacity = out_capacity;
+	assert_int_equal(cpat_pipeline_add_batch(p, &bo), 0);
+}
+
 /* A pipeline of uint64_t items (mkpipe()) whose source is @p g, made to
  * produce the indices 0..n-1 (gen_init()); the caller adds the stages and
  * may still set @p g's other fields before the run. */
@@ -426,6 +442,65 @@ static inline void set_sink(struct cpat_pipeline *p, struct sink *s,
 {
 	sink_init(s, cap);
 	assert_int_equal(cpat_pipeline_set_sink(p, sink_fn, s), 0);
+}
+
+/* A pipeline of uint64_t items (mkpipe()) fed by cpat_pipeline_feed(). */
+static inline struct cpat_pipeline *
+mkfeedpipe(size_t src_cap, cpat_item_drop_fn drop, void *drop_arg)
+{
+	struct cpat_pipeline *p = mkpipe(src_cap, drop, drop_arg);
+	assert_int_equal(cpat_pipeline_set_feed(p), 0);
+	return p;
+}
+
+/* ---- a tracked run ------------------------------------------------------ */
+
+/*
+ * The run most pipeline tests make: a generator of the indices 0..n-1
+ * (r->g), the fate of every item tracked (r->tr: the pipeline's drop
+ * callback marks the items not processed, the sink r->s the delivered
+ * ones, a filtering stage whose scfg has tr = &r->tr the filtered ones),
+ * the result in r->res. trun_init() makes the pipeline (the caller adds
+ * its @p nstages stages and may set r->g's other fields), trun_sink()
+ * sets the sink (the caller may still set its other fields), trun_run()
+ * runs it, trun_free() destroys the pipeline and frees the rest.
+ */
+struct trun {
+	struct track tr;
+	struct gen g;
+	struct sink s;
+	struct cpat_pipeline *p;
+	struct cpat_pipeline_result res;
+};
+
+static inline struct cpat_pipeline *trun_init(struct trun *r, uint64_t n,
+					      unsigned nstages, size_t src_cap)
+{
+	memset(r, 0, sizeof *r);
+	track_init(&r->tr, n, nstages);
+	r->p = mkgenpipe(&r->g, n, src_cap, track_drop, &r->tr);
+	return r->p;
+}
+
+/* The sink, with room for @p cap values, marking what it is given. */
+static inline struct sink *trun_sink(struct trun *r, uint64_t cap)
+{
+	set_sink(r->p, &r->s, cap);
+	r->s.tr = &r->tr;
+	return &r->s;
+}
+
+static inline int trun_run(struct trun *r, struct cpat_token *tok,
+			   int64_t deadline)
+{
+	return cpat_pipeline_run(r->p, tok, deadline, &r->res);
+}
+
+static inline void trun_free(struct trun *r)
+{
+	cpat_pipeline_destroy(r->p);
+	free(r->s.got);
+	track_free(&r->tr);
 }
 
 /* The first steps of main(): the counting allocator, for every object of

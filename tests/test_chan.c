@@ -924,7 +924,6 @@ TH_TEST_FN(chan_double_close_epipe_changes_nothing)
 }
 
 struct closer {
-	pthread_t t;
 	struct th_barrier *b;
 	struct cpat_chan *ch;
 	int rc;
@@ -944,21 +943,20 @@ TH_TEST_FN(chan_concurrent_closers_exactly_one_wins)
 	long rounds = SIZE(200, 30);
 	for (long r = 0; r < rounds; r++) {
 		struct cpat_chan *ch = mk(sizeof(uint64_t), (size_t)(r % 3));
-		struct th_barrier b;
+		struct th_crew crew;
 		struct closer c[8];
-		th_barrier_init(&b, 8);
-		for (int i = 0; i < 8; i++) {
+		th_crew_init(&crew, 8);
+		for (int i = 0; i < 8; i++)
 			c[i] = (struct closer){
-				.b = &b, .ch = ch, .rc = INT_MIN};
-			th_spawn(&c[i].t, closer_main, &c[i]);
-		}
+				.b = &crew.start, .ch = ch, .rc = INT_MIN};
+		th_crew_add_n(&crew, 8, closer_main, c, sizeof c[0]);
+		th_crew_go(&crew);
+		th_crew_join(&crew);
 		int zeros = 0, epipes = 0;
 		for (int i = 0; i < 8; i++) {
-			th_join(c[i].t);
 			zeros += c[i].rc == 0;
 			epipes += c[i].rc == -EPIPE;
 		}
-		th_barrier_destroy(&b);
 		assert_int_equal(zeros, 1);
 		assert_int_equal(epipes, 7);
 		assert_int_equal(cpat_chan_is_closed(ch), 1);
@@ -1100,7 +1098,6 @@ TH_TEST_FN(chan_close_wakes_blocked_senders_buffer_still_drains)
 /* ---- producers and consumers --------------------------------------------- */
 
 struct prod {
-	pthread_t t;
 	struct th_barrier *b;
 	struct cpat_chan *ch;
 	uint32_t pid;
@@ -1131,7 +1128,6 @@ static void *prod_main(void *arg)
 }
 
 struct cons {
-	pthread_t t;
 	struct th_barrier *b;
 	struct cpat_chan *ch;
 	uint64_t *got;
@@ -1173,38 +1169,36 @@ static void *cons_main(void *arg)
 static void run_mpmc(size_t P, size_t M, size_t cap, uint32_t n)
 {
 	struct cpat_chan *ch = mk(sizeof(uint64_t), cap);
-	struct th_barrier b;
-	th_barrier_init(&b, (unsigned)(P + M + 1));
+	struct th_crew crew;
+	th_crew_init(&crew, (unsigned)(P + M));
 	struct prod *p = calloc(P, sizeof *p);
 	struct cons *c = calloc(M, sizeof *c);
 	size_t total = P * n;
-	for (size_t i = 0; i < P; i++) {
+	for (size_t i = 0; i < P; i++)
 		p[i] = (struct prod){
-			.b = &b, .ch = ch, .pid = (uint32_t)i, .n = n};
-		th_spawn(&p[i].t, prod_main, &p[i]);
-	}
+			.b = &crew.start, .ch = ch, .pid = (uint32_t)i, .n = n};
 	for (size_t i = 0; i < M; i++) {
-		c[i].b = &b;
+		c[i].b = &crew.start;
 		c[i].ch = ch;
 		c[i].room = total;
 		c[i].got = malloc(total * sizeof(uint64_t));
 		c[i].next_seq = calloc(P, sizeof(uint32_t));
 		c[i].nprod = (uint32_t)P;
-		th_spawn(&c[i].t, cons_main, &c[i]);
 	}
-	th_barrier_wait(&b);
+	th_crew_add_n(&crew, (unsigned)P, prod_main, p, sizeof p[0]);
+	th_crew_add_n(&crew, (unsigned)M, cons_main, c, sizeof c[0]);
+	th_crew_go(&crew);
+	th_crew_join_to(&crew, (unsigned)P); /* the producers */
 	long pbad = 0;
-	for (size_t i = 0; i < P; i++) {
-		th_join(p[i].t);
+	for (size_t i = 0; i < P; i++)
 		pbad += p[i].bad + (p[i].sent_ok != n);
-	}
 	assert_int_equal(cpat_chan_close(ch), 0);
+	th_crew_join(&crew); /* the consumers */
 	unsigned char *seen = calloc(total, 1);
 	size_t received = 0;
 	long obad = 0, rcbad = 0, dup = 0, foreign = 0;
 	uint64_t sum = 0;
 	for (size_t i = 0; i < M; i++) {
-		th_join(c[i].t);
 		obad += c[i].order_bad;
 		rcbad += c[i].last_rc != -EPIPE;
 		for (size_t j = 0; j < c[i].ngot && j < c[i].room; j++) {
@@ -1241,7 +1235,6 @@ static void run_mpmc(size_t P, size_t M, size_t cap, uint32_t n)
 	free(seen);
 	free(p);
 	free(c);
-	th_barrier_destroy(&b);
 	cpat_chan_destroy(ch);
 }
 
@@ -1276,37 +1269,36 @@ TH_TEST_FN(chan_senders_racing_close_sent_equals_received)
 		size_t cap = caps[r % 3];
 		const size_t P = 4;
 		struct cpat_chan *ch = mk(sizeof(uint64_t), cap);
-		struct th_barrier b;
-		th_barrier_init(&b, (unsigned)P + 2);
+		struct th_crew crew;
+		th_crew_init(&crew, (unsigned)P + 1);
 		struct prod p[4];
-		struct cons c = {.b = &b, .ch = ch, .nprod = (uint32_t)P};
+		struct cons c = {
+			.b = &crew.start, .ch = ch, .nprod = (uint32_t)P};
 		size_t room = 1 << 20;
 		c.room = room;
 		c.got = malloc(room * sizeof(uint64_t));
 		c.next_seq = calloc(P, sizeof(uint32_t));
-		for (size_t i = 0; i < P; i++) {
-			p[i] = (struct prod){.b = &b,
+		for (size_t i = 0; i < P; i++)
+			p[i] = (struct prod){.b = &crew.start,
 					     .ch = ch,
 					     .pid = (uint32_t)i,
 					     .n = UINT32_MAX};
-			th_spawn(&p[i].t, prod_main, &p[i]);
-		}
-		th_spawn(&c.t, cons_main, &c);
-		th_barrier_wait(&b);
+		th_crew_add_n(&crew, (unsigned)P, prod_main, p, sizeof p[0]);
+		th_crew_add(&crew, cons_main, &c);
+		th_crew_go(&crew);
 		/* Close in the middle of the traffic. */
 		long when = 50 + (long)(r * 37 % 500);
 		while (atomic_load_explicit(&c.progress, memory_order_relaxed) <
 		       when)
 			th_relax();
 		assert_int_equal(cpat_chan_close(ch), 0);
+		th_crew_join(&crew);
 		uint64_t ok = 0;
 		long bad = 0;
 		for (size_t i = 0; i < P; i++) {
-			th_join(p[i].t);
 			ok += p[i].sent_ok;
 			bad += p[i].bad + (p[i].last_rc != -EPIPE);
 		}
-		th_join(c.t);
 		/* Exactly the successful sends arrived, each producer's
 		 * 0..sent_ok-1 in order. */
 		uint32_t per[4] = {0};
@@ -1325,7 +1317,6 @@ TH_TEST_FN(chan_senders_racing_close_sent_equals_received)
 			assert_int_equal(per[i], p[i].sent_ok);
 		free(c.got);
 		free(c.next_seq);
-		th_barrier_destroy(&b);
 		cpat_chan_destroy(ch);
 	}
 }
@@ -2118,7 +2109,6 @@ TH_TEST_FN(chan_deadline_passing_during_spin_etimedout_nothing_moves)
 }
 
 struct retry {
-	pthread_t t;
 	struct th_barrier *b;
 	struct cpat_chan *ch;
 	struct retry *other;
@@ -2176,17 +2166,19 @@ TH_TEST_FN(chan_deadline_retries_keep_order_nothing_lost)
 	(void)state;
 	for (size_t cap = 0; cap < 3; cap += 2) {
 		struct cpat_chan *ch = mk(sizeof(uint64_t), cap);
-		struct th_barrier b;
-		th_barrier_init(&b, 2);
+		struct th_crew crew;
+		th_crew_init(&crew, 2);
 		long n = SIZE(3000, 300);
-		struct retry s = {.b = &b, .ch = ch, .n = n, .sender = 1};
-		struct retry r = {.b = &b, .ch = ch, .n = n, .sender = 0};
+		struct retry s = {
+			.b = &crew.start, .ch = ch, .n = n, .sender = 1};
+		struct retry r = {
+			.b = &crew.start, .ch = ch, .n = n, .sender = 0};
 		s.other = &r;
 		r.other = &s;
-		th_spawn(&s.t, retry_main, &s);
-		th_spawn(&r.t, retry_main, &r);
-		th_join(s.t);
-		th_join(r.t);
+		th_crew_add(&crew, retry_main, &s);
+		th_crew_add(&crew, retry_main, &r);
+		th_crew_go(&crew);
+		th_crew_join(&crew);
 		fprintf(stderr,
 			"# cap %zu: %ld send retries, %ld recv retries\n", cap,
 			atomic_load(&s.retries), atomic_load(&r.retries));
@@ -2197,7 +2189,6 @@ TH_TEST_FN(chan_deadline_retries_keep_order_nothing_lost)
 		assert_true(atomic_load(&s.retries) >= 2);
 		uint64_t w;
 		assert_int_equal(cpat_chan_try_recv(ch, &w), -EAGAIN);
-		th_barrier_destroy(&b);
 		cpat_chan_destroy(ch);
 	}
 }
@@ -2503,49 +2494,26 @@ TH_TEST_FN(chan_select_fair_between_two_ready_cases)
 	}
 }
 
-struct sel_rx {
-	pthread_t t;
-	struct th_barrier *b;
-	struct cpat_chan *ch;
-	uint64_t *got;
-	size_t n, room;
-	int last_rc;
-};
-
-static void *sel_rx_main(void *arg)
-{
-	struct sel_rx *r = arg;
-	th_barrier_wait(r->b);
-	for (;;) {
-		uint64_t v;
-		int rc = cpat_chan_recv(r->ch, &v, NULL);
-		if (rc != 0) {
-			r->last_rc = rc;
-			break;
-		}
-		if (r->n < r->room)
-			r->got[r->n] = v;
-		r->n++;
-	}
-	return NULL;
-}
-
 TH_TEST_FN(chan_select_send_over_4_rendezvous_no_double_commit)
 {
 	(void)state;
 	long n = SIZE(100000, 2000);
 	struct cpat_chan *ch[4];
-	struct sel_rx rx[4];
-	struct th_barrier b;
-	th_barrier_init(&b, 5);
+	/* The receivers: consumers (cons_main) of one producer. */
+	struct cons rx[4];
+	struct th_crew crew;
+	th_crew_init(&crew, 4);
 	for (int i = 0; i < 4; i++) {
 		ch[i] = mk(sizeof(uint64_t), 0);
-		rx[i] = (struct sel_rx){
-			.b = &b, .ch = ch[i], .room = (size_t)n};
+		rx[i] = (struct cons){.b = &crew.start,
+				      .ch = ch[i],
+				      .room = (size_t)n,
+				      .nprod = 1};
 		rx[i].got = malloc((size_t)n * sizeof(uint64_t));
-		th_spawn(&rx[i].t, sel_rx_main, &rx[i]);
+		rx[i].next_seq = calloc(1, sizeof(uint32_t));
 	}
-	th_barrier_wait(&b);
+	th_crew_add_n(&crew, 4, cons_main, rx, sizeof rx[0]);
+	th_crew_go(&crew);
 	long per[4] = {0}, bad = 0;
 	uint64_t vals[4];
 	struct cpat_select_case sc[4];
@@ -2564,13 +2532,13 @@ TH_TEST_FN(chan_select_send_over_4_rendezvous_no_double_commit)
 	}
 	for (int i = 0; i < 4; i++)
 		assert_int_equal(cpat_chan_close(ch[i]), 0);
+	th_crew_join(&crew);
 	unsigned char *seen = calloc((size_t)n, 1);
 	long dup = 0, foreign = 0, total = 0, mism = 0;
 	for (int i = 0; i < 4; i++) {
-		th_join(rx[i].t);
-		mism += (long)rx[i].n != per[i];
+		mism += (long)rx[i].ngot != per[i];
 		mism += rx[i].last_rc != -EPIPE;
-		for (size_t j = 0; j < rx[i].n && j < rx[i].room; j++) {
+		for (size_t j = 0; j < rx[i].ngot && j < rx[i].room; j++) {
 			uint64_t v = rx[i].got[j];
 			if (v >= (uint64_t)n) {
 				foreign++;
@@ -2581,12 +2549,12 @@ TH_TEST_FN(chan_select_send_over_4_rendezvous_no_double_commit)
 			if (j > 0 && rx[i].got[j - 1] >= v)
 				mism++;
 		}
-		total += (long)rx[i].n;
+		total += (long)rx[i].ngot;
 		free(rx[i].got);
+		free(rx[i].next_seq);
 		cpat_chan_destroy(ch[i]);
 	}
 	free(seen);
-	th_barrier_destroy(&b);
 	fprintf(stderr, "# per channel: %ld %ld %ld %ld\n", per[0], per[1],
 		per[2], per[3]);
 	assert_int_equal(bad, 0);
@@ -2790,12 +2758,12 @@ TH_TEST_FN(chan_select_nonblocking_never_misses_ready_case)
 	/* Rendezvous: a blocked sender is a ready case. */
 	struct cpat_chan *rv = mk(sizeof(uint64_t), 0);
 	long n = SIZE(300, 100);
-	struct prod p;
-	struct th_barrier b;
-	th_barrier_init(&b, 2);
-	p = (struct prod){.b = &b, .ch = rv, .pid = 0, .n = (uint32_t)n};
-	th_spawn(&p.t, prod_main, &p);
-	th_barrier_wait(&b);
+	struct th_crew crew;
+	th_crew_init(&crew, 1);
+	struct prod p = {
+		.b = &crew.start, .ch = rv, .pid = 0, .n = (uint32_t)n};
+	th_crew_add(&crew, prod_main, &p);
+	th_crew_go(&crew);
 	struct cpat_select_case sr[2] = {
 		{empty, CPAT_SELECT_RECV, &x, 1},
 		{rv, CPAT_SELECT_RECV, &w, 1},
@@ -2815,7 +2783,7 @@ TH_TEST_FN(chan_select_nonblocking_never_misses_ready_case)
 				(void)cpat_chan_recv(rv, &w, NULL);
 		}
 	}
-	th_join(p.t);
+	th_crew_join(&crew);
 	assert_int_equal(bad, 0);
 	assert_int_equal(p.sent_ok, (uint32_t)n);
 
@@ -2835,7 +2803,6 @@ TH_TEST_FN(chan_select_nonblocking_never_misses_ready_case)
 	th_join(o.t);
 	assert_int_equal(r, 1);
 	assert_int_equal(o.got, 999);
-	th_barrier_destroy(&b);
 	cpat_chan_destroy(ready);
 	cpat_chan_destroy(empty);
 	cpat_chan_destroy(full);

@@ -342,7 +342,6 @@ static void once_done(void *arg, int rc)
 }
 
 struct dsub {
-	pthread_t t;
 	struct th_barrier *start;
 	struct cpat_pool *pool;
 	struct once_slot *slots;
@@ -375,22 +374,22 @@ TH_TEST_FN(dynpool_resize_between_1_and_16_under_load_keeps_every_task)
 	struct once_slot *slots = calloc((size_t)(2 * n), sizeof *slots);
 	assert_non_null(slots);
 	struct cpat_pool *p = mkdyn(1, 4, 1 * CPAT_MSEC, 8, CPAT_POOL_BLOCK);
-	struct th_barrier b;
-	th_barrier_init(&b, 3);
+	struct th_crew crew;
+	th_crew_init(&crew, 2);
 	_Atomic int running = 2;
 	struct dsub s[2];
 	for (int i = 0; i < 2; i++) {
 		memset(&s[i], 0, sizeof s[i]);
-		s[i].start = &b;
+		s[i].start = &crew.start;
 		s[i].pool = p;
 		s[i].slots = slots + i * n;
 		s[i].n = n;
 		s[i].running = &running;
-		th_spawn(&s[i].t, dsub_main, &s[i]);
 	}
+	th_crew_add_n(&crew, 2, dsub_main, s, sizeof s[0]);
 	struct th_rng rng;
 	th_rng_init(&rng, 41);
-	th_barrier_wait(&b);
+	th_crew_go(&crew);
 	long resizes = 0, bad = 0;
 	int first_bad = 0;
 	unsigned above = 0;
@@ -406,9 +405,7 @@ TH_TEST_FN(dynpool_resize_between_1_and_16_under_load_keeps_every_task)
 			above = w;
 		give_time((long)th_rng_below(&rng, 50));
 	}
-	for (int i = 0; i < 2; i++)
-		th_join(s[i].t);
-	th_barrier_destroy(&b);
+	th_crew_join(&crew);
 	if (bad)
 		fail_msg("%ld resizes failed, first %d", bad, first_bad);
 	assert_int_equal(above, 0);

@@ -7,7 +7,7 @@
  * closed (once, and not before their time), and that a failed start leaves
  * no thread and no allocation behind. Worker functions and consumer threads
  * record into their own structs and atomics; the main thread asserts after
- * cpat_fan_wait() / th_join(). Threads start on a barrier; nothing sleeps
+ * cpat_fan_wait() / th_crew_join(). Threads start on a barrier; nothing sleeps
  * to synchronise (a consumer that spins a few microseconds per item is a
  * slow consumer: data). The one bounded poll (the ordered merge's full
  * window) can only miss a bug, never invent one.
@@ -46,7 +46,6 @@ static void fill_close(struct cpat_chan *ch, uint64_t from, uint64_t n,
 
 /* A consumer thread: receives uint64_t from its channel until -EPIPE. */
 struct cons {
-	pthread_t t;
 	struct th_barrier *start;
 	struct cpat_chan *ch;
 	uint64_t *got;
@@ -76,7 +75,6 @@ static void *cons_main(void *arg)
 /* A producer thread: sends from..from+n-1 into its channel, then closes
  * it (if close). */
 struct prod {
-	pthread_t t;
 	struct th_barrier *start;
 	struct cpat_chan *ch;
 	uint64_t *items; /* if not NULL, these n items instead */
@@ -238,18 +236,17 @@ TH_TEST_FN(fan_out_shared_output_4_workers_every_item_once_then_closed)
 	struct cpat_fan *f = NULL;
 	assert_int_equal(cpat_fan_out(&f, in, &out, 1, 4, fan_fn, &c, NULL), 0);
 	assert_non_null(f);
-	struct th_barrier b;
-	th_barrier_init(&b, 3);
-	struct prod p = {.start = &b, .ch = in, .n = n, .close = 1};
-	struct cons k = {.start = &b,
+	struct th_crew crew;
+	th_crew_init(&crew, 2);
+	struct prod p = {.start = &crew.start, .ch = in, .n = n, .close = 1};
+	struct cons k = {.start = &crew.start,
 			 .ch = out,
 			 .cap = n,
 			 .got = malloc(n * sizeof(uint64_t))};
-	th_spawn(&p.t, prod_main, &p);
-	th_spawn(&k.t, cons_main, &k);
-	th_barrier_wait(&b);
-	th_join(p.t);
-	th_join(k.t);
+	th_crew_add(&crew, prod_main, &p);
+	th_crew_add(&crew, cons_main, &k);
+	th_crew_go(&crew);
+	th_crew_join(&crew);
 	assert_int_equal(cpat_fan_wait(f), 0);
 	assert_int_equal(p.rc, 0);
 	assert_int_equal(k.rc, -EPIPE);
@@ -273,7 +270,6 @@ TH_TEST_FN(fan_out_shared_output_4_workers_every_item_once_then_closed)
 	cpat_fan_destroy(f);
 	cpat_chan_destroy(in);
 	cpat_chan_destroy(out);
-	th_barrier_destroy(&b);
 	free(seen);
 	free(k.got);
 	assert_int_equal(th_alloc_live(), live);
@@ -289,23 +285,21 @@ TH_TEST_FN(fan_out_per_worker_outputs_worker_i_sends_to_outs_i)
 	struct fcfg c = {.workers = 4};
 	struct cpat_fan *f = NULL;
 	assert_int_equal(cpat_fan_out(&f, in, outs, 4, 4, fan_fn, &c, NULL), 0);
-	struct th_barrier b;
-	th_barrier_init(&b, 6);
-	struct prod p = {.start = &b, .ch = in, .n = n, .close = 1};
+	struct th_crew crew;
+	th_crew_init(&crew, 5);
+	struct prod p = {.start = &crew.start, .ch = in, .n = n, .close = 1};
 	struct cons k[4];
 	for (int i = 0; i < 4; i++) {
-		k[i] = (struct cons){.start = &b,
+		k[i] = (struct cons){.start = &crew.start,
 				     .ch = outs[i],
 				     .cap = n,
 				     .got = malloc(n * sizeof(uint64_t)),
 				     .spin = i == 3 ? 2 * CPAT_USEC : 0};
-		th_spawn(&k[i].t, cons_main, &k[i]);
+		th_crew_add(&crew, cons_main, &k[i]);
 	}
-	th_spawn(&p.t, prod_main, &p);
-	th_barrier_wait(&b);
-	th_join(p.t);
-	for (int i = 0; i < 4; i++)
-		th_join(k[i].t);
+	th_crew_add(&crew, prod_main, &p);
+	th_crew_go(&crew);
+	th_crew_join(&crew);
 	assert_int_equal(cpat_fan_wait(f), 0);
 	uint64_t total = 0;
 	unsigned char *seen = calloc(n, 1);
@@ -333,7 +327,6 @@ TH_TEST_FN(fan_out_per_worker_outputs_worker_i_sends_to_outs_i)
 		cpat_chan_destroy(outs[i]);
 		free(k[i].got);
 	}
-	th_barrier_destroy(&b);
 	free(seen);
 }
 
@@ -513,26 +506,24 @@ TH_TEST_FN(fan_in_keeps_per_input_order_4_producers_nothing_lost)
 		ins[i] = mk(8, 1 + (size_t)i * 3);
 	struct cpat_fan *f = NULL;
 	assert_int_equal(cpat_fan_in(&f, ins, P, out, NULL), 0);
-	struct th_barrier b;
-	th_barrier_init(&b, P + 2);
+	struct th_crew crew;
+	th_crew_init(&crew, P + 1);
 	struct prod p[P];
 	for (int i = 0; i < P; i++) {
-		p[i] = (struct prod){.start = &b,
+		p[i] = (struct prod){.start = &crew.start,
 				     .ch = ins[i],
 				     .from = (uint64_t)i << 32,
 				     .n = n,
 				     .close = 1};
-		th_spawn(&p[i].t, prod_main, &p[i]);
+		th_crew_add(&crew, prod_main, &p[i]);
 	}
-	struct cons k = {.start = &b,
+	struct cons k = {.start = &crew.start,
 			 .ch = out,
 			 .cap = P * n,
 			 .got = malloc(P * n * sizeof(uint64_t))};
-	th_spawn(&k.t, cons_main, &k);
-	th_barrier_wait(&b);
-	for (int i = 0; i < P; i++)
-		th_join(p[i].t);
-	th_join(k.t);
+	th_crew_add(&crew, cons_main, &k);
+	th_crew_go(&crew);
+	th_crew_join(&crew);
 	assert_int_equal(cpat_fan_wait(f), 0);
 	assert_int_equal(k.rc, -EPIPE);
 	assert_int_equal(k.n, P * n);
@@ -551,7 +542,6 @@ TH_TEST_FN(fan_in_keeps_per_input_order_4_producers_nothing_lost)
 	for (int i = 0; i < P; i++)
 		cpat_chan_destroy(ins[i]);
 	cpat_chan_destroy(out);
-	th_barrier_destroy(&b);
 	free(k.got);
 }
 
@@ -580,7 +570,6 @@ TH_TEST_FN(fan_in_token_stops_with_cause_and_closes_output)
 
 /* Consumer of seq_items: checks seq order from @p first. */
 struct seq_cons {
-	pthread_t t;
 	struct th_barrier *start;
 	struct cpat_chan *ch;
 	uint64_t first, n, bad;
@@ -634,24 +623,23 @@ TH_TEST_FN(fan_merge_ordered_restores_order_from_3_interleaved_inputs)
 							seq_of, NULL, first,
 							windows[w], NULL),
 				 0);
-		struct th_barrier b;
-		th_barrier_init(&b, NI + 2);
+		struct th_crew crew;
+		th_crew_init(&crew, NI + 1);
 		struct prod p[NI];
 		for (int i = 0; i < NI; i++) {
-			p[i] = (struct prod){.start = &b,
+			p[i] = (struct prod){.start = &crew.start,
 					     .ch = ins[i],
 					     .items = (uint64_t *)items[i],
 					     .isize = sizeof(struct seq_item),
 					     .n = cnt[i],
 					     .close = 1};
-			th_spawn(&p[i].t, prod_main, &p[i]);
+			th_crew_add(&crew, prod_main, &p[i]);
 		}
-		struct seq_cons c = {.start = &b, .ch = out, .first = first};
-		th_spawn(&c.t, seq_cons_main, &c);
-		th_barrier_wait(&b);
-		for (int i = 0; i < NI; i++)
-			th_join(p[i].t);
-		th_join(c.t);
+		struct seq_cons c = {
+			.start = &crew.start, .ch = out, .first = first};
+		th_crew_add(&crew, seq_cons_main, &c);
+		th_crew_go(&crew);
+		th_crew_join(&crew);
 		assert_int_equal(cpat_fan_wait(f), 0);
 		for (int i = 0; i < NI; i++)
 			assert_int_equal(p[i].rc, 0);
@@ -665,7 +653,6 @@ TH_TEST_FN(fan_merge_ordered_restores_order_from_3_interleaved_inputs)
 			free(items[i]);
 		}
 		cpat_chan_destroy(out);
-		th_barrier_destroy(&b);
 	}
 }
 
@@ -854,21 +841,20 @@ TH_TEST_FN(fan_broadcast_block_all_every_consumer_gets_every_item_in_order)
 	assert_int_equal(
 		cpat_fan_broadcast(&f, in, outs, C, CPAT_FAN_BLOCK_ALL, NULL),
 		0);
-	struct th_barrier b;
-	th_barrier_init(&b, C + 1);
+	struct th_crew crew;
+	th_crew_init(&crew, C);
 	struct cons k[C];
 	for (int i = 0; i < C; i++) {
-		k[i] = (struct cons){.start = &b,
+		k[i] = (struct cons){.start = &crew.start,
 				     .ch = outs[i],
 				     .cap = n,
 				     .got = malloc(n * sizeof(uint64_t)),
 				     .spin = i == 0 ? 5 * CPAT_USEC : 0};
-		th_spawn(&k[i].t, cons_main, &k[i]);
+		th_crew_add(&crew, cons_main, &k[i]);
 	}
-	th_barrier_wait(&b);
+	th_crew_go(&crew);
 	fill_close(in, 0, n, 1);
-	for (int i = 0; i < C; i++)
-		th_join(k[i].t);
+	th_crew_join(&crew);
 	assert_int_equal(cpat_fan_wait(f), 0);
 	for (int i = 0; i < C; i++) {
 		assert_int_equal(k[i].rc, -EPIPE);
@@ -887,7 +873,6 @@ TH_TEST_FN(fan_broadcast_block_all_every_consumer_gets_every_item_in_order)
 		cpat_chan_destroy(outs[i]);
 		free(k[i].got);
 	}
-	th_barrier_destroy(&b);
 }
 
 TH_TEST_FN(fan_broadcast_drop_slow_counts_drops_readers_get_all)
@@ -938,17 +923,17 @@ TH_TEST_FN(fan_broadcast_drop_slow_slow_reader_received_plus_dropped_is_all)
 	assert_int_equal(
 		cpat_fan_broadcast(&f, in, outs, 2, CPAT_FAN_DROP_SLOW, NULL),
 		0);
-	struct th_barrier b;
-	th_barrier_init(&b, 2);
-	struct cons k = {.start = &b,
+	struct th_crew crew;
+	th_crew_init(&crew, 1);
+	struct cons k = {.start = &crew.start,
 			 .ch = outs[1],
 			 .cap = n,
 			 .got = malloc(n * sizeof(uint64_t)),
 			 .spin = 10 * CPAT_USEC};
-	th_spawn(&k.t, cons_main, &k);
-	th_barrier_wait(&b);
+	th_crew_add(&crew, cons_main, &k);
+	th_crew_go(&crew);
 	fill_close(in, 0, n, 1);
-	th_join(k.t);
+	th_crew_join(&crew);
 	assert_int_equal(cpat_fan_wait(f), 0);
 	assert_int_equal(k.rc, -EPIPE);
 	assert_int_equal(k.n + cpat_fan_dropped(f, 1), n);
@@ -960,7 +945,6 @@ TH_TEST_FN(fan_broadcast_drop_slow_slow_reader_received_plus_dropped_is_all)
 	cpat_chan_destroy(in);
 	cpat_chan_destroy(outs[0]);
 	cpat_chan_destroy(outs[1]);
-	th_barrier_destroy(&b);
 	free(k.got);
 }
 

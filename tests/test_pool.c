@@ -360,7 +360,6 @@ static void once_done(void *arg, int rc)
 }
 
 struct submitter {
-	pthread_t t;
 	struct th_barrier *start;
 	struct cpat_pool *pool;
 	int mode;
@@ -438,22 +437,21 @@ TH_TEST_FN(pool_every_task_runs_exactly_once_4_submitters_1_2_8_workers)
 		memset(slots, 0, (size_t)(S * n) * sizeof *slots);
 		struct cpat_pool *p =
 			mkpool(ws[wi], 2 * ws[wi], CPAT_POOL_BLOCK);
-		struct th_barrier b;
-		th_barrier_init(&b, (unsigned)S + 1);
+		struct th_crew crew;
+		th_crew_init(&crew, (unsigned)S);
 		struct submitter sub[4];
 		memset(sub, 0, sizeof sub);
 		for (int s = 0; s < S; s++) {
-			sub[s].start = &b;
+			sub[s].start = &crew.start;
 			sub[s].pool = p;
 			sub[s].mode = s;
 			sub[s].slots = slots + s * n;
 			sub[s].n = n;
-			th_spawn(&sub[s].t, submitter_main, &sub[s]);
 		}
-		th_barrier_wait(&b);
-		for (int s = 0; s < S; s++)
-			th_join(sub[s].t);
-		th_barrier_destroy(&b);
+		th_crew_add_n(&crew, (unsigned)S, submitter_main, sub,
+			      sizeof sub[0]);
+		th_crew_go(&crew);
+		th_crew_join(&crew);
 		struct cpat_pool_report r;
 		assert_int_equal(cpat_pool_shutdown(p, CPAT_POOL_DRAIN,
 						    CPAT_FOREVER, &r),

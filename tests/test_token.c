@@ -85,6 +85,31 @@ static void tree_free(struct tree *t)
 	free(t->tok);
 }
 
+/* A random tree (tree_make()) with a counter (zeroed) registered on
+ * every node: c[i] counts the callback runs of node i. */
+static void tree_make_counted(struct tree *t, int n, struct th_rng *rng,
+			      struct counter *c)
+{
+	tree_make(t, n, rng);
+	memset(c, 0, (size_t)n * sizeof *c);
+	for (int i = 0; i < n; i++)
+		assert_int_equal(
+			cpat_token_on_cancel(t->tok[i], count_cb, &c[i], NULL),
+			0);
+}
+
+/* Releases the tokens given, in order (children before parents). */
+#define unref_all(...)                                         \
+	unref_n((struct cpat_token *[]){__VA_ARGS__},          \
+		sizeof((struct cpat_token *[]){__VA_ARGS__}) / \
+			sizeof(struct cpat_token *))
+
+static void unref_n(struct cpat_token *const *t, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		cpat_token_unref(t[i]);
+}
+
 static int tree_is_under(const struct tree *t, int node, int ancestor)
 {
 	for (int i = node; i >= 0; i = t->parent[i])
@@ -175,14 +200,8 @@ TH_TEST_FN(concurrent_cancels_fire_once_and_each_returns_after_the_tree)
 	     unfired_after_0 = 0;
 	for (long trial = 0; trial < trials; trial++) {
 		struct tree tr;
-		tree_make(&tr, NODES, &rng);
 		struct counter c[NODES];
-		memset(c, 0, sizeof c);
-		for (int i = 0; i < NODES; i++)
-			assert_int_equal(cpat_token_on_cancel(tr.tok[i],
-							      count_cb, &c[i],
-							      NULL),
-					 0);
+		tree_make_counted(&tr, NODES, &rng, c);
 		struct th_crew crew;
 		th_crew_init(&crew, NT);
 		struct racer r[NT];
@@ -231,16 +250,10 @@ TH_TEST_FN(cancel_root_of_random_tree_fires_every_descendant_before_return)
 	th_rng_init(&rng, 2);
 	for (int round = 0; round < 10; round++) {
 		struct tree tr;
-		tree_make(&tr, NODES, &rng);
 		struct counter c[NODES];
-		memset(c, 0, sizeof c);
-		for (int i = 0; i < NODES; i++) {
+		tree_make_counted(&tr, NODES, &rng, c);
+		for (int i = 0; i < NODES; i++)
 			assert_int_equal(cpat_token_status(tr.tok[i]), 0);
-			assert_int_equal(cpat_token_on_cancel(tr.tok[i],
-							      count_cb, &c[i],
-							      NULL),
-					 0);
-		}
 		assert_int_equal(cpat_token_cancel(tr.tok[0]), 1);
 		for (int i = 0; i < NODES; i++) {
 			assert_int_equal(cpat_token_status(tr.tok[i]),
@@ -297,16 +310,12 @@ TH_TEST_FN(child_of_a_fired_parent_is_born_fired_with_its_cause)
 	assert_int_equal(cpat_token_on_cancel(g, count_cb, &cnt, NULL), 0);
 	assert_int_equal(atomic_load(&cnt.n), 1);
 	assert_int_equal(atomic_load(&cnt.cause), -ECANCELED);
-	cpat_token_unref(d);
-	cpat_token_unref(g);
-	cpat_token_unref(c);
+	unref_all(d, g, c);
 
 	struct cpat_token *tp = mk_deadline(NULL, 0);
 	struct cpat_token *tc = mk(tp);
 	assert_int_equal(cpat_token_status(tc), -ETIMEDOUT);
-	cpat_token_unref(tc);
-	cpat_token_unref(tp);
-	cpat_token_unref(p);
+	unref_all(tc, tp, p);
 }
 
 /*
@@ -399,14 +408,8 @@ TH_TEST_FN(every_node_cancelled_from_its_own_thread_no_deadlock_all_fired)
 	const long rounds = TH_SCALED(10);
 	for (long round = 0; round < rounds; round++) {
 		struct tree tr;
-		tree_make(&tr, NODES, &rng);
 		struct counter c[NODES];
-		memset(c, 0, sizeof c);
-		for (int i = 0; i < NODES; i++)
-			assert_int_equal(cpat_token_on_cancel(tr.tok[i],
-							      count_cb, &c[i],
-							      NULL),
-					 0);
+		tree_make_counted(&tr, NODES, &rng, c);
 		/* Threads are started in a random order and each yields a
 		 * random number of times after the barrier. */
 		int order[NODES];
@@ -504,9 +507,7 @@ TH_TEST_FN(child_status_read_after_inherited_deadline_reports_etimedout)
 		assert_int_equal(cpat_token_status(g), -ETIMEDOUT);
 		assert_int_equal(cpat_token_status(c), -ETIMEDOUT);
 		assert_int_equal(cpat_token_status(p), -ETIMEDOUT);
-		cpat_token_unref(g);
-		cpat_token_unref(c);
-		cpat_token_unref(p);
+		unref_all(g, c, p);
 	}
 }
 
@@ -524,9 +525,7 @@ TH_TEST_FN(child_with_later_deadline_fires_with_parent_etimedout)
 	assert_true(cpat_now_ns() >= dp);
 	assert_int_equal(cpat_token_status(c), -ETIMEDOUT);
 	assert_int_equal(cpat_token_status(p), -ETIMEDOUT);
-	cpat_token_unref(g);
-	cpat_token_unref(c);
-	cpat_token_unref(p);
+	unref_all(g, c, p);
 }
 
 TH_TEST_FN(child_with_earlier_deadline_fires_alone_and_not_before_it)
@@ -544,9 +543,7 @@ TH_TEST_FN(child_with_earlier_deadline_fires_alone_and_not_before_it)
 		assert_int_equal(cpat_token_status(p), 0);
 		assert_int_equal(cpat_token_status(sib), 0);
 	}
-	cpat_token_unref(sib);
-	cpat_token_unref(c);
-	cpat_token_unref(p);
+	unref_all(sib, c, p);
 }
 
 TH_TEST_FN(deadline_of_grandparent_bounds_every_descendant)
@@ -646,9 +643,7 @@ TH_TEST_FN(first_cause_wins_deadline_then_cancel_stays_etimedout)
 	assert_int_equal(cpat_token_cancel(p), 1);
 	assert_int_equal(cpat_token_status(t), -ETIMEDOUT);
 	assert_int_equal(cpat_token_status(kid), -ETIMEDOUT);
-	cpat_token_unref(kid);
-	cpat_token_unref(t);
-	cpat_token_unref(p);
+	unref_all(kid, t, p);
 }
 
 TH_TEST_FN(first_cause_wins_cancel_then_deadline_stays_ecanceled)
@@ -674,9 +669,7 @@ TH_TEST_FN(first_cause_wins_cancel_then_deadline_stays_ecanceled)
 	assert_int_equal(cpat_token_status(kid), cause);
 	assert_int_equal(atomic_load(&c.n), 1);
 	assert_int_equal(atomic_load(&c.cause), cause);
-	cpat_token_unref(marker);
-	cpat_token_unref(kid);
-	cpat_token_unref(t);
+	unref_all(marker, kid, t);
 }
 
 /* ---- wait ------------------------------------------------------------- */

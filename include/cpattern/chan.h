@@ -44,6 +44,31 @@
  * **Lifetime.** cpat_chan_destroy() requires that no thread is still using
  * the channel or blocked in it.
  *
+ * **Elements that own memory.** To pass a line of text, or any object of
+ * varying size, send a pointer to it (elem_size `sizeof(char *)`, or a
+ * struct of pointer and length) and let the element carry the ownership:
+ * a send that returns 0 gives it to the channel, a receive that returns 0
+ * gives it to the receiver, and any failed call (closed, cancelled, timed
+ * out, `try_` that would block) leaves it where it was, so the caller
+ * still frees it. What is still buffered when the channel is destroyed is
+ * passed to the drop callback (cpat_chan_opts.drop), once per element:
+ * make it the free. Every pointer sent is then freed exactly once, by its
+ * receiver or by drop.
+ *
+ * @code
+ * static void free_line(void *elem, void *arg) { free(*(char **)elem); }
+ *
+ * struct cpat_chan_opts o;
+ * cpat_chan_opts_init(&o);
+ * o.elem_size = sizeof(char *);
+ * o.capacity = 64;
+ * o.drop = free_line;                       // frees what nobody received
+ * cpat_chan_create_opts(&ch, &o);
+ * char *line = strdup("hello");
+ * if (cpat_chan_send(ch, &line, tok) != 0)
+ *         free(line);                       // not sent: still ours
+ * @endcode
+ *
  * @code
  * struct cpat_chan *ch;
  * int v = 42, got;

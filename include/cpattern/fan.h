@@ -4,7 +4,8 @@
  *
  * Every function here works on channels the caller creates (`chan.h`) and
  * starts threads that the returned handle owns; cpat_fan_wait() joins them
- * and reports, cpat_fan_destroy() frees the handle. The caller keeps
+ * and reports (cpat_fan_wait_until() under a token and a deadline),
+ * cpat_fan_destroy() frees the handle. The caller keeps
  * ownership of the channels, which must outlive the fan's threads: until
  * cpat_fan_wait() or cpat_fan_destroy() has returned.
  *
@@ -33,7 +34,10 @@
  * On a stop, the outputs are still closed exactly once, so downstream
  * readers end; items left in channels stay there for their owner. An item
  * a worker has taken from its input but not yet passed on when the fan
- * stops is lost (at most one per worker thread).
+ * stops is lost (at most one per worker thread): with elements that own
+ * memory (see chan.h), that memory leaks, so items that own memory are
+ * better passed through a pipeline (pipeline.h), whose drop callback gets
+ * every item it lets go.
  *
  * **Thread safety.** The start functions may be called from any thread
  * (each makes a fan of its own). On one fan, cpat_fan_cancel() and
@@ -41,6 +45,9 @@
  * exists; cpat_fan_wait() and cpat_fan_destroy() from one thread at a
  * time, never from the fan's own worker function. The channels are used
  * concurrently as usual.
+ *
+ * **fork().** A fan started before fork() cannot be used in the child, not even
+ * destroyed: its threads exist only in the parent (cpattern/common.h).
  *
  * **Thread names.** On Linux the threads are named by their role:
  * "cpat-fan-out", "cpat-fan-in", "cpat-merge" and "cpat-broadcast".
@@ -76,10 +83,9 @@ struct cpat_fan;
  * @param in     the item taken from the input channel (the input's
  *               elem_size bytes, aligned as the allocator's blocks are:
  *               for any type with malloc()); valid during the call.
- * @param out    room for the result (the largest output elem_size); valid
- *               during the call. It follows the input bytes directly, so
- *               it is aligned only as far as the input's elem_size allows:
- *               write wider types through memcpy().
+ * @param out    room for the result (the largest output elem_size),
+ *               aligned as @p in is (for any type with malloc()); valid
+ *               during the call.
  * @param worker which worker, 0..workers-1.
  * @param arg    the @p arg given to cpat_fan_out().
  * @return 0 to send *out; a positive value (1) to send nothing for this
@@ -238,9 +244,9 @@ CPAT_API uint64_t cpat_fan_dropped(struct cpat_fan *fan, size_t i);
  * Waits until every thread of the fan has exited (the outputs are closed
  * by then). A second call returns the same result at once.
  *
- * Blocks until the inputs end or the fan stops. One thread at a time on
- * one fan; never from the fan's worker function (it would wait for
- * itself).
+ * Blocks until the inputs end or the fan stops (cpat_fan_wait_until()
+ * gives up on a token or a deadline). One thread at a time on one fan;
+ * never from the fan's worker function (it would wait for itself).
  * @param fan the fan; it still needs cpat_fan_destroy().
  * @return 0 if the input(s) ended normally (every item handed on), even
  *         if the token fired afterwards; the first negative value a worker
@@ -251,6 +257,36 @@ CPAT_API uint64_t cpat_fan_dropped(struct cpat_fan *fan, size_t i);
  *         for NULL.
  */
 CPAT_API int cpat_fan_wait(struct cpat_fan *fan);
+
+/**
+ * cpat_fan_wait() that gives up when @p tok fires or @p deadline_ns
+ * passes.
+ *
+ * **Giving up does not stop the fan.** Its threads keep running, nothing
+ * is joined, and the call can be made again. To stop the fan, call
+ * cpat_fan_cancel() (or fire the token given at start), then wait again:
+ * the threads return promptly, as they block only in channel calls under
+ * the fan's token. cpat_fan_destroy() of a fan not waited for cancels it
+ * and joins its threads.
+ *
+ * A result of -ECANCELED or -ETIMEDOUT may also be the fan's own (its
+ * token fired): to tell them apart, cancel and call cpat_fan_wait() (at
+ * once, with the fan's result, if it had ended).
+ *
+ * Blocks until every thread of the fan has exited, @p tok fires or
+ * @p deadline_ns passes. A token that has already fired fails the call
+ * at once (unless a wait has completed: its result is returned). One
+ * thread at a time on one fan; never from the fan's worker function.
+ * @param fan         the fan.
+ * @param tok         cancellation token for this wait, or NULL.
+ * @param deadline_ns absolute deadline of this wait, or #CPAT_FOREVER.
+ * @return as cpat_fan_wait(); or -ECANCELED or -ETIMEDOUT (the cause of
+ *         @p tok) if @p tok fired first, -ETIMEDOUT if @p deadline_ns
+ *         passed first (the fan runs on); -EINVAL also for a negative
+ *         deadline other than #CPAT_FOREVER.
+ */
+CPAT_API int cpat_fan_wait_until(struct cpat_fan *fan, struct cpat_token *tok,
+                                 int64_t deadline_ns);
 
 /**
  * Stops the fan as a cancelled token would: its threads stop promptly and

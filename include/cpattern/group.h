@@ -14,13 +14,18 @@
  * keeps running after the group is done. A task "fails" when it returns
  * anything but 0 (a positive value too).
  *
- * **Lifetime.** create, any number of go / try_go, one wait, destroy. After
- * wait has returned, go and try_go return -EPIPE. cpat_group_destroy() of a
- * group that was not waited for waits first.
+ * **Lifetime.** create, any number of go / try_go, wait, destroy. After
+ * wait has returned, go and try_go return -EPIPE (and wait its result
+ * again). cpat_group_destroy() of a group that was not waited for waits
+ * first. cpat_group_wait_until() waits under a token and a deadline; if it
+ * gives up, the tasks run on (see there).
+ *
+ * **fork().** A group made before fork() cannot be used in the child, not even
+ * destroyed: its tasks run only in the parent (cpattern/common.h).
  *
  * **Thread safety.** go, try_go and the token may be used from any thread,
- * including from the group's own tasks; wait and destroy from one thread,
- * not a task of the group (wait returns -EBUSY there).
+ * including from the group's own tasks; wait from any thread but a task of
+ * the group (it returns -EBUSY there); destroy from one thread, last.
  *
  * @code
  * static int fetch(void *url, struct cpat_token *tok) { ... }
@@ -95,9 +100,11 @@ CPAT_API int cpat_group_create(struct cpat_group **out,
  *
  * Blocks while `limit` tasks are running and, on a pool, while the pool's
  * queue is full (policy BLOCK), until a slot frees or the group token
- * fires; on a pool with policy CALLER_RUNS the task may run in the calling
- * thread before this returns. The group's own threads are started at the
- * first call. Thread-safe, including from the group's own tasks.
+ * fires (give the group a parent token, cpat_group_opts.parent, to cancel
+ * such a wait from outside); on a pool with policy CALLER_RUNS the task
+ * may run in the calling thread before this returns. The group's own
+ * threads are started at the first call. Thread-safe, including from the
+ * group's own tasks.
  * @param group the group.
  * @param fn    the task function.
  * @param arg   passed to @p fn; the caller keeps ownership (it must stay
@@ -135,17 +142,56 @@ CPAT_API int cpat_group_try_go(struct cpat_group *group, cpat_task_fn fn,
 /**
  * Waits for every task of the group (and for go calls in progress), then
  * cancels the group token. Tasks started by go calls that were already
- * under way are waited for; later go calls return -EPIPE.
+ * under way are waited for; later go calls return -EPIPE. While tasks are
+ * outstanding they may still start others with go (the wait covers them).
  *
- * Blocks until all tasks return (tasks should watch the token). Call once,
- * from any thread but a task of the group.
+ * Blocks until all tasks return (tasks should watch the token): there is
+ * no way out but the tasks' return; cpat_group_wait_until() gives up on
+ * a token or a deadline. From any thread but a task of the group; once it
+ * has returned, later calls return the same result at once.
  * @param group the group; it still needs cpat_group_destroy().
  * @return the first non-zero value a task returned, 0 if none (a task a
  *         pool discarded at its shutdown counts as returning -ECANCELED);
- *         -EBUSY from a task of the group (nothing waited for); -EPIPE if
- *         wait was already called; -EINVAL for NULL.
+ *         -EBUSY from a task of the group (nothing waited for); -EINVAL
+ *         for NULL.
  */
 CPAT_API int cpat_group_wait(struct cpat_group *group);
+
+/**
+ * cpat_group_wait() that gives up when @p tok fires or @p deadline_ns
+ * passes.
+ *
+ * **Giving up does not stop the work.** The tasks keep running, the group
+ * token is not cancelled, and the group stays as it was, except that it
+ * may already refuse go (-EPIPE: a wait closes the group once its tasks
+ * have all returned, then waits for the go calls that raced with it). To
+ * stop the tasks, cancel the group token (cpat_group_token()), then wait
+ * again: with a token of its own they return promptly if they watch it.
+ * A wait that gave up can be called again, from any thread; once a wait
+ * has completed, every later call returns its result at once.
+ * cpat_group_destroy() waits for the tasks however long they take (it
+ * does not cancel them).
+ *
+ * A result of -ECANCELED or -ETIMEDOUT may also be a task's error: to
+ * tell them apart, cancel the group token and call cpat_group_wait()
+ * again (at once if the group had finished, with its result).
+ *
+ * Blocks until all tasks return, @p tok fires or @p deadline_ns passes.
+ * A token that has already fired fails the call at once (unless a wait
+ * has completed: its result is returned). Thread-safe, but not from a
+ * task of the group.
+ * @param group       the group.
+ * @param tok         cancellation token for this wait, or NULL.
+ * @param deadline_ns absolute deadline of this wait, or #CPAT_FOREVER; a
+ *                    past deadline makes it a poll.
+ * @return as cpat_group_wait(); or -ECANCELED or -ETIMEDOUT (the cause of
+ *         @p tok) if @p tok fired first, -ETIMEDOUT if @p deadline_ns
+ *         passed first (the tasks run on); -EINVAL also for a negative
+ *         deadline other than #CPAT_FOREVER.
+ */
+CPAT_API int cpat_group_wait_until(struct cpat_group *group,
+                                   struct cpat_token *tok,
+                                   int64_t deadline_ns);
 
 /**
  * The group's token, given to every task.

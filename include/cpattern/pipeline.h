@@ -74,7 +74,8 @@
  *     produced + expanded == delivered + filtered + not_processed + batched
  *
  * where a flat stage's input that emits nothing counts as filtered, one
- * that emits n >= 1 items adds n - 1 to expanded, and a batch of c items
+ * that emits n >= 1 items adds n - 1 to expanded (n if its function then
+ * failed: the input itself is not processed), and a batch of c items
  * adds c - 1 to batched (a batch is then one item downstream: delivered
  * counts batches). An item whose callback failed is not processed. With
  * cpat_pipeline_set_output(), an item counts as delivered once it is in
@@ -82,10 +83,52 @@
  *
  * **Items and buffers.** Items are copied by value. The buffers callbacks
  * get are valid only during the call and aligned for any type (with the
- * default allocator), with one exception: in a pipeline made with
+ * default allocator, or any allocator whose blocks are aligned for
+ * max_align_t), with one exception: in a pipeline made with
  * cpat_pipeline_set_output(), the buffers the last stage writes (with no
  * stage, the generator) are packed at the item size, so they are aligned
- * only as far as that size allows.
+ * for the item's own type (an item of sizeof(T) bytes, for T) rather than
+ * for any type. A batch's items (cpat_batch_item()) are aligned likewise
+ * for their own type, the first for any type.
+ *
+ * **Items that own memory.** An item is a fixed-size value, so a line of
+ * text travels as a pointer to heap memory (a `char *`, or a struct of
+ * pointer and length), and whoever holds the item owns that memory. The
+ * rule is the same at every step: a callback that is given an item and
+ * returns success has taken it; one that returns an error has not, and
+ * the pipeline hands the item to the drop callback (cpat_pipeline_opts.drop,
+ * the one place the pipeline lets go of an item). So, with a drop that
+ * frees:
+ *
+ * | step                          | who frees what it owned                 |
+ * |-------------------------------|-----------------------------------------|
+ * | generator / source returns 1  | the pipeline has it from then on        |
+ * | generator returns 0 or < 0    | the generator (the item is ignored)     |
+ * | feed returns 0 / an error     | the pipeline / the caller (not sent)    |
+ * | map EMIT                      | moved to `out` (a map that replaces the |
+ * |                               | item frees the input)                   |
+ * | map SKIP (a filter)           | the stage                               |
+ * | map or flat error (< 0)       | drop (the input, not processed)         |
+ * | flat returns 0                | the stage (its input); each emitted item|
+ * |                               | is the pipeline's once emit returned 0  |
+ * | cpat_stage_emit() fails       | the stage (the item was not taken)      |
+ * | batch stage                   | the batch owns its members: a dropped   |
+ * |                               | batch comes to drop whole (stage = the  |
+ * |                               | batch stage's index + 1; free each      |
+ * |                               | cpat_batch_item()); members held when   |
+ * |                               | the run stops come one by one           |
+ * | sink returns 0 / an error     | the sink / drop                         |
+ * | output channel                | the receiver; what is left in it at     |
+ * |                               | destroy goes to drop                    |
+ * | cancel, deadline, error, stop | drop, for every item in a channel, a    |
+ * |                               | chunk, a reorder slot or a batch        |
+ *
+ * The drop callback's @p stage says which type an item has (the input of
+ * that stage; the number of stages: the sink's input). Each item reaches
+ * exactly one of: the sink (or the output channel's receiver), a stage
+ * that took it, or drop, so each is freed exactly once on every path,
+ * including cpat_pipeline_destroy() of a running pipeline.
+ * examples/owned_lines.c passes variable-length lines this way.
  *
  * **Acknowledgement.** A context source (cpat_pipeline_set_source()) may
  * give each item a handle of ack_size bytes (a broker's message id, say)
@@ -126,10 +169,20 @@
  * cpat_pipeline_wait(). A pipeline runs once. Destroy after wait (destroy
  * of a running pipeline cancels it and waits).
  *
+ * **Waiting under a token.** The run's token and deadline (start's) stop
+ * the run; the threads notice at once, and so do callbacks that wait under
+ * cpat_pipeline_token(). cpat_pipeline_wait_until() waits under a token
+ * and a deadline of its own: if it gives up, the run goes on (cancel it
+ * and wait again), so a caller's wait is never held by a callback stuck in
+ * I/O.
+ *
  * **Thread safety.** Building (create, add, set) is single-threaded: one
  * thread, before start. Once started, feed, feed_close, output, cancel,
- * stats and report may be called from any thread; wait and destroy from
- * one thread, not from the pipeline's own callbacks.
+ * token, stats and report may be called from any thread; wait and destroy
+ * from one thread, not from the pipeline's own callbacks.
+ *
+ * **fork().** A pipeline made before fork() cannot be used in the child, not
+ * even destroyed: its threads exist only in the parent (cpattern/common.h).
  *
  * **Thread names.** On Linux the pipeline's threads are named, as top -H,
  * ps -L, gdb and perf show them: "cpat-source", "cpat-sink", and each
@@ -200,19 +253,30 @@ enum cpat_stage_result {
 
 /**
  * A generator source: produces the next item. Called from the pipeline's
- * source thread, one call at a time. A stop is noticed between calls, so a
- * generator that may block for long should wait under a token or deadline
- * of its own.
+ * source thread, one call at a time. A stop is noticed between calls: a
+ * generator that may block (on I/O, on a channel) must wait under the
+ * run's token, cpat_pipeline_token() (reach the pipeline through @p arg),
+ * and return soon after it fires, or cpat_pipeline_wait() waits for it
+ * (return the token's status then: 0 would end the input normally).
+ * A source that reads from a descriptor (stdin, a socket) is better made a
+ * context source (cpat_pipeline_set_source()), whose cpat_source_flush()
+ * also hands on the items held back before it blocks.
  * @param out room for one item (item_size bytes); valid during the call.
  * @param arg the arg given to cpat_pipeline_set_generator().
- * @return 1 if an item was produced; 0 at the end of input; a negative
- *         value to fail the pipeline with it.
+ * @return 1 if an item was produced (it is the pipeline's from then on,
+ *         see "Items that own memory"); 0 at the end of input; a negative
+ *         value to fail the pipeline with it (what was written to @p out
+ *         is ignored: it stays the generator's).
  */
 typedef int (*cpat_source_fn)(void *out, void *arg);
 
 /**
  * A map stage: reads @p in, writes @p out. Called from the stage's
- * workers, several at once when it has more than one.
+ * workers, several at once when it has more than one. With items that own
+ * memory: on #CPAT_STAGE_EMIT what @p in owned is passed on in @p out (or
+ * freed by the stage, which puts something else there); on
+ * #CPAT_STAGE_SKIP the stage frees it; on an error the stage leaves it, and
+ * the drop callback gets @p in.
  * @param in  the input item (the previous stage's out_size, or
  *            item_size); valid during the call.
  * @param out room for the output item (out_size bytes); valid during the
@@ -228,7 +292,11 @@ typedef int (*cpat_map_fn)(const void *in, void *out,
 /**
  * A flat stage: reads @p in and emits any number of items with
  * cpat_stage_emit(). Called from the stage's workers, several at once
- * when it has more than one.
+ * when it has more than one. With items that own memory: each item
+ * cpat_stage_emit() took (returned 0) is the pipeline's; on a return of 0
+ * what @p in owned is the stage's (to free, or moved into what it
+ * emitted); on an error the drop callback gets @p in (the items already
+ * emitted go on, or are dropped, on their own).
  * @param in  the input item; valid during the call.
  * @param ctx the call's context, for cpat_stage_emit(); valid during the
  *            call.
@@ -238,9 +306,12 @@ typedef int (*cpat_flat_fn)(const void *in, struct cpat_stage_ctx *ctx);
 
 /**
  * The sink: called for every item leaving the last stage, from the
- * pipeline's one sink thread, in delivery order.
+ * pipeline's one sink thread, in delivery order. A sink that may block
+ * should wait under cpat_pipeline_token().
  * @param item the item (the last stage's out_size, or item_size); valid
- *             during the call.
+ *             during the call. On 0 the sink has taken it (what it owns
+ *             is the sink's to free); on an error it goes to the drop
+ *             callback.
  * @param arg  the arg given to cpat_pipeline_set_sink().
  * @return 0, or a negative value to fail the pipeline with it.
  */
@@ -249,10 +320,14 @@ typedef int (*cpat_sink_fn)(const void *item, void *arg);
 /**
  * Called once for every item that is not processed (cancellation, error,
  * deadline), with the item as it was when it stopped (source or stage
- * output type, see cpat_pipeline_opts.drop). Called from whichever
- * pipeline thread held the item, or from cpat_pipeline_wait() for items
- * left in channels, possibly from several threads at once; it should be
- * short and must not block.
+ * output type, see cpat_pipeline_opts.drop), and, in a pipeline made with
+ * cpat_pipeline_set_output(), once for every item left in the output
+ * channel when the pipeline is destroyed (stage = the number of stages).
+ * Called from whichever pipeline thread held the item, from
+ * cpat_pipeline_wait() for items left in channels, or from
+ * cpat_pipeline_destroy(), possibly from several threads at once; it
+ * should be short and must not block. It is where an item that owns
+ * memory is freed (see "Items that own memory").
  * @param item  the item; valid during the call.
  * @param stage index of the stage it was waiting for (0 = first stage;
  *              the number of stages = the sink).
@@ -335,7 +410,8 @@ struct cpat_pipeline_result {
 	uint64_t filtered;     /**< items stages skipped */
 	uint64_t not_processed; /**< items stopped by error/cancel/deadline */
 	uint64_t expanded;     /**< flat stages: outputs - 1 for every input
-	                            that emitted at least one item */
+	                            that emitted at least one item (outputs
+	                            if its function failed) */
 	uint64_t batched;      /**< batch stages: count - 1 for every batch */
 	uint64_t acked;        /**< source items acknowledged (acks only) */
 	uint64_t unacked;      /**< source items never acknowledged: not
@@ -638,6 +714,22 @@ CPAT_API int cpat_pipeline_feed(struct cpat_pipeline *p, const void *item,
                                 struct cpat_token *tok);
 
 /**
+ * cpat_pipeline_feed() with a deadline for the wait.
+ * @param p           the pipeline.
+ * @param item        item_size bytes, copied; the caller keeps ownership.
+ * @param tok         cancellation token for the wait, or NULL.
+ * @param deadline_ns absolute deadline, or #CPAT_FOREVER; a past deadline
+ *                    makes the call non-blocking.
+ * @return as cpat_pipeline_feed(); also -ETIMEDOUT when @p deadline_ns
+ *         passes first (the item did not enter), and -EINVAL for a
+ *         negative deadline other than #CPAT_FOREVER.
+ */
+CPAT_API int cpat_pipeline_feed_until(struct cpat_pipeline *p,
+                                      const void *item,
+                                      struct cpat_token *tok,
+                                      int64_t deadline_ns);
+
+/**
  * Ends a feed's input: the pipeline finishes the items it has, then
  * stops by itself.
  *
@@ -674,8 +766,11 @@ CPAT_API struct cpat_chan *cpat_pipeline_output(struct cpat_pipeline *p);
  *
  * Blocks until the run ends: with a feed, only after
  * cpat_pipeline_feed_close() or a stop; with an output channel, not while
- * that channel is full and nobody receives from it. One thread at a time;
- * never from the pipeline's own callbacks.
+ * that channel is full and nobody receives from it; and not before every
+ * callback has returned (a stop is noticed between calls: a callback
+ * blocked on I/O holds the wait up unless it waits under
+ * cpat_pipeline_token()). cpat_pipeline_wait_until() bounds the wait.
+ * One thread at a time; never from the pipeline's own callbacks.
  * @param p   the pipeline.
  * @param res if not NULL, receives the result.
  * @return 0 if the input ended and everything was delivered; the first
@@ -687,6 +782,42 @@ CPAT_API struct cpat_chan *cpat_pipeline_output(struct cpat_pipeline *p);
  */
 CPAT_API int cpat_pipeline_wait(struct cpat_pipeline *p,
                                 struct cpat_pipeline_result *res);
+
+/**
+ * cpat_pipeline_wait() that gives up when @p tok fires or @p deadline_ns
+ * passes: the bound of the wait itself, for a caller that must return
+ * even when a callback does not answer the run's token.
+ *
+ * **Giving up does not stop the run.** The pipeline keeps running, nothing
+ * is joined or drained, @p res is not written, and the call can be made
+ * again. To stop the run, call cpat_pipeline_cancel(), then wait again:
+ * it returns once the callbacks have returned (those that wait under
+ * cpat_pipeline_token() return promptly). cpat_pipeline_destroy() of a
+ * pipeline still running cancels it and waits for it.
+ *
+ * A result of -ECANCELED or -ETIMEDOUT may also be the run's own (its
+ * token or deadline fired): to tell them apart, cancel and call
+ * cpat_pipeline_wait() (at once, with the run's result, if it had ended).
+ *
+ * Blocks until the run ends, @p tok fires or @p deadline_ns passes. A
+ * token that has already fired fails the call at once (unless a wait has
+ * completed: its result is returned). One thread at a time; never from
+ * the pipeline's own callbacks.
+ * @param p           the pipeline.
+ * @param tok         cancellation token for this wait (not the run's), or
+ *                    NULL.
+ * @param deadline_ns absolute deadline of this wait, or #CPAT_FOREVER.
+ * @param res         if not NULL, receives the result once the run has
+ *                    ended; untouched when the call gives up.
+ * @return as cpat_pipeline_wait(); or -ECANCELED or -ETIMEDOUT (the cause
+ *         of @p tok) if @p tok fired first, -ETIMEDOUT if @p deadline_ns
+ *         passed first (the run goes on); -EINVAL also for a negative
+ *         deadline other than #CPAT_FOREVER.
+ */
+CPAT_API int cpat_pipeline_wait_until(struct cpat_pipeline *p,
+                                      struct cpat_token *tok,
+                                      int64_t deadline_ns,
+                                      struct cpat_pipeline_result *res);
 
 /**
  * cpat_pipeline_start() then cpat_pipeline_wait().
@@ -714,6 +845,25 @@ CPAT_API int cpat_pipeline_run(struct cpat_pipeline *p, struct cpat_token *tok,
  * @return 0; -EINVAL for NULL.
  */
 CPAT_API int cpat_pipeline_cancel(struct cpat_pipeline *p);
+
+/**
+ * The run's token: a child of the token given to start (with the run's
+ * deadline), fired when the run is stopped: an error,
+ * cpat_pipeline_cancel(), the caller's token, the deadline, or destroy of
+ * a running pipeline (not when the input ends normally). Every callback
+ * that may block (a generator reading its input, a sink writing to a slow
+ * peer, a stage) should wait under it, so that a stop ends the run
+ * promptly. It is the token cpat_stage_token() and cpat_source_token()
+ * return.
+ *
+ * Never blocks. Thread-safe; usable from any callback of the pipeline and
+ * from any thread.
+ * @param p the pipeline.
+ * @return the token, borrowed: valid from cpat_pipeline_start() until
+ *         cpat_pipeline_destroy() (take a reference with cpat_token_ref()
+ *         to keep it longer); NULL for NULL @p p or before start.
+ */
+CPAT_API struct cpat_token *cpat_pipeline_token(struct cpat_pipeline *p);
 
 /**
  * Per-stage statistics, a snapshot (zeros before start).

@@ -50,11 +50,14 @@
  * **Shutdown.** cpat_pool_shutdown() stops intake (later submits get
  * -EPIPE), then either runs what is queued (#CPAT_POOL_DRAIN) or hands it
  * all to `done` with -ECANCELED (#CPAT_POOL_DISCARD), and joins every
- * worker. If its deadline passes first, it cancels the pool token (running
- * tasks can notice), discards what is still queued, and reports the tasks
- * still running. Accounting always holds: submitted = ran + discarded +
- * rejected + still_running, where submitted counts every task offered to a
- * submit call (a call that fails with -EINVAL offers none).
+ * worker. If its deadline passes (or, with cpat_pool_shutdown_until(), its
+ * token fires) first, it cancels the pool token (running tasks can
+ * notice), discards what is still queued, and reports the tasks still
+ * running: the grace is over. A later shutdown call or cpat_pool_destroy()
+ * joins the workers of the tasks still running. Accounting always holds:
+ * submitted = ran + discarded + rejected + still_running, where submitted
+ * counts every task offered to a submit call (a call that fails with
+ * -EINVAL offers none).
  *
  * **From inside a task.** A task may submit to its own pool: when that
  * would block (queue full, policy BLOCK), the task is run inline in the
@@ -64,6 +67,10 @@
  *
  * **Thread safety.** Every function may be called from any thread, while
  * the pool exists. cpat_pool_destroy() must be the last call.
+ *
+ * **fork().** A pool made before fork() cannot be used in the child, not even
+ * destroyed: its workers exist only in the parent. A child makes its own
+ * pools (cpattern/common.h).
  *
  * **Thread names.** On Linux the workers are named "cpat-pool" (a dynamic
  * pool's "cpat-dynpool"), as top -H, ps -L, gdb and perf show them; a task
@@ -351,6 +358,37 @@ CPAT_API int cpat_pool_shutdown(struct cpat_pool *pool,
                                 enum cpat_pool_shutdown_mode mode,
                                 int64_t deadline_ns,
                                 struct cpat_pool_report *report);
+
+/**
+ * cpat_pool_shutdown() whose grace also ends when @p tok fires: a second
+ * Ctrl-C (a signal token) turns a draining shutdown into a forced one.
+ *
+ * The token acts as the deadline does (the grace period is over): the
+ * pool token is cancelled, what is still queued is discarded (done with
+ * -ECANCELED), and the call returns the token's cause with the tasks still
+ * running counted in the report; a later shutdown call or
+ * cpat_pool_destroy() joins their workers and runs their done. Unlike the
+ * waits of other objects, giving up here does stop the work that had not
+ * started: that is what a shutdown's end of grace means. A token that has
+ * already fired makes the call behave as with a past deadline: intake is
+ * closed and the queue discarded at once, and the call returns 0 only if
+ * every worker has already exited.
+ *
+ * Blocks until every worker has exited, @p tok fires or @p deadline_ns
+ * passes. Thread-safe (concurrent calls: each waits, each reports).
+ * @param pool        the pool.
+ * @param mode        as for cpat_pool_shutdown().
+ * @param tok         ends the grace when it fires, or NULL.
+ * @param deadline_ns absolute deadline, or #CPAT_FOREVER.
+ * @param report      if not NULL, receives the accounting.
+ * @return as cpat_pool_shutdown(); also -ECANCELED or -ETIMEDOUT (the
+ *         cause of @p tok) if @p tok fired before every worker had exited.
+ */
+CPAT_API int cpat_pool_shutdown_until(struct cpat_pool *pool,
+                                      enum cpat_pool_shutdown_mode mode,
+                                      struct cpat_token *tok,
+                                      int64_t deadline_ns,
+                                      struct cpat_pool_report *report);
 
 /**
  * The pool's token, given to every task: fires when a shutdown deadline

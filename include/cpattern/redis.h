@@ -321,6 +321,20 @@ CPAT_API int cpat_redis_source_next(struct cpat_redis_source *s, void *item,
                                     struct cpat_token *tok);
 
 /**
+ * How many entries the source holds already read from the broker and not
+ * yet handed out: while it is not 0, cpat_redis_source_next() hands one out
+ * without going to the network (so without blocking on the broker). A
+ * pipeline source function calls cpat_source_flush() when it is 0, before
+ * next(), so that the items the pipeline holds back do not wait out a
+ * blocking read (cpat_redis_source_attach() does this).
+ *
+ * Never blocks on the network (it waits for a next() in progress in
+ * another thread). Thread safety: any thread.
+ * @return the count; 0 for NULL.
+ */
+CPAT_API size_t cpat_redis_source_buffered(struct cpat_redis_source *s);
+
+/**
  * Completes @p n entries as processed: queues their IDs for one batched
  * XACK, sent by the next cpat_redis_source_next() or
  * cpat_redis_source_flush() (or destroy). Until sent they still count as

@@ -39,6 +39,9 @@
  * stop and reset concurrently with receivers. The channel is the timer's:
  * receive from it, never send on it, close it or destroy it.
  *
+ * **fork().** Timers made before fork() cannot be used in the child, not even
+ * destroyed; new ones work there (the timer thread starts again).
+ *
  * **Lifetime.** cpat_timer_destroy() stops the timer and frees it with its
  * channel; no thread may be receiving from the channel (or selecting on
  * it) then or later.

@@ -22,7 +22,8 @@
  * child's effective deadline is the earliest of its own and its ancestors'.
  *
  * **Every blocking call of the library** takes a token (NULL means "never
- * cancelled") and returns the token's cause as soon as it fires.
+ * cancelled"), or has an `_until` form that does, and returns the token's
+ * cause as soon as it fires.
  *
  * **Lifetime.** Tokens are reference counted. Each create gives the caller
  * one reference; cpat_token_ref() adds one and cpat_token_unref() drops one;

@@ -689,6 +689,16 @@ int cpat_redis_source_flush(struct cpat_redis_source *s, struct cpat_token *tok)
 	return rc;
 }
 
+size_t cpat_redis_source_buffered(struct cpat_redis_source *s)
+{
+	if (!s)
+		return 0;
+	pthread_mutex_lock(&s->io_mu);
+	size_t n = s->held ? s->held->elements - s->held_pos : 0;
+	pthread_mutex_unlock(&s->io_mu);
+	return n;
+}
+
 /* ---- pipeline glue ------------------------------------------------------- */
 
 static int pipeline_source(void *out, struct cpat_source_ctx *ctx)
@@ -701,10 +711,7 @@ static int pipeline_source(void *out, struct cpat_source_ctx *ctx)
 	 * the pipeline holds back for a fast source must not wait with it,
 	 * or a quiet stream would leave them, and their entries, in flight
 	 * for as long as it stays quiet. */
-	pthread_mutex_lock(&s->io_mu);
-	bool held = s->held && s->held_pos < s->held->elements;
-	pthread_mutex_unlock(&s->io_mu);
-	if (!held && cpat_source_flush(ctx) != 0)
+	if (cpat_redis_source_buffered(s) == 0 && cpat_source_flush(ctx) != 0)
 		return -ECANCELED;
 	int rc = cpat_redis_source_next(s, out, &id, cpat_source_token(ctx));
 	if (rc == 1 && handle)

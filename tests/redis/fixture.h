@@ -8,6 +8,10 @@
  *
  * Where redis-server is not installed, rfx_start() returns -1 after
  * printing the package to install: the test then skips (never passes).
+ *
+ * The distributed benchmark (bench/cpat-bench-distributed.c) starts its
+ * server with this too, with rfx_start_fsync(f, "everysec"): Redis's
+ * default append-only policy, what a deployment would run.
  */
 #ifndef CPAT_REDIS_FIXTURE_H
 #define CPAT_REDIS_FIXTURE_H
@@ -27,11 +31,12 @@ struct rfx {
 	char sock[128];
 	char url[160];
 	char server[512];
+	char fsync[16]; /* appendfsync: "always" (tests) or "everysec" */
 	pid_t pid;
 };
 
 /* redis-server on PATH (or $REDIS_SERVER): 0 and its path, or -1. */
-static int rfx_find_server(char *out, size_t len)
+static inline int rfx_find_server(char *out, size_t len)
 {
 	const char *env = getenv("REDIS_SERVER");
 	if (env && *env && access(env, X_OK) == 0) {
@@ -50,15 +55,15 @@ static int rfx_find_server(char *out, size_t len)
 	return -1;
 }
 
-static int rfx_spawn(struct rfx *f)
+static inline int rfx_spawn(struct rfx *f)
 {
 	char log[160];
 	snprintf(log, sizeof log, "%s/redis.log", f->dir);
-	char *argv[] = {f->server, "--port", "0", "--unixsocket", f->sock,
-	                "--unixsocketperm", "700", "--dir", f->dir,
-	                "--appendonly", "yes", "--appendfsync", "always",
-	                "--save", "", "--daemonize", "no", "--logfile", log,
-	                NULL};
+	char *argv[] = {f->server, "--port",           "0",   "--unixsocket",
+			f->sock,   "--unixsocketperm", "700", "--dir",
+			f->dir,    "--appendonly",     "yes", "--appendfsync",
+			f->fsync,  "--save",           "",    "--daemonize",
+			"no",      "--logfile",        log,   NULL};
 	extern char **environ;
 	posix_spawn_file_actions_t fa;
 	posix_spawn_file_actions_init(&fa);
@@ -69,7 +74,7 @@ static int rfx_spawn(struct rfx *f)
 }
 
 /* A fresh context on the fixture's socket, or NULL. */
-static redisContext *rfx_connect(const struct rfx *f)
+static inline redisContext *rfx_connect(const struct rfx *f)
 {
 	struct timeval tv = {1, 0};
 	redisContext *c = redisConnectUnixWithTimeout(f->sock, tv);
@@ -84,7 +89,7 @@ static redisContext *rfx_connect(const struct rfx *f)
 
 /* Polls PING until the server answers PONG (not LOADING), for at most
  * 10 s: the server's own start-up, not a thread of ours, is waited for. */
-static int rfx_wait_ready(const struct rfx *f)
+static inline int rfx_wait_ready(const struct rfx *f)
 {
 	int64_t end = cpat_now_ns() + 10 * CPAT_SEC;
 	while (cpat_now_ns() < end) {
@@ -92,7 +97,7 @@ static int rfx_wait_ready(const struct rfx *f)
 		if (c) {
 			redisReply *r = redisCommand(c, "PING");
 			int ok = r && r->type == REDIS_REPLY_STATUS &&
-			         strcmp(r->str, "PONG") == 0;
+				 strcmp(r->str, "PONG") == 0;
 			if (r)
 				freeReplyObject(r);
 			redisFree(c);
@@ -107,7 +112,7 @@ static int rfx_wait_ready(const struct rfx *f)
 
 /* SIGTERM (a clean shutdown: the append-only file is flushed), then
  * SIGKILL if it has not exited after 10 s; always reaped. */
-static void rfx_stop_server(struct rfx *f)
+static inline void rfx_stop_server(struct rfx *f)
 {
 	if (f->pid <= 0)
 		return;
@@ -129,7 +134,8 @@ static void rfx_stop_server(struct rfx *f)
 	f->pid = 0;
 }
 
-static int rfx_rm(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+static inline int rfx_rm(const char *p, const struct stat *sb, int flag,
+			 struct FTW *ftw)
 {
 	(void)sb;
 	(void)flag;
@@ -137,7 +143,7 @@ static int rfx_rm(const char *p, const struct stat *sb, int flag, struct FTW *ft
 	return remove(p);
 }
 
-static void rfx_stop(struct rfx *f)
+static inline void rfx_stop(struct rfx *f)
 {
 	rfx_stop_server(f);
 	if (f->dir[0])
@@ -147,7 +153,7 @@ static void rfx_stop(struct rfx *f)
 
 /* Stops the server and starts it again on the same socket and directory:
  * it reloads its append-only file. */
-static int rfx_restart(struct rfx *f)
+static inline int rfx_restart(struct rfx *f)
 {
 	rfx_stop_server(f);
 	if (rfx_spawn(f) != 0)
@@ -156,19 +162,21 @@ static int rfx_restart(struct rfx *f)
 }
 
 /* 0: running; -1: redis-server missing (a SKIP line printed). Aborts if
- * it is there but does not start. */
-static int rfx_start(struct rfx *f)
+ * it is there but does not start. @p fsync: the appendfsync policy. */
+static inline int rfx_start_fsync(struct rfx *f, const char *fsync)
 {
 	memset(f, 0, sizeof *f);
+	snprintf(f->fsync, sizeof f->fsync, "%s", fsync);
 	if (rfx_find_server(f->server, sizeof f->server) != 0) {
-		printf("# SKIP: redis-server not found; to run these tests: %s\n",
+		printf("# SKIP: redis-server not found; to run these tests: "
+		       "%s\n",
 		       RFX_INSTALL);
 		fflush(stdout);
 		return -1;
 	}
 	const char *tmp = getenv("TMPDIR");
 	snprintf(f->dir, sizeof f->dir, "%s/cpat-redis-XXXXXX",
-	         tmp && strlen(tmp) < 32 ? tmp : "/tmp");
+		 tmp && strlen(tmp) < 32 ? tmp : "/tmp");
 	if (!mkdtemp(f->dir)) {
 		perror("mkdtemp");
 		abort();
@@ -176,11 +184,18 @@ static int rfx_start(struct rfx *f)
 	snprintf(f->sock, sizeof f->sock, "%s/redis.sock", f->dir);
 	snprintf(f->url, sizeof f->url, "unix://%s", f->sock);
 	if (rfx_spawn(f) != 0 || rfx_wait_ready(f) != 0) {
-		fprintf(stderr, "redis-server did not start (log in %s)\n", f->dir);
+		fprintf(stderr, "redis-server did not start (log in %s)\n",
+			f->dir);
 		rfx_stop_server(f);
 		abort();
 	}
 	return 0;
+}
+
+/* The tests' server: every write fsync'ed. */
+static inline int rfx_start(struct rfx *f)
+{
+	return rfx_start_fsync(f, "always");
 }
 
 #endif /* CPAT_REDIS_FIXTURE_H */
