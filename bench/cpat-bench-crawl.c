@@ -407,8 +407,7 @@ int main(int argc, char **argv)
 	long count = 0, workers = 20, slow_every = 0, missing_every = 37;
 	double delay_ms = 0, timeout_ms = 0, deadline_ms = 0;
 	const struct bu_opt opts[] = {
-		{"urls", BU_LONG, &count,
-		 "pages to crawl (1000; tiny 40)"},
+		{"urls", BU_LONG, &count, "pages to crawl (1000; tiny 40)"},
 		{"workers", BU_LONG, &workers, "fan-out workers (20)"},
 		{"delay-ms", BU_DOUBLE, &delay_ms,
 		 "server delay per page (full 100, quick 10)"},

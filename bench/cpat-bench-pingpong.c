@@ -80,7 +80,8 @@ static int run_chan(size_t cap)
 	pthread_join(t, NULL);
 	cpat_chan_destroy(ping);
 	cpat_chan_destroy(pong);
-	printf("cpattern pingpong cap=%zu roundtrips=%ld us_per_roundtrip=%.2f\n",
+	printf("cpattern pingpong cap=%zu roundtrips=%ld "
+	       "us_per_roundtrip=%.2f\n",
 	       cap, n_trips, (double)dt / 1e3 / (double)n_trips);
 	return bad;
 }
@@ -111,7 +112,8 @@ int main(int argc, char **argv)
 	n_trips = argc > 1 ? strtol(argv[1], NULL, 10) : 20000;
 	const char *caps = argc > 2 ? argv[2] : "0,1,64";
 	if (n_trips <= 0) {
-		fprintf(stderr, "usage: %s [round trips > 0] [caps]\n", argv[0]);
+		fprintf(stderr, "usage: %s [round trips > 0] [caps]\n",
+			argv[0]);
 		return 2;
 	}
 	int bad = 0;

@@ -529,15 +529,21 @@ int main(int argc, char **argv)
 	     ord_live_start = 0;
 
 	struct pipe_spec ident3 = {sizeof(uint64_t), gen_u64, sink_u64, 3,
-				   map_ident,        1,       0, 0};
-	struct pipe_spec spin2 = {
-		sizeof(uint64_t), gen_u64, sink_u64_track, 1, map_spin, 2, 1, 0};
+				   map_ident,        1,       0,        0};
+	struct pipe_spec spin2 = {sizeof(uint64_t),
+				  gen_u64,
+				  sink_u64_track,
+				  1,
+				  map_spin,
+				  2,
+				  1,
+				  0};
 	struct pipe_spec ident1 = {sizeof(uint64_t), gen_u64, sink_u64, 1,
-				   map_ident,        1,       0, 0};
+				   map_ident,        1,       0,        0};
 	ident3.ack = ident1.ack = ack != 0;
 	printf("acks: %s\n", ack ? "on (parts 1 and 3, uint64)" : "off");
 	struct pipe_spec arr1 = {sizeof(struct arr32), gen_arr, sink_arr, 1,
-				 map_ident_arr,        1,       0, 0};
+				 map_ident_arr,        1,       0,        0};
 
 	struct bu_progress pg;
 	bu_progress_start(&pg, &a, "pipeline", "reps", (uint64_t)reps, 1);
@@ -720,8 +726,9 @@ int main(int argc, char **argv)
 	bu_check(&rep, "pipeline_arr32_exactly_once", ok_pipe_arr);
 	if (ack)
 		bu_check(&rep, "every_item_acked",
-			 atomic_load(&acks_made) == (unsigned long)(2 * reps) *
-							    (unsigned long)nitems);
+			 atomic_load(&acks_made) ==
+				 (unsigned long)(2 * reps) *
+					 (unsigned long)nitems);
 	bu_check(&rep, "ordered_no_per_item_alloc",
 		 ord_allocs == 0 && ord_peak == 0);
 

@@ -55,8 +55,14 @@
 /* ------------------------------------------------------------------ */
 /* configuration                                                       */
 
-enum { C_EMPTY = 1, C_CPU = 2, C_SLEEP = 4, C_IDLE = 8, C_CANCEL = 16,
-       C_CANCEL_POOL = 32 };
+enum {
+	C_EMPTY = 1,
+	C_CPU = 2,
+	C_SLEEP = 4,
+	C_IDLE = 8,
+	C_CANCEL = 16,
+	C_CANCEL_POOL = 32
+};
 enum { I_FIXED = 1, I_DYN = 2 };
 
 struct cfg {
@@ -65,41 +71,51 @@ struct cfg {
 	double cpu_us, sleep_ms;
 	int reps, seq_div;
 	unsigned cases, impls;
-	size_t batch;   /* 0: single submits */
-	size_t queue;   /* queue capacity; 0: the library's default */
-	int lat_reps;   /* 0: 1000 for idle, 200 for cancel */
+	size_t batch; /* 0: single submits */
+	size_t queue; /* queue capacity; 0: the library's default */
+	int lat_reps; /* 0: 1000 for idle, 200 for cancel */
 	const char *json;
 };
 
 static void usage(FILE *f, const char *argv0)
 {
 	fprintf(f,
-	        "usage: %s [options]\n"
-	        "  --workers N          set all worker counts (also --lat-workers)\n"
-	        "  --empty-workers N    (default 4)\n"
-	        "  --cpu-workers N      (default 2)\n"
-	        "  --sleep-workers N    (default 20)\n"
-	        "  --empty-tasks N      (default 1000000)\n"
-	        "  --cpu-tasks N        (default 200000)\n"
-	        "  --sleep-tasks N      (default 2000)\n"
-	        "  --cpu-us US          CPU work per cpu task (default 10)\n"
-	        "  --sleep-ms MS        sleep per sleep task (default 2)\n"
-	        "  --reps N             repetitions per case; the FASTEST is reported,\n"
-	        "                       as the peers' driver does (all runs and their\n"
-	        "                       median on stderr) (default 1)\n"
-	        "  --seq-div N          inline baseline runs tasks/N and scales (default 10)\n"
-	        "  --cases LIST         comma list of empty,cpu,sleep,idle,cancel,cancel-pool\n"
-	        "                       (default empty,cpu,sleep)\n"
-	        "  --impls LIST         comma list of cpattern,cpattern-dyn (default cpattern)\n"
-	        "  --batch B            submit with cpat_pool_submit_many, B per call\n"
-	        "                       (impl names get -batchB)\n"
-	        "  --queue N            queue capacity (default 1024, the Go peer's;\n"
-	        "                       0 = the library default, 2 x workers)\n"
-	        "  --lat-workers N      workers for idle/cancel (default 4)\n"
-	        "  --lat-reps N         repetitions for idle/cancel (default 1000 idle,\n"
-	        "                       200 cancel)\n"
-	        "  --json FILE          also write the results as a JSON array\n",
-	        argv0);
+		"usage: %s [options]\n"
+		"  --workers N          set all worker counts (also "
+		"--lat-workers)\n"
+		"  --empty-workers N    (default 4)\n"
+		"  --cpu-workers N      (default 2)\n"
+		"  --sleep-workers N    (default 20)\n"
+		"  --empty-tasks N      (default 1000000)\n"
+		"  --cpu-tasks N        (default 200000)\n"
+		"  --sleep-tasks N      (default 2000)\n"
+		"  --cpu-us US          CPU work per cpu task (default 10)\n"
+		"  --sleep-ms MS        sleep per sleep task (default 2)\n"
+		"  --reps N             repetitions per case; the FASTEST is "
+		"reported,\n"
+		"                       as the peers' driver does (all runs "
+		"and their\n"
+		"                       median on stderr) (default 1)\n"
+		"  --seq-div N          inline baseline runs tasks/N and "
+		"scales (default 10)\n"
+		"  --cases LIST         comma list of "
+		"empty,cpu,sleep,idle,cancel,cancel-pool\n"
+		"                       (default empty,cpu,sleep)\n"
+		"  --impls LIST         comma list of cpattern,cpattern-dyn "
+		"(default cpattern)\n"
+		"  --batch B            submit with cpat_pool_submit_many, B "
+		"per call\n"
+		"                       (impl names get -batchB)\n"
+		"  --queue N            queue capacity (default 1024, the Go "
+		"peer's;\n"
+		"                       0 = the library default, 2 x workers)\n"
+		"  --lat-workers N      workers for idle/cancel (default 4)\n"
+		"  --lat-reps N         repetitions for idle/cancel (default "
+		"1000 idle,\n"
+		"                       200 cancel)\n"
+		"  --json FILE          also write the results as a JSON "
+		"array\n",
+		argv0);
 }
 
 static long parse_long(const char *s, const char *what, long min)
@@ -128,8 +144,8 @@ static double parse_double(const char *s, const char *what)
 
 /* Exact comma-list parsing against a table of names. */
 static unsigned parse_list(const char *arg, const char *what,
-                           const char *const *names, const unsigned *bits,
-                           size_t n)
+			   const char *const *names, const unsigned *bits,
+			   size_t n)
 {
 	unsigned out = 0;
 	const char *p = arg;
@@ -137,10 +153,12 @@ static unsigned parse_list(const char *arg, const char *what,
 		size_t len = strcspn(p, ",");
 		size_t i;
 		for (i = 0; i < n; i++)
-			if (strlen(names[i]) == len && strncmp(p, names[i], len) == 0)
+			if (strlen(names[i]) == len &&
+			    strncmp(p, names[i], len) == 0)
 				break;
 		if (len && i == n) {
-			fprintf(stderr, "unknown %s '%.*s'\n", what, (int)len, p);
+			fprintf(stderr, "unknown %s '%.*s'\n", what, (int)len,
+				p);
 			exit(2);
 		}
 		if (len)
@@ -158,9 +176,27 @@ static unsigned parse_list(const char *arg, const char *what,
 
 static void parse_args(int argc, char **argv, struct cfg *c)
 {
-	enum { O_W = 1000, O_EW, O_CW, O_SW, O_ET, O_CT, O_ST, O_CPUUS, O_SLEEPMS,
-	       O_REPS, O_SEQDIV, O_CASES, O_IMPLS, O_BATCH, O_QUEUE, O_LATW,
-	       O_LATREPS, O_JSON, O_HELP };
+	enum {
+		O_W = 1000,
+		O_EW,
+		O_CW,
+		O_SW,
+		O_ET,
+		O_CT,
+		O_ST,
+		O_CPUUS,
+		O_SLEEPMS,
+		O_REPS,
+		O_SEQDIV,
+		O_CASES,
+		O_IMPLS,
+		O_BATCH,
+		O_QUEUE,
+		O_LATW,
+		O_LATREPS,
+		O_JSON,
+		O_HELP
+	};
 	static const struct option opts[] = {
 		{"workers", required_argument, 0, O_W},
 		{"empty-workers", required_argument, 0, O_EW},
@@ -183,47 +219,104 @@ static void parse_args(int argc, char **argv, struct cfg *c)
 		{"help", no_argument, 0, O_HELP},
 		{0, 0, 0, 0},
 	};
-	static const char *const case_names[] = {"empty", "cpu", "sleep", "idle",
-	                                         "cancel", "cancel-pool"};
-	static const unsigned case_bits[] = {C_EMPTY, C_CPU, C_SLEEP, C_IDLE,
-	                                     C_CANCEL, C_CANCEL_POOL};
+	static const char *const case_names[] = {
+		"empty", "cpu", "sleep", "idle", "cancel", "cancel-pool"};
+	static const unsigned case_bits[] = {C_EMPTY, C_CPU,    C_SLEEP,
+					     C_IDLE,  C_CANCEL, C_CANCEL_POOL};
 	static const char *const impl_names[] = {"cpattern", "cpattern-dyn"};
 	static const unsigned impl_bits[] = {I_FIXED, I_DYN};
 
 	*c = (struct cfg){
-		.empty_workers = 4, .cpu_workers = 2, .sleep_workers = 20,
+		.empty_workers = 4,
+		.cpu_workers = 2,
+		.sleep_workers = 20,
 		.lat_workers = 4,
-		.empty_tasks = 1000000, .cpu_tasks = 200000, .sleep_tasks = 2000,
-		.cpu_us = 10.0, .sleep_ms = 2.0, .reps = 1, .seq_div = 10,
-		.cases = C_EMPTY | C_CPU | C_SLEEP, .impls = I_FIXED,
-		.batch = 0, .queue = 1024, .lat_reps = 0, .json = NULL,
+		.empty_tasks = 1000000,
+		.cpu_tasks = 200000,
+		.sleep_tasks = 2000,
+		.cpu_us = 10.0,
+		.sleep_ms = 2.0,
+		.reps = 1,
+		.seq_div = 10,
+		.cases = C_EMPTY | C_CPU | C_SLEEP,
+		.impls = I_FIXED,
+		.batch = 0,
+		.queue = 1024,
+		.lat_reps = 0,
+		.json = NULL,
 	};
 	int ch;
 	while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (ch) {
 		case O_W:
 			c->empty_workers = c->cpu_workers = c->sleep_workers =
-				c->lat_workers = (unsigned)parse_long(optarg, "--workers", 1);
+				c->lat_workers = (unsigned)parse_long(
+					optarg, "--workers", 1);
 			break;
-		case O_EW: c->empty_workers = (unsigned)parse_long(optarg, "--empty-workers", 1); break;
-		case O_CW: c->cpu_workers = (unsigned)parse_long(optarg, "--cpu-workers", 1); break;
-		case O_SW: c->sleep_workers = (unsigned)parse_long(optarg, "--sleep-workers", 1); break;
-		case O_ET: c->empty_tasks = parse_long(optarg, "--empty-tasks", 1); break;
-		case O_CT: c->cpu_tasks = parse_long(optarg, "--cpu-tasks", 1); break;
-		case O_ST: c->sleep_tasks = parse_long(optarg, "--sleep-tasks", 1); break;
-		case O_CPUUS: c->cpu_us = parse_double(optarg, "--cpu-us"); break;
-		case O_SLEEPMS: c->sleep_ms = parse_double(optarg, "--sleep-ms"); break;
-		case O_REPS: c->reps = (int)parse_long(optarg, "--reps", 1); break;
-		case O_SEQDIV: c->seq_div = (int)parse_long(optarg, "--seq-div", 1); break;
-		case O_CASES: c->cases = parse_list(optarg, "case", case_names, case_bits, 6); break;
-		case O_IMPLS: c->impls = parse_list(optarg, "impl", impl_names, impl_bits, 2); break;
-		case O_BATCH: c->batch = (size_t)parse_long(optarg, "--batch", 1); break;
-		case O_QUEUE: c->queue = (size_t)parse_long(optarg, "--queue", 0); break;
-		case O_LATW: c->lat_workers = (unsigned)parse_long(optarg, "--lat-workers", 1); break;
-		case O_LATREPS: c->lat_reps = (int)parse_long(optarg, "--lat-reps", 1); break;
-		case O_JSON: c->json = optarg; break;
-		case 'h': case O_HELP: usage(stdout, argv[0]); exit(0);
-		default: usage(stderr, argv[0]); exit(2);
+		case O_EW:
+			c->empty_workers = (unsigned)parse_long(
+				optarg, "--empty-workers", 1);
+			break;
+		case O_CW:
+			c->cpu_workers = (unsigned)parse_long(
+				optarg, "--cpu-workers", 1);
+			break;
+		case O_SW:
+			c->sleep_workers = (unsigned)parse_long(
+				optarg, "--sleep-workers", 1);
+			break;
+		case O_ET:
+			c->empty_tasks = parse_long(optarg, "--empty-tasks", 1);
+			break;
+		case O_CT:
+			c->cpu_tasks = parse_long(optarg, "--cpu-tasks", 1);
+			break;
+		case O_ST:
+			c->sleep_tasks = parse_long(optarg, "--sleep-tasks", 1);
+			break;
+		case O_CPUUS:
+			c->cpu_us = parse_double(optarg, "--cpu-us");
+			break;
+		case O_SLEEPMS:
+			c->sleep_ms = parse_double(optarg, "--sleep-ms");
+			break;
+		case O_REPS:
+			c->reps = (int)parse_long(optarg, "--reps", 1);
+			break;
+		case O_SEQDIV:
+			c->seq_div = (int)parse_long(optarg, "--seq-div", 1);
+			break;
+		case O_CASES:
+			c->cases = parse_list(optarg, "case", case_names,
+					      case_bits, 6);
+			break;
+		case O_IMPLS:
+			c->impls = parse_list(optarg, "impl", impl_names,
+					      impl_bits, 2);
+			break;
+		case O_BATCH:
+			c->batch = (size_t)parse_long(optarg, "--batch", 1);
+			break;
+		case O_QUEUE:
+			c->queue = (size_t)parse_long(optarg, "--queue", 0);
+			break;
+		case O_LATW:
+			c->lat_workers = (unsigned)parse_long(
+				optarg, "--lat-workers", 1);
+			break;
+		case O_LATREPS:
+			c->lat_reps = (int)parse_long(optarg, "--lat-reps", 1);
+			break;
+		case O_JSON:
+			c->json = optarg;
+			break;
+		case 'h':
+		case O_HELP:
+			usage(stdout, argv[0]);
+			exit(0);
+		default:
+			usage(stderr, argv[0]);
+			exit(2);
 		}
 	}
 	if (optind != argc) {
@@ -275,15 +368,22 @@ static int write_json(const char *path)
 	for (size_t i = 0; i < g_nresults; i++) {
 		const struct result *r = &g_results[i];
 		if (r->latency)
-			fprintf(f, "  {\"impl\": \"%s\", \"case\": \"%s\", \"workers\": %u,"
-			        " \"reps\": %d, \"p50_us\": %.3f, \"p99_us\": %.3f}",
-			        r->impl, r->cas, r->workers, r->reps, r->p50_us, r->p99_us);
+			fprintf(f,
+				"  {\"impl\": \"%s\", \"case\": \"%s\", "
+				"\"workers\": %u,"
+				" \"reps\": %d, \"p50_us\": %.3f, \"p99_us\": "
+				"%.3f}",
+				r->impl, r->cas, r->workers, r->reps, r->p50_us,
+				r->p99_us);
 		else
-			fprintf(f, "  {\"impl\": \"%s\", \"case\": \"%s\", \"workers\": %u,"
-			        " \"tasks\": %ld, \"secs\": %.6f, \"ns_per_task\": %.1f,"
-			        " \"speedup\": %.4f}",
-			        r->impl, r->cas, r->workers, r->tasks, r->secs,
-			        r->ns_per_task, r->speedup);
+			fprintf(f,
+				"  {\"impl\": \"%s\", \"case\": \"%s\", "
+				"\"workers\": %u,"
+				" \"tasks\": %ld, \"secs\": %.6f, "
+				"\"ns_per_task\": %.1f,"
+				" \"speedup\": %.4f}",
+				r->impl, r->cas, r->workers, r->tasks, r->secs,
+				r->ns_per_task, r->speedup);
 		fputs(i + 1 < g_nresults ? ",\n" : "\n", f);
 	}
 	fputs("]\n", f);
@@ -302,11 +402,11 @@ static double secs_now(void)
 	return (double)cpat_now_ns() * 1e-9;
 }
 
-static atomic_long g_ran;          /* task bodies run: the exactly-once check */
-static atomic_ulong g_sink;        /* keeps spin results observable */
-static uint64_t g_spin_iters;      /* per cpu task */
-static uint64_t g_iters_per_us;    /* calibrated, for the latency cases */
-static struct timespec g_nap;      /* per sleep task */
+static atomic_long g_ran;       /* task bodies run: the exactly-once check */
+static atomic_ulong g_sink;     /* keeps spin results observable */
+static uint64_t g_spin_iters;   /* per cpu task */
+static uint64_t g_iters_per_us; /* calibrated, for the latency cases */
+static struct timespec g_nap;   /* per sleep task */
 
 /* xorshift64: a serial chain of dependent operations, fixed work per call. */
 static uint64_t xorshift_spin(uint64_t iters, uint64_t seed)
@@ -383,7 +483,9 @@ static double inline_estimate(cpat_task_fn fn, long tasks, int div)
 }
 
 /* The cpu bodies split statically over plain threads, no pool. */
-struct slice { long from, to; };
+struct slice {
+	long from, to;
+};
 
 static void *slice_main(void *p)
 {
@@ -417,7 +519,7 @@ static double raw_split_once(unsigned workers, long tasks)
 /* pools                                                               */
 
 static int make_pool(struct cpat_pool **out, int dyn, unsigned workers,
-                     size_t queue, struct cpat_token *parent)
+		     size_t queue, struct cpat_token *parent)
 {
 	if (dyn) {
 		struct cpat_dynpool_opts o;
@@ -441,7 +543,8 @@ static int make_pool(struct cpat_pool **out, int dyn, unsigned workers,
 static void impl_name(char *buf, size_t n, int dyn, size_t batch)
 {
 	if (batch)
-		snprintf(buf, n, "%s-batch%zu", dyn ? "cpattern-dyn" : "cpattern", batch);
+		snprintf(buf, n, "%s-batch%zu",
+			 dyn ? "cpattern-dyn" : "cpattern", batch);
 	else
 		snprintf(buf, n, "%s", dyn ? "cpattern-dyn" : "cpattern");
 }
@@ -460,31 +563,38 @@ static double pct(const double *v, size_t n, double p)
 /* One timed run: create (untimed), submit all + wait_idle (timed), check,
  * destroy (untimed). Returns 0 and *secs, or non-zero. */
 static int timed_run(const char *name, const char *cas, int dyn,
-                     const struct cfg *c, cpat_task_fn fn, unsigned workers,
-                     long tasks, struct cpat_task *batchbuf, double *secs)
+		     const struct cfg *c, cpat_task_fn fn, unsigned workers,
+		     long tasks, struct cpat_task *batchbuf, double *secs)
 {
 	struct cpat_pool *pool;
 	int rc = make_pool(&pool, dyn, workers, c->queue, NULL);
 	if (rc != 0) {
 		fprintf(stderr, "%s %s: pool creation failed: %s\n", name, cas,
-		        cpat_strerror(rc));
+			cpat_strerror(rc));
 		return 1;
 	}
 	atomic_store(&g_ran, 0);
 	double t0 = secs_now();
 	if (c->batch) {
 		for (long i = 0; i < tasks;) {
-			size_t n = (size_t)(tasks - i) < c->batch ? (size_t)(tasks - i) : c->batch;
+			size_t n = (size_t)(tasks - i) < c->batch
+					   ? (size_t)(tasks - i)
+					   : c->batch;
 			for (size_t k = 0; k < n; k++)
 				batchbuf[k] = (struct cpat_task){
-					.fn = fn, .done = NULL,
-					.arg = (void *)(uintptr_t)(i + (long)k + 1)};
+					.fn = fn,
+					.done = NULL,
+					.arg = (void *)(uintptr_t)(i + (long)k +
+								   1)};
 			size_t got = 0;
-			rc = cpat_pool_submit_many(pool, batchbuf, n, &got, NULL,
-			                           CPAT_FOREVER);
+			rc = cpat_pool_submit_many(pool, batchbuf, n, &got,
+						   NULL, CPAT_FOREVER);
 			if (rc != 0 || got != n) {
-				fprintf(stderr, "%s %s: submit_many failed at %ld: %s (%zu of %zu)\n",
-				        name, cas, i, cpat_strerror(rc), got, n);
+				fprintf(stderr,
+					"%s %s: submit_many failed at %ld: %s "
+					"(%zu of %zu)\n",
+					name, cas, i, cpat_strerror(rc), got,
+					n);
 				cpat_pool_destroy(pool);
 				return 1;
 			}
@@ -492,12 +602,15 @@ static int timed_run(const char *name, const char *cas, int dyn,
 		}
 	} else {
 		for (long i = 0; i < tasks; i++) {
-			struct cpat_task t = {.fn = fn, .done = NULL,
-			                      .arg = (void *)(uintptr_t)(i + 1)};
+			struct cpat_task t = {
+				.fn = fn,
+				.done = NULL,
+				.arg = (void *)(uintptr_t)(i + 1)};
 			rc = cpat_pool_submit(pool, &t, NULL);
 			if (rc != 0) {
-				fprintf(stderr, "%s %s: submit failed at %ld: %s\n", name,
-				        cas, i, cpat_strerror(rc));
+				fprintf(stderr,
+					"%s %s: submit failed at %ld: %s\n",
+					name, cas, i, cpat_strerror(rc));
 				cpat_pool_destroy(pool);
 				return 1;
 			}
@@ -511,33 +624,38 @@ static int timed_run(const char *name, const char *cas, int dyn,
 	cpat_pool_destroy(pool);
 	if (rc != 0) {
 		fprintf(stderr, "%s %s: wait_idle failed: %s\n", name, cas,
-		        cpat_strerror(rc));
+			cpat_strerror(rc));
 		return 1;
 	}
 	if (ran != tasks) {
-		fprintf(stderr, "%s %s: %ld of %ld tasks ran (each must run exactly once)\n",
-		        name, cas, ran, tasks);
+		fprintf(stderr,
+			"%s %s: %ld of %ld tasks ran (each must run exactly "
+			"once)\n",
+			name, cas, ran, tasks);
 		return 1;
 	}
-	if (src == 0 && (st.completed != (unsigned long long)tasks || st.failed ||
-	                 st.discarded || st.rejected)) {
-		fprintf(stderr, "%s %s: pool stats disagree: completed %llu failed %llu"
-		        " discarded %llu rejected %llu, expected %ld completed\n",
-		        name, cas, st.completed, st.failed, st.discarded, st.rejected,
-		        tasks);
+	if (src == 0 && (st.completed != (unsigned long long)tasks ||
+			 st.failed || st.discarded || st.rejected)) {
+		fprintf(stderr,
+			"%s %s: pool stats disagree: completed %llu failed %llu"
+			" discarded %llu rejected %llu, expected %ld "
+			"completed\n",
+			name, cas, st.completed, st.failed, st.discarded,
+			st.rejected, tasks);
 		return 1;
 	}
 	if (atomic_load(&g_ran) != tasks) {
-		fprintf(stderr, "%s %s: a task ran after wait_idle/destroy (%ld of %ld)\n",
-		        name, cas, atomic_load(&g_ran), tasks);
+		fprintf(stderr,
+			"%s %s: a task ran after wait_idle/destroy (%ld of "
+			"%ld)\n",
+			name, cas, atomic_load(&g_ran), tasks);
 		return 1;
 	}
 	return 0;
 }
 
 static int run_case(const char *cas, int dyn, const struct cfg *c,
-                    cpat_task_fn fn, unsigned workers, long tasks,
-                    double seq)
+		    cpat_task_fn fn, unsigned workers, long tasks, double seq)
 {
 	char name[48];
 	impl_name(name, sizeof name, dyn, c->batch);
@@ -558,7 +676,7 @@ static int run_case(const char *cas, int dyn, const struct cfg *c,
 	double best = -1;
 	for (int r = 0; r < c->reps; r++) {
 		if (timed_run(name, cas, dyn, c, fn, workers, tasks, batchbuf,
-		              &all[r]) != 0) {
+			      &all[r]) != 0) {
 			free(all);
 			free(batchbuf);
 			return 1;
@@ -566,23 +684,31 @@ static int run_case(const char *cas, int dyn, const struct cfg *c,
 		if (best < 0 || all[r] < best)
 			best = all[r];
 	}
-	printf("%s %s workers=%u tasks=%ld secs=%.6f ns_per_task=%.1f speedup=%.4f\n",
+	printf("%s %s workers=%u tasks=%ld secs=%.6f ns_per_task=%.1f "
+	       "speedup=%.4f\n",
 	       name, cas, workers, tasks, best, best * 1e9 / (double)tasks,
 	       seq / best);
 	fflush(stdout);
 	if (c->reps > 1) {
-		fprintf(stderr, "# %s %s: secs of %d runs:", name, cas, c->reps);
+		fprintf(stderr, "# %s %s: secs of %d runs:", name, cas,
+			c->reps);
 		for (int r = 0; r < c->reps; r++)
 			fprintf(stderr, " %.6f", all[r]);
 		qsort(all, (size_t)c->reps, sizeof *all, bu_cmp_double);
-		double med = c->reps % 2 ? all[c->reps / 2]
-		                         : (all[c->reps / 2 - 1] + all[c->reps / 2]) / 2;
-		fprintf(stderr, "; fastest reported; median %.6f (%.1f ns/task)\n",
-		        med, med * 1e9 / (double)tasks);
+		double med =
+			c->reps % 2
+				? all[c->reps / 2]
+				: (all[c->reps / 2 - 1] + all[c->reps / 2]) / 2;
+		fprintf(stderr,
+			"; fastest reported; median %.6f (%.1f ns/task)\n", med,
+			med * 1e9 / (double)tasks);
 	}
-	struct result res = {.cas = cas, .workers = workers, .tasks = tasks,
-	                     .secs = best, .ns_per_task = best * 1e9 / (double)tasks,
-	                     .speedup = seq / best};
+	struct result res = {.cas = cas,
+			     .workers = workers,
+			     .tasks = tasks,
+			     .secs = best,
+			     .ns_per_task = best * 1e9 / (double)tasks,
+			     .speedup = seq / best};
 	snprintf(res.impl, sizeof res.impl, "%s", name);
 	add_result(&res);
 	free(all);
@@ -599,9 +725,9 @@ struct stamp {
 };
 
 struct lat_ctx {
-	struct stamp *stamps;       /* one per task */
-	struct cpat_token *tok;     /* cancel: the token to wait on (or NULL:
-	                               the task's own, i.e. the pool token) */
+	struct stamp *stamps;   /* one per task */
+	struct cpat_token *tok; /* cancel: the token to wait on (or NULL:
+				   the task's own, i.e. the pool token) */
 	atomic_uint started;
 	uint64_t spin_iters;
 };
@@ -619,7 +745,7 @@ static int body_idle(void *arg, struct cpat_token *tok)
 	atomic_fetch_add_explicit(&g_sink, x, memory_order_relaxed);
 	atomic_fetch_add_explicit(&g_ran, 1, memory_order_relaxed);
 	atomic_store_explicit(&a->ctx->stamps[a->idx].ns, cpat_now_ns(),
-	                      memory_order_release);
+			      memory_order_release);
 	return 0;
 }
 
@@ -630,7 +756,7 @@ static int body_block(void *arg, struct cpat_token *tok)
 	atomic_fetch_add_explicit(&a->ctx->started, 1, memory_order_acq_rel);
 	int rc = cpat_token_wait(t, CPAT_FOREVER);
 	atomic_store_explicit(&a->ctx->stamps[a->idx].ns, cpat_now_ns(),
-	                      memory_order_release);
+			      memory_order_release);
 	atomic_fetch_add_explicit(&g_ran, 1, memory_order_relaxed);
 	return rc;
 }
@@ -643,24 +769,30 @@ static void nap_us(long us)
 }
 
 static int report_latency(const char *name, const char *cas, unsigned workers,
-                          int reps, double *samples, size_t n)
+			  int reps, double *samples, size_t n)
 {
 	qsort(samples, n, sizeof *samples, bu_cmp_double);
 	double p50 = pct(samples, n, 0.50), p99 = pct(samples, n, 0.99);
 	printf("%s %s workers=%u reps=%d p50_us=%.1f p99_us=%.1f\n", name, cas,
 	       workers, reps, p50, p99);
 	fflush(stdout);
-	fprintf(stderr, "# %s %s: %zu samples, min %.1f us, p90 %.1f us, max %.1f us\n",
-	        name, cas, n, samples[0], pct(samples, n, 0.90), samples[n - 1]);
-	struct result res = {.cas = cas, .workers = workers, .latency = 1,
-	                     .reps = reps, .p50_us = p50, .p99_us = p99};
+	fprintf(stderr,
+		"# %s %s: %zu samples, min %.1f us, p90 %.1f us, max %.1f us\n",
+		name, cas, n, samples[0], pct(samples, n, 0.90),
+		samples[n - 1]);
+	struct result res = {.cas = cas,
+			     .workers = workers,
+			     .latency = 1,
+			     .reps = reps,
+			     .p50_us = p50,
+			     .p99_us = p99};
 	snprintf(res.impl, sizeof res.impl, "%s", name);
 	add_result(&res);
 	return 0;
 }
 
 static int lat_setup(unsigned w, struct stamp **stamps, struct lat_arg **args,
-                     struct lat_ctx *ctx)
+		     struct lat_ctx *ctx)
 {
 	*stamps = aligned_alloc(64, w * sizeof **stamps);
 	*args = calloc(w, sizeof **args);
@@ -680,15 +812,15 @@ static int lat_setup(unsigned w, struct stamp **stamps, struct lat_arg **args,
 }
 
 static int submit_lat(struct cpat_pool *pool, cpat_task_fn fn,
-                      struct lat_arg *args, unsigned w, const char *name,
-                      const char *cas)
+		      struct lat_arg *args, unsigned w, const char *name,
+		      const char *cas)
 {
 	for (unsigned i = 0; i < w; i++) {
 		struct cpat_task t = {.fn = fn, .done = NULL, .arg = &args[i]};
 		int rc = cpat_pool_submit(pool, &t, NULL);
 		if (rc != 0) {
 			fprintf(stderr, "%s %s: submit failed: %s\n", name, cas,
-			        cpat_strerror(rc));
+				cpat_strerror(rc));
 			return 1;
 		}
 	}
@@ -712,7 +844,8 @@ static int run_idle(int dyn, const struct cfg *c)
 	int rc = samples ? make_pool(&pool, dyn, w, c->queue, NULL) : -ENOMEM;
 	int fail = 0;
 	if (rc != 0) {
-		fprintf(stderr, "%s idle: setup failed: %s\n", name, cpat_strerror(rc));
+		fprintf(stderr, "%s idle: setup failed: %s\n", name,
+			cpat_strerror(rc));
 		fail = 1;
 	}
 	for (int r = 0; r < reps && !fail; r++) {
@@ -727,16 +860,20 @@ static int run_idle(int dyn, const struct cfg *c)
 		int64_t back = cpat_now_ns();
 		if (rc != 0) {
 			fprintf(stderr, "%s idle: wait_idle failed: %s\n", name,
-			        cpat_strerror(rc));
+				cpat_strerror(rc));
 			fail = 1;
 			break;
 		}
 		int64_t last = -1;
 		for (unsigned i = 0; i < w; i++) {
-			int64_t s = atomic_load_explicit(&stamps[i].ns, memory_order_acquire);
+			int64_t s = atomic_load_explicit(&stamps[i].ns,
+							 memory_order_acquire);
 			if (s < 0) {
-				fprintf(stderr, "%s idle: wait_idle returned before task %u"
-				        " finished\n", name, i);
+				fprintf(stderr,
+					"%s idle: wait_idle returned before "
+					"task %u"
+					" finished\n",
+					name, i);
 				fail = 1;
 			}
 			if (s > last)
@@ -744,7 +881,7 @@ static int run_idle(int dyn, const struct cfg *c)
 		}
 		if (atomic_load(&g_ran) != (long)w) {
 			fprintf(stderr, "%s idle: %ld of %u tasks ran\n", name,
-			        atomic_load(&g_ran), w);
+				atomic_load(&g_ran), w);
 			fail = 1;
 		}
 		samples[r] = (double)(back - last) / 1e3;
@@ -783,8 +920,8 @@ static int run_cancel(int dyn, const struct cfg *c, int via_pool)
 	if (!fail && !via_pool) {
 		rc = make_pool(&pool, dyn, w, c->queue, NULL);
 		if (rc != 0) {
-			fprintf(stderr, "%s %s: pool creation failed: %s\n", name, cas,
-			            cpat_strerror(rc));
+			fprintf(stderr, "%s %s: pool creation failed: %s\n",
+				name, cas, cpat_strerror(rc));
 			fail = 1;
 		}
 	}
@@ -795,7 +932,7 @@ static int run_cancel(int dyn, const struct cfg *c, int via_pool)
 			rc = make_pool(&pool, dyn, w, c->queue, tok);
 		if (rc != 0) {
 			fprintf(stderr, "%s %s: setup failed: %s\n", name, cas,
-			        cpat_strerror(rc));
+				cpat_strerror(rc));
 			cpat_token_unref(tok);
 			fail = 1;
 			break;
@@ -809,12 +946,16 @@ static int run_cancel(int dyn, const struct cfg *c, int via_pool)
 			cpat_token_cancel(tok);
 			fail = 1;
 		}
-		/* every task running, then give them time to park in the wait */
+		/* every task running, then give them time to park in the wait
+		 */
 		int64_t limit = cpat_now_ns() + 10 * CPAT_SEC;
 		while (!fail && atomic_load(&ctx.started) < w) {
 			if (cpat_now_ns() > limit) {
-				fprintf(stderr, "%s %s: only %u of %u tasks started in 10 s\n",
-				        name, cas, atomic_load(&ctx.started), w);
+				fprintf(stderr,
+					"%s %s: only %u of %u tasks started in "
+					"10 s\n",
+					name, cas, atomic_load(&ctx.started),
+					w);
 				cpat_token_cancel(tok);
 				fail = 1;
 			}
@@ -826,21 +967,23 @@ static int run_cancel(int dyn, const struct cfg *c, int via_pool)
 		cpat_token_cancel(tok);
 		rc = cpat_pool_wait_idle(pool, NULL, CPAT_FOREVER);
 		if (rc != 0) {
-			fprintf(stderr, "%s %s: wait_idle failed: %s\n", name, cas,
-			        cpat_strerror(rc));
+			fprintf(stderr, "%s %s: wait_idle failed: %s\n", name,
+				cas, cpat_strerror(rc));
 			fail = 1;
 		}
 		for (unsigned i = 0; i < w && !fail; i++) {
-			int64_t s = atomic_load_explicit(&stamps[i].ns, memory_order_acquire);
+			int64_t s = atomic_load_explicit(&stamps[i].ns,
+							 memory_order_acquire);
 			if (s < 0) {
-				fprintf(stderr, "%s %s: task %u never woke\n", name, cas, i);
+				fprintf(stderr, "%s %s: task %u never woke\n",
+					name, cas, i);
 				fail = 1;
 			}
 			samples[(size_t)r * w + i] = (double)(s - t0) / 1e3;
 		}
 		if (!fail && atomic_load(&g_ran) != (long)w) {
-			fprintf(stderr, "%s %s: %ld of %u tasks ran\n", name, cas,
-			        atomic_load(&g_ran), w);
+			fprintf(stderr, "%s %s: %ld of %u tasks ran\n", name,
+				cas, atomic_load(&g_ran), w);
 			fail = 1;
 		}
 		if (via_pool) {
@@ -869,59 +1012,75 @@ int main(int argc, char **argv)
 	const int impls[2] = {I_FIXED, I_DYN};
 
 	if (c.queue)
-		fprintf(stderr, "# cpattern: queue_capacity %zu, policy BLOCK%s\n",
-		        c.queue, c.batch ? ", submit_many batches" : "");
+		fprintf(stderr,
+			"# cpattern: queue_capacity %zu, policy BLOCK%s\n",
+			c.queue, c.batch ? ", submit_many batches" : "");
 	else
-		fprintf(stderr, "# cpattern: queue_capacity = library default\n");
+		fprintf(stderr,
+			"# cpattern: queue_capacity = library default\n");
 
 	if (c.cases & C_EMPTY) {
 		double seq = run_inline(body_empty, c.empty_tasks);
-		fprintf(stderr, "# cpattern empty: inline %.1f ns/task, cores=%ld\n",
-		        seq * 1e9 / (double)c.empty_tasks, cores);
+		fprintf(stderr,
+			"# cpattern empty: inline %.1f ns/task, cores=%ld\n",
+			seq * 1e9 / (double)c.empty_tasks, cores);
 		for (int k = 0; k < 2; k++)
 			if (c.impls & (unsigned)impls[k])
-				rc |= run_case("empty", impls[k] == I_DYN, &c, body_empty,
-				               c.empty_workers, c.empty_tasks, seq);
+				rc |= run_case("empty", impls[k] == I_DYN, &c,
+					       body_empty, c.empty_workers,
+					       c.empty_tasks, seq);
 	}
 	if (c.cases & C_CPU) {
 		double rate = spin_rate();
 		uint64_t it = (uint64_t)(rate * c.cpu_us);
 		g_spin_iters = it ? it : 1;
 		double seq = inline_estimate(body_cpu, c.cpu_tasks, c.seq_div);
-		long par = (long)c.cpu_workers < cores ? (long)c.cpu_workers : cores;
+		long par = (long)c.cpu_workers < cores ? (long)c.cpu_workers
+						       : cores;
 		fprintf(stderr,
-		        "# cpattern cpu: %llu iters/task, inline %.2f us/task, total work"
-		        " %.3f s, ideal wall %.3f s on %u workers (cores=%ld)\n",
-		        (unsigned long long)g_spin_iters,
-		        seq * 1e6 / (double)c.cpu_tasks, seq, seq / (double)par,
-		        c.cpu_workers, cores);
+			"# cpattern cpu: %llu iters/task, inline %.2f us/task, "
+			"total work"
+			" %.3f s, ideal wall %.3f s on %u workers "
+			"(cores=%ld)\n",
+			(unsigned long long)g_spin_iters,
+			seq * 1e6 / (double)c.cpu_tasks, seq, seq / (double)par,
+			c.cpu_workers, cores);
 		double raw = -1;
-		fprintf(stderr, "# cpattern cpu: raw %u-thread split runs:", c.cpu_workers);
+		fprintf(stderr, "# cpattern cpu: raw %u-thread split runs:",
+			c.cpu_workers);
 		for (int r = 0; r < c.reps; r++) {
 			double t = raw_split_once(c.cpu_workers, c.cpu_tasks);
 			fprintf(stderr, " %.3f", t);
 			if (raw < 0 || t < raw)
 				raw = t;
 		}
-		fprintf(stderr, "\n# cpattern cpu: raw %u-thread split without a pool"
-		        " %.3f s (speedup %.2f)%s\n", c.cpu_workers, raw, seq / raw,
-		        c.reps > 1 ? " [fastest of the runs above]" : "");
+		fprintf(stderr,
+			"\n# cpattern cpu: raw %u-thread split without a pool"
+			" %.3f s (speedup %.2f)%s\n",
+			c.cpu_workers, raw, seq / raw,
+			c.reps > 1 ? " [fastest of the runs above]" : "");
 		for (int k = 0; k < 2; k++)
 			if (c.impls & (unsigned)impls[k])
-				rc |= run_case("cpu", impls[k] == I_DYN, &c, body_cpu,
-				               c.cpu_workers, c.cpu_tasks, seq);
+				rc |= run_case("cpu", impls[k] == I_DYN, &c,
+					       body_cpu, c.cpu_workers,
+					       c.cpu_tasks, seq);
 	}
 	if (c.cases & C_SLEEP) {
 		g_nap.tv_sec = (time_t)(c.sleep_ms / 1000.0);
-		g_nap.tv_nsec = (long)((c.sleep_ms - (double)g_nap.tv_sec * 1000.0) * 1e6);
-		double seq = inline_estimate(body_sleep, c.sleep_tasks, c.seq_div);
+		g_nap.tv_nsec =
+			(long)((c.sleep_ms - (double)g_nap.tv_sec * 1000.0) *
+			       1e6);
+		double seq =
+			inline_estimate(body_sleep, c.sleep_tasks, c.seq_div);
 		fprintf(stderr,
-		        "# cpattern sleep: inline %.3f ms/task (nominal %.3f), sequential %.3f s\n",
-		        seq * 1e3 / (double)c.sleep_tasks, c.sleep_ms, seq);
+			"# cpattern sleep: inline %.3f ms/task (nominal %.3f), "
+			"sequential %.3f s\n",
+			seq * 1e3 / (double)c.sleep_tasks, c.sleep_ms, seq);
 		for (int k = 0; k < 2; k++)
 			if (c.impls & (unsigned)impls[k])
-				rc |= run_case("sleep", impls[k] == I_DYN, &c, body_sleep,
-				               c.sleep_workers, c.sleep_tasks, seq);
+				rc |= run_case("sleep", impls[k] == I_DYN, &c,
+					       body_sleep, c.sleep_workers,
+					       c.sleep_tasks, seq);
 	}
 	if (c.cases & (C_IDLE | C_CANCEL | C_CANCEL_POOL)) {
 		double rate = spin_rate();

@@ -72,8 +72,8 @@ int main(void)
 
 	/* The same through a deadline token, as a context.WithTimeout. */
 	struct cpat_token *req;
-	if ((rc = cpat_token_create_deadline(&req, NULL,
-	                                     cpat_now_ns() + 20 * CPAT_MSEC)) != 0)
+	if ((rc = cpat_token_create_deadline(
+		     &req, NULL, cpat_now_ns() + 20 * CPAT_MSEC)) != 0)
 		return fail("token_create_deadline", rc);
 	rc = cpat_chan_recv(empty, &v, req);
 	printf("recv under a 20 ms token: %s\n", cpat_strerror(rc));

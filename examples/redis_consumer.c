@@ -29,7 +29,7 @@ struct result {
 };
 
 static int decode(const struct cpat_redis_id *id,
-                  const struct cpat_redis_fields *f, void *item, void *arg)
+		  const struct cpat_redis_fields *f, void *item, void *arg)
 {
 	(void)id;
 	(void)arg;
@@ -63,7 +63,7 @@ static pthread_mutex_t sink_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct cpat_redis_sink *sink;
 
 static int work(const void *item, const struct cpat_redis_id *id,
-                struct cpat_token *tok, void *arg)
+		struct cpat_token *tok, void *arg)
 {
 	(void)tok;
 	(void)arg;
@@ -80,8 +80,9 @@ static int work(const void *item, const struct cpat_redis_id *id,
 int main(int argc, char **argv)
 {
 	if (argc < 5) {
-		fprintf(stderr, "usage: %s URL STREAM GROUP CONSUMER [--drain]\n",
-		        argv[0]);
+		fprintf(stderr,
+			"usage: %s URL STREAM GROUP CONSUMER [--drain]\n",
+			argv[0]);
 		return 2;
 	}
 	char err[256] = "";
@@ -136,11 +137,11 @@ int main(int argc, char **argv)
 	cpat_redis_sink_destroy(sink);
 	cpat_token_unref(tok);
 	fprintf(stderr,
-	        "stopped (%s): read %llu, claimed %llu, acked %llu, "
-	        "dead-lettered %llu, reconnects %llu\n",
-	        cpat_strerror(rc), (unsigned long long)st.read,
-	        (unsigned long long)st.claimed, (unsigned long long)st.acked,
-	        (unsigned long long)st.dead_lettered,
-	        (unsigned long long)st.reconnects);
+		"stopped (%s): read %llu, claimed %llu, acked %llu, "
+		"dead-lettered %llu, reconnects %llu\n",
+		cpat_strerror(rc), (unsigned long long)st.read,
+		(unsigned long long)st.claimed, (unsigned long long)st.acked,
+		(unsigned long long)st.dead_lettered,
+		(unsigned long long)st.reconnects);
 	return rc == 0 || rc == -ECANCELED ? 0 : 1;
 }

@@ -33,4 +33,11 @@
  */
 #define CPAT__CHAN_SEND_IS_SEQ_CST 1
 
+/*
+ * Inside chan.c: nwait[dir] counts the waiter records of that side, plus a
+ * permanent DOOR_WAITER bit (bit 31) once a door (cpat_chan_fd()) exists
+ * for it, so that a completing operation's one load of nwait also tells it
+ * to post the door. Code that reads nwait as a count masks that bit.
+ */
+
 #endif /* CPAT_CHAN_INTERNAL_H */

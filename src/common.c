@@ -42,7 +42,8 @@ int cpat_set_allocator(cpat_malloc_fn malloc_fn, cpat_free_fn free_fn)
 
 void *cpat__malloc(size_t size)
 {
-	cpat_malloc_fn fn = atomic_load_explicit(&g_malloc, memory_order_acquire);
+	cpat_malloc_fn fn =
+		atomic_load_explicit(&g_malloc, memory_order_acquire);
 	if (size == 0)
 		size = 1;
 	return fn ? fn(size) : malloc(size);
@@ -75,7 +76,8 @@ void cpat__free(void *ptr)
  */
 void *cpat__malloc_aligned(size_t size, size_t align)
 {
-	if (align < sizeof(size_t) || (align & (align - 1)) != 0 || align > 4096)
+	if (align < sizeof(size_t) || (align & (align - 1)) != 0 ||
+	    align > 4096)
 		return NULL;
 	if (size > SIZE_MAX - align - sizeof(size_t))
 		return NULL;
@@ -107,7 +109,7 @@ static _Atomic long g_thread_starts, g_thread_fail_k;
 static _Atomic bool g_thread_fail_persist;
 
 int cpat__thread_start(pthread_t *th, void *(*fn)(void *), void *arg,
-                       bool detached)
+		       bool detached)
 {
 	long n = atomic_fetch_add(&g_thread_starts, 1) + 1;
 	long k = atomic_load(&g_thread_fail_k);
@@ -138,7 +140,7 @@ void cpat__test_fail_thread_at(long k, bool persistent)
 {
 	atomic_store(&g_thread_fail_persist, persistent);
 	atomic_store(&g_thread_fail_k,
-	             k > 0 ? atomic_load(&g_thread_starts) + k : 0);
+		     k > 0 ? atomic_load(&g_thread_starts) + k : 0);
 }
 
 long cpat__test_thread_starts(void)
@@ -192,8 +194,8 @@ int64_t cpat_now_ns(void)
 
 _Noreturn void cpat__panic(const char *file, int line, const char *what)
 {
-	fprintf(stderr, "libcpattern: internal check failed at %s:%d: %s\n", file,
-	        line, what);
+	fprintf(stderr, "libcpattern: internal check failed at %s:%d: %s\n",
+		file, line, what);
 	abort();
 }
 
@@ -203,7 +205,7 @@ _Noreturn void cpat__panic(const char *file, int line, const char *what)
 const char *cpat_version(void)
 {
 	return CPAT_STR(CPAT_VERSION_MAJOR) "." CPAT_STR(
-	        CPAT_VERSION_MINOR) "." CPAT_STR(CPAT_VERSION_PATCH);
+		CPAT_VERSION_MINOR) "." CPAT_STR(CPAT_VERSION_PATCH);
 }
 
 unsigned cpat_version_number(void)

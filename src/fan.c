@@ -172,11 +172,10 @@ static void thread_exit(struct cpat_fan *f)
 
 static void dropped_add(struct cpat_fan *f, size_t i, uint64_t v)
 {
-	atomic_store_explicit(&f->dropped[i],
-	                      atomic_load_explicit(&f->dropped[i],
-	                                           memory_order_relaxed) +
-	                              v,
-	                      memory_order_relaxed);
+	atomic_store_explicit(
+		&f->dropped[i],
+		atomic_load_explicit(&f->dropped[i], memory_order_relaxed) + v,
+		memory_order_relaxed);
 }
 
 /* ---- the threads ---- */
@@ -248,7 +247,8 @@ static void *bcast_main(void *arg)
 		while ((rc = cpat_chan_recv(f->in, buf, f->tok)) == 0) {
 			for (size_t i = 0; i < f->nchs && rc == 0; i++) {
 				if (f->policy == CPAT_FAN_BLOCK_ALL)
-					rc = cpat_chan_send(f->chs[i], buf, f->tok);
+					rc = cpat_chan_send(f->chs[i], buf,
+							    f->tok);
 				else
 					rc = cpat_chan_try_send(f->chs[i], buf);
 				if (rc == -EAGAIN || rc == -EPIPE) {
@@ -332,8 +332,8 @@ static bool merge_emit(struct merge *m)
 	while (m->held > 0 && m->heap[0].seq <= m->next) {
 		if (m->heap[0].seq == m->next) {
 			int rc = cpat_chan_send(
-				f->outch, m->slots + m->heap[0].slot * m->stride,
-				f->tok);
+				f->outch,
+				m->slots + m->heap[0].slot * m->stride, f->tok);
 			if (rc != 0) {
 				stopped(f, rc);
 				return false;
@@ -354,7 +354,7 @@ static size_t merge_size(size_t esz, size_t n, size_t window)
 	size_t stride = (esz + 15) / 16 * 16;
 	if (cap < window || stride < esz ||
 	    cap > (SIZE_MAX / 4) / (stride + 2 * sizeof(size_t) +
-	                            sizeof(struct mheap)))
+				    sizeof(struct mheap)))
 		return 0;
 	return (cap + 1) * stride + cap * sizeof(struct mheap) +
 	       cap * sizeof(size_t) + n * sizeof(uint64_t) + 2 * n + 64;
@@ -408,7 +408,8 @@ static void *merge_main(void *arg)
 				if (m.closed[i])
 					continue;
 				open++;
-				if (full && m.has_last[i] && m.last[i] >= m.next)
+				if (full && m.has_last[i] &&
+				    m.last[i] >= m.next)
 					continue;
 				cs[k].ch = f->chs[i];
 				cs[k].op = CPAT_SELECT_RECV;
@@ -473,9 +474,8 @@ static void fan_free(struct cpat_fan *f)
 }
 
 static int fan_alloc(struct cpat_fan **out, int kind, unsigned nthreads,
-                     struct cpat_chan **chs, size_t nchs, size_t buf_stride,
-                     size_t bufs_size, size_t ndropped,
-                     struct cpat_token *tok)
+		     struct cpat_chan **chs, size_t nchs, size_t buf_stride,
+		     size_t bufs_size, size_t ndropped, struct cpat_token *tok)
 {
 	struct cpat_fan *f = cpat__calloc(1, sizeof(*f));
 	if (!f)
@@ -506,7 +506,7 @@ static int fan_alloc(struct cpat_fan **out, int kind, unsigned nthreads,
 /* Starts the threads and opens the gate; on failure aborts, joins and
  * frees. */
 static int fan_go(struct cpat_fan **out, struct cpat_fan *f,
-                  void *(*fn)(void *))
+		  void *(*fn)(void *))
 {
 	int rc = 0;
 	for (unsigned i = 0; i < f->nthreads; i++) {
@@ -525,7 +525,8 @@ static int fan_go(struct cpat_fan **out, struct cpat_fan *f,
 	if (rc != 0) {
 		for (unsigned i = 0; i < f->nthreads; i++)
 			if (f->th[i].started)
-				CPAT_CHECK(pthread_join(f->th[i].th, NULL) == 0);
+				CPAT_CHECK(pthread_join(f->th[i].th, NULL) ==
+					   0);
 		fan_free(f);
 		return rc;
 	}
@@ -544,8 +545,8 @@ static bool chans_ok(struct cpat_chan **chs, size_t n)
 }
 
 int cpat_fan_out(struct cpat_fan **out, struct cpat_chan *in,
-                 struct cpat_chan **outs, size_t nouts, unsigned workers,
-                 cpat_fan_fn fn, void *arg, struct cpat_token *tok)
+		 struct cpat_chan **outs, size_t nouts, unsigned workers,
+		 cpat_fan_fn fn, void *arg, struct cpat_token *tok)
 {
 	if (out)
 		*out = NULL;
@@ -565,7 +566,7 @@ int cpat_fan_out(struct cpat_fan **out, struct cpat_chan *in,
 		return -EINVAL;
 	struct cpat_fan *f;
 	int rc = fan_alloc(&f, F_OUT, workers, outs, nouts, stride,
-	                   stride * workers, 0, tok);
+			   stride * workers, 0, tok);
 	if (rc)
 		return rc;
 	f->in = in;
@@ -576,7 +577,7 @@ int cpat_fan_out(struct cpat_fan **out, struct cpat_chan *in,
 }
 
 int cpat_fan_in(struct cpat_fan **out, struct cpat_chan **ins, size_t nins,
-                struct cpat_chan *outch, struct cpat_token *tok)
+		struct cpat_chan *outch, struct cpat_token *tok)
 {
 	if (out)
 		*out = NULL;
@@ -591,7 +592,7 @@ int cpat_fan_in(struct cpat_fan **out, struct cpat_chan **ins, size_t nins,
 		return -EINVAL;
 	struct cpat_fan *f;
 	int rc = fan_alloc(&f, F_IN, (unsigned)nins, ins, nins, stride,
-	                   stride * nins, 0, tok);
+			   stride * nins, 0, tok);
 	if (rc)
 		return rc;
 	f->outch = outch;
@@ -600,9 +601,9 @@ int cpat_fan_in(struct cpat_fan **out, struct cpat_chan **ins, size_t nins,
 }
 
 int cpat_fan_merge_ordered(struct cpat_fan **out, struct cpat_chan **ins,
-                           size_t nins, struct cpat_chan *outch,
-                           cpat_seq_fn seq, void *seq_arg, uint64_t first_seq,
-                           size_t window, struct cpat_token *tok)
+			   size_t nins, struct cpat_chan *outch,
+			   cpat_seq_fn seq, void *seq_arg, uint64_t first_seq,
+			   size_t window, struct cpat_token *tok)
 {
 	if (out)
 		*out = NULL;
@@ -630,8 +631,8 @@ int cpat_fan_merge_ordered(struct cpat_fan **out, struct cpat_chan **ins,
 }
 
 int cpat_fan_broadcast(struct cpat_fan **out, struct cpat_chan *in,
-                       struct cpat_chan **outs, size_t nouts,
-                       enum cpat_fan_policy policy, struct cpat_token *tok)
+		       struct cpat_chan **outs, size_t nouts,
+		       enum cpat_fan_policy policy, struct cpat_token *tok)
 {
 	if (out)
 		*out = NULL;
@@ -676,7 +677,7 @@ static void exit_watch_fired(struct cpat__watch *w, int cause)
 /* Waits until every thread has finished: 0, the token's cause or
  * -ETIMEDOUT. */
 static int wait_threads(struct cpat_fan *f, struct cpat_token *tok,
-                        int64_t deadline)
+			int64_t deadline)
 {
 	struct exit_wait ew = {.f = f};
 	atomic_init(&ew.cause, 0);
@@ -715,7 +716,7 @@ static int wait_threads(struct cpat_fan *f, struct cpat_token *tok,
 }
 
 int cpat_fan_wait_until(struct cpat_fan *fan, struct cpat_token *tok,
-                        int64_t deadline_ns)
+			int64_t deadline_ns)
 {
 	if (!fan || !cpat__deadline_ok(deadline_ns))
 		return -EINVAL;

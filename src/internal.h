@@ -41,14 +41,14 @@
  * pthread_mutex_lock, say). It reports to stderr because there is nobody to
  * return an error to: this is a bug, not an error path.
  */
-#define CPAT_CHECK(expr)                                                       \
-	do {                                                                   \
-		if (CPAT_UNLIKELY(!(expr)))                                    \
-			cpat__panic(__FILE__, __LINE__, #expr);                \
+#define CPAT_CHECK(expr)                                        \
+	do {                                                    \
+		if (CPAT_UNLIKELY(!(expr)))                     \
+			cpat__panic(__FILE__, __LINE__, #expr); \
 	} while (0)
 
 CPAT_HIDDEN _Noreturn void cpat__panic(const char *file, int line,
-                                       const char *what);
+				       const char *what);
 
 /* ---- the allocator ---- */
 
@@ -76,7 +76,7 @@ CPAT_HIDDEN void cpat__free_aligned(void *ptr);
  * created. detached: start it detached (never joined).
  */
 CPAT_HIDDEN int cpat__thread_start(pthread_t *th, void *(*fn)(void *),
-                                   void *arg, bool detached);
+				   void *arg, bool detached);
 /*
  * Names the calling thread (Linux: what top -H, ps -L, gdb and perf show;
  * cut to 15 bytes). Every thread the library starts calls it first, with
@@ -93,7 +93,7 @@ CPAT_HIDDEN void cpat__thread_name(const char *name);
  */
 CPAT_HIDDEN int cpat__cond_init(pthread_cond_t *cv);
 CPAT_HIDDEN void cpat__cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu,
-                                       int64_t deadline_ns);
+				       int64_t deadline_ns);
 
 /* ---- deadlines ---- */
 
@@ -140,8 +140,8 @@ struct cpat__watch {
 };
 
 CPAT_HIDDEN int cpat__token_watch(struct cpat_token *tok,
-                                  struct cpat__watch *w);
+				  struct cpat__watch *w);
 CPAT_HIDDEN int cpat__token_unwatch(struct cpat_token *tok,
-                                    struct cpat__watch *w);
+				    struct cpat__watch *w);
 
 #endif /* CPAT_INTERNAL_H */

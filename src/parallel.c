@@ -74,7 +74,7 @@ static void pmap_work(struct pmap *m)
 		size_t end = m->n - i < m->chunk ? m->n : i + m->chunk;
 		for (; i < end; i++) {
 			int rc = m->fn(m->in + i * m->in_size,
-			               m->out + i * m->out_size, i, m->arg);
+				       m->out + i * m->out_size, i, m->arg);
 			if (rc < 0) {
 				pmap_fail(m, rc);
 				break;
@@ -122,9 +122,9 @@ static void pmap_settle(struct pmap *m)
 }
 
 int cpat_parallel_map(const void *in, size_t in_size, void *out,
-                      size_t out_size, size_t n, cpat_map_item_fn fn,
-                      void *arg, struct cpat_pool *pool, unsigned workers,
-                      struct cpat_token *tok)
+		      size_t out_size, size_t n, cpat_map_item_fn fn, void *arg,
+		      struct cpat_pool *pool, unsigned workers,
+		      struct cpat_token *tok)
 {
 	if (!fn || in_size == 0 || out_size == 0 || (n > 0 && (!in || !out)) ||
 	    (!pool && workers == 0))
@@ -142,8 +142,8 @@ int cpat_parallel_map(const void *in, size_t in_size, void *out,
 	if (pool) {
 		struct cpat_pool_stats ps;
 		par = cpat_pool_stats(pool, &ps) == 0 && ps.workers > 0
-		              ? ps.workers + 1
-		              : 2;
+			      ? ps.workers + 1
+			      : 2;
 	}
 	struct pmap *m = cpat__calloc(1, sizeof(*m));
 	if (!m)
@@ -165,7 +165,7 @@ int cpat_parallel_map(const void *in, size_t in_size, void *out,
 	int rc = 0;
 	if (pool) {
 		for (unsigned i = 0; i + 1 < par; i++) {
-			struct cpat_task t = { pmap_task, pmap_task_done, m };
+			struct cpat_task t = {pmap_task, pmap_task_done, m};
 			atomic_fetch_add(&m->refs, 1);
 			int r = cpat_pool_try_submit(pool, &t);
 			if (r != 0) {

@@ -109,7 +109,7 @@ const void *cpat_batch_item(const struct cpat_batch *b, size_t i)
 
 /* The drop of one abandoned item. */
 void cpat__pipeline_drop_item(struct cpat_pipeline *p, const void *payload,
-                              unsigned stage)
+			      unsigned stage)
 {
 	atomic_fetch_add_explicit(&p->not_processed, 1, memory_order_relaxed);
 	if (p->drop)
@@ -137,7 +137,7 @@ static void on_stop(struct cpat__watch *w, int cause)
 
 /* A callback failed with rc < 0 on the item of index idx. */
 void cpat__pipeline_fail(struct cpat_pipeline *p, const char *where,
-                         uint64_t idx, int rc)
+			 uint64_t idx, int rc)
 {
 	/* A callback that returns an error because it saw the run token fire
 	 * is part of the stop, not its cause: the token's cause is (recorded
@@ -158,7 +158,7 @@ void cpat__pipeline_fail(struct cpat_pipeline *p, const char *where,
 /* ---- building ---- */
 
 int cpat_pipeline_create(struct cpat_pipeline **out,
-                         const struct cpat_pipeline_opts *opts)
+			 const struct cpat_pipeline_opts *opts)
 {
 	if (out)
 		*out = NULL;
@@ -179,7 +179,7 @@ int cpat_pipeline_create(struct cpat_pipeline **out,
 }
 
 int cpat_pipeline_set_generator(struct cpat_pipeline *p, cpat_source_fn fn,
-                                void *arg)
+				void *arg)
 {
 	if (!p || !fn)
 		return -EINVAL;
@@ -223,7 +223,7 @@ static int append(struct cpat_pipeline *p, struct stage *s)
 }
 
 int cpat_pipeline_add_stage(struct cpat_pipeline *p,
-                            const struct cpat_stage_opts *o)
+			    const struct cpat_stage_opts *o)
 {
 	if (!p || !o || (!o->map == !o->flat) || o->out_size == 0 ||
 	    o->out_size > SIZE_MAX / 4 || o->workers == 0 ||
@@ -247,7 +247,7 @@ int cpat_pipeline_add_stage(struct cpat_pipeline *p,
 }
 
 int cpat_pipeline_add_batch(struct cpat_pipeline *p,
-                            const struct cpat_batch_opts *o)
+			    const struct cpat_batch_opts *o)
 {
 	if (!p || !o || o->max_items == 0 || o->out_capacity == 0 ||
 	    (o->flush_ns <= 0 && o->flush_ns != CPAT_FOREVER))
@@ -295,7 +295,7 @@ int cpat_pipeline_set_output(struct cpat_pipeline *p)
 /* ---- run ---- */
 
 static int start_thread(struct cpat_pipeline *p, pthread_t *th,
-                        void *(*fn)(void *), void *arg)
+			void *(*fn)(void *), void *arg)
 {
 	atomic_fetch_add(&cpat__pipeline_threads, 1);
 	atomic_fetch_add(&p->running, 1);
@@ -408,7 +408,7 @@ static int alloc_run(struct cpat_pipeline *p)
 	}
 	p->src_hdr = p->output && ns == 0 ? 0 : ENV_HDR;
 	p->src_stride = p->src_hdr ? round_up(ENV_HDR + p->item_size, ENV_HDR)
-	                           : p->item_size;
+				   : p->item_size;
 	int rc;
 	if (ns == 0 && p->outch)
 		p->ch[0] = p->outch;
@@ -421,22 +421,22 @@ static int alloc_run(struct cpat_pipeline *p)
 		s->in = p->ch[i];
 		s->in_stride = in_stride;
 		s->out_hdr = last && p->output ? 0 : ENV_HDR;
-		s->out_stride = s->out_hdr ? round_up(ENV_HDR + s->out_size,
-		                                      ENV_HDR)
-		                           : s->out_size;
+		s->out_stride =
+			s->out_hdr ? round_up(ENV_HDR + s->out_size, ENV_HDR)
+				   : s->out_size;
 		if (p->ack && s->kind == K_BATCH) {
 			/* The members' ack slots travel after the batch
 			 * (pipeline_ack.c); a batch is then the last stage. */
 			p->ack_tail = round_up(ENV_HDR + s->out_size,
-			                       sizeof(uint32_t));
-			s->out_stride = round_up(p->ack_tail + s->max_items *
-			                                       sizeof(uint32_t),
-			                         ENV_HDR);
+					       sizeof(uint32_t));
+			s->out_stride = round_up(
+				p->ack_tail + s->max_items * sizeof(uint32_t),
+				ENV_HDR);
 		}
 		if (last && p->outch)
 			p->ch[i + 1] = p->outch;
 		else if ((rc = cpat_chan_create(&p->ch[i + 1], s->out_stride,
-		                                s->out_cap)))
+						s->out_cap)))
 			return rc;
 		s->out = p->ch[i + 1];
 		in_stride = s->out_stride;
@@ -455,8 +455,8 @@ static int alloc_run(struct cpat_pipeline *p)
 		if (s->ordered) {
 			s->nslots = cpat__pipeline_reorder_slots(s);
 			s->slots = cpat__calloc(s->nslots, sizeof(*s->slots));
-			s->slot_mem = cpat__calloc(s->nslots,
-			                           CHUNK * s->out_stride);
+			s->slot_mem =
+				cpat__calloc(s->nslots, CHUNK * s->out_stride);
 			if (!s->slots || !s->slot_mem)
 				return -ENOMEM;
 			for (uint32_t j = 0; j < s->nslots; j++)
@@ -466,7 +466,7 @@ static int alloc_run(struct cpat_pipeline *p)
 		}
 		s->w = cpat__calloc(s->workers, sizeof(*s->w));
 		s->st = cpat__malloc_aligned(s->workers * sizeof(*s->st),
-		                             CPAT_CACHELINE);
+					     CPAT_CACHELINE);
 		if (!s->w || !s->st)
 			return -ENOMEM;
 		memset(s->st, 0, s->workers * sizeof(*s->st));
@@ -480,7 +480,7 @@ static int alloc_run(struct cpat_pipeline *p)
 			c->kin = kin;
 			c->in = cpat__malloc(kin * s->in_stride);
 			c->out = c->own_out =
-			        cpat__malloc(c->outcap * s->out_stride);
+				cpat__malloc(c->outcap * s->out_stride);
 			if (!c->in || !c->out)
 				return -ENOMEM;
 		}
@@ -507,7 +507,7 @@ static int alloc_run(struct cpat_pipeline *p)
 }
 
 int cpat_pipeline_start(struct cpat_pipeline *p, struct cpat_token *tok,
-                        int64_t deadline_ns)
+			int64_t deadline_ns)
 {
 	if (!p || !cpat__deadline_ok(deadline_ns))
 		return -EINVAL;
@@ -547,14 +547,14 @@ int cpat_pipeline_start(struct cpat_pipeline *p, struct cpat_token *tok,
 	p->err_index = 0;
 	struct stage *last = p->nstages ? p->stages[p->nstages - 1] : NULL;
 	p->drain_sink = p->sink && last && last->kind == K_BATCH &&
-	                last->flush_on_cancel;
+			last->flush_on_cancel;
 
 	int rc = alloc_run(p);
 	if (rc == 0)
 		rc = deadline_ns == CPAT_FOREVER
-		             ? cpat_token_create(&p->tok, tok)
-		             : cpat_token_create_deadline(&p->tok, tok,
-		                                          deadline_ns);
+			     ? cpat_token_create(&p->tok, tok)
+			     : cpat_token_create_deadline(&p->tok, tok,
+							  deadline_ns);
 	if (rc != 0) {
 		teardown(p, true);
 		free_chans(p);
@@ -605,13 +605,13 @@ int cpat_pipeline_start(struct cpat_pipeline *p, struct cpat_token *tok,
 }
 
 int cpat_pipeline_feed(struct cpat_pipeline *p, const void *item,
-                       struct cpat_token *tok)
+		       struct cpat_token *tok)
 {
 	return cpat_pipeline_feed_until(p, item, tok, CPAT_FOREVER);
 }
 
 int cpat_pipeline_feed_until(struct cpat_pipeline *p, const void *item,
-                             struct cpat_token *tok, int64_t deadline_ns)
+			     struct cpat_token *tok, int64_t deadline_ns)
 {
 	if (!p || !item || !p->feed || p->state == ST_BUILD ||
 	    !cpat__deadline_ok(deadline_ns))
@@ -623,9 +623,7 @@ int cpat_pipeline_feed_until(struct cpat_pipeline *p, const void *item,
 		rc = -EPIPE;
 	} else {
 		alignas(max_align_t) char local[4096];
-		char *env = p->src_stride <= sizeof(local)
-		                    ? local
-		                    : NULL;
+		char *env = p->src_stride <= sizeof(local) ? local : NULL;
 		if (!env) {
 			/* Items over 4 KiB: the envelope is built in a
 			 * temporary (the only allocation on an item path,
@@ -673,7 +671,7 @@ struct cpat_chan *cpat_pipeline_output(struct cpat_pipeline *p)
 		 * here on (add_stage/add_batch give -EBUSY). */
 		size_t sz = last_size(p);
 		size_t cap = p->nstages ? p->stages[p->nstages - 1]->out_cap
-		                        : p->src_cap;
+					: p->src_cap;
 		if (make_outch(p, sz, cap) != 0)
 			return NULL;
 	}
@@ -711,7 +709,7 @@ static void exit_watch_fired(struct cpat__watch *w, int cause)
 /* Waits until every thread of the run has finished: 0, the cause of tok or
  * -ETIMEDOUT. */
 static int wait_threads(struct cpat_pipeline *p, struct cpat_token *tok,
-                        int64_t deadline)
+			int64_t deadline)
 {
 	struct exit_wait ew = {.p = p};
 	atomic_init(&ew.cause, 0);
@@ -750,14 +748,14 @@ static int wait_threads(struct cpat_pipeline *p, struct cpat_token *tok,
 }
 
 int cpat_pipeline_wait(struct cpat_pipeline *p,
-                       struct cpat_pipeline_result *res)
+		       struct cpat_pipeline_result *res)
 {
 	return cpat_pipeline_wait_until(p, NULL, CPAT_FOREVER, res);
 }
 
 int cpat_pipeline_wait_until(struct cpat_pipeline *p, struct cpat_token *tok,
-                             int64_t deadline_ns,
-                             struct cpat_pipeline_result *res)
+			     int64_t deadline_ns,
+			     struct cpat_pipeline_result *res)
 {
 	if (!p || p->state == ST_BUILD || !cpat__deadline_ok(deadline_ns))
 		return -EINVAL;
@@ -825,7 +823,7 @@ int cpat_pipeline_wait_until(struct cpat_pipeline *p, struct cpat_token *tok,
 	 * completed stays a success, whatever the token did since.)
 	 */
 	bool ended = p->feed ? atomic_load(&p->feed_closed) != 0
-	                     : atomic_load(&p->gen_ended) != 0;
+			     : atomic_load(&p->gen_ended) != 0;
 	if (r.rc == 0 && (r.not_processed > 0 || !ended)) {
 		int cause = cpat_token_status(p->tok);
 		if (cause < 0) {
@@ -844,7 +842,7 @@ int cpat_pipeline_wait_until(struct cpat_pipeline *p, struct cpat_token *tok,
 }
 
 int cpat_pipeline_run(struct cpat_pipeline *p, struct cpat_token *tok,
-                      int64_t deadline_ns, struct cpat_pipeline_result *res)
+		      int64_t deadline_ns, struct cpat_pipeline_result *res)
 {
 	int rc = cpat_pipeline_start(p, tok, deadline_ns);
 	if (rc != 0) {
@@ -866,24 +864,24 @@ static void stage_stats(struct stage *s, struct cpat_stage_stats *o)
 	o->workers = s->workers;
 	for (unsigned w = 0; s->st && w < s->workers; w++) {
 		o->items_in += atomic_load_explicit(&s->st[w].in,
-		                                    memory_order_relaxed);
+						    memory_order_relaxed);
 		o->items_out += atomic_load_explicit(&s->st[w].out,
-		                                     memory_order_relaxed);
+						     memory_order_relaxed);
 		o->filtered += atomic_load_explicit(&s->st[w].filtered,
-		                                    memory_order_relaxed);
+						    memory_order_relaxed);
 		o->busy_ns += atomic_load_explicit(&s->st[w].busy,
-		                                   memory_order_relaxed);
+						   memory_order_relaxed);
 		o->starved_ns += atomic_load_explicit(&s->st[w].starved,
-		                                      memory_order_relaxed);
+						      memory_order_relaxed);
 		o->blocked_ns += atomic_load_explicit(&s->st[w].blocked,
-		                                      memory_order_relaxed);
+						      memory_order_relaxed);
 	}
 	uint64_t tot = o->busy_ns + o->starved_ns + o->blocked_ns;
 	o->utilisation = tot ? (double)o->busy_ns / (double)tot : 0.0;
 }
 
 int cpat_pipeline_stats(struct cpat_pipeline *p, struct cpat_stage_stats *st,
-                        size_t n)
+			size_t n)
 {
 	if (!p || (!st && n > 0))
 		return -EINVAL;
@@ -898,14 +896,14 @@ int cpat_pipeline_report(struct cpat_pipeline *p, char *buf, size_t len)
 		return -EINVAL;
 	size_t off = 0;
 	int total = 0;
-#define EMIT(...)                                                              \
-	do {                                                                   \
-		int w_ = snprintf(off < len ? buf + off : NULL,                \
-		                  off < len ? len - off : 0, __VA_ARGS__);     \
-		if (w_ > 0) {                                                  \
-			total += w_;                                           \
-			off += (size_t)w_;                                     \
-		}                                                              \
+#define EMIT(...)                                                          \
+	do {                                                               \
+		int w_ = snprintf(off < len ? buf + off : NULL,            \
+				  off < len ? len - off : 0, __VA_ARGS__); \
+		if (w_ > 0) {                                              \
+			total += w_;                                       \
+			off += (size_t)w_;                                 \
+		}                                                          \
 	} while (0)
 	EMIT("%-20s %7s %12s %12s %10s %11s %11s %11s %6s\n", "stage",
 	     "workers", "in", "out", "filtered", "busy ms", "starved ms",

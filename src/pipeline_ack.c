@@ -70,7 +70,7 @@ void cpat_source_opts_init(struct cpat_source_opts *o)
 }
 
 int cpat_pipeline_set_source(struct cpat_pipeline *p,
-                             const struct cpat_source_opts *o)
+			     const struct cpat_source_opts *o)
 {
 	if (!p || !o || !o->fn || (o->ack_size > 0) != (o->ack != NULL) ||
 	    o->max_unacked >= ACK_NIL || o->ack_size > SIZE_MAX / 4)
@@ -225,7 +225,7 @@ void cpat__pipeline_ack_flush(struct cpat_pipeline *p, struct ackq *q)
 	for (size_t i = 0; i + 1 < n; i++)
 		p->ack_next[q->slot[i]] = q->slot[i + 1];
 	uint32_t head =
-	        atomic_load_explicit(&p->ack_free, memory_order_relaxed);
+		atomic_load_explicit(&p->ack_free, memory_order_relaxed);
 	do
 		p->ack_next[q->slot[n - 1]] = head;
 	while (!atomic_compare_exchange_weak(&p->ack_free, &head, q->slot[0]));

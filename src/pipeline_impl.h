@@ -33,11 +33,11 @@
  * max_align_t (16 bytes where that is 16, as on x86-64 and aarch64: the
  * slot costs no room there). */
 #define ENV_SLOT sizeof(uint64_t)
-#define ENV_HDR                                                                \
-	((ENV_SLOT + sizeof(uint32_t) + alignof(max_align_t) - 1) /            \
+#define ENV_HDR                                                     \
+	((ENV_SLOT + sizeof(uint32_t) + alignof(max_align_t) - 1) / \
 	 alignof(max_align_t) * alignof(max_align_t))
-#define BATCH_HDR                                                              \
-	((sizeof(struct cpat_batch) + alignof(max_align_t) - 1) /              \
+#define BATCH_HDR                                                 \
+	((sizeof(struct cpat_batch) + alignof(max_align_t) - 1) / \
 	 alignof(max_align_t) * alignof(max_align_t))
 /* Items per chunk (recv_many / send_many). */
 #define CHUNK 32
@@ -84,8 +84,8 @@ struct stage;
 /* A reorder slot: the outputs of ticket t wait in slot t % nslots. */
 struct rslot {
 	char *buf;
-	size_t n;   /* outputs in buf */
-	size_t off; /* of which sent (a drain that found no room) */
+	size_t n;               /* outputs in buf */
+	size_t off;             /* of which sent (a drain that found no room) */
 	_Atomic uint64_t ready; /* t + 1 once the outputs of ticket t are in */
 };
 
@@ -114,8 +114,8 @@ struct cpat_stage_ctx {
 	 * is held (flat). */
 	uint64_t ticket;
 	bool have_turn;
-	bool stopped;       /* a send failed: the stage must stop */
-	uint64_t emitted;   /* outputs of the current flat input */
+	bool stopped;     /* a send failed: the stage must stop */
+	uint64_t emitted; /* outputs of the current flat input */
 	/* Acks: the ack slot of the input in hand, and how many of its flat
 	 * outputs its pending count already counts (a flush in emit). */
 	uint32_t ack_slot;
@@ -175,7 +175,7 @@ struct cpat_pipeline {
 	_Atomic int state; /* read by feeders and cancel from any thread */
 
 	/* Run state (made by start). */
-	struct cpat_chan **ch; /* nstages + 1 */
+	struct cpat_chan **ch;   /* nstages + 1 */
 	struct cpat_chan *outch; /* the output channel, once made */
 	struct cpat_token *tok;
 	struct cpat__watch watch;
@@ -213,7 +213,7 @@ struct cpat_pipeline {
 	uint32_t ack_nslots;         /* the table's slots */
 	bool ack_counted; /* a flat stage: slots keep a pending count */
 	size_t ack_tail;  /* last stage a batch: its member slots' offset in
-	                     the envelope, else 0 */
+			     the envelope, else 0 */
 	char *ack_tab;    /* handles */
 	_Atomic uint32_t *ack_pend; /* outputs not yet completed (counted) */
 	uint32_t *ack_next;         /* free-list links */
@@ -288,13 +288,13 @@ static inline void wake_turns(struct stage *s)
  * (pipeline_run.c); false if the pipeline stopped (what was not sent is
  * dropped). Source thread only. */
 CPAT_HIDDEN bool cpat__pipeline_src_flush(struct cpat_pipeline *p, char *buf,
-                                          size_t n);
+					  size_t n);
 CPAT_HIDDEN void cpat__pipeline_drop_item(struct cpat_pipeline *p,
-                                          const void *payload, unsigned stage);
+					  const void *payload, unsigned stage);
 /* A callback failed with rc < 0 on the item of index idx: records the
  * first error and cancels the run token. */
 CPAT_HIDDEN void cpat__pipeline_fail(struct cpat_pipeline *p, const char *where,
-                                     uint64_t idx, int rc);
+				     uint64_t idx, int rc);
 
 /* A pipeline thread's last touch of the pipeline (wait may join it right
  * after). */
@@ -324,7 +324,7 @@ CPAT_HIDDEN uint32_t cpat__pipeline_reorder_slots(const struct stage *s);
  * end of input (every chunk published has been sent), or another error
  * when the worker must stop. */
 CPAT_HIDDEN int cpat__pipeline_ordered_recv(struct cpat_stage_ctx *c, size_t k,
-                                            size_t *n);
+					    size_t *n);
 /* Hands on the chunk in hand; false if the worker must stop. */
 CPAT_HIDDEN bool cpat__pipeline_ordered_deliver(struct cpat_stage_ctx *c);
 /* A flat worker's chunk outgrows its slot: waits until every earlier chunk
@@ -345,7 +345,7 @@ CPAT_HIDDEN uint64_t cpat__pipeline_ack_unacked(struct cpat_pipeline *p);
 /* Makes the acks of the queue's items (the ack callback), then frees their
  * slots and wakes the source if it waits for one. */
 CPAT_HIDDEN void cpat__pipeline_ack_flush(struct cpat_pipeline *p,
-                                          struct ackq *q);
+					  struct ackq *q);
 /* The source's wait for free slots: the shared free list, taken whole, or
  * ACK_NIL if the pipeline stops first. */
 CPAT_HIDDEN uint32_t cpat__pipeline_ack_take(struct cpat_pipeline *p);
@@ -353,11 +353,11 @@ CPAT_HIDDEN uint32_t cpat__pipeline_ack_take(struct cpat_pipeline *p);
 /* One item of slot `slot` completed (or, counted, one of its outputs):
  * when it was the last, the item's handle joins the thread's queue. */
 static inline void ack_complete(struct cpat_pipeline *p, struct ackq *q,
-                                uint32_t slot)
+				uint32_t slot)
 {
 	if (p->ack_counted &&
 	    atomic_fetch_sub_explicit(&p->ack_pend[slot], 1,
-	                              memory_order_acq_rel) != 1)
+				      memory_order_acq_rel) != 1)
 		return;
 	memcpy(q->h + q->n * p->ack_size, p->ack_tab + slot * p->ack_stride,
 	       p->ack_size);

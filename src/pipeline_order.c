@@ -98,7 +98,7 @@ static bool can_help(struct stage *s)
  * is the slot of the next ticket, or a chunk to help send; W_SENDFREE: the
  * send lock is free, or no chunk waits. */
 static bool wait_cond(struct stage *s, int what, _Atomic uint32_t *lock,
-                      uint64_t v)
+		      uint64_t v)
 {
 	switch (what) {
 	case W_TURN:
@@ -120,7 +120,7 @@ static bool wait_cond(struct stage *s, int what, _Atomic uint32_t *lock,
  * (returns false): spins briefly, then parks on s->seq (see the wake-up
  * protocol in the DESIGN comment). */
 static bool stage_wait(struct cpat_pipeline *p, struct stage *s, int what,
-                       _Atomic uint32_t *lock, uint64_t v)
+		       _Atomic uint32_t *lock, uint64_t v)
 {
 	for (int i = 0; i < 100; i++) {
 		if (wait_cond(s, what, lock, v))
@@ -178,9 +178,9 @@ static int drain_slots(struct cpat_stage_ctx *c, bool block)
 		while (r->off < r->n) {
 			size_t sent = 0;
 			int rc = cpat_chan_send_many(
-			        s->out, r->buf + r->off * s->out_stride,
-			        r->n - r->off, &sent, p->tok,
-			        block ? CPAT_FOREVER : 0);
+				s->out, r->buf + r->off * s->out_stride,
+				r->n - r->off, &sent, p->tok,
+				block ? CPAT_FOREVER : 0);
 			r->off += sent;
 			st_add(&c->st->out, sent);
 			if (rc == 0)
@@ -320,23 +320,23 @@ int cpat__pipeline_ordered_recv(struct cpat_stage_ctx *c, size_t k, size_t *n)
 		uint32_t z = 0;
 		if (slot_free(s) &&
 		    atomic_load_explicit(&s->recv_lock, memory_order_relaxed) ==
-		            0 &&
+			    0 &&
 		    atomic_compare_exchange_strong(&s->recv_lock, &z, 1)) {
 			/* recv_ticket changes only under the lock. */
 			uint64_t t = atomic_load_explicit(&s->recv_ticket,
-			                                  memory_order_relaxed);
+							  memory_order_relaxed);
 			int rc = -EAGAIN;
 			if (t - atomic_load(&s->send_serving) < s->nslots) {
 				rc = cpat_chan_recv_many(s->in, c->in, k, n,
-				                         p->tok, 0);
+							 p->tok, 0);
 				if (rc == -ETIMEDOUT &&
 				    cpat_token_status(p->tok) == 0) {
 					if (head_ready(s))
 						empty = true;
 					else
 						rc = cpat_chan_recv_many(
-						        s->in, c->in, k, n,
-						        p->tok, CPAT_FOREVER);
+							s->in, c->in, k, n,
+							p->tok, CPAT_FOREVER);
 				}
 				if (rc == 0)
 					atomic_store(&s->recv_ticket, t + 1);
@@ -356,8 +356,8 @@ int cpat__pipeline_ordered_recv(struct cpat_stage_ctx *c, size_t k, size_t *n)
 		if (can_help(s)) {
 			if (!help_send(c))
 				return -ECANCELED;
-		} else if (!stage_wait(p, s, empty ? W_SENDFREE : W_IDLE,
-		                       NULL, 0)) {
+		} else if (!stage_wait(p, s, empty ? W_SENDFREE : W_IDLE, NULL,
+				       0)) {
 			return -ECANCELED;
 		}
 	}

@@ -45,7 +45,7 @@ static bool src_flush(struct cpat_pipeline *p, char *buf, size_t n)
 	if (n == 0)
 		return true;
 	int rc = cpat_chan_send_many(p->ch[0], buf, n, &sent, p->tok,
-	                             CPAT_FOREVER);
+				     CPAT_FOREVER);
 	atomic_fetch_add_explicit(&p->src_sent, sent, memory_order_relaxed);
 	for (size_t i = sent; i < n; i++)
 		cpat__pipeline_drop_item(
@@ -96,7 +96,7 @@ src_loop(struct cpat_pipeline *p, bool ctxsrc, bool acks)
 			sc.ack = p->ack_tab + (size_t)as * p->ack_stride;
 		}
 		int rc = ctxsrc ? p->src_fn(slot + p->src_hdr, &sc)
-		                : p->gen(slot + p->src_hdr, p->gen_arg);
+				: p->gen(slot + p->src_hdr, p->gen_arg);
 		if (ctxsrc && sc.flushed) {
 			/* cpat_source_flush() handed on the items before
 			 * this one: it moves to the front of the buffer. */
@@ -128,7 +128,7 @@ src_loop(struct cpat_pipeline *p, bool ctxsrc, bool acks)
 			env_set_slot(slot, as);
 			if (p->ack_counted)
 				atomic_store_explicit(&p->ack_pend[as], 1,
-				                      memory_order_relaxed);
+						      memory_order_relaxed);
 		}
 		idx++;
 		atomic_store_explicit(&p->produced, idx, memory_order_relaxed);
@@ -187,7 +187,7 @@ bool cpat__pipeline_out_flush(struct cpat_stage_ctx *c)
 	if (c->nout > 0 && !c->stopped) {
 		size_t sent = 0;
 		int rc = cpat_chan_send_many(s->out, c->out, c->nout, &sent,
-		                             p->tok, CPAT_FOREVER);
+					     p->tok, CPAT_FOREVER);
 		st_add(&c->st->out, sent);
 		if (rc == -EPIPE)
 			/* Closed under us while running (the caller closed
@@ -301,9 +301,10 @@ static void flat_ack(struct cpat_stage_ctx *c)
 		return;
 	}
 	if (c->emitted - 1 > c->ack_held)
-		atomic_fetch_add_explicit(&p->ack_pend[c->ack_slot],
-		                          (uint32_t)(c->emitted - 1 - c->ack_held),
-		                          memory_order_relaxed);
+		atomic_fetch_add_explicit(
+			&p->ack_pend[c->ack_slot],
+			(uint32_t)(c->emitted - 1 - c->ack_held),
+			memory_order_relaxed);
 	else if (c->emitted == c->ack_held)
 		ack_complete(p, &c->ackq, c->ack_slot);
 }
@@ -336,7 +337,8 @@ run_chunk_t(struct cpat_stage_ctx *c, size_t n, bool acks)
 			} else if (rc > 0) {
 				filtered++;
 				if (acks)
-					ack_complete(p, &c->ackq, env_slot(env));
+					ack_complete(p, &c->ackq,
+						     env_slot(env));
 			} else {
 				cpat__pipeline_drop_item(p, env + ENV_HDR,
 							 s->idx);
@@ -407,8 +409,8 @@ static void stage_loop(struct cpat_stage_ctx *c)
 	for (;;) {
 		size_t n = 0;
 		int rc = s->ordered ? cpat__pipeline_ordered_recv(c, k, &n)
-		                    : cpat_chan_recv_many(s->in, c->in, k, &n,
-		                                          p->tok, CPAT_FOREVER);
+				    : cpat_chan_recv_many(s->in, c->in, k, &n,
+							  p->tok, CPAT_FOREVER);
 		int64_t t1 = cpat_now_ns();
 		st_add(&c->st->starved, (uint64_t)(t1 - t0));
 		if (rc != 0)
@@ -430,8 +432,8 @@ static void stage_loop(struct cpat_stage_ctx *c)
 		int64_t per = n ? busy / (int64_t)n : 0;
 		int64_t chunk_ns = s->ordered ? CHUNK_NS_ORDERED : CHUNK_NS;
 		k = per > 0 && (uint64_t)per * kmax > (uint64_t)chunk_ns
-		            ? (size_t)(chunk_ns / per)
-		            : kmax;
+			    ? (size_t)(chunk_ns / per)
+			    : kmax;
 		if (k == 0)
 			k = 1;
 		st_add(&c->st->blocked, (uint64_t)c->emit_block);
@@ -484,11 +486,10 @@ static void batch_loop(struct cpat_stage_ctx *c)
 	struct cpat_pipeline *p = c->p;
 	char *bb = c->out + s->out_hdr; /* the struct cpat_batch */
 	char *items = bb + BATCH_HDR;
-	struct cpat_batch b = { 0, s->in_size, 0 };
+	struct cpat_batch b = {0, s->in_size, 0};
 	memcpy(bb, &b, sizeof(b));
 	int64_t first_t = 0;
-	bool can_flush_on_stop =
-	        s->flush_on_cancel && s->idx + 1 == p->nstages;
+	bool can_flush_on_stop = s->flush_on_cancel && s->idx + 1 == p->nstages;
 	int64_t t0 = cpat_now_ns();
 	for (;;) {
 		int64_t dl = CPAT_FOREVER;
@@ -537,7 +538,7 @@ static void batch_loop(struct cpat_stage_ctx *c)
 			if (p->ack_tail)
 				/* The member's ack slot (pipeline_ack.c). */
 				memcpy(c->out + p->ack_tail +
-				               b.count * sizeof(uint32_t),
+					       b.count * sizeof(uint32_t),
 				       env + ENV_SLOT, sizeof(uint32_t));
 			b.count++;
 			if (b.count == s->max_items) {
@@ -641,7 +642,7 @@ sink_loop(struct cpat_pipeline *p, bool acks)
 {
 	struct cpat_chan *in = p->ch[p->nstages];
 	size_t stride = p->nstages ? p->stages[p->nstages - 1]->out_stride
-	                           : p->src_stride;
+				   : p->src_stride;
 	size_t cap = cpat_chan_cap(in);
 	size_t k = cap < CHUNK ? cap : CHUNK;
 	bool failed = false;
@@ -649,28 +650,28 @@ sink_loop(struct cpat_pipeline *p, bool acks)
 	for (;;) {
 		size_t n = 0;
 		int rc = cpat_chan_recv_many(in, p->sink_buf, k, &n,
-		                             p->drain_sink ? NULL : p->tok,
-		                             CPAT_FOREVER);
+					     p->drain_sink ? NULL : p->tok,
+					     CPAT_FOREVER);
 		if (rc != 0)
 			break;
 		for (size_t i = 0; i < n; i++) {
 			char *env = p->sink_buf + i * stride;
 			if (failed || (!p->drain_sink && stopping(p))) {
 				cpat__pipeline_drop_item(p, env + ENV_HDR,
-				                         p->nstages);
+							 p->nstages);
 				continue;
 			}
 			int r = p->sink(env + ENV_HDR, p->sink_arg);
 			if (r < 0) {
 				cpat__pipeline_drop_item(p, env + ENV_HDR,
-				                         p->nstages);
+							 p->nstages);
 				cpat__pipeline_fail(p, "sink", env_index(env),
-				                    r);
+						    r);
 				failed = true;
 			} else {
 				atomic_store_explicit(&p->delivered,
-				                      ++delivered,
-				                      memory_order_relaxed);
+						      ++delivered,
+						      memory_order_relaxed);
 				if (acks)
 					sink_ack(p, env);
 			}

@@ -21,13 +21,13 @@
 enum {
 	CPAT_BUG_CHAN_CLOSE_SIGNAL = 1,  /* close wakes one receiver, not all */
 	CPAT_BUG_CHAN_CANCEL_WAKEUP = 2, /* a fired token does not wake a
-	                                    blocked operation */
-	CPAT_BUG_CHAN_RING_OFF_BY_ONE = 3, /* ring wraps one slot early */
+					    blocked operation */
+	CPAT_BUG_CHAN_RING_OFF_BY_ONE = 3,   /* ring wraps one slot early */
 	CPAT_BUG_TOKEN_CHILD_UNREGISTER = 4, /* released child stays linked */
-	CPAT_BUG_POOL_DISCARD_LOST = 5, /* DISCARD loses a queued task */
-	CPAT_BUG_POOL_PARK_NO_PASS = 6, /* a worker whose park re-check
-	                                   finds a task wakes nobody for
-	                                   the rest (a lost wake-up) */
+	CPAT_BUG_POOL_DISCARD_LOST = 5,      /* DISCARD loses a queued task */
+	CPAT_BUG_POOL_PARK_NO_PASS = 6,      /* a worker whose park re-check
+						finds a task wakes nobody for
+						the rest (a lost wake-up) */
 };
 #define CPAT_PLANTED(bug) (CPAT_PLANT_BUG == (bug))
 

@@ -91,7 +91,7 @@
 enum { W_REG = 0, W_RUNNING = 1, W_DONE = 2, W_REMOVED = 3 };
 
 struct cpat_token {
-	pthread_mutex_t mu; /* a root's tree lock; unused in other tokens */
+	pthread_mutex_t mu;  /* a root's tree lock; unused in other tokens */
 	pthread_mutex_t *lk; /* the tree lock: &root->mu */
 	pthread_cond_t cv;
 	_Atomic int status;
@@ -158,13 +158,12 @@ static bool try_ref(struct cpat_token *t)
 	int r = atomic_load_explicit(&t->refs, memory_order_relaxed);
 	while (r > 0) {
 		if (atomic_compare_exchange_weak_explicit(&t->refs, &r, r + 1,
-		                                          memory_order_acquire,
-		                                          memory_order_relaxed))
+							  memory_order_acquire,
+							  memory_order_relaxed))
 			return true;
 	}
 	return false;
 }
-
 
 /* Starts a service thread with every signal blocked in it. */
 static int start_service_thread(pthread_t *th, void *(*fn)(void *))
@@ -250,7 +249,8 @@ static void hp_remove(struct cpat_token *x)
 		if (x->hp_next)
 			x->hp_next->hp_prev = x->hp_prev;
 		x->hp_next = x->hp_prev = NULL;
-		g_timer.root = hp_meld(g_timer.root, hp_merge_pairs(x->hp_child));
+		g_timer.root =
+			hp_meld(g_timer.root, hp_merge_pairs(x->hp_child));
 	}
 	x->hp_child = x->hp_next = x->hp_prev = NULL;
 	x->in_heap = false;
@@ -269,7 +269,7 @@ static void *timer_main(void *arg)
 		}
 		if (cpat_now_ns() < t->timer_at) {
 			cpat__cond_wait_until(&g_timer.cv, &g_timer.mu,
-			                      t->timer_at);
+					      t->timer_at);
 			continue;
 		}
 		hp_remove(t);
@@ -392,7 +392,7 @@ static void *sig_main(void *arg)
  * no data, and the inheriting program never reads it). */
 static int pipe_cloexec(int fds[2])
 {
-#if defined(__linux__) || defined(__FreeBSD__) || defined(__NetBSD__) ||        \
+#if defined(__linux__) || defined(__FreeBSD__) || defined(__NetBSD__) || \
 	defined(__OpenBSD__) || defined(__DragonFly__)
 	return pipe2(fds, O_CLOEXEC);
 #else
@@ -567,7 +567,7 @@ static int fork_handlers(void)
 /* ---- creation and release --------------------------------------------- */
 
 static int token_new(struct cpat_token **out, struct cpat_token *parent,
-                     int64_t deadline)
+		     int64_t deadline)
 {
 	struct cpat_token *t = cpat__calloc(1, sizeof *t);
 	if (!t)
@@ -597,12 +597,12 @@ static int token_new(struct cpat_token **out, struct cpat_token *parent,
 		int st = load_status(parent);
 		if (st != 0) {
 			atomic_store_explicit(
-			        &t->reason,
-			        atomic_load_explicit(&parent->reason,
-			                             memory_order_relaxed),
-			        memory_order_relaxed);
+				&t->reason,
+				atomic_load_explicit(&parent->reason,
+						     memory_order_relaxed),
+				memory_order_relaxed);
 			atomic_store_explicit(&t->status, st,
-			                      memory_order_release);
+					      memory_order_release);
 		} else {
 			t->sib_next = parent->first_child;
 			if (parent->first_child)
@@ -620,7 +620,7 @@ static void token_release(struct cpat_token *t)
 {
 	while (t) {
 		if (atomic_fetch_sub_explicit(&t->refs, 1,
-		                              memory_order_acq_rel) != 1)
+					      memory_order_acq_rel) != 1)
 			return;
 		if (t->timed)
 			timer_del(t);
@@ -668,7 +668,7 @@ int cpat_token_create(struct cpat_token **out, struct cpat_token *parent)
 }
 
 int cpat_token_create_deadline(struct cpat_token **out,
-                               struct cpat_token *parent, int64_t deadline_ns)
+			       struct cpat_token *parent, int64_t deadline_ns)
 {
 	if (!out)
 		return -EINVAL;
@@ -702,8 +702,8 @@ int cpat_token_create_deadline(struct cpat_token **out,
 }
 
 int cpat_token_create_signals(struct cpat_token **out,
-                              struct cpat_token *parent, const int *signals,
-                              size_t n)
+			      struct cpat_token *parent, const int *signals,
+			      size_t n)
 {
 	if (!out)
 		return -EINVAL;
@@ -765,10 +765,10 @@ static void run_watches(struct cpat_token *t, int cause)
 			w->next->prev = NULL;
 		w->next = w->prev = NULL;
 		atomic_store_explicit(&w->state, W_RUNNING,
-		                      memory_order_relaxed);
+				      memory_order_relaxed);
 		if (is_cb(w))
 			((struct cpat_token_cb *)w->arg)->runner =
-			        pthread_self();
+				pthread_self();
 		unlock(t);
 		w->fn(w, cause);
 		lock(t);
@@ -817,9 +817,9 @@ static bool fire_tree_ret(struct cpat_token *t, int cause, int reason)
 		bool fired_now = false;
 		if (load_status(n) == 0) {
 			atomic_store_explicit(&n->reason, reason,
-			                      memory_order_relaxed);
+					      memory_order_relaxed);
 			atomic_store_explicit(&n->status, cause,
-			                      memory_order_release);
+					      memory_order_release);
 			CPAT_CHECK(pthread_cond_broadcast(&n->cv) == 0);
 			if (n->door.rfd >= 0)
 				cpat__door_post(&n->door);
@@ -1016,7 +1016,7 @@ static bool is_cb(struct cpat__watch *w)
 }
 
 int cpat_token_on_cancel(struct cpat_token *tok, cpat_token_fn fn, void *arg,
-                         struct cpat_token_cb **handle)
+			 struct cpat_token_cb **handle)
 {
 	if (handle)
 		*handle = NULL;
@@ -1037,7 +1037,7 @@ int cpat_token_on_cancel(struct cpat_token *tok, cpat_token_fn fn, void *arg,
 	if (st != 0) {
 		/* Already fired: run here, once. */
 		atomic_store_explicit(&cb->w.state, W_DONE,
-		                      memory_order_relaxed);
+				      memory_order_relaxed);
 		fn(arg, st);
 		if (!handle) {
 			cpat__free(cb);
@@ -1062,7 +1062,7 @@ int cpat_token_on_cancel_remove(struct cpat_token_cb *cb)
 		return 1;
 	}
 	if (atomic_load_explicit(&cb->w.state, memory_order_relaxed) ==
-	            W_RUNNING &&
+		    W_RUNNING &&
 	    pthread_equal(cb->runner, pthread_self())) {
 		/* From inside the callback: the firing thread frees it when
 		 * the callback returns. */

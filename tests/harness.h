@@ -125,8 +125,7 @@ static inline void th_crew_add(struct th_crew *c, void *(*fn)(void *),
 }
 
 static inline void th_crew_add_n(struct th_crew *c, unsigned n,
-				 void *(*fn)(void *), void *args,
-				 size_t stride)
+				 void *(*fn)(void *), void *args, size_t stride)
 {
 	for (unsigned i = 0; i < n; i++)
 		th_crew_add(c, fn, (char *)args + i * stride);
@@ -199,7 +198,8 @@ static inline void th_race_start(struct th_race *r, unsigned n, long trials,
 	r->step = step;
 	th_crew_init(&r->crew, n);
 	for (unsigned i = 0; i < n; i++) {
-		r->slot[i] = (struct th_race_slot){r, (char *)args + i * stride};
+		r->slot[i] =
+			(struct th_race_slot){r, (char *)args + i * stride};
 		th_crew_add(&r->crew, th_race_main, &r->slot[i]);
 	}
 }
@@ -322,8 +322,7 @@ static inline void *th_held_main(void *arg)
 
 /* Registers the holding callback on @p tok; cpat_token_on_cancel()'s
  * result. */
-static inline int th_held_init(struct th_held_cancel *h,
-			       struct cpat_token *tok)
+static inline int th_held_init(struct th_held_cancel *h, struct cpat_token *tok)
 {
 	memset(h, 0, sizeof *h);
 	h->tok = tok;
@@ -417,7 +416,6 @@ static inline long th_count_threads(void)
 {
 	return th_count_threads_named(NULL);
 }
-
 
 /* ---- scale and seed --------------------------------------------------- */
 

@@ -135,8 +135,8 @@ TH_TEST_FN(pipeline_callbacks_get_buffers_aligned_for_any_type)
 	assert_true(c.map_in.calls == 300 && c.flat_in.calls == 300);
 	assert_int_equal(c.sink.calls, 300);
 	assert_int_equal(c.src.bad + c.map_in.bad + c.map_out.bad +
-	                         c.flat_in.bad + c.sink.bad,
-	                 0);
+				 c.flat_in.bad + c.sink.bad,
+			 0);
 }
 
 TH_TEST_FN(batch_items_and_dropped_items_are_aligned_for_any_type)
@@ -192,8 +192,8 @@ TH_TEST_FN(fan_out_result_buffer_is_aligned_for_any_type)
 		assert_int_equal(cpat_chan_send(in, &i, NULL), 0);
 	assert_int_equal(cpat_chan_close(in), 0);
 	struct cpat_fan *f;
-	assert_int_equal(cpat_fan_out(&f, in, &out, 1, 3, fan_widen, NULL, NULL),
-	                 0);
+	assert_int_equal(
+		cpat_fan_out(&f, in, &out, 1, 3, fan_widen, NULL, NULL), 0);
 	assert_int_equal(cpat_fan_wait(f), 0);
 	cpat_fan_destroy(f);
 	long got = 0;
@@ -229,13 +229,14 @@ TH_TEST_FN(parallel_map_hands_the_callers_own_items)
 {
 	(void)state;
 	enum { N = 100 };
-	struct wide *in = calloc(N, sizeof(*in)), *out = calloc(N, sizeof(*out));
+	struct wide *in = calloc(N, sizeof(*in)),
+		    *out = calloc(N, sizeof(*out));
 	assert_non_null(in);
 	assert_non_null(out);
 	struct pm m = {in, out, 0};
-	assert_int_equal(cpat_parallel_map(in, sizeof(*in), out, sizeof(*out), N,
-	                                   pm_fn, &m, NULL, 3, NULL),
-	                 0);
+	assert_int_equal(cpat_parallel_map(in, sizeof(*in), out, sizeof(*out),
+					   N, pm_fn, &m, NULL, 3, NULL),
+			 0);
 	assert_int_equal(m.wrong, 0);
 	free(in);
 	free(out);

@@ -370,7 +370,8 @@ TH_TEST_FN(spin_pays_only_with_more_than_one_cpu_allowed)
 	cpu_set_t set;
 	assert_int_equal(sched_getaffinity(0, sizeof(set), &set), 0);
 	if (CPU_COUNT(&set) < 2) {
-		fprintf(stderr, "# one CPU allowed: the 2-CPU half is skipped\n");
+		fprintf(stderr,
+			"# one CPU allowed: the 2-CPU half is skipped\n");
 		return;
 	}
 	struct spin_probe two = spin_probe_run(2);

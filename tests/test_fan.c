@@ -1166,7 +1166,7 @@ TH_TEST_FN(parallel_map_results_in_input_order_own_threads_inline_and_pool)
 	struct cpat_pool_stats ps;
 	assert_int_equal(cpat_pool_stats(pool, &ps), 0);
 	assert_true(ps.submitted >= 1); /* it ran on the pool */
-	th_assert_threads_back(pthr); /* no threads of its own */
+	th_assert_threads_back(pthr);   /* no threads of its own */
 	cpat_pool_destroy(pool);
 	assert_no_threads_left(thr);
 	free(in);

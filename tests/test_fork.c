@@ -87,7 +87,7 @@ static int child_deadline(long unused)
 	(void)unused;
 	struct cpat_token *tok;
 	if (cpat_token_create_deadline(&tok, NULL,
-	                               cpat_now_ns() + 20 * CPAT_MSEC) != 0)
+				       cpat_now_ns() + 20 * CPAT_MSEC) != 0)
 		return CHILD_SETUP;
 	int rc = fired_within(tok);
 	if (rc == CHILD_OK && cpat_token_status(tok) != -ETIMEDOUT)
@@ -101,9 +101,9 @@ TH_TEST_FN(deadline_token_fires_in_a_forked_child)
 	(void)state;
 	/* The parent's timer thread runs before the fork. */
 	struct cpat_token *mine;
-	assert_int_equal(cpat_token_create_deadline(&mine, NULL,
-	                                            cpat_now_ns() + 3600 * CPAT_SEC),
-	                 0);
+	assert_int_equal(cpat_token_create_deadline(
+				 &mine, NULL, cpat_now_ns() + 3600 * CPAT_SEC),
+			 0);
 	struct child c;
 	child_start(&c, child_deadline, 0);
 	int st = child_wait(&c);
@@ -185,7 +185,7 @@ static int child_server(long tasks)
 		return CHILD_SETUP;
 	struct cpat_token *tok;
 	if (cpat_token_create_deadline(&tok, NULL,
-	                               cpat_now_ns() + 10 * CPAT_SEC) != 0)
+				       cpat_now_ns() + 10 * CPAT_SEC) != 0)
 		return CHILD_SETUP;
 	for (long i = 0; i < tasks; i++) {
 		struct cpat_task t = {.fn = square, .arg = (void *)&ran};
@@ -194,7 +194,7 @@ static int child_server(long tasks)
 	}
 	struct cpat_pool_report r;
 	int rc = cpat_pool_shutdown(pool, CPAT_POOL_DRAIN,
-	                            cpat_now_ns() + 10 * CPAT_SEC, &r);
+				    cpat_now_ns() + 10 * CPAT_SEC, &r);
 	cpat_pool_destroy(pool);
 	cpat_token_unref(tok);
 	return rc == 0 && atomic_load(&ran) == tasks ? CHILD_OK : CHILD_BAD;
@@ -232,8 +232,9 @@ int main(void)
 		 * stops the child ("dup thread with used id") once it starts
 		 * several threads. The pools themselves are checked under
 		 * TSan by the pool suite; here the last case is left out. */
-		fprintf(stderr, "# not run under TSan: "
-		                "prefork_server_makes_its_pools_in_each_child\n");
+		fprintf(stderr,
+			"# not run under TSan: "
+			"prefork_server_makes_its_pools_in_each_child\n");
 		n--;
 	}
 	th_seed();

@@ -363,8 +363,8 @@ static struct lim_task *lim_tasks(struct lim *l, int n)
 /* @p goers threads, started together, each go()es @p per tasks of
  * @p tasks (goer i: tasks + i * per); then the group is waited for, and
  * every go() must have returned 0. */
-static void run_goers(struct cpat_group *g, struct lim_task *tasks,
-		      int goers, int per)
+static void run_goers(struct cpat_group *g, struct lim_task *tasks, int goers,
+		      int per)
 {
 	struct th_crew crew;
 	struct goer gs[TH_CREW_MAX];

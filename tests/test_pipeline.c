@@ -875,7 +875,8 @@ static void *ext_cancel_main(void *arg)
  * 0 delivered everything (the soak once saw 0 with 7560 of 7852 items
  * never produced).
  */
-TH_TEST_FN(pipeline_cancel_from_outside_is_reported_whenever_items_were_abandoned)
+TH_TEST_FN(
+	pipeline_cancel_from_outside_is_reported_whenever_items_were_abandoned)
 {
 	(void)state;
 	struct th_rng rng;

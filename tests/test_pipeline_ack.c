@@ -21,13 +21,13 @@ struct it {
 enum { NONE = -1 };
 
 struct ackt {
-	uint64_t n;         /* items the source makes: handles 0..n-1 */
-	uint64_t next;      /* source thread only */
+	uint64_t n;    /* items the source makes: handles 0..n-1 */
+	uint64_t next; /* source thread only */
 	_Atomic uint32_t *acked, *dropped;
 	_Atomic uint32_t *cut; /* a flat input whose emit failed (a stop) */
 	_Atomic long outstanding, max_outstanding;
 	_Atomic uint64_t sink_items;
-	_Atomic int bad;    /* a callback saw something wrong */
+	_Atomic int bad; /* a callback saw something wrong */
 	struct cpat_pipeline *p;
 	/* Stops (NONE: none). */
 	int64_t cancel_at, map_fail_at, sink_fail_at;
@@ -86,7 +86,8 @@ static int src_fn(void *out, struct cpat_source_ctx *ctx)
 	memcpy(cpat_source_ack(ctx), &h, sizeof(h));
 	long o = atomic_fetch_add(&t->outstanding, 1) + 1;
 	long m = atomic_load(&t->max_outstanding);
-	while (o > m && !atomic_compare_exchange_weak(&t->max_outstanding, &m, o))
+	while (o > m &&
+	       !atomic_compare_exchange_weak(&t->max_outstanding, &m, o))
 		;
 	struct it v = {h, 0};
 	memcpy(out, &v, sizeof(v));
@@ -253,10 +254,9 @@ static struct cpat_pipeline *build(struct ackt *t, const struct shape *sh)
 			st.flat = flat_fn;
 		assert_int_equal(cpat_pipeline_add_stage(p, &st), 0);
 	}
-	assert_int_equal(cpat_pipeline_set_sink(p, batch_last ? sink_batch_fn
-	                                                      : sink_fn,
-	                                        t),
-	                 0);
+	assert_int_equal(cpat_pipeline_set_sink(
+				 p, batch_last ? sink_batch_fn : sink_fn, t),
+			 0);
 	t->p = p;
 	return p;
 }
@@ -264,30 +264,31 @@ static struct cpat_pipeline *build(struct ackt *t, const struct shape *sh)
 /* The checks after any run: the identities, no item acked twice, no
  * callback error, and per handle: acked, or not processed (dropped). */
 static void check_run(struct ackt *t, const struct cpat_pipeline_result *r,
-                      const char *what)
+		      const char *what)
 {
 	if (atomic_load(&t->bad))
 		fail_msg("%s: a callback saw a bad value (%d)", what,
-		         atomic_load(&t->bad));
+			 atomic_load(&t->bad));
 	if (r->acked + r->unacked != r->produced)
 		fail_msg("%s: acked %llu + unacked %llu != produced %llu", what,
-		         (unsigned long long)r->acked,
-		         (unsigned long long)r->unacked,
-		         (unsigned long long)r->produced);
-	assert_int_equal(r->produced + r->expanded,
-	                 r->delivered + r->filtered + r->not_processed +
-	                         r->batched);
+			 (unsigned long long)r->acked,
+			 (unsigned long long)r->unacked,
+			 (unsigned long long)r->produced);
+	assert_int_equal(r->produced + r->expanded, r->delivered + r->filtered +
+							    r->not_processed +
+							    r->batched);
 	uint64_t acked = 0;
 	for (uint64_t h = 0; h < t->n; h++) {
 		uint32_t a = atomic_load(&t->acked[h]);
-		uint32_t d = atomic_load(&t->dropped[h]) +
-		             atomic_load(&t->cut[h]);
+		uint32_t d =
+			atomic_load(&t->dropped[h]) + atomic_load(&t->cut[h]);
 		if (a > 1 || (h >= r->produced && a) || (a && d) ||
 		    (h < r->produced && !a && !d))
-			fail_msg("%s: handle %llu (of %llu produced): acked %u, "
-			         "dropped %u",
-			         what, (unsigned long long)h,
-			         (unsigned long long)r->produced, a, d);
+			fail_msg(
+				"%s: handle %llu (of %llu produced): acked %u, "
+				"dropped %u",
+				what, (unsigned long long)h,
+				(unsigned long long)r->produced, a, d);
 		acked += a;
 	}
 	assert_int_equal(acked, r->acked);
@@ -315,11 +316,17 @@ TH_TEST_FN(ack_map_stages_one_and_n_workers_ordered_and_not_ack_each_once)
 	uint64_t n = (uint64_t)SIZE(20000, 3000);
 	for (unsigned w = 1; w <= 3; w += 2)
 		for (int ord = 0; ord < 2; ord++) {
-			struct shape sh = {{S_MAP, S_FILTER, S_MAP}, 3, w, ord,
-			                   0, 0, 0, 0};
+			struct shape sh = {{S_MAP, S_FILTER, S_MAP},
+					   3,
+					   w,
+					   ord,
+					   0,
+					   0,
+					   0,
+					   0};
 			char what[64];
 			snprintf(what, sizeof what, "map x3, %u workers, %s", w,
-			         ord ? "ordered" : "unordered");
+				 ord ? "ordered" : "unordered");
 			run_all(&sh, n, what);
 		}
 	/* No stage at all: the sink acks what the source made. */
@@ -333,8 +340,9 @@ TH_TEST_FN(ack_flat_stages_emitting_none_one_many_ack_input_after_all_outputs)
 	for (unsigned w = 1; w <= 3; w += 2)
 		for (int ord = 0; ord < 2; ord++)
 			for (int many = 0; many < 2; many++) {
-				struct shape sh = {{S_FLAT, S_MAP}, 2, w, ord,
-				                   0, 0, 0, many ? 8 : 0};
+				struct shape sh = {
+					{S_FLAT, S_MAP}, 2, w, ord, 0, 0, 0,
+					many ? 8 : 0};
 				struct ackt t;
 				ackt_init(&t, many ? n / 8 : n);
 				/* Up to 69 outputs: more than a worker's
@@ -342,10 +350,10 @@ TH_TEST_FN(ack_flat_stages_emitting_none_one_many_ack_input_after_all_outputs)
 				t.flat_many = many ? 70 : 4;
 				struct cpat_pipeline *p = build(&t, &sh);
 				struct cpat_pipeline_result r;
-				assert_int_equal(
-					cpat_pipeline_run(p, NULL, CPAT_FOREVER,
-				                          &r),
-					0);
+				assert_int_equal(cpat_pipeline_run(p, NULL,
+								   CPAT_FOREVER,
+								   &r),
+						 0);
 				check_run(&t, &r, "flat");
 				assert_int_equal(r.acked, t.n);
 				assert_true(r.filtered > 0);
@@ -371,8 +379,14 @@ TH_TEST_FN(ack_batch_by_count_by_time_and_remainder_acks_every_member)
 TH_TEST_FN(ack_flat_then_batch_acks_source_item_when_all_its_outputs_batched)
 {
 	for (int ord = 0; ord < 2; ord++) {
-		struct shape sh = {{S_FLAT, S_MAP, S_BATCH}, 3, 3, ord, 7,
-		                   CPAT_FOREVER, 0, 0};
+		struct shape sh = {{S_FLAT, S_MAP, S_BATCH},
+				   3,
+				   3,
+				   ord,
+				   7,
+				   CPAT_FOREVER,
+				   0,
+				   0};
 		run_all(&sh, (uint64_t)SIZE(8000, 1500), "flat + batch");
 		struct ackt t;
 		ackt_init(&t, 300);
@@ -380,7 +394,7 @@ TH_TEST_FN(ack_flat_then_batch_acks_source_item_when_all_its_outputs_batched)
 		struct cpat_pipeline *p = build(&t, &sh);
 		struct cpat_pipeline_result r;
 		assert_int_equal(cpat_pipeline_run(p, NULL, CPAT_FOREVER, &r),
-		                 0);
+				 0);
 		check_run(&t, &r, "flat many + batch");
 		assert_int_equal(r.acked, t.n);
 		cpat_pipeline_destroy(p);
@@ -395,11 +409,14 @@ TH_TEST_FN(ack_never_for_items_not_processed_cancel_error_sink_deadline_random)
 	long trials = SIZE(60, 16);
 	uint64_t n = (uint64_t)SIZE(4000, 800);
 	for (long k = 0; k < trials; k++) {
-		struct shape sh = {{0}, 0, 1 + (unsigned)th_rng_below(&rng, 3),
-		                   (int)th_rng_below(&rng, 2), 1 +
-		                   th_rng_below(&rng, 20),
-		                   CPAT_FOREVER, 0,
-		                   1 + th_rng_below(&rng, 64)};
+		struct shape sh = {{0},
+				   0,
+				   1 + (unsigned)th_rng_below(&rng, 3),
+				   (int)th_rng_below(&rng, 2),
+				   1 + th_rng_below(&rng, 20),
+				   CPAT_FOREVER,
+				   0,
+				   1 + th_rng_below(&rng, 64)};
 		switch (th_rng_below(&rng, 4)) {
 		case 0:
 			sh.kinds[0] = S_MAP;
@@ -440,7 +457,7 @@ TH_TEST_FN(ack_never_for_items_not_processed_cancel_error_sink_deadline_random)
 			t.sink_fail_at = at;
 		else
 			deadline = cpat_now_ns() + 200000 +
-			           (int64_t)th_rng_below(&rng, 2000000);
+				   (int64_t)th_rng_below(&rng, 2000000);
 		t.sink_spin = (unsigned)th_rng_below(&rng, 50);
 		struct cpat_pipeline *p = build(&t, &sh);
 		/* The failing map must be a map stage: the first one. */
@@ -450,9 +467,10 @@ TH_TEST_FN(ack_never_for_items_not_processed_cancel_error_sink_deadline_random)
 		int rc = cpat_pipeline_run(p, NULL, deadline, &r);
 		char what[96];
 		snprintf(what, sizeof what,
-		         "trial %ld: shape %d %d %d, %u workers, stop %d at %lld",
-		         k, sh.kinds[0], sh.kinds[1], sh.kinds[2], sh.workers,
-		         how, (long long)at);
+			 "trial %ld: shape %d %d %d, %u workers, stop %d at "
+			 "%lld",
+			 k, sh.kinds[0], sh.kinds[1], sh.kinds[2], sh.workers,
+			 how, (long long)at);
 		if (rc != 0 && rc != -ECANCELED && rc != -EIO &&
 		    rc != -ETIMEDOUT)
 			fail_msg("%s: rc %d", what, rc);
@@ -470,8 +488,14 @@ TH_TEST_FN(ack_source_waits_at_max_unacked_with_slow_sink)
 		{S_MAP, S_MAP, 0}, {S_FLAT, S_MAP, 0}, {S_MAP, S_BATCH, 0}};
 	for (unsigned v = 0; v < 3; v++)
 		for (size_t m = 1; m <= 16; m += 15) {
-			struct shape sh = {{kinds[v][0], kinds[v][1]}, 2, 3,
-			                   (int)(m & 1), m, 20000, m, 0};
+			struct shape sh = {{kinds[v][0], kinds[v][1]},
+					   2,
+					   3,
+					   (int)(m & 1),
+					   m,
+					   20000,
+					   m,
+					   0};
 			struct ackt t;
 			ackt_init(&t, (uint64_t)SIZE(600, 200));
 			t.sink_spin = 200;
@@ -483,9 +507,10 @@ TH_TEST_FN(ack_source_waits_at_max_unacked_with_slow_sink)
 			check_run(&t, &r, "max_unacked");
 			assert_int_equal(r.acked, t.n);
 			if (atomic_load(&t.max_outstanding) > (long)m)
-				fail_msg("shape %u: %ld outstanding, max_unacked "
-				         "%zu",
-				         v, atomic_load(&t.max_outstanding), m);
+				fail_msg("shape %u: %ld outstanding, "
+					 "max_unacked "
+					 "%zu",
+					 v, atomic_load(&t.max_outstanding), m);
 			assert_true(atomic_load(&t.max_outstanding) >= 1);
 			cpat_pipeline_destroy(p);
 			ackt_free(&t);
@@ -533,8 +558,7 @@ TH_TEST_FN(ack_set_source_argument_errors_and_acks_with_output_rejected)
 	assert_int_equal(cpat_pipeline_set_source(p, &so), 0);
 	assert_int_equal(cpat_pipeline_set_source(p, &so), -EBUSY);
 	assert_int_equal(cpat_pipeline_set_feed(p), -EBUSY);
-	assert_int_equal(cpat_pipeline_set_generator(p, gen_one, NULL),
-	                 -EBUSY);
+	assert_int_equal(cpat_pipeline_set_generator(p, gen_one, NULL), -EBUSY);
 	cpat_pipeline_destroy(p);
 
 	/* Acks with an output channel: the library cannot know when the

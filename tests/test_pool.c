@@ -1991,8 +1991,7 @@ static struct ack_counts ack_check(const struct acks *s)
 	return c;
 }
 
-static void ack_report_is(const struct cpat_pool_report *r,
-			  struct ack_counts c)
+static void ack_report_is(const struct cpat_pool_report *r, struct ack_counts c)
 {
 	assert_int_equal(r->ran, c.ran);
 	assert_int_equal(r->failed, c.failed);
@@ -2014,8 +2013,10 @@ static void ack_reject_drain(int dyn)
 	struct cpat_token *gate = mktok(NULL), *fired = mktok(NULL);
 	cpat_token_cancel(fired);
 	ack_stuck(&s, p, gate);
-	assert_int_equal(ack_submit(&s, p, 0, NULL, CPAT_FOREVER)->submit_rc, 0);
-	assert_int_equal(ack_submit(&s, p, 5, NULL, CPAT_FOREVER)->submit_rc, 0);
+	assert_int_equal(ack_submit(&s, p, 0, NULL, CPAT_FOREVER)->submit_rc,
+			 0);
+	assert_int_equal(ack_submit(&s, p, 5, NULL, CPAT_FOREVER)->submit_rc,
+			 0);
 	size_t k = 0;
 	assert_int_equal(ack_many(&s, p, 4, NULL, CPAT_FOREVER, &k), -EAGAIN);
 	assert_int_equal(k, 2);
@@ -2033,15 +2034,15 @@ static void ack_reject_drain(int dyn)
 	struct ack *good = ack_new(&s, 0);
 	struct cpat_task two[2] = {ack_task(good), t};
 	k = 99;
-	good->submit_rc = cpat_pool_submit_many(p, two, 2, &k, NULL,
-						CPAT_FOREVER);
+	good->submit_rc =
+		cpat_pool_submit_many(p, two, 2, &k, NULL, CPAT_FOREVER);
 	assert_int_equal(good->submit_rc, -EINVAL);
 	assert_int_equal(k, 0);
 
 	cpat_token_cancel(gate);
 	struct cpat_pool_report r;
-	assert_int_equal(cpat_pool_shutdown(p, CPAT_POOL_DRAIN, CPAT_FOREVER, &r),
-			 0);
+	assert_int_equal(
+		cpat_pool_shutdown(p, CPAT_POOL_DRAIN, CPAT_FOREVER, &r), 0);
 	struct ack_counts before = ack_check(&s);
 	ack_report_is(&r, before);
 	assert_int_equal(before.ran, 5);
@@ -2071,27 +2072,28 @@ static void ack_block_deadline(int dyn)
 	cpat_token_cancel(fired);
 	struct ack *g = ack_stuck(&s, p, gate);
 	g->ret = 9;
-	assert_int_equal(ack_submit(&s, p, 0, NULL, CPAT_FOREVER)->submit_rc, 0);
-	assert_int_equal(ack_submit(&s, p, 0, NULL, CPAT_FOREVER)->submit_rc, 0);
+	assert_int_equal(ack_submit(&s, p, 0, NULL, CPAT_FOREVER)->submit_rc,
+			 0);
+	assert_int_equal(ack_submit(&s, p, 0, NULL, CPAT_FOREVER)->submit_rc,
+			 0);
 	assert_int_equal(ack_submit(&s, p, 0, NULL, cpat_now_ns())->submit_rc,
 			 -ETIMEDOUT);
-	assert_int_equal(ack_submit(&s, p, 0, NULL,
-				    cpat_now_ns() + 2 * CPAT_MSEC)
-				 ->submit_rc,
-			 -ETIMEDOUT);
+	assert_int_equal(
+		ack_submit(&s, p, 0, NULL, cpat_now_ns() + 2 * CPAT_MSEC)
+			->submit_rc,
+		-ETIMEDOUT);
 	struct cpat_token *soon = NULL;
-	assert_int_equal(cpat_token_create_deadline(&soon, NULL,
-						    cpat_now_ns() +
-							    2 * CPAT_MSEC),
+	assert_int_equal(cpat_token_create_deadline(
+				 &soon, NULL, cpat_now_ns() + 2 * CPAT_MSEC),
 			 0);
 	assert_int_equal(ack_submit(&s, p, 0, soon, CPAT_FOREVER)->submit_rc,
 			 -ETIMEDOUT);
 	assert_int_equal(ack_submit(&s, p, 0, fired, CPAT_FOREVER)->submit_rc,
 			 -ECANCELED);
 	size_t k = 99;
-	assert_int_equal(ack_many(&s, p, 3, NULL, cpat_now_ns() + CPAT_MSEC,
-				  &k),
-			 -ETIMEDOUT);
+	assert_int_equal(
+		ack_many(&s, p, 3, NULL, cpat_now_ns() + CPAT_MSEC, &k),
+		-ETIMEDOUT);
 	assert_int_equal(k, 0);
 
 	struct cpat_pool_report r;
@@ -2102,8 +2104,8 @@ static void ack_block_deadline(int dyn)
 	assert_int_equal(r.still_running, 1);
 	assert_int_equal(atomic_load(&g->dones), 0);
 	cpat_token_cancel(gate);
-	assert_int_equal(cpat_pool_shutdown(p, CPAT_POOL_DRAIN, CPAT_FOREVER, &r),
-			 0);
+	assert_int_equal(
+		cpat_pool_shutdown(p, CPAT_POOL_DRAIN, CPAT_FOREVER, &r), 0);
 	struct ack_counts c = ack_check(&s);
 	ack_report_is(&r, c);
 	assert_int_equal(c.ran, 1);
@@ -2132,7 +2134,8 @@ static void ack_caller_runs_discard(int dyn)
 	struct cpat_task t = ack_task(q0);
 	q0->submit_rc = cpat_pool_submit(p, &t, NULL);
 	assert_int_equal(q0->submit_rc, 0);
-	assert_int_equal(ack_submit(&s, p, 0, NULL, CPAT_FOREVER)->submit_rc, 0);
+	assert_int_equal(ack_submit(&s, p, 0, NULL, CPAT_FOREVER)->submit_rc,
+			 0);
 	struct ack *in = ack_submit(&s, p, 4, NULL, CPAT_FOREVER);
 	assert_int_equal(in->submit_rc, 0);
 	assert_int_equal(atomic_load(&in->dones), 1);
@@ -2148,9 +2151,8 @@ static void ack_caller_runs_discard(int dyn)
 	assert_int_equal(ack_try(&s, p, 0)->submit_rc, -EAGAIN);
 
 	struct cpat_pool_report r;
-	assert_int_equal(cpat_pool_shutdown(p, CPAT_POOL_DISCARD, CPAT_FOREVER,
-					    &r),
-			 0);
+	assert_int_equal(
+		cpat_pool_shutdown(p, CPAT_POOL_DISCARD, CPAT_FOREVER, &r), 0);
 	struct ack_counts c = ack_check(&s);
 	ack_report_is(&r, c);
 	assert_int_equal(c.ran, 5); /* the stuck one, 4 inline */

@@ -104,10 +104,11 @@ typedef void (*cpat_chan_drop_fn)(void *elem, void *arg);
 
 /** Creation options; fill with cpat_chan_opts_init() first. */
 struct cpat_chan_opts {
-	size_t elem_size;       /**< bytes per element, > 0 */
-	size_t capacity;        /**< buffered elements; 0 = rendezvous */
-	cpat_chan_drop_fn drop; /**< run on undelivered elements at destroy, or NULL */
-	void *drop_arg;         /**< passed to drop */
+	size_t elem_size; /**< bytes per element, > 0 */
+	size_t capacity;  /**< buffered elements; 0 = rendezvous */
+	cpat_chan_drop_fn
+		drop;   /**< run on undelivered elements at destroy, or NULL */
+	void *drop_arg; /**< passed to drop */
 };
 
 /**
@@ -128,7 +129,7 @@ CPAT_API void cpat_chan_opts_init(struct cpat_chan_opts *opts);
  *         size would overflow; -ENOMEM if allocation failed.
  */
 CPAT_API int cpat_chan_create(struct cpat_chan **out, size_t elem_size,
-                              size_t capacity);
+			      size_t capacity);
 
 /**
  * Creates a channel from options (adds the drop callback).
@@ -137,7 +138,7 @@ CPAT_API int cpat_chan_create(struct cpat_chan **out, size_t elem_size,
  * @return as for cpat_chan_create(); -EINVAL also for NULL @p opts.
  */
 CPAT_API int cpat_chan_create_opts(struct cpat_chan **out,
-                                   const struct cpat_chan_opts *opts);
+				   const struct cpat_chan_opts *opts);
 
 /**
  * Sends one element, blocking while the channel is full (for capacity 0:
@@ -154,7 +155,7 @@ CPAT_API int cpat_chan_create_opts(struct cpat_chan **out,
  *         element was not sent.
  */
 CPAT_API int cpat_chan_send(struct cpat_chan *ch, const void *elem,
-                            struct cpat_token *tok);
+			    struct cpat_token *tok);
 
 /**
  * cpat_chan_send() with a deadline.
@@ -168,7 +169,7 @@ CPAT_API int cpat_chan_send(struct cpat_chan *ch, const void *elem,
  *         #CPAT_FOREVER.
  */
 CPAT_API int cpat_chan_send_until(struct cpat_chan *ch, const void *elem,
-                                  struct cpat_token *tok, int64_t deadline_ns);
+				  struct cpat_token *tok, int64_t deadline_ns);
 
 /**
  * Sends one element if that can be done without blocking.
@@ -193,7 +194,7 @@ CPAT_API int cpat_chan_try_send(struct cpat_chan *ch, const void *elem);
  *         @p elem.
  */
 CPAT_API int cpat_chan_recv(struct cpat_chan *ch, void *elem,
-                            struct cpat_token *tok);
+			    struct cpat_token *tok);
 
 /**
  * cpat_chan_recv() with a deadline.
@@ -202,7 +203,7 @@ CPAT_API int cpat_chan_recv(struct cpat_chan *ch, void *elem,
  *         other than #CPAT_FOREVER.
  */
 CPAT_API int cpat_chan_recv_until(struct cpat_chan *ch, void *elem,
-                                  struct cpat_token *tok, int64_t deadline_ns);
+				  struct cpat_token *tok, int64_t deadline_ns);
 
 /**
  * Receives one element if one is there (for capacity 0: if a sender is
@@ -233,8 +234,8 @@ CPAT_API int cpat_chan_try_recv(struct cpat_chan *ch, void *elem);
  *         -EINVAL for NULL @p ch or @p elems, @p n == 0, or a bad deadline.
  */
 CPAT_API int cpat_chan_send_many(struct cpat_chan *ch, const void *elems,
-                                 size_t n, size_t *sent,
-                                 struct cpat_token *tok, int64_t deadline_ns);
+				 size_t n, size_t *sent, struct cpat_token *tok,
+				 int64_t deadline_ns);
 
 /**
  * Receives between 1 and @p n elements: blocks until at least one is
@@ -254,8 +255,8 @@ CPAT_API int cpat_chan_send_many(struct cpat_chan *ch, const void *elems,
  *         -EINVAL for NULL @p ch or @p elems, @p n == 0, or a bad deadline.
  */
 CPAT_API int cpat_chan_recv_many(struct cpat_chan *ch, void *elems, size_t n,
-                                 size_t *received, struct cpat_token *tok,
-                                 int64_t deadline_ns);
+				 size_t *received, struct cpat_token *tok,
+				 int64_t deadline_ns);
 
 /**
  * The most cases one cpat_chan_select() takes. A select keeps its working
@@ -305,7 +306,7 @@ struct cpat_select_case {
  *         return).
  */
 CPAT_API int cpat_chan_select(struct cpat_select_case *cases, size_t n,
-                              struct cpat_token *tok, int64_t deadline_ns);
+			      struct cpat_token *tok, int64_t deadline_ns);
 
 /**
  * Closes the channel: later sends fail with -EPIPE; receivers drain what is
@@ -327,7 +328,8 @@ CPAT_API size_t cpat_chan_len(const struct cpat_chan *ch);
 /** The capacity given at creation. Never blocks; thread-safe. NULL gives 0. */
 CPAT_API size_t cpat_chan_cap(const struct cpat_chan *ch);
 
-/** The element size given at creation. Never blocks; thread-safe. NULL gives 0. */
+/** The element size given at creation. Never blocks; thread-safe. NULL gives 0.
+ */
 CPAT_API size_t cpat_chan_elem_size(const struct cpat_chan *ch);
 
 /**

@@ -45,15 +45,15 @@ extern "C" {
 
 /** Options of a dynamic pool; fill with cpat_dynpool_opts_init() first. */
 struct cpat_dynpool_opts {
-	unsigned min_workers;    /**< >= 1 (default 1) */
-	unsigned max_workers;    /**< >= min_workers (default 16) */
-	int64_t idle_timeout_ns; /**< idle time before a worker above the
-	                              minimum retires, > 0 (default 1 s) */
-	size_t queue_capacity;   /**< >= 1 (default 1024, see pool.h) */
+	unsigned min_workers;         /**< >= 1 (default 1) */
+	unsigned max_workers;         /**< >= min_workers (default 16) */
+	int64_t idle_timeout_ns;      /**< idle time before a worker above the
+					   minimum retires, > 0 (default 1 s) */
+	size_t queue_capacity;        /**< >= 1 (default 1024, see pool.h) */
 	enum cpat_pool_policy policy; /**< when the queue is full (default
-	                                   #CPAT_POOL_BLOCK) */
-	struct cpat_token *parent; /**< parent of the pool token, or NULL */
-	size_t max_errors;       /**< task errors kept (default 64) */
+					   #CPAT_POOL_BLOCK) */
+	struct cpat_token *parent;    /**< parent of the pool token, or NULL */
+	size_t max_errors;            /**< task errors kept (default 64) */
 };
 
 /**
@@ -82,7 +82,7 @@ CPAT_API void cpat_dynpool_opts_init(struct cpat_dynpool_opts *opts);
  *         failure every thread already started is joined and nothing leaks.
  */
 CPAT_API int cpat_dynpool_create(struct cpat_pool **out,
-                                 const struct cpat_dynpool_opts *opts);
+				 const struct cpat_dynpool_opts *opts);
 
 /**
  * Changes the bounds of a dynamic pool at run time. Starts workers up to
@@ -104,7 +104,7 @@ CPAT_API int cpat_dynpool_create(struct cpat_pool **out,
  *         the workers it has and starts more as it next grows).
  */
 CPAT_API int cpat_dynpool_resize(struct cpat_pool *pool, unsigned min_workers,
-                                 unsigned max_workers);
+				 unsigned max_workers);
 
 #ifdef __cplusplus
 }

@@ -92,7 +92,7 @@ struct cpat_fan;
  *         item; a negative value to stop the fan with it.
  */
 typedef int (*cpat_fan_fn)(const void *in, void *out, unsigned worker,
-                           void *arg);
+			   void *arg);
 
 /**
  * Reads the sequence number of an item for an ordered merge. Called from
@@ -137,9 +137,9 @@ enum cpat_fan_policy {
  *         leaks).
  */
 CPAT_API int cpat_fan_out(struct cpat_fan **out, struct cpat_chan *in,
-                          struct cpat_chan **outs, size_t nouts,
-                          unsigned workers, cpat_fan_fn fn, void *arg,
-                          struct cpat_token *tok);
+			  struct cpat_chan **outs, size_t nouts,
+			  unsigned workers, cpat_fan_fn fn, void *arg,
+			  struct cpat_token *tok);
 
 /**
  * Merges @p nins channels into @p outch: one forwarder thread per input;
@@ -159,8 +159,8 @@ CPAT_API int cpat_fan_out(struct cpat_fan **out, struct cpat_chan *in,
  *         -EAGAIN, as for cpat_fan_out().
  */
 CPAT_API int cpat_fan_in(struct cpat_fan **out, struct cpat_chan **ins,
-                         size_t nins, struct cpat_chan *outch,
-                         struct cpat_token *tok);
+			 size_t nins, struct cpat_chan *outch,
+			 struct cpat_token *tok);
 
 /**
  * Merges @p nins channels into @p outch in order of the sequence numbers
@@ -198,10 +198,10 @@ CPAT_API int cpat_fan_in(struct cpat_fan **out, struct cpat_chan **ins,
  *         already passed (duplicates).
  */
 CPAT_API int cpat_fan_merge_ordered(struct cpat_fan **out,
-                                    struct cpat_chan **ins, size_t nins,
-                                    struct cpat_chan *outch, cpat_seq_fn seq,
-                                    void *seq_arg, uint64_t first_seq,
-                                    size_t window, struct cpat_token *tok);
+				    struct cpat_chan **ins, size_t nins,
+				    struct cpat_chan *outch, cpat_seq_fn seq,
+				    void *seq_arg, uint64_t first_seq,
+				    size_t window, struct cpat_token *tok);
 
 /**
  * Sends every item of @p in to each of @p nouts outputs, in order, by
@@ -223,9 +223,9 @@ CPAT_API int cpat_fan_merge_ordered(struct cpat_fan **out,
  *         -EAGAIN, as for cpat_fan_out().
  */
 CPAT_API int cpat_fan_broadcast(struct cpat_fan **out, struct cpat_chan *in,
-                                struct cpat_chan **outs, size_t nouts,
-                                enum cpat_fan_policy policy,
-                                struct cpat_token *tok);
+				struct cpat_chan **outs, size_t nouts,
+				enum cpat_fan_policy policy,
+				struct cpat_token *tok);
 
 /**
  * Items output @p i missed under #CPAT_FAN_DROP_SLOW, or because the
@@ -286,7 +286,7 @@ CPAT_API int cpat_fan_wait(struct cpat_fan *fan);
  *         deadline other than #CPAT_FOREVER.
  */
 CPAT_API int cpat_fan_wait_until(struct cpat_fan *fan, struct cpat_token *tok,
-                                 int64_t deadline_ns);
+				 int64_t deadline_ns);
 
 /**
  * Stops the fan as a cancelled token would: its threads stop promptly and

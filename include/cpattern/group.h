@@ -62,11 +62,11 @@ struct cpat_group;
 /** Options; fill with cpat_group_opts_init() first. */
 struct cpat_group_opts {
 	struct cpat_pool *pool;    /**< run tasks here (borrowed: it must
-	                                outlive the group); NULL: the group's
-	                                own threads */
+					outlive the group); NULL: the group's
+					own threads */
 	size_t limit;              /**< most tasks running at once; 0 = none */
 	bool cancel_on_error;      /**< cancel the token on the first error
-	                                (default true) */
+					(default true) */
 	struct cpat_token *parent; /**< parent of the group token, or NULL */
 };
 
@@ -91,7 +91,7 @@ CPAT_API void cpat_group_opts_init(struct cpat_group_opts *opts);
  * @return 0; -EINVAL for NULL @p out; -ENOMEM if allocation failed.
  */
 CPAT_API int cpat_group_create(struct cpat_group **out,
-                               const struct cpat_group_opts *opts);
+			       const struct cpat_group_opts *opts);
 
 /**
  * Starts @p fn(@p arg, group token) as a task of the group. What the task
@@ -120,7 +120,7 @@ CPAT_API int cpat_group_create(struct cpat_group **out,
  *         runs.
  */
 CPAT_API int cpat_group_go(struct cpat_group *group, cpat_task_fn fn,
-                           void *arg);
+			   void *arg);
 
 /**
  * Starts a task only if that needs no waiting: a slot is free and, on a
@@ -137,7 +137,7 @@ CPAT_API int cpat_group_go(struct cpat_group *group, cpat_task_fn fn,
  *         runs.
  */
 CPAT_API int cpat_group_try_go(struct cpat_group *group, cpat_task_fn fn,
-                               void *arg);
+			       void *arg);
 
 /**
  * Waits for every task of the group (and for go calls in progress), then
@@ -190,8 +190,7 @@ CPAT_API int cpat_group_wait(struct cpat_group *group);
  *         deadline other than #CPAT_FOREVER.
  */
 CPAT_API int cpat_group_wait_until(struct cpat_group *group,
-                                   struct cpat_token *tok,
-                                   int64_t deadline_ns);
+				   struct cpat_token *tok, int64_t deadline_ns);
 
 /**
  * The group's token, given to every task.

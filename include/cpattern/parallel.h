@@ -62,7 +62,7 @@ extern "C" {
  * @return 0, or a negative value to stop the map with it.
  */
 typedef int (*cpat_map_item_fn)(const void *in, void *out, size_t index,
-                                void *arg);
+				void *arg);
 
 /**
  * Computes `out[i] = fn(in[i])` for i in 0..n-1, with results in input
@@ -107,9 +107,9 @@ typedef int (*cpat_map_item_fn)(const void *in, void *out, size_t index,
  *         (nothing computed).
  */
 CPAT_API int cpat_parallel_map(const void *in, size_t in_size, void *out,
-                               size_t out_size, size_t n, cpat_map_item_fn fn,
-                               void *arg, struct cpat_pool *pool,
-                               unsigned workers, struct cpat_token *tok);
+			       size_t out_size, size_t n, cpat_map_item_fn fn,
+			       void *arg, struct cpat_pool *pool,
+			       unsigned workers, struct cpat_token *tok);
 
 #ifdef __cplusplus
 }

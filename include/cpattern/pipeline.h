@@ -287,7 +287,7 @@ typedef int (*cpat_source_fn)(void *out, void *arg);
  *         counts as SKIP), or a negative value to fail the pipeline with it.
  */
 typedef int (*cpat_map_fn)(const void *in, void *out,
-                           struct cpat_stage_ctx *ctx);
+			   struct cpat_stage_ctx *ctx);
 
 /**
  * A flat stage: reads @p in and emits any number of items with
@@ -333,8 +333,7 @@ typedef int (*cpat_sink_fn)(const void *item, void *arg);
  *              the number of stages = the sink).
  * @param arg   cpat_pipeline_opts.drop_arg.
  */
-typedef void (*cpat_item_drop_fn)(const void *item, unsigned stage,
-                                  void *arg);
+typedef void (*cpat_item_drop_fn)(const void *item, unsigned stage, void *arg);
 
 /** Pipeline options; fill with cpat_pipeline_opts_init() first. */
 struct cpat_pipeline_opts {
@@ -353,7 +352,7 @@ struct cpat_stage_opts {
 	size_t out_size;     /**< output item size, > 0 */
 	unsigned workers;    /**< threads running the stage (default 1) */
 	bool ordered;        /**< keep input order (default false; no effect
-	                          with one worker, which keeps it anyway) */
+				  with one worker, which keeps it anyway) */
 	size_t out_capacity; /**< channel after this stage (default 64) */
 };
 
@@ -363,60 +362,60 @@ struct cpat_stage_opts {
  * The output item size of a batch stage is cpat_batch_size().
  */
 struct cpat_batch {
-	size_t count;     /**< items in this batch, 1..max_items */
-	size_t item_size; /**< bytes per item */
+	size_t count;         /**< items in this batch, 1..max_items */
+	size_t item_size;     /**< bytes per item */
 	uint64_t first_index; /**< index of the batch's first item */
 };
 
 /** Batch stage options; fill with cpat_batch_opts_init() first. */
 struct cpat_batch_opts {
-	const char *name;      /**< for errors and the report (copied) */
-	size_t max_items;      /**< flush when this many are held (default 100) */
-	int64_t flush_ns;      /**< flush what is held after this long since the
-	                            batch's first item, > 0; #CPAT_FOREVER: only
-	                            by count and at end (default 1 s) */
-	bool flush_on_cancel;  /**< on cancellation, pass the partial batch on
-	                            to the sink instead of dropping it (default
-	                            false).
-	                            Only for the last stage: a sink callback then
-	                            also gets the batches already made (it drains
-	                            its channel); an output channel gets the
-	                            partial batch only if it has room. Elsewhere
-	                            the partial batch is dropped. */
-	size_t out_capacity;   /**< channel after this stage (default 4) */
+	const char *name; /**< for errors and the report (copied) */
+	size_t max_items; /**< flush when this many are held (default 100) */
+	int64_t flush_ns; /**< flush what is held after this long since the
+			       batch's first item, > 0; #CPAT_FOREVER: only
+			       by count and at end (default 1 s) */
+	bool flush_on_cancel; /**< on cancellation, pass the partial batch on
+				   to the sink instead of dropping it (default
+				   false).
+				   Only for the last stage: a sink callback then
+				   also gets the batches already made (it drains
+				   its channel); an output channel gets the
+				   partial batch only if it has room. Elsewhere
+				   the partial batch is dropped. */
+	size_t out_capacity;  /**< channel after this stage (default 4) */
 };
 
 /** Per-stage statistics (cpat_pipeline_stats()). */
 struct cpat_stage_stats {
-	char name[32];          /**< the stage's name (truncated) */
-	unsigned workers;       /**< its threads */
-	uint64_t items_in;      /**< items taken from its input */
-	uint64_t items_out;     /**< items passed on */
-	uint64_t filtered;      /**< items it dropped by design (SKIP) */
-	uint64_t busy_ns;       /**< summed over workers: in the function */
-	uint64_t starved_ns;    /**< summed: waiting for input */
-	uint64_t blocked_ns;    /**< summed: waiting for room downstream */
-	double utilisation;     /**< busy / (busy + starved + blocked) */
+	char name[32];       /**< the stage's name (truncated) */
+	unsigned workers;    /**< its threads */
+	uint64_t items_in;   /**< items taken from its input */
+	uint64_t items_out;  /**< items passed on */
+	uint64_t filtered;   /**< items it dropped by design (SKIP) */
+	uint64_t busy_ns;    /**< summed over workers: in the function */
+	uint64_t starved_ns; /**< summed: waiting for input */
+	uint64_t blocked_ns; /**< summed: waiting for room downstream */
+	double utilisation;  /**< busy / (busy + starved + blocked) */
 };
 
 /** What a finished pipeline reports (cpat_pipeline_wait()). */
 struct cpat_pipeline_result {
-	int rc;                /**< as wait returned */
-	char stage[32];        /**< where the first error happened: a stage's
-	                            name, "source" or "sink"; "" if none */
-	uint64_t item_index;   /**< index of the failing item (source order) */
-	uint64_t produced;     /**< items that left the source */
-	uint64_t delivered;    /**< items the sink took (batch: batches) */
-	uint64_t filtered;     /**< items stages skipped */
+	int rc;                 /**< as wait returned */
+	char stage[32];         /**< where the first error happened: a stage's
+				     name, "source" or "sink"; "" if none */
+	uint64_t item_index;    /**< index of the failing item (source order) */
+	uint64_t produced;      /**< items that left the source */
+	uint64_t delivered;     /**< items the sink took (batch: batches) */
+	uint64_t filtered;      /**< items stages skipped */
 	uint64_t not_processed; /**< items stopped by error/cancel/deadline */
-	uint64_t expanded;     /**< flat stages: outputs - 1 for every input
-	                            that emitted at least one item (outputs
-	                            if its function failed) */
-	uint64_t batched;      /**< batch stages: count - 1 for every batch */
-	uint64_t acked;        /**< source items acknowledged (acks only) */
-	uint64_t unacked;      /**< source items never acknowledged: not
-	                            processed (acks only); acked + unacked ==
-	                            produced */
+	uint64_t expanded;      /**< flat stages: outputs - 1 for every input
+				     that emitted at least one item (outputs
+				     if its function failed) */
+	uint64_t batched;       /**< batch stages: count - 1 for every batch */
+	uint64_t acked;         /**< source items acknowledged (acks only) */
+	uint64_t unacked;       /**< source items never acknowledged: not
+				     processed (acks only); acked + unacked ==
+				     produced */
 };
 
 /**
@@ -474,7 +473,7 @@ CPAT_API const void *cpat_batch_item(const struct cpat_batch *b, size_t i);
  *         failed.
  */
 CPAT_API int cpat_pipeline_create(struct cpat_pipeline **out,
-                                  const struct cpat_pipeline_opts *opts);
+				  const struct cpat_pipeline_opts *opts);
 
 /**
  * Makes @p fn the source: the pipeline calls it from its source thread
@@ -490,7 +489,7 @@ CPAT_API int cpat_pipeline_create(struct cpat_pipeline **out,
  *         or the pipeline was started.
  */
 CPAT_API int cpat_pipeline_set_generator(struct cpat_pipeline *p,
-                                         cpat_source_fn fn, void *arg);
+					 cpat_source_fn fn, void *arg);
 
 /** What a source function is given besides its output buffer (opaque). */
 struct cpat_source_ctx;
@@ -536,9 +535,9 @@ struct cpat_source_opts {
 	cpat_ack_fn ack;       /**< required when ack_size > 0, else NULL */
 	void *ack_arg;         /**< passed to ack */
 	size_t max_unacked;    /**< items holding a handle at once; the source
-	                            waits while this many are in flight
-	                            (0: the default, every item the pipeline
-	                            can hold; ignored without acks) */
+				    waits while this many are in flight
+				    (0: the default, every item the pipeline
+				    can hold; ignored without acks) */
 };
 
 /** Fills @p o with the defaults. NULL is a no-op. Never blocks. */
@@ -559,7 +558,7 @@ CPAT_API void cpat_source_opts_init(struct cpat_source_opts *o);
  *         started.
  */
 CPAT_API int cpat_pipeline_set_source(struct cpat_pipeline *p,
-                                      const struct cpat_source_opts *opts);
+				      const struct cpat_source_opts *opts);
 
 /** Where the source writes the current item's ack handle: ack_size bytes,
  * aligned for any type, owned by the pipeline, valid until the source
@@ -621,7 +620,7 @@ CPAT_API int cpat_pipeline_set_feed(struct cpat_pipeline *p);
  *         channel.
  */
 CPAT_API int cpat_pipeline_add_stage(struct cpat_pipeline *p,
-                                     const struct cpat_stage_opts *opts);
+				     const struct cpat_stage_opts *opts);
 
 /**
  * Appends a batch stage: its input items are grouped into struct
@@ -639,7 +638,7 @@ CPAT_API int cpat_pipeline_add_stage(struct cpat_pipeline *p,
  *         channel.
  */
 CPAT_API int cpat_pipeline_add_batch(struct cpat_pipeline *p,
-                                     const struct cpat_batch_opts *opts);
+				     const struct cpat_batch_opts *opts);
 
 /**
  * Makes @p fn the sink, run on the pipeline's sink thread for every item
@@ -654,7 +653,7 @@ CPAT_API int cpat_pipeline_add_batch(struct cpat_pipeline *p,
  *         output channel is set, or the pipeline was started.
  */
 CPAT_API int cpat_pipeline_set_sink(struct cpat_pipeline *p, cpat_sink_fn fn,
-                                    void *arg);
+				    void *arg);
 
 /**
  * Makes a channel the sink: the caller receives the output items from
@@ -689,7 +688,7 @@ CPAT_API int cpat_pipeline_set_output(struct cpat_pipeline *p);
  *         tried again, or it destroyed).
  */
 CPAT_API int cpat_pipeline_start(struct cpat_pipeline *p,
-                                 struct cpat_token *tok, int64_t deadline_ns);
+				 struct cpat_token *tok, int64_t deadline_ns);
 
 /**
  * Pushes one item into a feed source. Items over 4 KiB (with an 8-16 byte
@@ -711,7 +710,7 @@ CPAT_API int cpat_pipeline_start(struct cpat_pipeline *p,
  *         item did not enter the pipeline.
  */
 CPAT_API int cpat_pipeline_feed(struct cpat_pipeline *p, const void *item,
-                                struct cpat_token *tok);
+				struct cpat_token *tok);
 
 /**
  * cpat_pipeline_feed() with a deadline for the wait.
@@ -724,10 +723,9 @@ CPAT_API int cpat_pipeline_feed(struct cpat_pipeline *p, const void *item,
  *         passes first (the item did not enter), and -EINVAL for a
  *         negative deadline other than #CPAT_FOREVER.
  */
-CPAT_API int cpat_pipeline_feed_until(struct cpat_pipeline *p,
-                                      const void *item,
-                                      struct cpat_token *tok,
-                                      int64_t deadline_ns);
+CPAT_API int cpat_pipeline_feed_until(struct cpat_pipeline *p, const void *item,
+				      struct cpat_token *tok,
+				      int64_t deadline_ns);
 
 /**
  * Ends a feed's input: the pipeline finishes the items it has, then
@@ -781,7 +779,7 @@ CPAT_API struct cpat_chan *cpat_pipeline_output(struct cpat_pipeline *p);
  *         pipeline's own callbacks (nothing waited for).
  */
 CPAT_API int cpat_pipeline_wait(struct cpat_pipeline *p,
-                                struct cpat_pipeline_result *res);
+				struct cpat_pipeline_result *res);
 
 /**
  * cpat_pipeline_wait() that gives up when @p tok fires or @p deadline_ns
@@ -815,9 +813,9 @@ CPAT_API int cpat_pipeline_wait(struct cpat_pipeline *p,
  *         deadline other than #CPAT_FOREVER.
  */
 CPAT_API int cpat_pipeline_wait_until(struct cpat_pipeline *p,
-                                      struct cpat_token *tok,
-                                      int64_t deadline_ns,
-                                      struct cpat_pipeline_result *res);
+				      struct cpat_token *tok,
+				      int64_t deadline_ns,
+				      struct cpat_pipeline_result *res);
 
 /**
  * cpat_pipeline_start() then cpat_pipeline_wait().
@@ -832,8 +830,8 @@ CPAT_API int cpat_pipeline_wait_until(struct cpat_pipeline *p,
  *         cpat_pipeline_wait().
  */
 CPAT_API int cpat_pipeline_run(struct cpat_pipeline *p, struct cpat_token *tok,
-                               int64_t deadline_ns,
-                               struct cpat_pipeline_result *res);
+			       int64_t deadline_ns,
+			       struct cpat_pipeline_result *res);
 
 /**
  * Stops a running pipeline as a cancelled token would: wait then returns
@@ -876,7 +874,7 @@ CPAT_API struct cpat_token *cpat_pipeline_token(struct cpat_pipeline *p);
  *         -EINVAL for NULL @p p, or NULL @p stats with @p n > 0.
  */
 CPAT_API int cpat_pipeline_stats(struct cpat_pipeline *p,
-                                 struct cpat_stage_stats *stats, size_t n);
+				 struct cpat_stage_stats *stats, size_t n);
 
 /**
  * Writes a human-readable table of the statistics into @p buf, naming the
@@ -892,7 +890,7 @@ CPAT_API int cpat_pipeline_stats(struct cpat_pipeline *p,
  *         @p len > 0.
  */
 CPAT_API int cpat_pipeline_report(struct cpat_pipeline *p, char *buf,
-                                  size_t len);
+				  size_t len);
 
 /* ---- for stage functions ---- */
 

@@ -136,9 +136,9 @@ struct cpat_task {
 
 /** What submit does when the queue is full. */
 enum cpat_pool_policy {
-	CPAT_POOL_BLOCK = 0,       /**< wait for room (token, deadline) */
-	CPAT_POOL_REJECT = 1,      /**< fail at once with -EAGAIN */
-	CPAT_POOL_CALLER_RUNS = 2  /**< run the task in the submitting thread */
+	CPAT_POOL_BLOCK = 0,      /**< wait for room (token, deadline) */
+	CPAT_POOL_REJECT = 1,     /**< fail at once with -EAGAIN */
+	CPAT_POOL_CALLER_RUNS = 2 /**< run the task in the submitting thread */
 };
 
 /** How cpat_pool_shutdown() treats queued tasks. */
@@ -151,32 +151,32 @@ enum cpat_pool_shutdown_mode {
 struct cpat_pool_opts {
 	unsigned workers;      /**< worker threads, >= 1 (default: 4) */
 	size_t queue_capacity; /**< queued tasks, >= 1 (default 1024: 32 KiB.
-	                            A queue of a few tasks per worker makes
-	                            a fast submitter sleep and wake for every
-	                            few tasks; a large one lets it refill in
-	                            bulk: see bench/RESULTS.md) */
+				    A queue of a few tasks per worker makes
+				    a fast submitter sleep and wake for every
+				    few tasks; a large one lets it refill in
+				    bulk: see bench/RESULTS.md) */
 	enum cpat_pool_policy policy; /**< when the queue is full (default
-	                                   #CPAT_POOL_BLOCK) */
-	struct cpat_token *parent; /**< parent of the pool token, or NULL */
-	size_t max_errors;     /**< task errors kept (default 64) */
+					   #CPAT_POOL_BLOCK) */
+	struct cpat_token *parent;    /**< parent of the pool token, or NULL */
+	size_t max_errors;            /**< task errors kept (default 64) */
 };
 
 /** Counters of a pool: snapshots (see cpat_pool_stats()). */
 struct cpat_pool_stats {
-	unsigned long long submitted;  /**< tasks offered to submit calls */
-	unsigned long long rejected;   /**< of those, refused (-EAGAIN, -EPIPE,
-	                                    token, deadline) */
-	unsigned long long completed;  /**< tasks that ran and returned */
-	unsigned long long failed;     /**< of those, returned non-zero */
-	unsigned long long discarded;  /**< accepted, never ran */
-	unsigned long long queued;     /**< waiting in the queue now */
-	unsigned long long running;    /**< running now */
-	unsigned workers;              /**< worker threads alive now */
-	unsigned idle;                 /**< of those, waiting for work */
-	unsigned peak_workers;         /**< most workers alive at once */
-	unsigned long long spawned;    /**< worker threads ever started */
-	unsigned long long retired;    /**< worker threads that exited */
-	double worker_seconds;         /**< summed lifetime of all workers */
+	unsigned long long submitted; /**< tasks offered to submit calls */
+	unsigned long long rejected;  /**< of those, refused (-EAGAIN, -EPIPE,
+					   token, deadline) */
+	unsigned long long completed; /**< tasks that ran and returned */
+	unsigned long long failed;    /**< of those, returned non-zero */
+	unsigned long long discarded; /**< accepted, never ran */
+	unsigned long long queued;    /**< waiting in the queue now */
+	unsigned long long running;   /**< running now */
+	unsigned workers;             /**< worker threads alive now */
+	unsigned idle;                /**< of those, waiting for work */
+	unsigned peak_workers;        /**< most workers alive at once */
+	unsigned long long spawned;   /**< worker threads ever started */
+	unsigned long long retired;   /**< worker threads that exited */
+	double worker_seconds;        /**< summed lifetime of all workers */
 };
 
 /** What cpat_pool_shutdown() reports. */
@@ -214,7 +214,7 @@ CPAT_API void cpat_pool_opts_init(struct cpat_pool_opts *opts);
  *         failure every thread already started is joined and nothing leaks.
  */
 CPAT_API int cpat_pool_create(struct cpat_pool **out,
-                              const struct cpat_pool_opts *opts);
+			      const struct cpat_pool_opts *opts);
 
 /**
  * Submits a task, applying the pool's policy when the queue is full:
@@ -241,8 +241,8 @@ CPAT_API int cpat_pool_create(struct cpat_pool **out,
  *         its done is never called.
  */
 CPAT_API int cpat_pool_submit(struct cpat_pool *pool,
-                              const struct cpat_task *task,
-                              struct cpat_token *tok);
+			      const struct cpat_task *task,
+			      struct cpat_token *tok);
 
 /**
  * cpat_pool_submit() with a deadline for the wait.
@@ -260,9 +260,9 @@ CPAT_API int cpat_pool_submit(struct cpat_pool *pool,
  *         done is never called.
  */
 CPAT_API int cpat_pool_submit_until(struct cpat_pool *pool,
-                                    const struct cpat_task *task,
-                                    struct cpat_token *tok,
-                                    int64_t deadline_ns);
+				    const struct cpat_task *task,
+				    struct cpat_token *tok,
+				    int64_t deadline_ns);
 
 /**
  * Submits a task only if there is room in the queue now, whatever the
@@ -277,7 +277,7 @@ CPAT_API int cpat_pool_submit_until(struct cpat_pool *pool,
  *         called.
  */
 CPAT_API int cpat_pool_try_submit(struct cpat_pool *pool,
-                                  const struct cpat_task *task);
+				  const struct cpat_task *task);
 
 /**
  * Submits @p n tasks in order, as many per step as there is room for:
@@ -302,9 +302,9 @@ CPAT_API int cpat_pool_try_submit(struct cpat_pool *pool,
  *         bad deadline (nothing is submitted).
  */
 CPAT_API int cpat_pool_submit_many(struct cpat_pool *pool,
-                                   const struct cpat_task *tasks, size_t n,
-                                   size_t *submitted, struct cpat_token *tok,
-                                   int64_t deadline_ns);
+				   const struct cpat_task *tasks, size_t n,
+				   size_t *submitted, struct cpat_token *tok,
+				   int64_t deadline_ns);
 
 /**
  * Waits until the pool is idle: nothing queued and nothing running, done
@@ -325,8 +325,8 @@ CPAT_API int cpat_pool_submit_many(struct cpat_pool *pool,
  *         for itself); -EINVAL for NULL @p pool or a negative deadline
  *         other than #CPAT_FOREVER.
  */
-CPAT_API int cpat_pool_wait_idle(struct cpat_pool *pool,
-                                 struct cpat_token *tok, int64_t deadline_ns);
+CPAT_API int cpat_pool_wait_idle(struct cpat_pool *pool, struct cpat_token *tok,
+				 int64_t deadline_ns);
 
 /**
  * Shuts the pool down: refuses new tasks (-EPIPE, also to submitters
@@ -355,9 +355,9 @@ CPAT_API int cpat_pool_wait_idle(struct cpat_pool *pool,
  *         negative deadline other than #CPAT_FOREVER.
  */
 CPAT_API int cpat_pool_shutdown(struct cpat_pool *pool,
-                                enum cpat_pool_shutdown_mode mode,
-                                int64_t deadline_ns,
-                                struct cpat_pool_report *report);
+				enum cpat_pool_shutdown_mode mode,
+				int64_t deadline_ns,
+				struct cpat_pool_report *report);
 
 /**
  * cpat_pool_shutdown() whose grace also ends when @p tok fires: a second
@@ -385,10 +385,10 @@ CPAT_API int cpat_pool_shutdown(struct cpat_pool *pool,
  *         cause of @p tok) if @p tok fired before every worker had exited.
  */
 CPAT_API int cpat_pool_shutdown_until(struct cpat_pool *pool,
-                                      enum cpat_pool_shutdown_mode mode,
-                                      struct cpat_token *tok,
-                                      int64_t deadline_ns,
-                                      struct cpat_pool_report *report);
+				      enum cpat_pool_shutdown_mode mode,
+				      struct cpat_token *tok,
+				      int64_t deadline_ns,
+				      struct cpat_pool_report *report);
 
 /**
  * The pool's token, given to every task: fires when a shutdown deadline
@@ -410,7 +410,7 @@ CPAT_API struct cpat_token *cpat_pool_token(struct cpat_pool *pool);
  * @return 0; -EINVAL for NULL @p pool or @p stats.
  */
 CPAT_API int cpat_pool_stats(struct cpat_pool *pool,
-                             struct cpat_pool_stats *stats);
+			     struct cpat_pool_stats *stats);
 
 /**
  * Copies the kept task errors: the non-zero returns of failed tasks in the

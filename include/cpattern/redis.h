@@ -90,8 +90,8 @@
  *         const char *v; size_t n;
  *         if (cpat_redis_fields_find(f, "n", &v, &n) != 0 || n >= 20)
  *                 return -EINVAL;                  // poison: dead-letter it
- *         *(long *)item = strtol(v, NULL, 10);     // value is not NUL-terminated
- *         return 0;
+ *         *(long *)item = strtol(v, NULL, 10);     // value is not
+ * NUL-terminated return 0;
  * }
  * static int work(const void *item, const struct cpat_redis_id *id,
  *                 struct cpat_token *tok, void *arg) {
@@ -107,8 +107,8 @@
  * if (cpat_redis_source_create(&src, &o) != 0) return 1;
  * struct cpat_pool *pool;
  * cpat_pool_create(&pool, NULL);
- * int rc = cpat_redis_source_feed_pool(src, pool, work, NULL, tok);  // until tok fires
- * cpat_pool_shutdown(pool, CPAT_POOL_DRAIN, CPAT_FOREVER, NULL);
+ * int rc = cpat_redis_source_feed_pool(src, pool, work, NULL, tok);  // until
+ * tok fires cpat_pool_shutdown(pool, CPAT_POOL_DRAIN, CPAT_FOREVER, NULL);
  * cpat_pool_destroy(pool);
  * cpat_redis_source_destroy(src);               // sends the last XACKs
  * @endcode
@@ -141,7 +141,7 @@ struct cpat_redis_id {
  *         -EINVAL for NULL @p id, or NULL @p buf with @p len > 0.
  */
 CPAT_API int cpat_redis_id_format(const struct cpat_redis_id *id, char *buf,
-                                  size_t len);
+				  size_t len);
 
 /**
  * Parses "ms-seq" (or "ms", seq 0) of @p len bytes. Never blocks;
@@ -149,7 +149,7 @@ CPAT_API int cpat_redis_id_format(const struct cpat_redis_id *id, char *buf,
  * @return 0; -EINVAL for NULL arguments or text that is not an ID.
  */
 CPAT_API int cpat_redis_id_parse(const char *text, size_t len,
-                                 struct cpat_redis_id *out);
+				 struct cpat_redis_id *out);
 
 /**
  * The fields of one entry (opaque): read by a decode callback, written by
@@ -167,8 +167,8 @@ CPAT_API size_t cpat_redis_fields_count(const struct cpat_redis_fields *f);
  *         pointers may be NULL).
  */
 CPAT_API int cpat_redis_fields_get(const struct cpat_redis_fields *f, size_t i,
-                                   const char **field, size_t *field_len,
-                                   const char **value, size_t *value_len);
+				   const char **field, size_t *field_len,
+				   const char **value, size_t *value_len);
 
 /**
  * The value of the first field named @p name (NUL-terminated), borrowed
@@ -176,8 +176,8 @@ CPAT_API int cpat_redis_fields_get(const struct cpat_redis_fields *f, size_t i,
  * @return 0; -EINVAL for NULL arguments or no such field.
  */
 CPAT_API int cpat_redis_fields_find(const struct cpat_redis_fields *f,
-                                    const char *name, const char **value,
-                                    size_t *value_len);
+				    const char *name, const char **value,
+				    size_t *value_len);
 
 /**
  * Appends a pair to the entry an encode callback builds; both are copied
@@ -191,8 +191,8 @@ CPAT_API int cpat_redis_fields_find(const struct cpat_redis_fields *f,
  *         max_entry_bytes of the sink's options.
  */
 CPAT_API int cpat_redis_fields_add(struct cpat_redis_fields *f,
-                                   const char *field, const void *value,
-                                   size_t value_len);
+				   const char *field, const void *value,
+				   size_t value_len);
 
 /**
  * Turns one entry into an item. Called on the thread in
@@ -206,68 +206,68 @@ CPAT_API int cpat_redis_fields_add(struct cpat_redis_fields *f,
  *         as the reason, and never handed out.
  */
 typedef int (*cpat_redis_decode_fn)(const struct cpat_redis_id *id,
-                                    const struct cpat_redis_fields *f,
-                                    void *item, void *arg);
+				    const struct cpat_redis_fields *f,
+				    void *item, void *arg);
 
 /** Source options; fill with cpat_redis_source_opts_init() first. */
 struct cpat_redis_source_opts {
-	const char *url;        /**< the broker, see the URL forms above */
-	const char *stream;     /**< stream key, required */
-	const char *group;      /**< consumer group, required */
-	const char *consumer;   /**< this consumer's name, unique within the
-	                             group, required */
-	const char *start_id;   /**< where a group created here starts:
-	                             "0" the whole stream (default), "$" only
-	                             new entries */
-	size_t item_size;       /**< bytes of a decoded item, > 0 */
+	const char *url;      /**< the broker, see the URL forms above */
+	const char *stream;   /**< stream key, required */
+	const char *group;    /**< consumer group, required */
+	const char *consumer; /**< this consumer's name, unique within the
+				   group, required */
+	const char *start_id; /**< where a group created here starts:
+				   "0" the whole stream (default), "$" only
+				   new entries */
+	size_t item_size;     /**< bytes of a decoded item, > 0 */
 	cpat_redis_decode_fn decode; /**< required */
-	void *decode_arg;       /**< passed to decode */
-	size_t batch;           /**< entries per read, COUNT (default 32) */
-	size_t max_unacked;     /**< entries in flight at most (default 256) */
-	size_t max_fields;      /**< pairs per entry at most; an entry with
-	                             more is dead-lettered (default 64) */
-	int64_t block_ns;       /**< longest blocking read, 1 ms..1 s: the
-	                             token is answered within it (default
-	                             100 ms) */
-	int64_t claim_idle_ns;  /**< claim entries pending this long;
-	                             0: never claim (default 30 s) */
+	void *decode_arg;            /**< passed to decode */
+	size_t batch;          /**< entries per read, COUNT (default 32) */
+	size_t max_unacked;    /**< entries in flight at most (default 256) */
+	size_t max_fields;     /**< pairs per entry at most; an entry with
+				    more is dead-lettered (default 64) */
+	int64_t block_ns;      /**< longest blocking read, 1 ms..1 s: the
+				    token is answered within it (default
+				    100 ms) */
+	int64_t claim_idle_ns; /**< claim entries pending this long;
+				    0: never claim (default 30 s) */
 	int64_t claim_interval_ns; /**< look for them this often (default
-	                             claim_idle_ns / 4, at least 10 ms) */
-	unsigned max_deliveries; /**< dead-letter an entry delivered this many
-	                             times instead of claiming it again;
-	                             0: never (default 5) */
-	const char *dead_letter; /**< dead-letter stream (default
-	                             "<stream>:dead") */
-	int64_t idle_end_ns;    /**< cpat_redis_source_next() reports the end
-	                             of input (0) after this long with nothing
-	                             to read or claim and nothing in flight;
-	                             0: never, it waits for entries (default) */
+				     claim_idle_ns / 4, at least 10 ms) */
+	unsigned max_deliveries;   /**< dead-letter an entry delivered this many
+				       times instead of claiming it again;
+				       0: never (default 5) */
+	const char *dead_letter;   /**< dead-letter stream (default
+				       "<stream>:dead") */
+	int64_t idle_end_ns;       /**< cpat_redis_source_next() reports the end
+					of input (0) after this long with nothing
+					to read or claim and nothing in flight;
+					0: never, it waits for entries (default) */
 	int64_t connect_timeout_ns; /**< per connection attempt (default 1 s) */
-	int64_t io_timeout_ns;  /**< per command beyond block_ns (default 2 s) */
+	int64_t io_timeout_ns; /**< per command beyond block_ns (default 2 s) */
 	int64_t reconnect_min_ns; /**< first backoff (default 10 ms) */
 	int64_t reconnect_max_ns; /**< backoff ceiling (default 1 s) */
-	char *errbuf;           /**< if not NULL, a failed create writes the
-	                             broker's or hiredis's message here */
-	size_t errlen;          /**< bytes of errbuf */
+	char *errbuf;             /**< if not NULL, a failed create writes the
+				       broker's or hiredis's message here */
+	size_t errlen;            /**< bytes of errbuf */
 };
 
 /** Counters of a source: a snapshot (cpat_redis_source_stats()). */
 struct cpat_redis_source_stats {
-	uint64_t read;           /**< entries read by XREADGROUP */
-	uint64_t claimed;        /**< entries claimed from idle consumers */
-	uint64_t delivered;      /**< items handed out by next */
-	uint64_t acked;          /**< acknowledged to the broker (XACK done) */
-	uint64_t nacked;         /**< completed without acknowledgement */
-	uint64_t dead_lettered;  /**< sent to the dead-letter stream */
-	uint64_t decode_failed;  /**< of those, refused by decode */
-	uint64_t xack_calls;     /**< XACK commands (acked / xack_calls is
-	                              the batching) */
-	uint64_t reconnects;     /**< connections re-established */
+	uint64_t read;          /**< entries read by XREADGROUP */
+	uint64_t claimed;       /**< entries claimed from idle consumers */
+	uint64_t delivered;     /**< items handed out by next */
+	uint64_t acked;         /**< acknowledged to the broker (XACK done) */
+	uint64_t nacked;        /**< completed without acknowledgement */
+	uint64_t dead_lettered; /**< sent to the dead-letter stream */
+	uint64_t decode_failed; /**< of those, refused by decode */
+	uint64_t xack_calls;    /**< XACK commands (acked / xack_calls is
+				     the batching) */
+	uint64_t reconnects;    /**< connections re-established */
 	uint64_t connect_failures; /**< failed connection attempts */
-	uint64_t io_errors;      /**< commands that lost the connection */
-	uint64_t in_flight;      /**< read, not yet acknowledged or nacked */
-	uint64_t in_flight_peak; /**< the most at once; <= max_unacked */
-	int last_error;          /**< the last error's code, 0 if none */
+	uint64_t io_errors;        /**< commands that lost the connection */
+	uint64_t in_flight;        /**< read, not yet acknowledged or nacked */
+	uint64_t in_flight_peak;   /**< the most at once; <= max_unacked */
+	int last_error;            /**< the last error's code, 0 if none */
 };
 
 /** Fills @p o with the defaults. NULL is a no-op. Never blocks. */
@@ -292,8 +292,9 @@ struct cpat_redis_source;
  *         -ETIMEDOUT if it does not answer in time; -EAGAIN if it is busy.
  *         The message is in opts->errbuf.
  */
-CPAT_API int cpat_redis_source_create(struct cpat_redis_source **out,
-                                      const struct cpat_redis_source_opts *opts);
+CPAT_API int
+cpat_redis_source_create(struct cpat_redis_source **out,
+			 const struct cpat_redis_source_opts *opts);
 
 /**
  * Hands out the next entry: the oldest decoded entry on hand, else one
@@ -317,8 +318,8 @@ CPAT_API int cpat_redis_source_create(struct cpat_redis_source **out,
  *         which); -ENOMEM.
  */
 CPAT_API int cpat_redis_source_next(struct cpat_redis_source *s, void *item,
-                                    struct cpat_redis_id *id,
-                                    struct cpat_token *tok);
+				    struct cpat_redis_id *id,
+				    struct cpat_token *tok);
 
 /**
  * How many entries the source holds already read from the broker and not
@@ -347,7 +348,7 @@ CPAT_API size_t cpat_redis_source_buffered(struct cpat_redis_source *s);
  *         -EINVAL for NULL @p s, or NULL @p ids with @p n > 0.
  */
 CPAT_API int cpat_redis_source_ack(struct cpat_redis_source *s,
-                                   const struct cpat_redis_id *ids, size_t n);
+				   const struct cpat_redis_id *ids, size_t n);
 
 /**
  * Completes @p n entries as not processed: they leave the in-flight count
@@ -360,7 +361,7 @@ CPAT_API int cpat_redis_source_ack(struct cpat_redis_source *s,
  *         cpat_redis_source_ack().
  */
 CPAT_API int cpat_redis_source_nack(struct cpat_redis_source *s,
-                                    const struct cpat_redis_id *ids, size_t n);
+				    const struct cpat_redis_id *ids, size_t n);
 
 /**
  * A cpat_ack_fn: cpat_redis_source_ack() of @p n handles, each a struct
@@ -368,7 +369,7 @@ CPAT_API int cpat_redis_source_nack(struct cpat_redis_source *s,
  * gives the pipeline.
  */
 CPAT_API void cpat_redis_source_ack_fn(const void *handles, size_t n,
-                                       void *arg);
+				       void *arg);
 
 /**
  * Sends the queued acknowledgements now (XACK), reconnecting if need be.
@@ -380,7 +381,7 @@ CPAT_API void cpat_redis_source_ack_fn(const void *handles, size_t n,
  *         a refused XACK.
  */
 CPAT_API int cpat_redis_source_flush(struct cpat_redis_source *s,
-                                     struct cpat_token *tok);
+				     struct cpat_token *tok);
 
 /**
  * Makes @p s the source of pipeline @p p (cpat_pipeline_set_source()):
@@ -400,7 +401,7 @@ CPAT_API int cpat_redis_source_flush(struct cpat_redis_source *s,
  *         what cpat_pipeline_set_source() returns otherwise.
  */
 CPAT_API int cpat_redis_source_attach(struct cpat_redis_source *s,
-                                      struct cpat_pipeline *p);
+				      struct cpat_pipeline *p);
 
 /**
  * The work of one entry in a pool (cpat_redis_source_feed_pool()).
@@ -413,8 +414,8 @@ CPAT_API int cpat_redis_source_attach(struct cpat_redis_source *s,
  *         max_deliveries).
  */
 typedef int (*cpat_redis_task_fn)(const void *item,
-                                  const struct cpat_redis_id *id,
-                                  struct cpat_token *tok, void *arg);
+				  const struct cpat_redis_id *id,
+				  struct cpat_token *tok, void *arg);
 
 /**
  * Feeds @p pool from @p s until @p tok fires, the input ends (idle_end_ns)
@@ -434,16 +435,16 @@ typedef int (*cpat_redis_task_fn)(const void *item,
  *         stopped is nacked.
  */
 CPAT_API int cpat_redis_source_feed_pool(struct cpat_redis_source *s,
-                                         struct cpat_pool *pool,
-                                         cpat_redis_task_fn fn, void *arg,
-                                         struct cpat_token *tok);
+					 struct cpat_pool *pool,
+					 cpat_redis_task_fn fn, void *arg,
+					 struct cpat_token *tok);
 
 /**
  * Reads the counters. Never blocks (a short lock); thread-safe.
  * @return 0; -EINVAL for NULL arguments.
  */
 CPAT_API int cpat_redis_source_stats(struct cpat_redis_source *s,
-                                     struct cpat_redis_source_stats *st);
+				     struct cpat_redis_source_stats *st);
 
 /**
  * Copies the message of the source's last error (the broker's reply or
@@ -453,7 +454,7 @@ CPAT_API int cpat_redis_source_stats(struct cpat_redis_source *s,
  *         with @p len > 0.
  */
 CPAT_API int cpat_redis_source_last_error(struct cpat_redis_source *s,
-                                          char *buf, size_t len);
+					  char *buf, size_t len);
 
 /**
  * Destroys the source: sends the queued acknowledgements (one attempt,
@@ -473,27 +474,27 @@ CPAT_API void cpat_redis_source_destroy(struct cpat_redis_source *s);
  * @return 0; a negative value to fail the write with it.
  */
 typedef int (*cpat_redis_encode_fn)(const void *item,
-                                    struct cpat_redis_fields *f, void *arg);
+				    struct cpat_redis_fields *f, void *arg);
 
 /** Sink options; fill with cpat_redis_sink_opts_init() first. */
 struct cpat_redis_sink_opts {
-	const char *url;        /**< the broker */
-	const char *stream;     /**< stream key written with XADD, required */
-	size_t item_size;       /**< bytes of an item, > 0 */
+	const char *url;    /**< the broker */
+	const char *stream; /**< stream key written with XADD, required */
+	size_t item_size;   /**< bytes of an item, > 0 */
 	cpat_redis_encode_fn encode; /**< required */
-	void *encode_arg;       /**< passed to encode */
-	size_t maxlen;          /**< trim to about this many entries
-	                             (MAXLEN ~ N); 0: no trimming (default) */
-	size_t max_fields;      /**< pairs per entry (default 64) */
-	size_t max_entry_bytes; /**< bytes of names and values per entry
-	                             (default 4096) */
-	int64_t connect_timeout_ns; /**< per attempt (default 1 s) */
-	int64_t io_timeout_ns;  /**< per round trip (default 2 s) */
-	int64_t retry_ns;       /**< how long a write keeps reconnecting and
-	                             resending before it fails (default 5 s) */
+	void *encode_arg;            /**< passed to encode */
+	size_t maxlen;               /**< trim to about this many entries
+					  (MAXLEN ~ N); 0: no trimming (default) */
+	size_t max_fields;           /**< pairs per entry (default 64) */
+	size_t max_entry_bytes;      /**< bytes of names and values per entry
+					  (default 4096) */
+	int64_t connect_timeout_ns;  /**< per attempt (default 1 s) */
+	int64_t io_timeout_ns;       /**< per round trip (default 2 s) */
+	int64_t retry_ns;         /**< how long a write keeps reconnecting and
+				       resending before it fails (default 5 s) */
 	struct cpat_token *token; /**< cancels those waits, or NULL */
-	char *errbuf;           /**< as in cpat_redis_source_opts */
-	size_t errlen;          /**< bytes of errbuf */
+	char *errbuf;             /**< as in cpat_redis_source_opts */
+	size_t errlen;            /**< bytes of errbuf */
 };
 
 /** Counters of a sink (cpat_redis_sink_stats()). */
@@ -501,7 +502,7 @@ struct cpat_redis_sink_stats {
 	uint64_t written;     /**< entries the broker confirmed */
 	uint64_t round_trips; /**< pipelined batches sent */
 	uint64_t resent;      /**< entries sent again after a lost connection
-	                           (possible duplicates in the stream) */
+				   (possible duplicates in the stream) */
 	uint64_t reconnects;  /**< connections re-established */
 	int last_error;       /**< the last error's code, 0 if none */
 };
@@ -522,7 +523,7 @@ CPAT_API void cpat_redis_sink_opts_init(struct cpat_redis_sink_opts *o);
  *         cpat_redis_source_create(). The message is in opts->errbuf.
  */
 CPAT_API int cpat_redis_sink_create(struct cpat_redis_sink **out,
-                                    const struct cpat_redis_sink_opts *opts);
+				    const struct cpat_redis_sink_opts *opts);
 
 /**
  * Appends @p n items (item_size bytes each, one after another) to the
@@ -533,12 +534,12 @@ CPAT_API int cpat_redis_sink_create(struct cpat_redis_sink **out,
  *
  * Blocks for the round trip. Call from one thread at a time.
  * @return 0 when all @p n are in the stream; the encode callback's error
- *         (the items before the failing one were written); -EINVAL for NULL arguments, or a
- *         refused XADD (such as WRONGTYPE); -EPIPE / -ETIMEDOUT when the
- *         broker stays unreachable past retry_ns; the token's cause.
+ *         (the items before the failing one were written); -EINVAL for NULL
+ * arguments, or a refused XADD (such as WRONGTYPE); -EPIPE / -ETIMEDOUT when
+ * the broker stays unreachable past retry_ns; the token's cause.
  */
-CPAT_API int cpat_redis_sink_write(struct cpat_redis_sink *k,
-                                   const void *items, size_t n);
+CPAT_API int cpat_redis_sink_write(struct cpat_redis_sink *k, const void *items,
+				   size_t n);
 
 /**
  * A cpat_sink_fn writing one item: cpat_redis_sink_write(arg, item, 1).
@@ -555,11 +556,11 @@ CPAT_API int cpat_redis_sink_batch_fn(const void *batch, void *arg);
 
 /** Reads the counters. Never blocks. @return 0; -EINVAL for NULL. */
 CPAT_API int cpat_redis_sink_stats(struct cpat_redis_sink *k,
-                                   struct cpat_redis_sink_stats *st);
+				   struct cpat_redis_sink_stats *st);
 
 /** As cpat_redis_source_last_error(), for a sink. */
 CPAT_API int cpat_redis_sink_last_error(struct cpat_redis_sink *k, char *buf,
-                                        size_t len);
+					size_t len);
 
 /**
  * Closes the connection and frees the sink (every write has already been

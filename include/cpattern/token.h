@@ -36,9 +36,9 @@
  * **Deadlines** fire on time without a thread per token: one shared timer
  * thread ("cpat-timer" on Linux; the signal helper below is
  * "cpat-signal"), started at the first deadline token, fires them all.
- * Reading the status of a token past its effective deadline (its own or an ancestor's)
- * also fires it, so a token is never seen live after its deadline, and never
- * fires before it.
+ * Reading the status of a token past its effective deadline (its own or an
+ * ancestor's) also fires it, so a token is never seen live after its deadline,
+ * and never fires before it.
  *
  * **Signals.** cpat_token_create_signals() makes a token that fires on the
  * first of a set of signals. The signal handler it installs only records the
@@ -69,9 +69,8 @@
  * struct cpat_token *root, *req;
  * if (cpat_token_create(&root, NULL) != 0)
  *         return -1;
- * if (cpat_token_create_deadline(&req, root, cpat_now_ns() + 2 * CPAT_SEC) != 0) {
- *         cpat_token_unref(root);
- *         return -1;
+ * if (cpat_token_create_deadline(&req, root, cpat_now_ns() + 2 * CPAT_SEC) !=
+ * 0) { cpat_token_unref(root); return -1;
  * }
  * int rc = cpat_chan_recv(ch, &item, req);   // -ETIMEDOUT after 2 s,
  * cpat_token_cancel(root);                   // -ECANCELED after this
@@ -114,7 +113,7 @@ typedef void (*cpat_token_fn)(void *arg, int cause);
  *         failed.
  */
 CPAT_API int cpat_token_create(struct cpat_token **out,
-                               struct cpat_token *parent);
+			       struct cpat_token *parent);
 
 /**
  * Creates a token that fires with -ETIMEDOUT at @p deadline_ns (or earlier,
@@ -133,8 +132,8 @@ CPAT_API int cpat_token_create(struct cpat_token **out,
  *         -EAGAIN if the timer thread could not be started.
  */
 CPAT_API int cpat_token_create_deadline(struct cpat_token **out,
-                                        struct cpat_token *parent,
-                                        int64_t deadline_ns);
+					struct cpat_token *parent,
+					int64_t deadline_ns);
 
 /**
  * Creates a token that fires with -ECANCELED when the process receives the
@@ -160,8 +159,8 @@ CPAT_API int cpat_token_create_deadline(struct cpat_token **out,
  *         made.
  */
 CPAT_API int cpat_token_create_signals(struct cpat_token **out,
-                                       struct cpat_token *parent,
-                                       const int *signals, size_t n);
+				       struct cpat_token *parent,
+				       const int *signals, size_t n);
 
 /**
  * Fires @p tok with -ECANCELED, unless it has already fired.
@@ -270,7 +269,7 @@ CPAT_API int cpat_token_wait(struct cpat_token *tok, int64_t deadline_ns);
  *         @p fn is NULL; -ENOMEM if allocation failed (@p fn never runs).
  */
 CPAT_API int cpat_token_on_cancel(struct cpat_token *tok, cpat_token_fn fn,
-                                  void *arg, struct cpat_token_cb **handle);
+				  void *arg, struct cpat_token_cb **handle);
 
 /**
  * Removes a callback registered by cpat_token_on_cancel() and releases its

@@ -23,8 +23,8 @@
 #define CPAT_SOVERSION 0
 
 /** A single comparable number: 0xMMmmpp. */
-#define CPAT_VERSION_NUMBER                                                    \
-	((CPAT_VERSION_MAJOR << 16) | (CPAT_VERSION_MINOR << 8) |              \
+#define CPAT_VERSION_NUMBER                                       \
+	((CPAT_VERSION_MAJOR << 16) | (CPAT_VERSION_MINOR << 8) | \
 	 CPAT_VERSION_PATCH)
 
 #ifdef __cplusplus

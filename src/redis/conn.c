@@ -60,11 +60,10 @@ void rcond_init(pthread_cond_t *cv)
 	pthread_condattr_destroy(&a);
 }
 
-void rcond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu,
-                      int64_t until_ns)
+void rcond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t until_ns)
 {
 	struct timespec ts = {.tv_sec = until_ns / CPAT_SEC,
-	                      .tv_nsec = until_ns % CPAT_SEC};
+			      .tv_nsec = until_ns % CPAT_SEC};
 	pthread_cond_timedwait(cv, mu, &ts);
 }
 
@@ -80,7 +79,7 @@ int rsleep_until(struct cpat_token *tok, int64_t until_ns)
 	int64_t now = cpat_now_ns();
 	if (until_ns > now) {
 		struct timespec ts = {.tv_sec = (until_ns - now) / CPAT_SEC,
-		                      .tv_nsec = (until_ns - now) % CPAT_SEC};
+				      .tv_nsec = (until_ns - now) % CPAT_SEC};
 		while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
 			;
 	}
@@ -139,8 +138,9 @@ int rconn_io_error(struct rconn *rc)
 {
 	int code = -EPIPE;
 	if (rc->c && rc->c->err) {
-		code = rc->c->err == REDIS_ERR_OOM ? -ENOMEM
-		                                   : code_of_io_text(rc->c->errstr);
+		code = rc->c->err == REDIS_ERR_OOM
+			       ? -ENOMEM
+			       : code_of_io_text(rc->c->errstr);
 		rconn_set_error(rc, code, "connection: %s", rc->c->errstr);
 	} else {
 		rconn_set_error(rc, code, "connection lost");
@@ -221,14 +221,19 @@ int rconn_init(struct rconn *rc, const char *url)
 	if (!strncmp(url, "unix://", 7)) {
 		const char *p = url + 7;
 		if (*p != '/')
-			return bad_url(rc, url, "the socket path must be absolute (unix:///path)");
+			return bad_url(rc, url,
+				       "the socket path must be absolute "
+				       "(unix:///path)");
 		const char *q = strchr(p, '?');
 		size_t plen = q ? (size_t)(q - p) : strlen(p);
 		if (plen < 2 || plen >= 108)
-			return bad_url(rc, url, "socket path empty or too long");
+			return bad_url(rc, url,
+				       "socket path empty or too long");
 		if (q) {
 			if (strncmp(q, "?db=", 4) != 0)
-				return bad_url(rc, url, "only ?db=N may follow the path");
+				return bad_url(
+					rc, url,
+					"only ?db=N may follow the path");
 			rc->db = parse_num(q + 4, strlen(q + 4), 0, INT_MAX);
 			if (rc->db < 0)
 				return bad_url(rc, url, "bad db number");
@@ -237,11 +242,13 @@ int rconn_init(struct rconn *rc, const char *url)
 		rc->path = pct_decode(p, plen, &bad);
 		if (!rc->path)
 			return bad ? bad_url(rc, url, "bad %-escape")
-			           : rconn_set_error(rc, -ENOMEM, "out of memory");
+				   : rconn_set_error(rc, -ENOMEM,
+						     "out of memory");
 		return 0;
 	}
 	if (strncmp(url, "redis://", 8) != 0)
-		return bad_url(rc, url, "the scheme must be redis:// or unix://");
+		return bad_url(rc, url,
+			       "the scheme must be redis:// or unix://");
 	const char *p = url + 8;
 	const char *end = p + strcspn(p, "/?#");
 	if (*end == '?' || *end == '#')
@@ -251,13 +258,16 @@ int rconn_init(struct rconn *rc, const char *url)
 	if (at) {
 		const char *colon = memchr(p, ':', (size_t)(at - p));
 		if (!colon)
-			return bad_url(rc, url, "credentials must be user:password or :password");
+			return bad_url(rc, url,
+				       "credentials must be user:password or "
+				       ":password");
 		if (colon > p) {
 			rc->user = pct_decode(p, (size_t)(colon - p), &bad);
 			if (!rc->user)
 				goto fail_dec;
 		}
-		rc->pass = pct_decode(colon + 1, (size_t)(at - colon - 1), &bad);
+		rc->pass =
+			pct_decode(colon + 1, (size_t)(at - colon - 1), &bad);
 		if (!rc->pass)
 			goto fail_dec;
 		if (!rc->pass[0])
@@ -274,7 +284,8 @@ int rconn_init(struct rconn *rc, const char *url)
 		hend = rb + 1;
 		if (hend < end) {
 			if (*hend != ':')
-				return bad_url(rc, url, "junk after the [IPv6] host");
+				return bad_url(rc, url,
+					       "junk after the [IPv6] host");
 			portp = hend + 1;
 		}
 	} else {
@@ -283,8 +294,10 @@ int rconn_init(struct rconn *rc, const char *url)
 		if (hend == p)
 			return bad_url(rc, url, "no host");
 		for (const char *c = p; c < hend; c++)
-			if (!(isalnum((unsigned char)*c) || *c == '.' || *c == '-' || *c == '_'))
-				return bad_url(rc, url, "bad character in the host");
+			if (!(isalnum((unsigned char)*c) || *c == '.' ||
+			      *c == '-' || *c == '_'))
+				return bad_url(rc, url,
+					       "bad character in the host");
 		rc->host = pct_decode(p, (size_t)(hend - p), &bad);
 		if (colon)
 			portp = colon + 1;
@@ -305,7 +318,7 @@ int rconn_init(struct rconn *rc, const char *url)
 	return 0;
 fail_dec:
 	return bad ? bad_url(rc, url, "bad %-escape")
-	           : rconn_set_error(rc, -ENOMEM, "out of memory");
+		   : rconn_set_error(rc, -ENOMEM, "out of memory");
 }
 
 void rconn_drop(struct rconn *rc)
@@ -332,12 +345,12 @@ static struct timeval tv_of(int64_t ns)
 	if (ns < CPAT_MSEC)
 		ns = CPAT_MSEC;
 	struct timeval tv = {.tv_sec = ns / CPAT_SEC,
-	                     .tv_usec = (ns % CPAT_SEC) / 1000};
+			     .tv_usec = (ns % CPAT_SEC) / 1000};
 	return tv;
 }
 
-int rconn_cmd(struct rconn *rc, int argc, const char **argv,
-              const size_t *lens, redisReply **out)
+int rconn_cmd(struct rconn *rc, int argc, const char **argv, const size_t *lens,
+	      redisReply **out)
 {
 	*out = NULL;
 	if (!rc->c)
@@ -358,20 +371,22 @@ int rconn_connect(struct rconn *rc)
 {
 	rconn_drop(rc);
 	struct timeval tv = tv_of(rc->connect_timeout_ns);
-	redisContext *c = rc->path ? redisConnectUnixWithTimeout(rc->path, tv)
-	                           : redisConnectWithTimeout(rc->host, rc->port, tv);
+	redisContext *c =
+		rc->path ? redisConnectUnixWithTimeout(rc->path, tv)
+			 : redisConnectWithTimeout(rc->host, rc->port, tv);
 	if (!c) {
 		rc->failures++;
 		return rconn_set_error(rc, -ENOMEM, "connect: out of memory");
 	}
 	if (c->err) {
-		int code = c->err == REDIS_ERR_OOM ? -ENOMEM : code_of_io_text(c->errstr);
+		int code = c->err == REDIS_ERR_OOM ? -ENOMEM
+						   : code_of_io_text(c->errstr);
 		if (rc->path)
 			rconn_set_error(rc, code, "connect to %s: %s", rc->path,
-			                c->errstr);
+					c->errstr);
 		else
-			rconn_set_error(rc, code, "connect to %s:%d: %s", rc->host,
-			                rc->port, c->errstr);
+			rconn_set_error(rc, code, "connect to %s:%d: %s",
+					rc->host, rc->port, c->errstr);
 		redisFree(c);
 		rc->failures++;
 		return code;
@@ -385,7 +400,7 @@ int rconn_connect(struct rconn *rc)
 	int code = 0;
 	if (rc->pass) {
 		const char *av[3] = {"AUTH", rc->user ? rc->user : rc->pass,
-		                     rc->pass};
+				     rc->pass};
 		code = rconn_cmd(rc, rc->user ? 3 : 2, av, NULL, &r);
 		if (code == 0)
 			freeReplyObject(r);
@@ -408,7 +423,7 @@ int rconn_connect(struct rconn *rc)
 }
 
 int rconn_ensure(struct rconn *rc, struct cpat_token *tok, int64_t min_ns,
-                 int64_t max_ns, int64_t deadline_ns)
+		 int64_t max_ns, int64_t deadline_ns)
 {
 	int64_t backoff = min_ns;
 	for (;;) {
@@ -425,7 +440,9 @@ int rconn_ensure(struct rconn *rc, struct cpat_token *tok, int64_t min_ns,
 			return code;
 		int64_t until = cpat_now_ns() + backoff;
 		if (deadline_ns != CPAT_FOREVER && until > deadline_ns)
-			return code == -ETIMEDOUT || code == -EPIPE ? code : -ETIMEDOUT;
+			return code == -ETIMEDOUT || code == -EPIPE
+				       ? code
+				       : -ETIMEDOUT;
 		st = rsleep_until(tok, until);
 		if (st != 0)
 			return st;
@@ -440,7 +457,7 @@ int cpat_redis_id_format(const struct cpat_redis_id *id, char *buf, size_t len)
 	if (!id || (!buf && len > 0))
 		return -EINVAL;
 	return snprintf(buf, len, "%llu-%llu", (unsigned long long)id->ms,
-	                (unsigned long long)id->seq);
+			(unsigned long long)id->seq);
 }
 
 static int parse_u64(const char *s, size_t n, uint64_t *out)
@@ -525,8 +542,8 @@ size_t cpat_redis_fields_count(const struct cpat_redis_fields *f)
 }
 
 int cpat_redis_fields_get(const struct cpat_redis_fields *f, size_t i,
-                          const char **field, size_t *field_len,
-                          const char **value, size_t *value_len)
+			  const char **field, size_t *field_len,
+			  const char **value, size_t *value_len)
 {
 	if (!f || i >= f->n)
 		return -EINVAL;
@@ -542,7 +559,7 @@ int cpat_redis_fields_get(const struct cpat_redis_fields *f, size_t i,
 }
 
 int cpat_redis_fields_find(const struct cpat_redis_fields *f, const char *name,
-                           const char **value, size_t *value_len)
+			   const char **value, size_t *value_len)
 {
 	if (!f || !name)
 		return -EINVAL;
@@ -560,7 +577,7 @@ int cpat_redis_fields_find(const struct cpat_redis_fields *f, const char *name,
 }
 
 int cpat_redis_fields_add(struct cpat_redis_fields *f, const char *field,
-                          const void *value, size_t value_len)
+			  const void *value, size_t value_len)
 {
 	if (!f || !field || !field[0] || (!value && value_len > 0) || f->ro)
 		return -EINVAL;

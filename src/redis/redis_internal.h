@@ -30,12 +30,12 @@
  */
 struct rconn {
 	/* The parsed URL. */
-	char *path;     /* unix socket, or NULL for TCP */
-	char *host;     /* TCP host (without brackets) */
+	char *path; /* unix socket, or NULL for TCP */
+	char *host; /* TCP host (without brackets) */
 	int port;
-	char *user;     /* AUTH user, or NULL */
-	char *pass;     /* AUTH password, or NULL */
-	long db;        /* SELECT when > 0 */
+	char *user; /* AUTH user, or NULL */
+	char *pass; /* AUTH password, or NULL */
+	long db;    /* SELECT when > 0 */
 
 	int64_t connect_timeout_ns;
 	int64_t io_timeout_ns; /* socket timeout for every reply */
@@ -66,7 +66,7 @@ RHIDDEN void rconn_drop(struct rconn *rc);
  * CPAT_FOREVER): -ETIMEDOUT after it.
  */
 RHIDDEN int rconn_ensure(struct rconn *rc, struct cpat_token *tok,
-                         int64_t min_ns, int64_t max_ns, int64_t deadline_ns);
+			 int64_t min_ns, int64_t max_ns, int64_t deadline_ns);
 /*
  * Runs one command and returns its reply in *out (caller frees) when it is
  * not an error reply. An error reply gives its mapped code (the message in
@@ -75,7 +75,7 @@ RHIDDEN int rconn_ensure(struct rconn *rc, struct cpat_token *tok,
  * connection and gives -EPIPE or -ETIMEDOUT.
  */
 RHIDDEN int rconn_cmd(struct rconn *rc, int argc, const char **argv,
-                      const size_t *lens, redisReply **out);
+		      const size_t *lens, redisReply **out);
 /* After a NULL reply or c->err: records the error, drops the context and
  * returns -EPIPE or -ETIMEDOUT. */
 RHIDDEN int rconn_io_error(struct rconn *rc);
@@ -95,7 +95,7 @@ RHIDDEN char *rdup(const char *s);
 /* A condition variable on CLOCK_MONOTONIC, and a timed wait on it. */
 RHIDDEN void rcond_init(pthread_cond_t *cv);
 RHIDDEN void rcond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu,
-                              int64_t until_ns);
+			      int64_t until_ns);
 
 /*
  * The fields of one entry. For decode: pointers into the reply (ro). For
@@ -112,7 +112,7 @@ struct cpat_redis_fields {
 };
 
 RHIDDEN int rfields_alloc(struct cpat_redis_fields *f, size_t cap,
-                          size_t arena);
+			  size_t arena);
 RHIDDEN void rfields_free(struct cpat_redis_fields *f);
 /* Points @p f at the pairs of an entry's field array (ro). -EINVAL if the
  * reply is malformed or has more than cap pairs. */

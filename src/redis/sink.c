@@ -88,7 +88,7 @@ static int append_one(struct cpat_redis_sink *k, const void *item)
 	k->argv[argc] = "*", k->argl[argc++] = 1;
 	if (k->fields.n == 0)
 		return rconn_set_error(&k->conn, -EINVAL,
-		                       "encode gave an entry without fields");
+				       "encode gave an entry without fields");
 	for (size_t i = 0; i < 2 * k->fields.n; i++) {
 		k->argv[argc] = k->fields.ptr[i];
 		k->argl[argc++] = k->fields.len[i];
@@ -100,7 +100,7 @@ static int append_one(struct cpat_redis_sink *k, const void *item)
 }
 
 int cpat_redis_sink_write(struct cpat_redis_sink *k, const void *items,
-                          size_t n)
+			  size_t n)
 {
 	if (!k || (!items && n > 0))
 		return -EINVAL;
@@ -110,7 +110,7 @@ int cpat_redis_sink_write(struct cpat_redis_sink *k, const void *items,
 	int first = 1;
 	while (done < n) {
 		int rc = rconn_ensure(&k->conn, k->tok, 10 * CPAT_MSEC,
-		                      CPAT_SEC, deadline);
+				      CPAT_SEC, deadline);
 		if (rc != 0) {
 			sink_error(k, rc);
 			return rc;
@@ -181,7 +181,7 @@ int cpat_redis_sink_batch_fn(const void *batch, void *arg)
 }
 
 int cpat_redis_sink_stats(struct cpat_redis_sink *k,
-                          struct cpat_redis_sink_stats *st)
+			  struct cpat_redis_sink_stats *st)
 {
 	if (!k || !st)
 		return -EINVAL;
@@ -216,7 +216,7 @@ void cpat_redis_sink_destroy(struct cpat_redis_sink *k)
 }
 
 int cpat_redis_sink_create(struct cpat_redis_sink **out,
-                           const struct cpat_redis_sink_opts *o)
+			   const struct cpat_redis_sink_opts *o)
 {
 	if (out)
 		*out = NULL;
@@ -225,9 +225,9 @@ int cpat_redis_sink_create(struct cpat_redis_sink **out,
 		bad = "NULL";
 	else if (!o->stream || !o->stream[0] || !o->item_size || !o->encode)
 		bad = "stream, item_size and encode are required";
-	else if (!o->max_fields || o->max_fields > 4096 || !o->max_entry_bytes ||
-	         o->connect_timeout_ns <= 0 || o->io_timeout_ns <= 0 ||
-	         o->retry_ns < 0)
+	else if (!o->max_fields || o->max_fields > 4096 ||
+		 !o->max_entry_bytes || o->connect_timeout_ns <= 0 ||
+		 o->io_timeout_ns <= 0 || o->retry_ns < 0)
 		bad = "a size or time is out of range";
 	if (bad) {
 		if (o && o->errbuf && o->errlen)

@@ -92,26 +92,26 @@ struct cpat_redis_source {
 
 	/* The reader's state, under io_mu. */
 	pthread_mutex_t io_mu;
-	redisReply *held_root;  /* reply owning the held entries */
-	redisReply *held;       /* array of entries [id, fields] */
+	redisReply *held_root; /* reply owning the held entries */
+	redisReply *held;      /* array of entries [id, fields] */
 	size_t held_pos;
-	int held_claimed;       /* held came from XCLAIM */
-	uint64_t *held_deliv;   /* claimed: deliveries before the claim */
+	int held_claimed;           /* held came from XCLAIM */
+	uint64_t *held_deliv;       /* claimed: deliveries before the claim */
 	struct cpat_redis_id *cand; /* the claim's candidates (batch) */
-	uint64_t *cand_deliv;   /* and their deliveries */
+	uint64_t *cand_deliv;       /* and their deliveries */
 	struct cpat_redis_id *sendbuf;
 	size_t nsend;
 	struct cpat_redis_fields fields;
 	const char **argv;
 	size_t *argl;
 	size_t argcap;
-	char *idtext;           /* room for argcap IDs as text */
+	char *idtext; /* room for argcap IDs as text */
 	int64_t next_claim_ns, last_progress_ns;
 	uint64_t seen_connects, seen_failures;
 
 	/* Shared with the completing threads, under mu. */
 	pthread_mutex_t mu;
-	pthread_cond_t cv;      /* an ack, a nack or a free feeder slot */
+	pthread_cond_t cv; /* an ack, a nack or a free feeder slot */
 	struct idslot *set;
 	size_t set_mask;
 	struct cpat_redis_id *ackq;
@@ -127,7 +127,8 @@ struct cpat_redis_source {
 
 static size_t id_hash(const struct cpat_redis_id *id)
 {
-	uint64_t h = id->ms * 0x9E3779B97F4A7C15ull ^ id->seq * 0xC2B2AE3D27D4EB4Full;
+	uint64_t h = id->ms * 0x9E3779B97F4A7C15ull ^
+		     id->seq * 0xC2B2AE3D27D4EB4Full;
 	h ^= h >> 31;
 	return (size_t)h;
 }
@@ -137,7 +138,8 @@ static int id_eq(const struct cpat_redis_id *a, const struct cpat_redis_id *b)
 	return a->ms == b->ms && a->seq == b->seq;
 }
 
-static size_t set_find(struct cpat_redis_source *s, const struct cpat_redis_id *id)
+static size_t set_find(struct cpat_redis_source *s,
+		       const struct cpat_redis_id *id)
 {
 	for (size_t i = id_hash(id) & s->set_mask;; i = (i + 1) & s->set_mask) {
 		if (s->set[i].state == SET_EMPTY)
@@ -147,12 +149,14 @@ static size_t set_find(struct cpat_redis_source *s, const struct cpat_redis_id *
 	}
 }
 
-static void set_insert(struct cpat_redis_source *s, const struct cpat_redis_id *id)
+static void set_insert(struct cpat_redis_source *s,
+		       const struct cpat_redis_id *id)
 {
 	size_t i = id_hash(id) & s->set_mask;
 	while (s->set[i].state != SET_EMPTY) {
 		if (id_eq(&s->set[i].id, id))
-			return; /* already held: delivered twice by a claim race */
+			return; /* already held: delivered twice by a claim race
+				 */
 		i = (i + 1) & s->set_mask;
 	}
 	s->set[i].id = *id;
@@ -194,7 +198,7 @@ static void done_in_flight(struct cpat_redis_source *s, size_t n)
 /* ---- completions (any thread) -------------------------------------------- */
 
 static int complete(struct cpat_redis_source *s, const unsigned char *h,
-                    size_t n, int ack)
+		    size_t n, int ack)
 {
 	int done = 0;
 	pthread_mutex_lock(&s->mu);
@@ -205,7 +209,8 @@ static int complete(struct cpat_redis_source *s, const unsigned char *h,
 		if (i == SIZE_MAX || s->set[i].state != SET_HANDED)
 			continue;
 		if (ack) {
-			/* At most bound IDs are in the set, so ackq has room. */
+			/* At most bound IDs are in the set, so ackq has room.
+			 */
 			s->set[i].state = SET_QUEUED;
 			s->ackq[s->nackq++] = id;
 		} else {
@@ -222,7 +227,7 @@ static int complete(struct cpat_redis_source *s, const unsigned char *h,
 }
 
 int cpat_redis_source_ack(struct cpat_redis_source *s,
-                          const struct cpat_redis_id *ids, size_t n)
+			  const struct cpat_redis_id *ids, size_t n)
 {
 	if (!s || (!ids && n > 0))
 		return -EINVAL;
@@ -230,7 +235,7 @@ int cpat_redis_source_ack(struct cpat_redis_source *s,
 }
 
 int cpat_redis_source_nack(struct cpat_redis_source *s,
-                           const struct cpat_redis_id *ids, size_t n)
+			   const struct cpat_redis_id *ids, size_t n)
 {
 	if (!s || (!ids && n > 0))
 		return -EINVAL;
@@ -276,13 +281,13 @@ static void note_error(struct cpat_redis_source *s, int rc)
  * broker's refusal.
  */
 static int exec_cmd(struct cpat_redis_source *s, struct cpat_token *tok,
-                    int once, int argc, const char **argv,
-                    const size_t *lens, redisReply **out)
+		    int once, int argc, const char **argv, const size_t *lens,
+		    redisReply **out)
 {
 	int64_t backoff = s->rmin;
 	for (;;) {
 		int rc = rconn_ensure(&s->conn, tok, s->rmin, s->rmax,
-		                      once ? cpat_now_ns() : CPAT_FOREVER);
+				      once ? cpat_now_ns() : CPAT_FOREVER);
 		publish_conn_stats(s);
 		if (rc != 0) {
 			note_error(s, rc);
@@ -318,7 +323,7 @@ static void free_held(struct cpat_redis_source *s)
 }
 
 static const char *id_text(struct cpat_redis_source *s, size_t k,
-                           const struct cpat_redis_id *id, size_t *len)
+			   const struct cpat_redis_id *id, size_t *len)
 {
 	char *t = s->idtext + k * CPAT_REDIS_ID_MAX;
 	*len = (size_t)cpat_redis_id_format(id, t, CPAT_REDIS_ID_MAX);
@@ -327,7 +332,7 @@ static const char *id_text(struct cpat_redis_source *s, size_t k,
 
 /* Sends the queued acknowledgements as one XACK. */
 static int flush_locked(struct cpat_redis_source *s, struct cpat_token *tok,
-                        int once)
+			int once)
 {
 	pthread_mutex_lock(&s->mu);
 	memcpy(s->sendbuf + s->nsend, s->ackq, s->nackq * sizeof *s->ackq);
@@ -344,7 +349,8 @@ static int flush_locked(struct cpat_redis_source *s, struct cpat_token *tok,
 	for (size_t k = 0; k < s->nsend; k++)
 		s->argv[3 + k] = id_text(s, k, &s->sendbuf[k], &s->argl[3 + k]);
 	redisReply *r;
-	int rc = exec_cmd(s, tok, once, (int)(3 + s->nsend), s->argv, s->argl, &r);
+	int rc = exec_cmd(s, tok, once, (int)(3 + s->nsend), s->argv, s->argl,
+			  &r);
 	if (rc != 0)
 		return rc; /* kept in sendbuf, sent again next time */
 	freeReplyObject(r);
@@ -363,10 +369,10 @@ static int flush_locked(struct cpat_redis_source *s, struct cpat_token *tok,
 }
 
 static int create_group(struct cpat_redis_source *s, struct cpat_token *tok,
-                        int once)
+			int once)
 {
-	const char *av[6] = {"XGROUP", "CREATE", s->stream, s->group,
-	                     s->start_id, "MKSTREAM"};
+	const char *av[6] = {"XGROUP", "CREATE",    s->stream,
+			     s->group, s->start_id, "MKSTREAM"};
 	redisReply *r;
 	int rc = exec_cmd(s, tok, once, 6, av, NULL, &r);
 	if (rc == 0) {
@@ -382,8 +388,8 @@ static int create_group(struct cpat_redis_source *s, struct cpat_token *tok,
 /* A command on the group; if the group vanished (the stream was deleted,
  * or a server restarted without its data) it is made again once. */
 static int group_cmd(struct cpat_redis_source *s, struct cpat_token *tok,
-                     int argc, const char **argv, const size_t *lens,
-                     redisReply **out)
+		     int argc, const char **argv, const size_t *lens,
+		     redisReply **out)
 {
 	int rc = exec_cmd(s, tok, 0, argc, argv, lens, out);
 	if (rc == -EINVAL && !strncmp(s->conn.err, "NOGROUP", 7)) {
@@ -398,9 +404,9 @@ static int group_cmd(struct cpat_redis_source *s, struct cpat_token *tok,
  * round trips, so that an XADD the broker refuses never lets the XACK go
  * out: the entry then stays pending and is tried again later. */
 static void dead_letter(struct cpat_redis_source *s, struct cpat_token *tok,
-                        const struct cpat_redis_id *id,
-                        const redisReply *fields, const char *reason,
-                        uint64_t deliveries, int decode_failed)
+			const struct cpat_redis_id *id,
+			const redisReply *fields, const char *reason,
+			uint64_t deliveries, int decode_failed)
 {
 	size_t idlen, argc = 0;
 	const char *idt = id_text(s, 0, id, &idlen);
@@ -410,7 +416,8 @@ static void dead_letter(struct cpat_redis_source *s, struct cpat_token *tok,
 	s->argv[argc] = s->dlq, s->argl[argc++] = strlen(s->dlq);
 	s->argv[argc] = "*", s->argl[argc++] = 1;
 	if (fields && fields->type == REDIS_REPLY_ARRAY &&
-	    fields->elements % 2 == 0 && fields->elements / 2 <= s->max_fields) {
+	    fields->elements % 2 == 0 &&
+	    fields->elements / 2 <= s->max_fields) {
 		for (size_t i = 0; i < fields->elements; i++) {
 			const redisReply *e = fields->element[i];
 			s->argv[argc] = e->str ? e->str : "";
@@ -446,7 +453,7 @@ static void dead_letter(struct cpat_redis_source *s, struct cpat_token *tok,
 /* Hands out the next good entry of the held reply: 1, or 0 when none is
  * left (every bad one on the way was dead-lettered). */
 static int take_held(struct cpat_redis_source *s, struct cpat_token *tok,
-                     void *item, struct cpat_redis_id *out)
+		     void *item, struct cpat_redis_id *out)
 {
 	while (s->held && s->held_pos < s->held->elements) {
 		size_t pos = s->held_pos++;
@@ -456,7 +463,7 @@ static int take_held(struct cpat_redis_source *s, struct cpat_token *tok,
 		if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
 		    e->element[0]->type != REDIS_REPLY_STRING ||
 		    cpat_redis_id_parse(e->element[0]->str, e->element[0]->len,
-		                        &id) != 0) {
+					&id) != 0) {
 			/* Nothing to acknowledge it by: it stays pending. */
 			pthread_mutex_lock(&s->mu);
 			done_in_flight(s, 1);
@@ -467,27 +474,27 @@ static int take_held(struct cpat_redis_source *s, struct cpat_token *tok,
 		char reason[96];
 		if (s->max_deliveries && before >= s->max_deliveries) {
 			snprintf(reason, sizeof reason, "delivered %llu times",
-			         (unsigned long long)before);
+				 (unsigned long long)before);
 			dead_letter(s, tok, &id, f, reason, before, 0);
 			continue;
 		}
 		if (f->type == REDIS_REPLY_NIL) {
 			/* Deleted from the stream (trimmed) while pending:
 			 * nothing to process, clear it from the group. */
-			dead_letter(s, tok, &id, NULL, "deleted from the stream",
-			            before + 1, 0);
+			dead_letter(s, tok, &id, NULL,
+				    "deleted from the stream", before + 1, 0);
 			continue;
 		}
 		if (rfields_view(&s->fields, f) != 0) {
 			dead_letter(s, tok, &id, f,
-			            "malformed or more than max_fields fields",
-			            before + 1, 1);
+				    "malformed or more than max_fields fields",
+				    before + 1, 1);
 			continue;
 		}
 		int rc = s->decode(&id, &s->fields, item, s->decode_arg);
 		if (rc < 0) {
 			snprintf(reason, sizeof reason, "decode: %s",
-			         cpat_strerror(rc));
+				 cpat_strerror(rc));
 			dead_letter(s, tok, &id, f, reason, before + 1, 1);
 			continue;
 		}
@@ -507,7 +514,7 @@ static int take_held(struct cpat_redis_source *s, struct cpat_token *tok,
 
 /* Takes ownership of a reply whose array @p arr holds entries. */
 static void hold(struct cpat_redis_source *s, redisReply *root, redisReply *arr,
-                 int claimed)
+		 int claimed)
 {
 	s->held_root = root;
 	s->held = arr;
@@ -524,14 +531,14 @@ static void hold(struct cpat_redis_source *s, redisReply *root, redisReply *arr,
 }
 
 static int read_new(struct cpat_redis_source *s, struct cpat_token *tok,
-                    size_t count)
+		    size_t count)
 {
 	char cnt[24], blk[24];
 	snprintf(cnt, sizeof cnt, "%zu", count);
 	snprintf(blk, sizeof blk, "%lld", (long long)(s->block_ns / CPAT_MSEC));
-	const char *av[11] = {"XREADGROUP", "GROUP", s->group, s->consumer,
-	                      "COUNT", cnt, "BLOCK", blk, "STREAMS",
-	                      s->stream, ">"};
+	const char *av[11] = {"XREADGROUP", "GROUP",   s->group, s->consumer,
+			      "COUNT",      cnt,       "BLOCK",  blk,
+			      "STREAMS",    s->stream, ">"};
 	redisReply *r;
 	int rc = group_cmd(s, tok, 11, av, NULL, &r);
 	if (rc != 0)
@@ -552,20 +559,21 @@ static int read_new(struct cpat_redis_source *s, struct cpat_token *tok,
 /* Claims up to @p room entries idle longer than claim_idle_ns, skipping
  * those this source holds: 1 if some are now held, 0 if none. */
 static int claim_idle(struct cpat_redis_source *s, struct cpat_token *tok,
-                      size_t room)
+		      size_t room)
 {
 	if (room > s->batch)
 		room = s->batch;
 	char idle[24], cnt[24];
 	snprintf(idle, sizeof idle, "%lld",
-	         (long long)(s->claim_idle_ns / CPAT_MSEC));
+		 (long long)(s->claim_idle_ns / CPAT_MSEC));
 	pthread_mutex_lock(&s->mu);
 	/* Ask for as many as we might skip (our own) plus room. */
-	size_t ask = room + (s->st.in_flight < s->bound ? s->st.in_flight : s->bound);
+	size_t ask = room +
+		     (s->st.in_flight < s->bound ? s->st.in_flight : s->bound);
 	pthread_mutex_unlock(&s->mu);
 	snprintf(cnt, sizeof cnt, "%zu", ask);
-	const char *av[8] = {"XPENDING", s->stream, s->group, "IDLE", idle,
-	                     "-", "+", cnt};
+	const char *av[8] = {"XPENDING", s->stream, s->group, "IDLE",
+			     idle,       "-",       "+",      cnt};
 	redisReply *r;
 	int rc = group_cmd(s, tok, 8, av, NULL, &r);
 	if (rc != 0)
@@ -579,13 +587,14 @@ static int claim_idle(struct cpat_redis_source *s, struct cpat_token *tok,
 			if (p->type != REDIS_REPLY_ARRAY || p->elements < 4 ||
 			    p->element[0]->type != REDIS_REPLY_STRING ||
 			    cpat_redis_id_parse(p->element[0]->str,
-			                        p->element[0]->len, &id) != 0 ||
+						p->element[0]->len, &id) != 0 ||
 			    set_find(s, &id) != SIZE_MAX)
 				continue;
 			s->cand[k] = id;
-			s->cand_deliv[k] = p->element[3]->type == REDIS_REPLY_INTEGER
-			                           ? (uint64_t)p->element[3]->integer
-			                           : 0;
+			s->cand_deliv[k] =
+				p->element[3]->type == REDIS_REPLY_INTEGER
+					? (uint64_t)p->element[3]->integer
+					: 0;
 			k++;
 		}
 		pthread_mutex_unlock(&s->mu);
@@ -618,7 +627,7 @@ static int claim_idle(struct cpat_redis_source *s, struct cpat_token *tok,
 		if (e->type == REDIS_REPLY_ARRAY && e->elements == 2 &&
 		    e->element[0]->type == REDIS_REPLY_STRING &&
 		    cpat_redis_id_parse(e->element[0]->str, e->element[0]->len,
-		                        &id) == 0)
+					&id) == 0)
 			for (size_t j = 0; j < k; j++)
 				if (id_eq(&id, &s->cand[j]))
 					s->held_deliv[i] = s->cand_deliv[j];
@@ -628,7 +637,7 @@ static int claim_idle(struct cpat_redis_source *s, struct cpat_token *tok,
 }
 
 int cpat_redis_source_next(struct cpat_redis_source *s, void *item,
-                           struct cpat_redis_id *id, struct cpat_token *tok)
+			   struct cpat_redis_id *id, struct cpat_token *tok)
 {
 	if (!s || !item)
 		return -EINVAL;
@@ -650,7 +659,7 @@ int cpat_redis_source_next(struct cpat_redis_source *s, void *item,
 		size_t queued = s->nackq;
 		if (in_flight >= s->bound && queued == 0)
 			rcond_wait_until(&s->cv, &s->mu,
-			                 cpat_now_ns() + 20 * CPAT_MSEC);
+					 cpat_now_ns() + 20 * CPAT_MSEC);
 		pthread_mutex_unlock(&s->mu);
 		if (in_flight >= s->bound)
 			continue; /* flush what came, or look at the token */
@@ -720,7 +729,7 @@ static int pipeline_source(void *out, struct cpat_source_ctx *ctx)
 }
 
 int cpat_redis_source_attach(struct cpat_redis_source *s,
-                             struct cpat_pipeline *p)
+			     struct cpat_pipeline *p)
 {
 	if (!s || !p)
 		return -EINVAL;
@@ -742,7 +751,7 @@ static int feed_task(void *arg, struct cpat_token *tok)
 	struct fslot *sl = arg;
 	struct cpat_redis_source *s = sl->s;
 	return sl->fn(s->slot_items + sl->idx * s->item_size, &sl->id, tok,
-	              sl->arg);
+		      sl->arg);
 }
 
 /* The task's done is its acknowledgement: exactly once per accepted task,
@@ -760,8 +769,8 @@ static void feed_done(void *arg, int rc)
 }
 
 int cpat_redis_source_feed_pool(struct cpat_redis_source *s,
-                                struct cpat_pool *pool, cpat_redis_task_fn fn,
-                                void *arg, struct cpat_token *tok)
+				struct cpat_pool *pool, cpat_redis_task_fn fn,
+				void *arg, struct cpat_token *tok)
 {
 	if (!s || !pool || !fn)
 		return -EINVAL;
@@ -777,7 +786,7 @@ int cpat_redis_source_feed_pool(struct cpat_redis_source *s,
 				return st;
 			}
 			rcond_wait_until(&s->cv, &s->mu,
-			                 cpat_now_ns() + 20 * CPAT_MSEC);
+					 cpat_now_ns() + 20 * CPAT_MSEC);
 		}
 		size_t idx = s->free_slots[--s->nfree];
 		pthread_mutex_unlock(&s->mu);
@@ -786,11 +795,11 @@ int cpat_redis_source_feed_pool(struct cpat_redis_source *s,
 		sl->fn = fn;
 		sl->arg = arg;
 		sl->idx = idx;
-		int rc = cpat_redis_source_next(s, s->slot_items + idx * s->item_size,
-		                                &sl->id, tok);
+		int rc = cpat_redis_source_next(
+			s, s->slot_items + idx * s->item_size, &sl->id, tok);
 		if (rc == 1) {
-			struct cpat_task t = {.fn = feed_task, .done = feed_done,
-			                      .arg = sl};
+			struct cpat_task t = {
+				.fn = feed_task, .done = feed_done, .arg = sl};
 			rc = cpat_pool_submit(pool, &t, tok);
 			if (rc == 0)
 				continue;
@@ -826,7 +835,7 @@ void cpat_redis_source_opts_init(struct cpat_redis_source_opts *o)
 }
 
 int cpat_redis_source_stats(struct cpat_redis_source *s,
-                            struct cpat_redis_source_stats *st)
+			    struct cpat_redis_source_stats *st)
 {
 	if (!s || !st)
 		return -EINVAL;
@@ -837,7 +846,7 @@ int cpat_redis_source_stats(struct cpat_redis_source *s,
 }
 
 int cpat_redis_source_last_error(struct cpat_redis_source *s, char *buf,
-                                 size_t len)
+				 size_t len)
 {
 	if (!s || (!buf && len > 0))
 		return -EINVAL;
@@ -890,7 +899,7 @@ static int bad_opt(const struct cpat_redis_source_opts *o, const char *what)
 }
 
 int cpat_redis_source_create(struct cpat_redis_source **out,
-                             const struct cpat_redis_source_opts *o)
+			     const struct cpat_redis_source_opts *o)
 {
 	if (out)
 		*out = NULL;
@@ -903,7 +912,8 @@ int cpat_redis_source_create(struct cpat_redis_source **out,
 		return bad_opt(o, "item_size and decode are required");
 	if (!o->batch || !o->max_unacked || !o->max_fields ||
 	    o->max_unacked > (1u << 24) || o->max_fields > 4096)
-		return bad_opt(o, "batch, max_unacked or max_fields out of range");
+		return bad_opt(o,
+			       "batch, max_unacked or max_fields out of range");
 	if (o->block_ns < CPAT_MSEC || o->block_ns > CPAT_SEC)
 		return bad_opt(o, "block_ns must be 1 ms .. 1 s");
 	if (o->claim_idle_ns < 0 || o->claim_interval_ns < 0 ||
@@ -934,7 +944,7 @@ int cpat_redis_source_create(struct cpat_redis_source **out,
 	s->block_ns = o->block_ns;
 	s->claim_idle_ns = o->claim_idle_ns;
 	s->claim_interval_ns = o->claim_interval_ns ? o->claim_interval_ns
-	                                            : o->claim_idle_ns / 4;
+						    : o->claim_idle_ns / 4;
 	if (s->claim_interval_ns < 10 * CPAT_MSEC)
 		s->claim_interval_ns = 10 * CPAT_MSEC;
 	s->idle_end_ns = o->idle_end_ns;
@@ -975,8 +985,8 @@ int cpat_redis_source_create(struct cpat_redis_source **out,
 	s->free_slots = calloc(s->bound, sizeof *s->free_slots);
 	if (!s->stream || !s->group || !s->consumer || !s->start_id ||
 	    !s->dlq || !s->set || !s->argv || !s->argl || !s->idtext ||
-	    !s->held_deliv || !s->cand || !s->cand_deliv || !s->sendbuf || !s->ackq || !s->slots ||
-	    !s->slot_items || !s->free_slots ||
+	    !s->held_deliv || !s->cand || !s->cand_deliv || !s->sendbuf ||
+	    !s->ackq || !s->slots || !s->slot_items || !s->free_slots ||
 	    rfields_alloc(&s->fields, s->max_fields, 0) != 0) {
 		source_free(s);
 		return -ENOMEM;

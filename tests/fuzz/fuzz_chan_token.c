@@ -65,8 +65,8 @@ static void save_input(void);
 static void fail(const char *fmt, ...)
 {
 	va_list ap;
-	fprintf(stderr, "fuzz_chan_token: model mismatch at step %zu: ",
-	        cur_step);
+	fprintf(stderr,
+		"fuzz_chan_token: model mismatch at step %zu: ", cur_step);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
@@ -75,12 +75,12 @@ static void fail(const char *fmt, ...)
 	abort();
 }
 
-#define EXPECT_RC(what, got, want)                                             \
-	do {                                                                   \
-		int g_ = (got), w_ = (want);                                   \
-		if (g_ != w_)                                                  \
-			fail("%s returned %d (%s), model says %d (%s)", what,  \
-			     g_, cpat_strerror(g_), w_, cpat_strerror(w_));    \
+#define EXPECT_RC(what, got, want)                                            \
+	do {                                                                  \
+		int g_ = (got), w_ = (want);                                  \
+		if (g_ != w_)                                                 \
+			fail("%s returned %d (%s), model says %d (%s)", what, \
+			     g_, cpat_strerror(g_), w_, cpat_strerror(w_));   \
 	} while (0)
 
 /* ---- allocator with injected failures --------------------------------- */
@@ -241,7 +241,7 @@ static void check_chan(const struct mchan *m)
 		fail("cpat_chan_elem_size %zu, model %zu",
 		     cpat_chan_elem_size(m->ch), m->esz);
 	EXPECT_RC("cpat_chan_is_closed", cpat_chan_is_closed(m->ch),
-	          m->closed ? 1 : 0);
+		  m->closed ? 1 : 0);
 }
 
 static void check_tokens(void)
@@ -249,8 +249,8 @@ static void check_tokens(void)
 	for (int i = 0; i < nnodes; i++)
 		if (nodes[i].handles > 0)
 			EXPECT_RC("cpat_token_status",
-			          cpat_token_status(nodes[i].t),
-			          nodes[i].cause);
+				  cpat_token_status(nodes[i].t),
+				  nodes[i].cause);
 }
 
 /* A buffer for received elements: a canary pattern, then checked. */
@@ -268,8 +268,7 @@ static void expect_canary(const uint8_t *b, size_t n, const char *what)
 			     what);
 }
 
-static void expect_front(struct mchan *m, const uint8_t *got,
-                         const char *what)
+static void expect_front(struct mchan *m, const uint8_t *got, const char *what)
 {
 	if (memcmp(got, mq_front(m), m->esz) != 0)
 		fail("%s received an element other than the model's front",
@@ -385,7 +384,7 @@ static void op_send(struct input *in, int kind)
 		want = model_send(m, node_cause(node), -ETIMEDOUT);
 	}
 	EXPECT_RC(kind ? "cpat_chan_send_until" : "cpat_chan_try_send", rc,
-	          want);
+		  want);
 	if (rc == 0) {
 		mq_push(m, e);
 		stats.sent++;
@@ -475,7 +474,7 @@ static void op_recv_many(struct input *in)
 		expect_front(m, b + i * m->esz, "cpat_chan_recv_many");
 	stats.received += (long)wgot;
 	expect_canary(b + wgot * m->esz, sizeof b - wgot * m->esz,
-	              "cpat_chan_recv_many");
+		      "cpat_chan_recv_many");
 }
 
 static void op_close(struct input *in)
@@ -484,7 +483,7 @@ static void op_close(struct input *in)
 	if (!m)
 		return;
 	EXPECT_RC("cpat_chan_close", cpat_chan_close(m->ch),
-	          m->closed ? -EPIPE : 0);
+		  m->closed ? -EPIPE : 0);
 	m->closed = true;
 }
 
@@ -539,7 +538,8 @@ static void op_select(struct input *in)
 		if ((int)i == rc)
 			continue;
 		if (cs[i].rc != 777)
-			fail("cpat_chan_select wrote rc of case %zu, not chosen",
+			fail("cpat_chan_select wrote rc of case %zu, not "
+			     "chosen",
 			     i);
 		if (memcmp(buf[i], saved[i], MAX_ESZ) != 0)
 			fail("cpat_chan_select wrote the element of case %zu, "
@@ -587,7 +587,7 @@ static void op_token_create(struct input *in)
 		rc = cpat_token_create_deadline(&t, node_tok(parent), 0);
 	else if (kind == 2)
 		rc = cpat_token_create_deadline(&t, node_tok(parent),
-		                                CPAT_FOREVER);
+						CPAT_FOREVER);
 	else
 		rc = cpat_token_create(&t, node_tok(parent));
 	long calls = alloc_calls;
@@ -657,12 +657,12 @@ static void op_token_on_cancel(struct input *in)
 	struct cpat_token_cb *h = NULL;
 	cb_runs = 0;
 	EXPECT_RC("cpat_token_on_cancel",
-	          cpat_token_on_cancel(nodes[i].t, count_cb, NULL, &h), 0);
+		  cpat_token_on_cancel(nodes[i].t, count_cb, NULL, &h), 0);
 	if (cb_runs != (nodes[i].cause ? 1 : 0))
 		fail("on_cancel ran its callback %d times at registration",
 		     cb_runs);
 	EXPECT_RC("cpat_token_on_cancel_remove", cpat_token_on_cancel_remove(h),
-	          nodes[i].cause ? 0 : 1);
+		  nodes[i].cause ? 0 : 1);
 }
 
 static void op_bad_args(struct input *in)
@@ -672,26 +672,26 @@ static void op_bad_args(struct input *in)
 	struct cpat_chan *ch = (struct cpat_chan *)&ch;
 	uint8_t b[MAX_ESZ * 2];
 	size_t cnt = 99;
-	struct cpat_select_case c = {.ch = NULL, .op = CPAT_SELECT_RECV,
-	                             .elem = b};
+	struct cpat_select_case c = {
+		.ch = NULL, .op = CPAT_SELECT_RECV, .elem = b};
 	switch (which) {
 	case 0:
 		EXPECT_RC("create elem_size 0", cpat_chan_create(&ch, 0, 1),
-		          -EINVAL);
+			  -EINVAL);
 		if (ch)
 			fail("create with bad arguments left *out set");
 		return;
 	case 1:
 		EXPECT_RC("select n 0", cpat_chan_select(&c, 0, NULL, 0),
-		          -EINVAL);
+			  -EINVAL);
 		return;
 	case 2:
 		EXPECT_RC("select without channel, token or deadline",
-		          cpat_chan_select(&c, 1, NULL, CPAT_FOREVER), -EINVAL);
+			  cpat_chan_select(&c, 1, NULL, CPAT_FOREVER), -EINVAL);
 		return;
 	case 3:
 		EXPECT_RC("token_cancel NULL", cpat_token_cancel(NULL),
-		          -EINVAL);
+			  -EINVAL);
 		EXPECT_RC("token_status NULL", cpat_token_status(NULL), 0);
 		return;
 	}
@@ -700,23 +700,23 @@ static void op_bad_args(struct input *in)
 	switch (which) {
 	case 4:
 		EXPECT_RC("send_many n 0",
-		          cpat_chan_send_many(m->ch, b, 0, &cnt, NULL, 0),
-		          -EINVAL);
+			  cpat_chan_send_many(m->ch, b, 0, &cnt, NULL, 0),
+			  -EINVAL);
 		break;
 	case 5:
 		EXPECT_RC("recv_many n 0",
-		          cpat_chan_recv_many(m->ch, b, 0, &cnt, NULL, 0),
-		          -EINVAL);
+			  cpat_chan_recv_many(m->ch, b, 0, &cnt, NULL, 0),
+			  -EINVAL);
 		if (cnt != 0 && cnt != 99)
 			fail("recv_many -EINVAL reported %zu received", cnt);
 		break;
 	case 6:
 		EXPECT_RC("recv_until deadline -2",
-		          cpat_chan_recv_until(m->ch, b, NULL, -2), -EINVAL);
+			  cpat_chan_recv_until(m->ch, b, NULL, -2), -EINVAL);
 		break;
 	default:
 		EXPECT_RC("send_until deadline -7",
-		          cpat_chan_send_until(m->ch, b, NULL, -7), -EINVAL);
+			  cpat_chan_send_until(m->ch, b, NULL, -7), -EINVAL);
 		break;
 	}
 }
@@ -725,7 +725,7 @@ static void reset(void)
 {
 	for (int i = 0; i < MAX_CHANS; i++) {
 		cur_step++;
-			if (chans[i].ch) {
+		if (chans[i].ch) {
 			/* Destroy through the checking path. */
 			uint8_t sel = (uint8_t)i;
 			struct input one = {&sel, 1, 0};
@@ -834,7 +834,7 @@ static void save_input(void)
 	fwrite(cur_data, 1, cur_size, f);
 	fclose(f);
 	fprintf(stderr, "fuzz_chan_token: input (%zu bytes) saved to %s\n",
-	        cur_size, crash_path);
+		cur_size, crash_path);
 }
 
 static long replayed;
@@ -906,9 +906,9 @@ int main(int argc, char **argv)
 			crash_path = argv[i] + 7;
 		else if (argv[i][0] == '-') {
 			fprintf(stderr,
-			        "usage: %s [-seconds=N] [-seed=S] [-max_len=N] "
-			        "[-crash=FILE] [file|dir ...]\n",
-			        argv[0]);
+				"usage: %s [-seconds=N] [-seed=S] [-max_len=N] "
+				"[-crash=FILE] [file|dir ...]\n",
+				argv[0]);
 			return 2;
 		} else
 			run_path(argv[i]);
@@ -918,7 +918,7 @@ int main(int argc, char **argv)
 	if (seconds <= 0) {
 		if (!replayed)
 			fprintf(stderr, "nothing to do: give files, dirs or "
-			                "-seconds=N\n");
+					"-seconds=N\n");
 		return replayed ? 0 : 2;
 	}
 	if (max_len == 0 || max_len > (1 << 20))
@@ -926,7 +926,8 @@ int main(int argc, char **argv)
 	if (!seed) {
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
-		seed = ((uint64_t)ts.tv_sec * 1000000007u) ^ (uint64_t)ts.tv_nsec;
+		seed = ((uint64_t)ts.tv_sec * 1000000007u) ^
+		       (uint64_t)ts.tv_nsec;
 		if (!seed)
 			seed = 1;
 	}

@@ -29,7 +29,7 @@ static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static redisContext *rec; /* shared by the workers, under mu */
 
 static int decode(const struct cpat_redis_id *id,
-                  const struct cpat_redis_fields *f, void *item, void *arg)
+		  const struct cpat_redis_fields *f, void *item, void *arg)
 {
 	(void)id;
 	(void)arg;
@@ -45,7 +45,7 @@ static int decode(const struct cpat_redis_id *id,
 }
 
 static int work(const void *item, const struct cpat_redis_id *id,
-                struct cpat_token *tok, void *arg)
+		struct cpat_token *tok, void *arg)
 {
 	(void)id;
 	(void)tok;
@@ -57,7 +57,7 @@ static int work(const void *item, const struct cpat_redis_id *id,
 	}
 	pthread_mutex_lock(&mu);
 	redisReply *r = redisCommand(rec, "HINCRBY %s:done %ld 1", stream,
-	                             *(const long *)item);
+				     *(const long *)item);
 	int ok = r && r->type == REDIS_REPLY_INTEGER;
 	if (r)
 		freeReplyObject(r);
@@ -68,12 +68,14 @@ static int work(const void *item, const struct cpat_redis_id *id,
 int main(int argc, char **argv)
 {
 	if (argc != 7) {
-		fprintf(stderr, "usage: consumer URL STREAM GROUP CONSUMER CLAIM_IDLE_MS WORK_US\n");
+		fprintf(stderr, "usage: consumer URL STREAM GROUP CONSUMER "
+				"CLAIM_IDLE_MS WORK_US\n");
 		return 2;
 	}
 	stream = argv[2];
 	work_us = atol(argv[6]);
-	const char *sock = strncmp(argv[1], "unix://", 7) == 0 ? argv[1] + 7 : NULL;
+	const char *sock =
+		strncmp(argv[1], "unix://", 7) == 0 ? argv[1] + 7 : NULL;
 	if (!sock) {
 		fprintf(stderr, "consumer: unix:// URLs only\n");
 		return 2;
@@ -98,7 +100,8 @@ int main(int argc, char **argv)
 	struct cpat_redis_source *src;
 	int rc = cpat_redis_source_create(&src, &o);
 	if (rc != 0) {
-		fprintf(stderr, "consumer: create: %s: %s\n", cpat_strerror(rc), err);
+		fprintf(stderr, "consumer: create: %s: %s\n", cpat_strerror(rc),
+			err);
 		return 4;
 	}
 	struct cpat_token *tok;
@@ -119,8 +122,8 @@ int main(int argc, char **argv)
 	cpat_redis_source_stats(src, &st);
 	cpat_redis_source_destroy(src);
 	fprintf(stderr, "consumer %s: %s; read %llu claimed %llu acked %llu\n",
-	        argv[4], cpat_strerror(rc), (unsigned long long)st.read,
-	        (unsigned long long)st.claimed, (unsigned long long)st.acked);
+		argv[4], cpat_strerror(rc), (unsigned long long)st.read,
+		(unsigned long long)st.claimed, (unsigned long long)st.acked);
 	cpat_token_unref(tok);
 	redisFree(rec);
 	return rc == -ECANCELED || rc == 0 ? 0 : 1;

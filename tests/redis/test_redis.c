@@ -20,12 +20,12 @@
 
 /* ---- helpers ------------------------------------------------------------- */
 
-#define SKIP_WITHOUT_SERVER(f)              \
-	do {                                \
-		if (rfx_start(f) != 0) {    \
-			skip();             \
-			return;             \
-		}                           \
+#define SKIP_WITHOUT_SERVER(f)           \
+	do {                             \
+		if (rfx_start(f) != 0) { \
+			skip();          \
+			return;          \
+		}                        \
 	} while (0)
 
 static redisReply *cmd(redisContext *c, const char *fmt, ...)
@@ -49,7 +49,7 @@ static long long cmd_int(redisContext *c, const char *fmt, ...)
 	va_end(ap);
 	if (!r || r->type != REDIS_REPLY_INTEGER) {
 		fprintf(stderr, "expected an integer: %s\n",
-		        r ? (r->str ? r->str : "?") : c->errstr);
+			r ? (r->str ? r->str : "?") : c->errstr);
 		abort();
 	}
 	long long v = r->integer;
@@ -62,9 +62,9 @@ static long long pending(redisContext *c, const char *stream, const char *group)
 {
 	redisReply *r = cmd(c, "XPENDING %s %s", stream, group);
 	long long v = r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
-	                              r->element[0]->type == REDIS_REPLY_INTEGER
-	                      ? r->element[0]->integer
-	                      : -1;
+				      r->element[0]->type == REDIS_REPLY_INTEGER
+			      ? r->element[0]->integer
+			      : -1;
 	freeReplyObject(r);
 	return v;
 }
@@ -85,7 +85,7 @@ static void produce(redisContext *c, const char *stream, long first, long count)
 }
 
 static int decode_n(const struct cpat_redis_id *id,
-                    const struct cpat_redis_fields *f, void *item, void *arg)
+		    const struct cpat_redis_fields *f, void *item, void *arg)
 {
 	(void)id;
 	(void)arg;
@@ -109,7 +109,7 @@ static int encode_n(const void *item, struct cpat_redis_fields *f, void *arg)
 }
 
 static void src_opts(struct cpat_redis_source_opts *o, const struct rfx *f,
-                     const char *stream, const char *consumer)
+		     const char *stream, const char *consumer)
 {
 	cpat_redis_source_opts_init(o);
 	o->url = f->url;
@@ -131,7 +131,8 @@ static struct cpat_redis_source *mksrc(const struct cpat_redis_source_opts *o)
 	c.errlen = sizeof err;
 	int rc = cpat_redis_source_create(&s, &c);
 	if (rc != 0) {
-		fprintf(stderr, "source create: %s: %s\n", cpat_strerror(rc), err);
+		fprintf(stderr, "source create: %s: %s\n", cpat_strerror(rc),
+			err);
 		abort();
 	}
 	return s;
@@ -192,7 +193,7 @@ static void tally_wait(struct tally *t, _Atomic long *v, long target)
 }
 
 static int tally_task(const void *item, const struct cpat_redis_id *id,
-                      struct cpat_token *tok, void *arg)
+		      struct cpat_token *tok, void *arg)
 {
 	(void)id;
 	(void)tok;
@@ -200,7 +201,8 @@ static int tally_task(const void *item, const struct cpat_redis_id *id,
 	long n = *(const long *)item;
 	long run = atomic_fetch_add(&t->running, 1) + 1;
 	long m = atomic_load(&t->max_running);
-	while (run > m && !atomic_compare_exchange_weak(&t->max_running, &m, run))
+	while (run > m &&
+	       !atomic_compare_exchange_weak(&t->max_running, &m, run))
 		;
 	atomic_fetch_add(&t->started, 1);
 	tally_wake(t);
@@ -253,7 +255,7 @@ static void *cons_main(void *arg)
 }
 
 static void cons_start(struct cons *c, const struct rfx *f, const char *stream,
-                       int i, struct tally *t, struct cpat_token *tok)
+		       int i, struct tally *t, struct cpat_token *tok)
 {
 	snprintf(c->name, sizeof c->name, "c%d", i);
 	src_opts(&c->o, f, stream, c->name);
@@ -262,18 +264,31 @@ static void cons_start(struct cons *c, const struct rfx *f, const char *stream,
 	th_spawn(&c->th, cons_main, c);
 }
 
-/* ---- URLs and errors ------------------------------------------------------ */
+/* ---- URLs and errors ------------------------------------------------------
+ */
 
 TH_TEST_FN(redis_bad_urls_einval_at_once)
 {
 	(void)state;
 	static const char *bad[] = {
-		"", "http://localhost", "redis://", "redis://:6379",
-		"redis://h:0", "redis://h:65536", "redis://h:12x",
-		"redis://h/abc", "redis://user@h", "redis://:@h",
-		"redis://[::1", "redis://h?db=1", "redis://h%zz",
-		"redis://a b", "unix://relative/path", "unix:///",
-		"unix:///tmp/s?x=1", "unix:///tmp/s?db=q",
+		"",
+		"http://localhost",
+		"redis://",
+		"redis://:6379",
+		"redis://h:0",
+		"redis://h:65536",
+		"redis://h:12x",
+		"redis://h/abc",
+		"redis://user@h",
+		"redis://:@h",
+		"redis://[::1",
+		"redis://h?db=1",
+		"redis://h%zz",
+		"redis://a b",
+		"unix://relative/path",
+		"unix:///",
+		"unix:///tmp/s?x=1",
+		"unix:///tmp/s?db=q",
 	};
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
 		struct cpat_redis_source_opts o;
@@ -321,9 +336,14 @@ TH_TEST_FN(redis_bad_urls_einval_at_once)
 	assert_true(id.ms == 1526919030474ull && id.seq == 55);
 	assert_int_equal(cpat_redis_id_format(&id, buf, sizeof buf), 16);
 	assert_string_equal(buf, "1526919030474-55");
-	assert_int_equal(cpat_redis_id_parse("18446744073709551615-18446744073709551615", 41, &id), 0);
-	assert_int_equal(cpat_redis_id_format(&id, buf, sizeof buf), CPAT_REDIS_ID_MAX - 1);
-	assert_int_equal(cpat_redis_id_parse("18446744073709551616", 20, &id), -EINVAL);
+	assert_int_equal(
+		cpat_redis_id_parse("18446744073709551615-18446744073709551615",
+				    41, &id),
+		0);
+	assert_int_equal(cpat_redis_id_format(&id, buf, sizeof buf),
+			 CPAT_REDIS_ID_MAX - 1);
+	assert_int_equal(cpat_redis_id_parse("18446744073709551616", 20, &id),
+			 -EINVAL);
 	assert_int_equal(cpat_redis_id_parse("1-", 2, &id), -EINVAL);
 	assert_int_equal(cpat_redis_id_parse("x", 1, &id), -EINVAL);
 }
@@ -354,7 +374,7 @@ TH_TEST_FN(redis_dead_server_errors_within_bounded_time)
 		int rc = cpat_redis_source_create(&s, &o);
 		int64_t took = cpat_now_ns() - t0;
 		fprintf(stderr, "# %s: %s (%s) in %lld ms\n", urls[i],
-		        cpat_strerror(rc), err, (long long)(took / CPAT_MSEC));
+			cpat_strerror(rc), err, (long long)(took / CPAT_MSEC));
 		assert_int_equal(rc, -EPIPE);
 		assert_true(took < 2 * CPAT_SEC);
 		assert_non_null(strstr(err, "connect"));
@@ -402,7 +422,7 @@ TH_TEST_FN(redis_broker_errors_map_with_message)
 /* ---- every entry exactly once: threads ---------------------------------- */
 
 static void run_thread_consumers(const struct rfx *f, redisContext *c, int k,
-                                 long n)
+				 long n)
 {
 	char stream[32];
 	snprintf(stream, sizeof stream, "threads%d", k);
@@ -426,7 +446,8 @@ static void run_thread_consumers(const struct rfx *f, redisContext *c, int k,
 	assert_int_equal(atomic_load(&t.total), n);
 	/* Every acknowledgement reached the broker. */
 	assert_int_equal(pending(c, stream, "g"), 0);
-	fprintf(stderr, "# %d consumer thread(s): %ld entries, each once\n", k, n);
+	fprintf(stderr, "# %d consumer thread(s): %ld entries, each once\n", k,
+		n);
 	cpat_token_unref(tok);
 	tally_fini(&t);
 }
@@ -518,26 +539,34 @@ TH_TEST_FN(redis_pipeline_every_entry_once_1_2_4_consumer_threads)
 	rfx_stop(&f);
 }
 
-/* ---- processes ------------------------------------------------------------ */
+/* ---- processes ------------------------------------------------------------
+ */
 
 static const char *consumer_path(void)
 {
 	const char *p = getenv("CPAT_REDIS_CONSUMER");
 	if (!p || access(p, X_OK) != 0) {
-		fprintf(stderr, "CPAT_REDIS_CONSUMER does not name the consumer helper\n");
+		fprintf(stderr, "CPAT_REDIS_CONSUMER does not name the "
+				"consumer helper\n");
 		abort();
 	}
 	return p;
 }
 
 static pid_t spawn_consumer(const struct rfx *f, const char *stream,
-                            const char *name, long claim_ms, long work_us)
+			    const char *name, long claim_ms, long work_us)
 {
 	char claim[24], work[24];
 	snprintf(claim, sizeof claim, "%ld", claim_ms);
 	snprintf(work, sizeof work, "%ld", work_us);
-	char *argv[] = {(char *)consumer_path(), (char *)f->url, (char *)stream,
-	                "g", (char *)name, claim, work, NULL};
+	char *argv[] = {(char *)consumer_path(),
+			(char *)f->url,
+			(char *)stream,
+			"g",
+			(char *)name,
+			claim,
+			work,
+			NULL};
 	extern char **environ;
 	pid_t pid;
 	if (posix_spawn(&pid, argv[0], NULL, NULL, argv, environ) != 0)
@@ -548,7 +577,7 @@ static pid_t spawn_consumer(const struct rfx *f, const char *stream,
 /* Entries completed (distinct) and completions in all (duplicates too),
  * from the hash the consumers write. */
 static void done_counts(redisContext *c, const char *stream, long *distinct,
-                        long *total)
+			long *total)
 {
 	redisReply *r = cmd(c, "HVALS %s:done", stream);
 	*distinct = (long)r->elements;
@@ -607,7 +636,9 @@ TH_TEST_FN(redis_every_entry_once_1_2_4_consumer_processes)
 		done_counts(c, stream, &d, &t);
 		assert_int_equal(d, n);
 		assert_int_equal(t, n); /* no duplicate without a crash */
-		fprintf(stderr, "# %d consumer process(es): %ld entries, each once\n", k, n);
+		fprintf(stderr,
+			"# %d consumer process(es): %ld entries, each once\n",
+			k, n);
 	}
 	redisFree(c);
 	rfx_stop(&f);
@@ -659,14 +690,16 @@ TH_TEST_FN(redis_sigkilled_consumer_entries_claimed_by_others)
 		assert_true(t >= n);
 		dups += t - n;
 	}
-	fprintf(stderr, "# %ld SIGKILL rounds of %ld entries: every entry "
-	        "completed, %ld duplicate(s) absorbed by the idempotent sink\n",
-	        rounds, n, dups);
+	fprintf(stderr,
+		"# %ld SIGKILL rounds of %ld entries: every entry "
+		"completed, %ld duplicate(s) absorbed by the idempotent sink\n",
+		rounds, n, dups);
 	redisFree(c);
 	rfx_stop(&f);
 }
 
-/* ---- server restart -------------------------------------------------------- */
+/* ---- server restart --------------------------------------------------------
+ */
 
 TH_TEST_FN(redis_server_restart_consumers_reconnect_nothing_acked_lost)
 {
@@ -741,7 +774,8 @@ TH_TEST_FN(redis_source_reports_reconnect_after_restart)
 	assert_int_equal(cpat_redis_source_flush(s, NULL), 0);
 	assert_int_equal(rfx_restart(&f), 0);
 	for (long k = 1; k < 10; k++) {
-		assert_int_equal(cpat_redis_source_next(s, &item, &id, NULL), 1);
+		assert_int_equal(cpat_redis_source_next(s, &item, &id, NULL),
+				 1);
 		assert_int_equal(item, k);
 		assert_int_equal(cpat_redis_source_ack(s, &id, 1), 1);
 	}
@@ -749,26 +783,29 @@ TH_TEST_FN(redis_source_reports_reconnect_after_restart)
 	struct cpat_redis_source_stats st;
 	assert_int_equal(cpat_redis_source_stats(s, &st), 0);
 	fprintf(stderr, "# reconnects %llu, failures %llu, io errors %llu\n",
-	        (unsigned long long)st.reconnects,
-	        (unsigned long long)st.connect_failures,
-	        (unsigned long long)st.io_errors);
+		(unsigned long long)st.reconnects,
+		(unsigned long long)st.connect_failures,
+		(unsigned long long)st.io_errors);
 	assert_true(st.reconnects >= 1);
 	assert_int_equal(st.acked, 10);
 	assert_int_equal(st.in_flight, 0);
 	/* The token answers a dead server: stop it and cancel a read. */
 	rfx_stop_server(&f);
 	struct cpat_token *tok;
-	assert_int_equal(cpat_token_create_deadline(&tok, NULL,
-	                 cpat_now_ns() + 300 * CPAT_MSEC), 0);
+	assert_int_equal(cpat_token_create_deadline(
+				 &tok, NULL, cpat_now_ns() + 300 * CPAT_MSEC),
+			 0);
 	int64_t t0 = cpat_now_ns();
-	assert_int_equal(cpat_redis_source_next(s, &item, &id, tok), -ETIMEDOUT);
+	assert_int_equal(cpat_redis_source_next(s, &item, &id, tok),
+			 -ETIMEDOUT);
 	assert_true(cpat_now_ns() - t0 < 2 * CPAT_SEC);
 	cpat_token_unref(tok);
 	cpat_redis_source_destroy(s);
 	rfx_stop(&f);
 }
 
-/* ---- poison ---------------------------------------------------------------- */
+/* ---- poison ----------------------------------------------------------------
+ */
 
 TH_TEST_FN(redis_poison_entry_dead_lettered_after_n_deliveries)
 {
@@ -823,7 +860,8 @@ TH_TEST_FN(redis_poison_entry_dead_lettered_after_n_deliveries)
 		if (strstr(reason, "delivered 3 times")) {
 			saw_deliveries = 1;
 			assert_non_null(nval);
-			assert_string_equal(nval, "2"); /* the original fields */
+			assert_string_equal(nval,
+					    "2"); /* the original fields */
 		}
 	}
 	freeReplyObject(r);
@@ -834,7 +872,8 @@ TH_TEST_FN(redis_poison_entry_dead_lettered_after_n_deliveries)
 	rfx_stop(&f);
 }
 
-/* ---- the bound under a slow sink ------------------------------------------- */
+/* ---- the bound under a slow sink -------------------------------------------
+ */
 
 TH_TEST_FN(redis_unacked_never_exceed_bound_under_slow_sink)
 {
@@ -909,7 +948,7 @@ TH_TEST_FN(redis_cancel_leaves_rest_pending_new_consumer_finishes)
 	 * delivered. */
 	long long pend = pending(c, stream, "g");
 	fprintf(stderr, "# cancelled after %ld of %ld; %lld pending\n", done_a,
-	        n, pend);
+		n, pend);
 	/* A new consumer claims A's pending entries and reads the rest. */
 	snprintf(b.name, sizeof b.name, "c1");
 	src_opts(&b.o, &f, stream, b.name);
@@ -933,7 +972,8 @@ TH_TEST_FN(redis_cancel_leaves_rest_pending_new_consumer_finishes)
 	rfx_stop(&f);
 }
 
-/* ---- sink ----------------------------------------------------------------- */
+/* ---- sink -----------------------------------------------------------------
+ */
 
 TH_TEST_FN(redis_sink_writes_every_item_and_trims_approximately)
 {
@@ -974,7 +1014,8 @@ TH_TEST_FN(redis_sink_writes_every_item_and_trims_approximately)
 		assert_int_equal(cpat_redis_source_next(s, &v, &id, NULL), 1);
 		assert_int_equal(v, i);
 		assert_int_equal(cpat_redis_source_ack(s, &id, 1), 1);
-		assert_int_equal(cpat_redis_source_ack(s, &id, 1), 0); /* twice */
+		assert_int_equal(cpat_redis_source_ack(s, &id, 1),
+				 0); /* twice */
 	}
 	assert_int_equal(cpat_redis_source_flush(s, NULL), 0);
 	struct cpat_redis_source_stats sst;
@@ -991,7 +1032,8 @@ TH_TEST_FN(redis_sink_writes_every_item_and_trims_approximately)
 		assert_int_equal(cpat_redis_sink_write(k, items, 50), 0);
 	cpat_redis_sink_destroy(k);
 	long long len = cmd_int(c, "XLEN trimmed");
-	fprintf(stderr, "# %ld entries written with MAXLEN ~ 100: %lld kept\n", n, len);
+	fprintf(stderr, "# %ld entries written with MAXLEN ~ 100: %lld kept\n",
+		n, len);
 	assert_true(len >= 100 && len < n);
 	redisFree(c);
 	rfx_stop(&f);
@@ -1005,7 +1047,8 @@ int main(void)
 	 * never as a pass) and says what to install. */
 	char server[512];
 	if (rfx_find_server(server, sizeof server) != 0) {
-		printf("1..0 # SKIP redis-server not found; to run these tests: %s\n",
+		printf("1..0 # SKIP redis-server not found; to run these "
+		       "tests: %s\n",
 		       RFX_INSTALL);
 		return 0;
 	}

@@ -72,11 +72,11 @@ static const char *sanitizer_name(void)
 
 /* ---- totals ----------------------------------------------------------- */
 
-static _Atomic uint64_t t_sent, t_received, t_lost, t_dup, t_reorder,
-        t_corrupt, t_violations;
+static _Atomic uint64_t t_sent, t_received, t_lost, t_dup, t_reorder, t_corrupt,
+	t_violations;
 
 static void violation(const char *fmt, ...)
-        __attribute__((format(printf, 1, 2)));
+	__attribute__((format(printf, 1, 2)));
 
 #include <stdarg.h>
 static void violation(const char *fmt, ...)
@@ -125,7 +125,8 @@ struct item {
 
 static uint32_t check_of(uint32_t p, uint64_t seq)
 {
-	uint64_t h = (seq + 1) * 0x9E3779B97F4A7C15ull ^ (uint64_t)(p + 7) << 40;
+	uint64_t h = (seq + 1) * 0x9E3779B97F4A7C15ull ^ (uint64_t)(p + 7)
+								 << 40;
 	return (uint32_t)(h >> 29);
 }
 
@@ -162,13 +163,14 @@ static void *producer_main(void *arg)
 		if (mode == 1) {
 			size_t n = 0;
 			while (n < BATCH && seq + n < c->per_prod) {
-				batch[n] = (struct item){a->id, check_of(a->id, seq + n),
-				                         seq + n};
+				batch[n] = (struct item){
+					a->id, check_of(a->id, seq + n),
+					seq + n};
 				n++;
 			}
 			size_t sent = 0;
-			int rc = cpat_chan_send_many(c->ch, batch, n, &sent, NULL,
-			                             CPAT_FOREVER);
+			int rc = cpat_chan_send_many(c->ch, batch, n, &sent,
+						     NULL, CPAT_FOREVER);
 			if (rc != 0)
 				die("send_many", rc);
 			seq += sent;
@@ -182,7 +184,8 @@ static void *producer_main(void *arg)
 			/* Short deadlines: a timed-out send left nothing in the
 			 * channel, so the same item is sent again. */
 			rc = cpat_chan_send_until(c->ch, &it, NULL,
-			                          cpat_now_ns() + 200 * CPAT_USEC);
+						  cpat_now_ns() +
+							  200 * CPAT_USEC);
 			if (rc == -ETIMEDOUT)
 				continue;
 		}
@@ -224,7 +227,7 @@ static void *consumer_main(void *arg)
 		if (mode == 1) {
 			size_t got = 0;
 			rc = cpat_chan_recv_many(c->ch, buf, BATCH, &got, NULL,
-			                         CPAT_FOREVER);
+						 CPAT_FOREVER);
 			if (rc == -EPIPE)
 				break;
 			if (rc != 0)
@@ -237,7 +240,8 @@ static void *consumer_main(void *arg)
 			rc = cpat_chan_recv(c->ch, &buf[0], NULL);
 		else
 			rc = cpat_chan_recv_until(c->ch, &buf[0], NULL,
-			                          cpat_now_ns() + 200 * CPAT_USEC);
+						  cpat_now_ns() +
+							  200 * CPAT_USEC);
 		if (rc == -ETIMEDOUT)
 			continue;
 		if (rc == -EPIPE)
@@ -305,9 +309,9 @@ static void run_cell(unsigned np, unsigned nc, size_t cap, uint64_t n)
 	atomic_fetch_add(&t_corrupt, corrupt);
 	if (lost || dup || reord || corrupt)
 		violation("cell P=%u C=%u cap=%zu: lost %" PRIu64
-		          " duplicated %" PRIu64 " reordered %" PRIu64
-		          " corrupt %" PRIu64,
-		          np, nc, cap, lost, dup, reord, corrupt);
+			  " duplicated %" PRIu64 " reordered %" PRIu64
+			  " corrupt %" PRIu64,
+			  np, nc, cap, lost, dup, reord, corrupt);
 }
 
 /* ---- phase 2: pools ----------------------------------------------------- */
@@ -367,16 +371,16 @@ static void *submitter_main(void *arg)
 			break;
 		default:
 			rc = cpat_pool_submit_until(
-			        r->pool, &t, NULL,
-			        cpat_now_ns() + (int64_t)(rnd(&s->seed) % 100) *
-			                                CPAT_USEC);
+				r->pool, &t, NULL,
+				cpat_now_ns() + (int64_t)(rnd(&s->seed) % 100) *
+							CPAT_USEC);
 			break;
 		}
 		if (rc == 0)
 			atomic_store(&r->accepted[id], 1);
 		else if (rc != -EAGAIN && rc != -EPIPE && rc != -ETIMEDOUT)
 			violation("pool submit returned %d (%s)", rc,
-			          cpat_strerror(rc));
+				  cpat_strerror(rc));
 	}
 	return NULL;
 }
@@ -414,7 +418,7 @@ static void scenario_pool(uint64_t *seed)
 	rc = cpat_pool_shutdown(r.pool, mode, CPAT_FOREVER, &rep);
 	if (rc != 0)
 		violation("pool_shutdown returned %d (%s)", rc,
-		          cpat_strerror(rc));
+			  cpat_strerror(rc));
 	if (racing)
 		for (unsigned i = 0; i < r.nsub; i++)
 			pthread_join(st[i], NULL);
@@ -426,19 +430,19 @@ static void scenario_pool(uint64_t *seed)
 		accepted += want;
 		if (got != want)
 			violation("pool task %" PRIu64 ": done ran %u times, "
-			          "submit %s",
-			          i, got, want ? "succeeded" : "failed");
+				  "submit %s",
+				  i, got, want ? "succeeded" : "failed");
 	}
 	/* Submits after shutdown were refused before the report was made
 	 * (racing submitters): the report covers what it saw. */
 	if (!racing && rep.submitted != rep.ran + rep.discarded + rep.rejected)
 		violation("pool report: submitted %llu != ran %llu + "
-		          "discarded %llu + rejected %llu",
-		          rep.submitted, rep.ran, rep.discarded, rep.rejected);
+			  "discarded %llu + rejected %llu",
+			  rep.submitted, rep.ran, rep.discarded, rep.rejected);
 	if (!racing && rep.ran + rep.discarded != accepted)
 		violation("pool report: ran %llu + discarded %llu != accepted "
-		          "%" PRIu64,
-		          rep.ran, rep.discarded, accepted);
+			  "%" PRIu64,
+			  rep.ran, rep.discarded, accepted);
 	free((void *)r.done_count);
 	free((void *)r.accepted);
 	free(tasks);
@@ -483,7 +487,7 @@ static int stage_filter(const void *in, void *out, struct cpat_stage_ctx *ctx)
 static int sink(const void *item, void *arg)
 {
 	struct pipe_run *p = arg;
-	int64_t v = (int64_t)*(const uint64_t *)item;
+	int64_t v = (int64_t) * (const uint64_t *)item;
 	if (p->ordered && v <= p->last)
 		p->misordered = true;
 	p->last = v;
@@ -564,21 +568,21 @@ static void scenario_pipeline(uint64_t *seed)
 	cpat_token_unref(tok);
 	if (rc != 0 && !(cancel && rc == -ECANCELED))
 		violation("pipeline wait returned %d (%s)", rc,
-		          cpat_strerror(rc));
+			  cpat_strerror(rc));
 	if (res.produced + res.expanded !=
 	    res.delivered + res.filtered + res.not_processed + res.batched)
 		violation("pipeline accounting: produced %" PRIu64
-		          " != delivered %" PRIu64 " + filtered %" PRIu64
-		          " + not_processed %" PRIu64,
-		          res.produced, res.delivered, res.filtered,
-		          res.not_processed);
+			  " != delivered %" PRIu64 " + filtered %" PRIu64
+			  " + not_processed %" PRIu64,
+			  res.produced, res.delivered, res.filtered,
+			  res.not_processed);
 	if (atomic_load(&pr.sunk) != res.delivered)
 		violation("pipeline: sink saw %" PRIu64 ", delivered %" PRIu64,
-		          atomic_load(&pr.sunk), res.delivered);
+			  atomic_load(&pr.sunk), res.delivered);
 	if (atomic_load(&pr.dropped) != res.not_processed)
 		violation("pipeline: drop saw %" PRIu64
-		          ", not_processed %" PRIu64,
-		          atomic_load(&pr.dropped), res.not_processed);
+			  ", not_processed %" PRIu64,
+			  atomic_load(&pr.dropped), res.not_processed);
 	if (pr.misordered)
 		violation("pipeline: ordered pipeline delivered out of order");
 	if (rc == 0) {
@@ -586,10 +590,10 @@ static void scenario_pipeline(uint64_t *seed)
 		if (res.produced != pr.n || res.filtered != skipped ||
 		    res.delivered != pr.n - skipped)
 			violation("pipeline not cancelled: produced %" PRIu64
-			          " of %" PRIu64 ", filtered %" PRIu64
-			          ", delivered %" PRIu64,
-			          res.produced, pr.n, res.filtered,
-			          res.delivered);
+				  " of %" PRIu64 ", filtered %" PRIu64
+				  ", delivered %" PRIu64,
+				  res.produced, pr.n, res.filtered,
+				  res.delivered);
 	}
 }
 
@@ -658,7 +662,7 @@ static void scenario_cancel(uint64_t *seed)
 	static const size_t caps[] = {0, 1, 8, 64};
 	struct cx x = {.per = 1 + rnd(seed) % 20000, .nprod = 2};
 	int rc = cpat_chan_create(&x.ch, sizeof(struct item),
-	                          caps[rnd(seed) % 4]);
+				  caps[rnd(seed) % 4]);
 	if (rc)
 		die("chan_create", rc);
 	if ((rc = cpat_token_create(&x.tok, NULL)) != 0)
@@ -687,7 +691,7 @@ static void scenario_cancel(uint64_t *seed)
 	cpat_chan_destroy(x.ch);
 	cpat_token_unref(x.tok);
 	uint64_t s = atomic_load(&x.sent), r = atomic_load(&x.received),
-	         d = atomic_load(&x.dup);
+		 d = atomic_load(&x.dup);
 	atomic_fetch_add(&t_sent, s);
 	atomic_fetch_add(&t_received, r);
 	atomic_fetch_add(&t_dup, d);
@@ -695,8 +699,8 @@ static void scenario_cancel(uint64_t *seed)
 		atomic_fetch_add(&t_lost, s - (r - d));
 	if (s != r || d)
 		violation("cancel scenario: sent %" PRIu64 " received %" PRIu64
-		          " duplicated %" PRIu64,
-		          s, r, d);
+			  " duplicated %" PRIu64,
+			  s, r, d);
 	free((void *)x.seen);
 }
 
@@ -732,10 +736,10 @@ int main(int argc, char **argv)
 			i++;
 		} else {
 			fprintf(stderr,
-			        "usage: %s [--messages N] [--minutes M] "
-			        "[--seconds S] [--quick] [--producers P] "
-			        "[--consumers C] [--seed S]\n",
-			        argv[0]);
+				"usage: %s [--messages N] [--minutes M] "
+				"[--seconds S] [--quick] [--producers P] "
+				"[--consumers C] [--seed S]\n",
+				argv[0]);
 			return 2;
 		}
 	}
@@ -746,7 +750,8 @@ int main(int argc, char **argv)
 	if (!g_seed) {
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
-		g_seed = ((uint64_t)ts.tv_sec * 1000000007u) ^ (uint64_t)ts.tv_nsec;
+		g_seed = ((uint64_t)ts.tv_sec * 1000000007u) ^
+			 (uint64_t)ts.tv_nsec;
 		g_seed |= 1;
 	}
 	printf("soak: sanitizer: %s\n", sanitizer_name());
@@ -765,8 +770,9 @@ int main(int argc, char **argv)
 			for (unsigned k = 0; k < 4; k++) {
 				int64_t c0 = cpat_now_ns();
 				run_cell(ps[pi], cs[ci], caps[k],
-				         messages / cells);
-				printf("soak: phase 1 P=%u C=%u cap=%zu: %.2f s\n",
+					 messages / cells);
+				printf("soak: phase 1 P=%u C=%u cap=%zu: %.2f "
+				       "s\n",
 				       ps[pi], cs[ci], caps[k],
 				       (double)(cpat_now_ns() - c0) / 1e9);
 				fflush(stdout);

@@ -12,7 +12,8 @@ int main(void)
 		return 1;
 	if (cpat_token_create(&tok, NULL) != 0)
 		return 1;
-	if (cpat_chan_send(ch, &v, tok) != 0 || cpat_chan_recv(ch, &got, tok) != 0)
+	if (cpat_chan_send(ch, &v, tok) != 0 ||
+	    cpat_chan_recv(ch, &got, tok) != 0)
 		return 1;
 	cpat_token_cancel(tok);
 	int rc = cpat_chan_recv(ch, &got, tok);
