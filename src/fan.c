@@ -40,9 +40,9 @@
  *
  * Wait. cpat_fan_wait() joins the threads. cpat_fan_wait_until() first
  * waits for `running` to reach 0 (each thread decrements it as its last
- * touch of the fan and bumps `exitseq`, the word the wait parks on, which
- * its token watch bumps too), under the caller's token and deadline; if
- * it gives up, nothing is joined and the fan runs on.
+ * touch of the fan and signals the `exited` event, cpat__event_wait()),
+ * under the caller's token and deadline; if it gives up, nothing is joined
+ * and the fan runs on.
  *
  * Ordered merge (one thread): items that arrive before their turn are
  * held in slots, found in order by a binary min-heap on their sequence
@@ -119,8 +119,7 @@ struct cpat_fan {
 	/* Threads not yet finished, and a word bumped as each finishes (and
 	 * by a wait's token watch); a wait parks on it (see Wait). */
 	_Atomic unsigned running;
-	_Atomic uint32_t exitseq;
-	_Atomic uint32_t exitwaiters;
+	struct cpat__event exited; /* signalled as each thread exits */
 };
 
 /* ---- common ---- */
@@ -164,9 +163,7 @@ static bool gate_wait(struct cpat_fan *f)
 static void thread_exit(struct cpat_fan *f)
 {
 	atomic_fetch_sub(&f->running, 1);
-	atomic_fetch_add(&f->exitseq, 1);
-	if (atomic_load(&f->exitwaiters) != 0)
-		cpat__unpark_all(&f->exitseq);
+	cpat__event_signal(&f->exited);
 	atomic_fetch_sub(&g_live_threads, 1);
 }
 
@@ -660,18 +657,9 @@ uint64_t cpat_fan_dropped(struct cpat_fan *fan, size_t i)
 	return atomic_load_explicit(&fan->dropped[i], memory_order_relaxed);
 }
 
-struct exit_wait {
-	struct cpat__watch w;
-	struct cpat_fan *f;
-	_Atomic int cause;
-};
-
-static void exit_watch_fired(struct cpat__watch *w, int cause)
+static bool all_exited(void *arg)
 {
-	struct exit_wait *ew = w->arg;
-	atomic_store(&ew->cause, cause);
-	atomic_fetch_add(&ew->f->exitseq, 1);
-	cpat__unpark_all(&ew->f->exitseq);
+	return atomic_load(&((struct cpat_fan *)arg)->running) == 0;
 }
 
 /* Waits until every thread has finished: 0, the token's cause or
@@ -679,40 +667,7 @@ static void exit_watch_fired(struct cpat__watch *w, int cause)
 static int wait_threads(struct cpat_fan *f, struct cpat_token *tok,
 			int64_t deadline)
 {
-	struct exit_wait ew = {.f = f};
-	atomic_init(&ew.cause, 0);
-	ew.w.fn = exit_watch_fired;
-	ew.w.arg = &ew;
-	if (tok) {
-		cpat_token_ref(tok);
-		int c = cpat__token_watch(tok, &ew.w);
-		if (c != 0) {
-			cpat_token_unref(tok);
-			return c;
-		}
-	}
-	int rc;
-	atomic_fetch_add(&f->exitwaiters, 1);
-	for (;;) {
-		uint32_t seq = atomic_load(&f->exitseq);
-		if (atomic_load(&f->running) == 0) {
-			rc = 0;
-			break;
-		}
-		if ((rc = atomic_load(&ew.cause)) != 0)
-			break;
-		if (deadline != CPAT_FOREVER && cpat_now_ns() >= deadline) {
-			rc = -ETIMEDOUT;
-			break;
-		}
-		cpat__park(&f->exitseq, seq, deadline);
-	}
-	atomic_fetch_sub(&f->exitwaiters, 1);
-	if (tok) {
-		cpat__token_unwatch(tok, &ew.w);
-		cpat_token_unref(tok);
-	}
-	return rc;
+	return cpat__event_wait(&f->exited, all_exited, f, tok, deadline);
 }
 
 int cpat_fan_wait_until(struct cpat_fan *fan, struct cpat_token *tok,

@@ -24,9 +24,9 @@
  * closed, which a later wait finds set and goes on from.
  *
  * Limit. A counting semaphore g->used < limit, taken by go before the
- * submit and released by done. Waiters sleep on g->slotseq (counted in
- * g->slotwaiters, so a release makes no system call while nobody waits);
- * the group token's watch bumps slotseq so that a waiting go returns the
+ * submit and released by done. Waiters sleep on the g->slot_freed event
+ * (cpat__event_wait(): a release makes no system call while nobody waits);
+ * the group token's watch bumps it so that a waiting go returns the
  * token's cause.
  *
  * Locks. g->lock guards the record free list and the own pool's creation;
@@ -77,8 +77,7 @@ struct cpat_group {
 	int wait_rc;
 
 	_Atomic size_t used;
-	_Atomic uint32_t slotseq;
-	_Atomic uint32_t slotwaiters;
+	struct cpat__event slot_freed; /* signalled when a slot is released */
 	_Atomic uint32_t outstanding;
 	_Atomic int first_err;
 	_Atomic int closed;
@@ -145,10 +144,7 @@ static int wait_zero(struct cpat_group *g, struct zero_wait *zw,
 static void slot_release(struct cpat_group *g)
 {
 	atomic_fetch_sub(&g->used, 1);
-	if (atomic_load(&g->slotwaiters) != 0) {
-		atomic_fetch_add(&g->slotseq, 1);
-		cpat__unpark_all(&g->slotseq);
-	}
+	cpat__event_signal(&g->slot_freed);
 }
 
 static bool slot_try(struct cpat_group *g)
@@ -160,54 +156,20 @@ static bool slot_try(struct cpat_group *g)
 	return false;
 }
 
-struct slot_wait {
-	struct cpat__watch w;
-	struct cpat_group *g;
-	_Atomic int cause;
-};
-
-static void slot_watch_fired(struct cpat__watch *w, int cause)
+static bool slot_try_ready(void *arg)
 {
-	struct slot_wait *sw = w->arg;
-	atomic_store(&sw->cause, cause);
-	atomic_fetch_add(&sw->g->slotseq, 1);
-	cpat__unpark_all(&sw->g->slotseq);
+	return slot_try(arg);
 }
 
 static int slot_acquire(struct cpat_group *g)
 {
 	if (slot_try(g))
 		return 0;
-	struct slot_wait sw = {.g = g};
-	atomic_init(&sw.cause, 0);
-	sw.w.fn = slot_watch_fired;
-	sw.w.arg = &sw;
-	cpat_token_ref(g->tok);
-	int rc = cpat__token_watch(g->tok, &sw.w);
-	if (rc != 0) {
-		cpat_token_unref(g->tok);
-		return rc;
-	}
-	atomic_fetch_add(&g->slotwaiters, 1);
-	for (;;) {
-		uint32_t seq = atomic_load(&g->slotseq);
-		if (slot_try(g)) {
-			rc = 0;
-			break;
-		}
-		if ((rc = atomic_load(&sw.cause)) != 0)
-			break;
-		cpat__park(&g->slotseq, seq, CPAT_FOREVER);
-	}
-	atomic_fetch_sub(&g->slotwaiters, 1);
-	cpat__token_unwatch(g->tok, &sw.w);
-	cpat_token_unref(g->tok);
+	int rc = cpat__event_wait(&g->slot_freed, slot_try_ready, g, g->tok,
+				  CPAT_FOREVER);
 	/* A release may have woken only us; pass it on if we leave a slot. */
-	if (rc != 0 && atomic_load(&g->used) < g->limit &&
-	    atomic_load(&g->slotwaiters) != 0) {
-		atomic_fetch_add(&g->slotseq, 1);
-		cpat__unpark_all(&g->slotseq);
-	}
+	if (rc != 0 && atomic_load(&g->used) < g->limit)
+		cpat__event_signal(&g->slot_freed);
 	return rc;
 }
 
@@ -378,8 +340,8 @@ int cpat_group_create(struct cpat_group **out,
 	g->cancel_on_error = opts->cancel_on_error;
 	CPAT_CHECK(pthread_mutex_init(&g->lock, NULL) == 0);
 	atomic_init(&g->used, 0);
-	atomic_init(&g->slotseq, 0);
-	atomic_init(&g->slotwaiters, 0);
+	atomic_init(&g->slot_freed.seq, 0);
+	atomic_init(&g->slot_freed.waiters, 0);
 	atomic_init(&g->outstanding, 0);
 	atomic_init(&g->first_err, 0);
 	atomic_init(&g->closed, 0);

@@ -144,4 +144,33 @@ CPAT_HIDDEN int cpat__token_watch(struct cpat_token *tok,
 CPAT_HIDDEN int cpat__token_unwatch(struct cpat_token *tok,
 				    struct cpat__watch *w);
 
+/* ---- events ---- */
+
+/*
+ * An event: a 32-bit sequence that a signaller bumps (and wakes) whenever
+ * the condition its waiters check may have become true, with a count of
+ * waiters so that a signal makes no system call while nobody waits. The
+ * condition itself lives with the caller (a counter reaching 0, say); the
+ * signaller changes it before cpat__event_signal(), and a waiter checks it
+ * after loading the sequence, so a signal between the check and the sleep
+ * is never lost (all seq_cst: either the signaller sees the waiter, or the
+ * waiter sees the new sequence and the condition with it).
+ */
+struct cpat__event {
+	_Atomic uint32_t seq;
+	_Atomic uint32_t waiters;
+};
+
+CPAT_HIDDEN void cpat__event_signal(struct cpat__event *e);
+
+/*
+ * Waits until ready(arg) returns true (0), tok fires (its cause, < 0: the
+ * token is watched for the wait, with no allocation) or deadline_ns passes
+ * (-ETIMEDOUT; CPAT_FOREVER for none). tok may be NULL. ready runs in the
+ * caller's thread, any number of times.
+ */
+CPAT_HIDDEN int cpat__event_wait(struct cpat__event *e,
+				 bool (*ready)(void *arg), void *arg,
+				 struct cpat_token *tok, int64_t deadline_ns);
+
 #endif /* CPAT_INTERNAL_H */

@@ -77,6 +77,66 @@ void cpat__cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu,
 	pthread_cond_timedwait(cv, mu, &ts);
 }
 
+void cpat__event_signal(struct cpat__event *e)
+{
+	atomic_fetch_add(&e->seq, 1);
+	if (atomic_load(&e->waiters) != 0)
+		cpat__unpark_all(&e->seq);
+}
+
+struct event_watch {
+	struct cpat__watch w;
+	struct cpat__event *e;
+	_Atomic int cause;
+};
+
+static void event_watch_fired(struct cpat__watch *w, int cause)
+{
+	struct event_watch *ew = w->arg;
+	atomic_store(&ew->cause, cause);
+	atomic_fetch_add(&ew->e->seq, 1);
+	cpat__unpark_all(&ew->e->seq);
+}
+
+int cpat__event_wait(struct cpat__event *e, bool (*ready)(void *arg),
+                     void *arg, struct cpat_token *tok, int64_t deadline_ns)
+{
+	struct event_watch ew = {.e = e};
+	atomic_init(&ew.cause, 0);
+	ew.w.fn = event_watch_fired;
+	ew.w.arg = &ew;
+	if (tok) {
+		cpat_token_ref(tok);
+		int c = cpat__token_watch(tok, &ew.w);
+		if (c != 0) {
+			cpat_token_unref(tok);
+			return c;
+		}
+	}
+	int rc;
+	atomic_fetch_add(&e->waiters, 1);
+	for (;;) {
+		uint32_t seq = atomic_load(&e->seq);
+		if (ready(arg)) {
+			rc = 0;
+			break;
+		}
+		if ((rc = atomic_load(&ew.cause)) != 0)
+			break;
+		if (deadline_ns != CPAT_FOREVER && cpat_now_ns() >= deadline_ns) {
+			rc = -ETIMEDOUT;
+			break;
+		}
+		cpat__park(&e->seq, seq, deadline_ns);
+	}
+	atomic_fetch_sub(&e->waiters, 1);
+	if (tok) {
+		cpat__token_unwatch(tok, &ew.w);
+		cpat_token_unref(tok);
+	}
+	return rc;
+}
+
 _Thread_local int cpat__tl_spin_polls;
 _Thread_local bool cpat__tl_spin_adapts;
 

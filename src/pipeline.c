@@ -692,18 +692,9 @@ struct cpat_token *cpat_pipeline_token(struct cpat_pipeline *p)
 	return p ? p->tok : NULL;
 }
 
-struct exit_wait {
-	struct cpat__watch w;
-	struct cpat_pipeline *p;
-	_Atomic int cause;
-};
-
-static void exit_watch_fired(struct cpat__watch *w, int cause)
+static bool all_exited(void *arg)
 {
-	struct exit_wait *ew = w->arg;
-	atomic_store(&ew->cause, cause);
-	atomic_fetch_add(&ew->p->exitseq, 1);
-	cpat__unpark_all(&ew->p->exitseq);
+	return atomic_load(&((struct cpat_pipeline *)arg)->running) == 0;
 }
 
 /* Waits until every thread of the run has finished: 0, the cause of tok or
@@ -711,40 +702,7 @@ static void exit_watch_fired(struct cpat__watch *w, int cause)
 static int wait_threads(struct cpat_pipeline *p, struct cpat_token *tok,
 			int64_t deadline)
 {
-	struct exit_wait ew = {.p = p};
-	atomic_init(&ew.cause, 0);
-	ew.w.fn = exit_watch_fired;
-	ew.w.arg = &ew;
-	if (tok) {
-		cpat_token_ref(tok);
-		int c = cpat__token_watch(tok, &ew.w);
-		if (c != 0) {
-			cpat_token_unref(tok);
-			return c;
-		}
-	}
-	int rc;
-	atomic_fetch_add(&p->exitwaiters, 1);
-	for (;;) {
-		uint32_t seq = atomic_load(&p->exitseq);
-		if (atomic_load(&p->running) == 0) {
-			rc = 0;
-			break;
-		}
-		if ((rc = atomic_load(&ew.cause)) != 0)
-			break;
-		if (deadline != CPAT_FOREVER && cpat_now_ns() >= deadline) {
-			rc = -ETIMEDOUT;
-			break;
-		}
-		cpat__park(&p->exitseq, seq, deadline);
-	}
-	atomic_fetch_sub(&p->exitwaiters, 1);
-	if (tok) {
-		cpat__token_unwatch(tok, &ew.w);
-		cpat_token_unref(tok);
-	}
-	return rc;
+	return cpat__event_wait(&p->exited, all_exited, p, tok, deadline);
 }
 
 int cpat_pipeline_wait(struct cpat_pipeline *p,

@@ -187,8 +187,7 @@ struct cpat_pipeline {
 	 * finishes (and by a wait's token watch): cpat_pipeline_wait_until()
 	 * parks on it. */
 	_Atomic unsigned running;
-	_Atomic uint32_t exitseq;
-	_Atomic uint32_t exitwaiters;
+	struct cpat__event exited; /* signalled as each thread exits */
 	char *src_buf, *sink_buf, *drain_buf;
 
 	_Atomic int stop_rc;
@@ -301,9 +300,7 @@ CPAT_HIDDEN void cpat__pipeline_fail(struct cpat_pipeline *p, const char *where,
 static inline void cpat__pipeline_thread_done(struct cpat_pipeline *p)
 {
 	atomic_fetch_sub(&p->running, 1);
-	atomic_fetch_add(&p->exitseq, 1);
-	if (atomic_load(&p->exitwaiters) != 0)
-		cpat__unpark_all(&p->exitseq);
+	cpat__event_signal(&p->exited);
 }
 
 /* ---- pipeline_run.c: thread bodies (arg: the pipeline, or a stage's
