@@ -2,8 +2,9 @@
  * DESIGN: timers and tickers on channels.
  *
  * A timer is a channel of capacity 1 (int64_t elements) and an entry in one
- * process-wide heap of armed timers: an intrusive pairing heap ordered by
- * the next fire time (no allocation to arm, re-arm or fire), served by one
+ * process-wide heap of armed timers: an intrusive pairing heap (pheap.h,
+ * the deadline tokens' too) ordered by the next fire time (no allocation
+ * to arm, re-arm or fire), served by one
  * thread, "cpat-timer", started by the first timer. It is this file's own
  * thread, not the one of deadline tokens (token.c): that heap holds tokens
  * and fires them by walking their tree, and sharing it would tie the two
@@ -39,6 +40,7 @@
  * thread.
  */
 #include "internal.h"
+#include "pheap.h"
 
 #include <signal.h>
 
@@ -49,9 +51,8 @@ struct cpat_timer {
 	struct cpat_chan *ch;
 	bool ticker; /* immutable */
 	/* g_tm.mu */
-	int64_t period; /* a ticker's; 0 for a one-shot timer */
-	int64_t at;     /* next fire, while armed */
-	struct cpat_timer *hp_child, *hp_next, *hp_prev;
+	int64_t period;        /* a ticker's; 0 for a one-shot timer */
+	struct cpat__pheap hp; /* hp.key: the next fire, while armed */
 	bool armed;
 };
 
@@ -60,7 +61,7 @@ static struct {
 	pthread_cond_t cv;
 	bool cv_ready;
 	bool started;
-	struct cpat_timer *root;
+	struct cpat__pheap *root;
 	pthread_t thread;
 } g_tm = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
@@ -76,77 +77,17 @@ static void tm_unlock(void)
 
 /* ---- pairing heap (g_tm.mu) -------------------------------------------- */
 
-static struct cpat_timer *hp_meld(struct cpat_timer *a, struct cpat_timer *b)
-{
-	if (!a)
-		return b;
-	if (!b)
-		return a;
-	if (b->at < a->at) {
-		struct cpat_timer *x = a;
-		a = b;
-		b = x;
-	}
-	b->hp_prev = a;
-	b->hp_next = a->hp_child;
-	if (a->hp_child)
-		a->hp_child->hp_prev = b;
-	a->hp_child = b;
-	return a;
-}
-
-static struct cpat_timer *hp_merge_pairs(struct cpat_timer *first)
-{
-	struct cpat_timer *list = NULL;
-	while (first) {
-		struct cpat_timer *a = first, *b = a->hp_next;
-		a->hp_next = a->hp_prev = NULL;
-		if (!b) {
-			a->hp_next = list;
-			list = a;
-			break;
-		}
-		first = b->hp_next;
-		b->hp_next = b->hp_prev = NULL;
-		struct cpat_timer *m = hp_meld(a, b);
-		m->hp_next = list;
-		list = m;
-	}
-	struct cpat_timer *res = NULL;
-	while (list) {
-		struct cpat_timer *next = list->hp_next;
-		list->hp_next = NULL;
-		res = hp_meld(res, list);
-		list = next;
-	}
-	if (res)
-		res->hp_prev = NULL;
-	return res;
-}
-
 static void hp_insert(struct cpat_timer *t)
 {
-	t->hp_child = t->hp_next = t->hp_prev = NULL;
 	t->armed = true;
-	g_tm.root = hp_meld(g_tm.root, t);
-	if (g_tm.root == t)
+	cpat__pheap_insert(&g_tm.root, &t->hp);
+	if (g_tm.root == &t->hp)
 		CPAT_CHECK(pthread_cond_signal(&g_tm.cv) == 0);
 }
 
 static void hp_remove(struct cpat_timer *x)
 {
-	if (x == g_tm.root) {
-		g_tm.root = hp_merge_pairs(x->hp_child);
-	} else {
-		if (x->hp_prev->hp_child == x)
-			x->hp_prev->hp_child = x->hp_next;
-		else
-			x->hp_prev->hp_next = x->hp_next;
-		if (x->hp_next)
-			x->hp_next->hp_prev = x->hp_prev;
-		g_tm.root = hp_meld(g_tm.root, hp_merge_pairs(x->hp_child));
-	}
-	x->hp_child = x->hp_next = x->hp_prev = NULL;
+	cpat__pheap_remove(&g_tm.root, &x->hp);
 	x->armed = false;
 }
 
@@ -173,13 +114,13 @@ static void deliver(struct cpat_timer *t, int64_t now)
 /* The first point of t's grid after now. */
 static int64_t next_tick(const struct cpat_timer *t, int64_t now)
 {
-	int64_t next = add_sat(t->at, t->period);
+	int64_t next = add_sat(t->hp.key, t->period);
 	if (next > now || next == INT64_MAX)
 		return next;
-	int64_t k = (now - t->at) / t->period + 1, step;
+	int64_t k = (now - t->hp.key) / t->period + 1, step;
 	if (__builtin_mul_overflow(k, t->period, &step))
 		return INT64_MAX;
-	return add_sat(t->at, step);
+	return add_sat(t->hp.key, step);
 }
 
 static void *timer_main(void *arg)
@@ -188,20 +129,21 @@ static void *timer_main(void *arg)
 	cpat__thread_name("cpat-timer");
 	tm_lock();
 	for (;;) {
-		struct cpat_timer *t = g_tm.root;
-		if (!t) {
+		if (!g_tm.root) {
 			pthread_cond_wait(&g_tm.cv, &g_tm.mu);
 			continue;
 		}
+		struct cpat_timer *t =
+			CPAT__PHEAP_OF(g_tm.root, struct cpat_timer, hp);
 		int64_t now = cpat_now_ns();
-		if (now < t->at) {
-			cpat__cond_wait_until(&g_tm.cv, &g_tm.mu, t->at);
+		if (now < t->hp.key) {
+			cpat__cond_wait_until(&g_tm.cv, &g_tm.mu, t->hp.key);
 			continue;
 		}
 		hp_remove(t);
 		deliver(t, now);
 		if (t->period) {
-			t->at = next_tick(t, now);
+			t->hp.key = next_tick(t, now);
 			hp_insert(t);
 		}
 	}
@@ -296,7 +238,7 @@ static void arm_oneshot_locked(struct cpat_timer *t, int64_t deadline)
 		deliver(t, now);
 		return;
 	}
-	t->at = deadline;
+	t->hp.key = deadline;
 	hp_insert(t);
 }
 
@@ -332,7 +274,7 @@ int cpat_ticker_create(struct cpat_timer **out, int64_t period_ns)
 	if (rc)
 		return rc;
 	tm_lock();
-	t->at = add_sat(cpat_now_ns(), period_ns);
+	t->hp.key = add_sat(cpat_now_ns(), period_ns);
 	hp_insert(t);
 	tm_unlock();
 	*out = t;
@@ -368,7 +310,7 @@ int cpat_timer_reset(struct cpat_timer *t, int64_t when)
 		hp_remove(t);
 	if (t->ticker) {
 		t->period = when;
-		t->at = add_sat(cpat_now_ns(), when);
+		t->hp.key = add_sat(cpat_now_ns(), when);
 		hp_insert(t);
 	} else if (when != CPAT_FOREVER) {
 		arm_oneshot_locked(t, when);

@@ -18,7 +18,7 @@
  *    sib_next/sib_prev, nchildren), and fire_next. Each token's cv
  *    (CLOCK_MONOTONIC) waits on it: cpat_token_wait() callers, and removers
  *    waiting for a running callback to return.
- *  - g_timer.mu: the deadline heap (the hp_* fields and in_heap of every
+ *  - g_timer.mu: the deadline heap (the hp node and in_heap of every
  *    token) and the timer thread's state.
  *  - g_sig.mu: the list of signal tokens (sig_next/sig_prev), the per-signal
  *    counts and saved handlers.
@@ -78,6 +78,7 @@
  * signal token watching a pending signal.
  */
 #include "internal.h"
+#include "pheap.h"
 #include "testhooks.h"
 
 #include "door.h"
@@ -112,8 +113,7 @@ struct cpat_token {
 	struct cpat__door door;
 
 	/* Deadline heap (g_timer.mu). */
-	int64_t timer_at;
-	struct cpat_token *hp_child, *hp_next, *hp_prev;
+	struct cpat__pheap hp; /* hp.key: the token's own deadline */
 	bool in_heap;
 	bool timed; /* was added to the heap; immutable once published */
 
@@ -183,76 +183,13 @@ static struct {
 	pthread_cond_t cv;
 	bool cv_ready;
 	bool started;
-	struct cpat_token *root;
+	struct cpat__pheap *root;
 	pthread_t thread;
 } g_timer = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
-static struct cpat_token *hp_meld(struct cpat_token *a, struct cpat_token *b)
-{
-	if (!a)
-		return b;
-	if (!b)
-		return a;
-	if (b->timer_at < a->timer_at) {
-		struct cpat_token *x = a;
-		a = b;
-		b = x;
-	}
-	/* b becomes a's first child. */
-	b->hp_prev = a;
-	b->hp_next = a->hp_child;
-	if (a->hp_child)
-		a->hp_child->hp_prev = b;
-	a->hp_child = b;
-	return a;
-}
-
-/* Two-pass pairing of a sibling list into one heap. */
-static struct cpat_token *hp_merge_pairs(struct cpat_token *first)
-{
-	struct cpat_token *list = NULL;
-	while (first) {
-		struct cpat_token *a = first, *b = a->hp_next;
-		a->hp_next = a->hp_prev = NULL;
-		if (!b) {
-			a->hp_next = list;
-			list = a;
-			break;
-		}
-		first = b->hp_next;
-		b->hp_next = b->hp_prev = NULL;
-		struct cpat_token *m = hp_meld(a, b);
-		m->hp_next = list;
-		list = m;
-	}
-	struct cpat_token *res = NULL;
-	while (list) {
-		struct cpat_token *next = list->hp_next;
-		list->hp_next = NULL;
-		res = hp_meld(res, list);
-		list = next;
-	}
-	if (res)
-		res->hp_prev = NULL;
-	return res;
-}
-
 static void hp_remove(struct cpat_token *x)
 {
-	if (x == g_timer.root) {
-		g_timer.root = hp_merge_pairs(x->hp_child);
-	} else {
-		if (x->hp_prev->hp_child == x)
-			x->hp_prev->hp_child = x->hp_next;
-		else
-			x->hp_prev->hp_next = x->hp_next;
-		if (x->hp_next)
-			x->hp_next->hp_prev = x->hp_prev;
-		x->hp_next = x->hp_prev = NULL;
-		g_timer.root =
-			hp_meld(g_timer.root, hp_merge_pairs(x->hp_child));
-	}
-	x->hp_child = x->hp_next = x->hp_prev = NULL;
+	cpat__pheap_remove(&g_timer.root, &x->hp);
 	x->in_heap = false;
 }
 
@@ -262,14 +199,15 @@ static void *timer_main(void *arg)
 	cpat__thread_name("cpat-timer");
 	CPAT_CHECK(pthread_mutex_lock(&g_timer.mu) == 0);
 	for (;;) {
-		struct cpat_token *t = g_timer.root;
-		if (!t) {
+		if (!g_timer.root) {
 			pthread_cond_wait(&g_timer.cv, &g_timer.mu);
 			continue;
 		}
-		if (cpat_now_ns() < t->timer_at) {
+		struct cpat_token *t =
+			CPAT__PHEAP_OF(g_timer.root, struct cpat_token, hp);
+		if (cpat_now_ns() < t->hp.key) {
 			cpat__cond_wait_until(&g_timer.cv, &g_timer.mu,
-					      t->timer_at);
+					      t->hp.key);
 			continue;
 		}
 		hp_remove(t);
@@ -303,8 +241,8 @@ static int timer_add(struct cpat_token *t)
 		g_timer.started = true;
 	}
 	t->in_heap = true;
-	g_timer.root = hp_meld(g_timer.root, t);
-	if (g_timer.root == t)
+	cpat__pheap_insert(&g_timer.root, &t->hp);
+	if (g_timer.root == &t->hp)
 		CPAT_CHECK(pthread_cond_signal(&g_timer.cv) == 0);
 out:
 	CPAT_CHECK(pthread_mutex_unlock(&g_timer.mu) == 0);
@@ -588,7 +526,7 @@ static int token_new(struct cpat_token **out, struct cpat_token *parent,
 	atomic_init(&t->reason, 0);
 	cpat__door_init(&t->door);
 	t->deadline = deadline;
-	t->timer_at = deadline;
+	t->hp.key = deadline;
 	if (parent) {
 		cpat_token_ref(parent);
 		t->parent = parent;
