@@ -31,7 +31,7 @@
 #include "internal.h"
 
 #include "spin.h"
-#include "sync_testhooks.h"
+#include "testhooks.h"
 
 #include "cpattern/rate.h"
 

@@ -29,7 +29,7 @@
 #include "internal.h"
 
 #include "spin.h"
-#include "sync_testhooks.h"
+#include "testhooks.h"
 
 #include "cpattern/sem.h"
 

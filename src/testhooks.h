@@ -85,4 +85,14 @@ CPAT_HIDDEN unsigned cpat__pool_idle_waiters(struct cpat_pool *p);
 typedef void (*cpat__pool_hook_fn)(struct cpat_pool *p, bool spinning);
 CPAT_HIDDEN extern _Atomic(cpat__pool_hook_fn) cpat__test_pool_before_park;
 
+/* ---- sem.c, rate.c ---- */
+struct cpat_sem;
+struct cpat_rate;
+/* Callers queued in s: a caller counts from the moment its record is in the
+ * queue (a release can serve it) until it leaves it (served, or gone). */
+CPAT_HIDDEN size_t cpat__sem_waiters(struct cpat_sem *s);
+/* Callers of cpat_rate_wait*() that reserved a token with a delay and have
+ * not yet returned (sleeping, or about to). */
+CPAT_HIDDEN size_t cpat__rate_waiting(struct cpat_rate *l);
+
 #endif /* CPAT_TESTHOOKS_H */

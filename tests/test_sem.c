@@ -8,7 +8,7 @@
  */
 #include "harness.h"
 
-#include "sync_testhooks.h"
+#include "testhooks.h"
 
 #define GENEROUS (30 * CPAT_SEC)
 
