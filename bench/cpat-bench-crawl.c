@@ -423,7 +423,7 @@ int main(int argc, char **argv)
 		{"missing-every", BU_LONG, &missing_every,
 		 "one page in K is a 404 (37; 0: none)"},
 	};
-	bu_parse(argc, argv, &a, "guide §4.3: crawler by fan-out/fan-in", opts,
+	bu_parse(argc, argv, &a, "Go guide: crawler by fan-out/fan-in", opts,
 		 sizeof opts / sizeof opts[0]);
 #ifndef CRAWL_OK
 	return bu_report_skip(&a, "crawl",
@@ -455,7 +455,7 @@ int main(int argc, char **argv)
 
 	struct bu_report rep;
 	bu_report_begin(&rep, &a, "crawl",
-			"guide §4.3, claim 1000 URLs x ~2 s, 20 workers: 30 "
+			"Go guide, claim 1000 URLs x ~2 s, 20 workers: 30 "
 			"min -> 90 s, 20x");
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
 		fprintf(stderr, "crawl: curl_global_init failed\n");

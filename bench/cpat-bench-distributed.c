@@ -547,7 +547,8 @@ int main(int argc, char **argv)
 		 "50000)"},
 	};
 	bu_parse(argc, argv, &a,
-		 "guide §6 through Redis Streams and SQLite: broker ceiling, "
+		 "the Go guide's real-time system through Redis Streams and "
+		 "SQLite: broker ceiling, "
 		 "end to end at 10,000 msg/s, highest rate, scale-out",
 		 opts, sizeof opts / sizeof opts[0]);
 #ifndef HAVE_REALTIME
@@ -593,7 +594,8 @@ int main(int argc, char **argv)
 
 	struct bu_report rep;
 	bu_report_begin(&rep, &a, "distributed",
-			"guide §6 through Redis Streams and SQLite, target "
+			"the Go guide's real-time system through Redis Streams "
+			"and SQLite, target "
 			"10,000 msg/s with p99 < 100 ms");
 	printf("broker: redis-server on a unix socket, appendfsync everysec; "
 	       "consumers: this program as processes (parse 2 workers, "

@@ -406,8 +406,8 @@ int main(int argc, char **argv)
 		{"dir", BU_STR, &dir,
 		 "temporary folder parent (default $TMPDIR or /tmp)"},
 	};
-	bu_parse(argc, argv, &a, "guide §3.4: image batch on a worker pool",
-		 opts, sizeof opts / sizeof opts[0]);
+	bu_parse(argc, argv, &a, "Go guide: image batch on a worker pool", opts,
+		 sizeof opts / sizeof opts[0]);
 	int tiny = a.mode == BU_TINY, quick = a.mode == BU_QUICK;
 	if (count <= 0)
 		count = tiny ? 24 : quick ? 200 : 10000;
@@ -446,7 +446,7 @@ int main(int argc, char **argv)
 
 	struct bu_report rep;
 	bu_report_begin(&rep, &a, "images",
-			"guide §3.4, claim 10,000 x 200 ms on 8 workers: 7.8x "
+			"Go guide, claim 10,000 x 200 ms on 8 workers: 7.8x "
 			"(39.7 images/s)");
 	struct ctx c;
 	memset(&c, 0, sizeof c);

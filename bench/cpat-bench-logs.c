@@ -948,7 +948,7 @@ int main(int argc, char **argv)
 		 "blocks versions: bytes per range, 1..65536 (65536; small "
 		 "ones test the range boundaries)"},
 	};
-	bu_parse(argc, argv, &a, "guide §2.5: log processing pipeline", opts,
+	bu_parse(argc, argv, &a, "Go guide: log processing pipeline", opts,
 		 sizeof opts / sizeof opts[0]);
 	if (lines <= 0)
 		lines = a.mode == BU_TINY    ? 20000
@@ -997,7 +997,7 @@ int main(int argc, char **argv)
 
 	struct bu_report rep;
 	bu_report_begin(&rep, &a, "logs",
-			"guide §2.5, claim 222,222 lines/s, 8 ms avg latency, "
+			"Go guide, claim 222,222 lines/s, 8 ms avg latency, "
 			"4x on 4 cores");
 #define NV 5
 	char logp[512], outp[NV][512];

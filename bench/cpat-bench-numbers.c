@@ -297,9 +297,8 @@ int main(int argc, char **argv)
 		 "per-item pipeline: capacity of its channels (default: "
 		 "100 ms of a stage's work, 64..4096)"},
 	};
-	bu_parse(argc, argv, &a,
-		 "guide §2.4: generator -> square -> keep evens", opts,
-		 sizeof opts / sizeof opts[0]);
+	bu_parse(argc, argv, &a, "Go guide: generator -> square -> keep evens",
+		 opts, sizeof opts / sizeof opts[0]);
 	if (capacity < 0 || capacity > (1L << 24)) {
 		fprintf(stderr, "--capacity must be 1..%ld\n", 1L << 24);
 		return 2;
@@ -333,7 +332,7 @@ int main(int argc, char **argv)
 
 	struct bu_report rep;
 	bu_report_begin(&rep, &a, "numbers",
-			"guide §2.4 pipeline, claim 2.7x (1200 -> 450 ns/op)");
+			"Go guide pipeline, claim 2.7x (1200 -> 450 ns/op)");
 	bu_work_calibrate();
 	int ncpu = bu_ncpu();
 	printf("work W is CPU spin done by EACH of the 3 stages per item; "

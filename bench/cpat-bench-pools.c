@@ -134,9 +134,8 @@ int main(int argc, char **argv)
 		 "dynamic pool worker idle timeout (full 1000, quick 100)"},
 		{"task-ms", BU_DOUBLE, &task_ms, "sleep per task (10)"},
 	};
-	bu_parse(argc, argv, &a,
-		 "guide §3.3: fixed vs dynamic pool, bursty load", opts,
-		 sizeof opts / sizeof opts[0]);
+	bu_parse(argc, argv, &a, "Go guide: fixed vs dynamic pool, bursty load",
+		 opts, sizeof opts / sizeof opts[0]);
 	if (burst <= 0)
 		burst = a.mode == BU_TINY ? 16 : a.mode == BU_QUICK ? 64 : 800;
 	if (idle_ms <= 0)
@@ -155,7 +154,7 @@ int main(int argc, char **argv)
 	struct bu_report rep;
 	bu_report_begin(
 		&rep, &a, "pools",
-		"guide §3.3, claim: dynamic pool ~30% better than fixed(8)");
+		"Go guide, claim: dynamic pool ~30% better than fixed(8)");
 	printf("load: %ld bursts of %ld tasks sleeping %.0f ms, %.0f ms idle "
 	       "before each burst "
 	       "and after the last; dynamic idle timeout %.0f ms\n",

@@ -362,9 +362,10 @@ int main(int argc, char **argv)
 		{"ordered", BU_LONG, &ord,
 		 "1: the parse stage keeps message order (default); 0: not"},
 	};
-	bu_parse(argc, argv, &a,
-		 "guide §6: real-time JSON processing under open-loop load",
-		 opts, sizeof opts / sizeof opts[0]);
+	bu_parse(
+		argc, argv, &a,
+		"the Go guide's real-time JSON processing under open-loop load",
+		opts, sizeof opts / sizeof opts[0]);
 #ifndef HAVE_CJSON
 	return bu_report_skip(
 		&a, "realtime",
@@ -385,8 +386,9 @@ int main(int argc, char **argv)
 	ordered = ord != 0;
 
 	struct bu_report rep;
-	bu_report_begin(&rep, &a, "realtime",
-			"guide §6, target 10,000 msg/s with latency < 100 ms");
+	bu_report_begin(
+		&rep, &a, "realtime",
+		"the Go guide's target: 10,000 msg/s with latency < 100 ms");
 	printf("pipeline: feed -> parse JSON (cJSON, %s, %ld workers) -> "
 	       "compute -> "
 	       "batch(100, 1 s) -> save; trials of %.0f ms after a discarded "
