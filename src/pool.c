@@ -87,6 +87,8 @@
 #include <unistd.h>
 
 #define ROOM_SPIN_NS (2 * CPAT_USEC)
+#define ROOM_NAP_FIRST (100 * CPAT_USEC)
+#define ROOM_NAP_MAX CPAT_MSEC
 
 _Thread_local struct pool_frame *cpat__pool_tl_frames;
 
@@ -156,6 +158,7 @@ int cpat__pool_create(struct cpat_pool **out, enum pool_kind kind,
 	atomic_init(&p->roomseq, 0);
 	atomic_init(&p->roomwaiters, 0);
 	atomic_init(&p->room_armed, 0);
+	atomic_init(&p->room_nap, ROOM_NAP_FIRST);
 	p->low_water = qcap / 2;
 	atomic_init(&p->inline_ran, 0);
 	atomic_init(&p->inline_failed, 0);
@@ -268,7 +271,9 @@ static int room_wait(struct cpat_pool *p, const struct cpat_task *t,
 			return rc;
 		}
 	}
-	int64_t backoff = 100 * CPAT_USEC, spin_end = 0;
+	int64_t backoff = atomic_load_explicit(&p->room_nap,
+					       memory_order_relaxed),
+		spin_end = 0;
 	atomic_fetch_add(&p->roomwaiters, 1);
 	for (int i = 0;; i++) {
 		uint32_t seq = atomic_load(&p->roomseq);
@@ -303,13 +308,28 @@ static int room_wait(struct cpat_pool *p, const struct cpat_task *t,
 		/*
 		 * Workers wake us at the low-water mark. When they are stuck
 		 * in long tasks the queue may never get there although it has
-		 * room: re-check after a bounded nap (100 us, doubling to
-		 * 1 ms), cheap next to tasks that long.
+		 * room: re-check after a bounded nap, cheap next to tasks
+		 * that long: 100 us at first, doubling up to 1 ms each time
+		 * a nap runs out before the wake-up, and the pool keeps the
+		 * length for its next waits.
 		 */
 		int64_t nap = cpat_now_ns() + backoff;
-		if (backoff < CPAT_MSEC)
-			backoff *= 2;
 		cpat__park(&p->roomseq, seq, cpat__deadline_min(deadline, nap));
+		if (backoff < ROOM_NAP_MAX && atomic_load(&p->roomseq) == seq &&
+		    cpat_now_ns() >= nap) {
+			/* The nap ran out before the low-water wake-up: the
+			 * tasks are long. Nap longer, in this wait and the
+			 * next ones (a submitter that naps 100 us per call
+			 * beside busy workers woke ~10,000 times a second,
+			 * each time taking a CPU from a worker). */
+			backoff *= 2;
+			if (backoff > ROOM_NAP_MAX)
+				backoff = ROOM_NAP_MAX;
+			if (atomic_load_explicit(&p->room_nap,
+						 memory_order_relaxed) < backoff)
+				atomic_store_explicit(&p->room_nap, backoff,
+						      memory_order_relaxed);
+		}
 	}
 	atomic_fetch_sub(&p->roomwaiters, 1);
 	if (tok) {

@@ -108,6 +108,10 @@ struct cpat_pool {
 	_Atomic uint32_t roomseq;
 	_Atomic uint32_t roomwaiters;
 	_Atomic uint32_t room_armed; /* a submitter sleeps for room */
+	/* A blocked submitter's next nap before it re-checks for room (see
+	 * room_wait() in pool.c): grows, never shrinks, so written a few
+	 * times in the pool's life. */
+	_Atomic int64_t room_nap;
 	size_t low_water;
 
 	/* Rare paths. */
