@@ -1515,7 +1515,8 @@ int cpat_chan_recv_many(struct cpat_chan *ch, void *elems, size_t n,
 int cpat_chan_select(struct cpat_select_case *cases, size_t n,
 		     struct cpat_token *tok, int64_t deadline_ns)
 {
-	if (!cases || n == 0 || n > CPAT_SELECT_MAX || !cpat__deadline_ok(deadline_ns))
+	if (!cases || n == 0 || n > CPAT_SELECT_MAX ||
+	    !cpat__deadline_ok(deadline_ns))
 		return -EINVAL;
 	size_t nen = 0;
 	for (size_t i = 0; i < n; i++) {

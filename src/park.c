@@ -56,7 +56,7 @@ int cpat__cond_init(pthread_cond_t *cv)
 }
 
 void cpat__cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu,
-                           int64_t deadline_ns)
+			   int64_t deadline_ns)
 {
 	if (deadline_ns == CPAT_FOREVER) {
 		pthread_cond_wait(cv, mu);
@@ -73,7 +73,7 @@ void cpat__cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu,
 	deadline_ns = (int64_t)now.tv_sec * CPAT_SEC + now.tv_nsec + left;
 #endif
 	struct timespec ts = {.tv_sec = (time_t)(deadline_ns / CPAT_SEC),
-	                      .tv_nsec = (long)(deadline_ns % CPAT_SEC)};
+			      .tv_nsec = (long)(deadline_ns % CPAT_SEC)};
 	pthread_cond_timedwait(cv, mu, &ts);
 }
 
@@ -98,8 +98,8 @@ static void event_watch_fired(struct cpat__watch *w, int cause)
 	cpat__unpark_all(&ew->e->seq);
 }
 
-int cpat__event_wait(struct cpat__event *e, bool (*ready)(void *arg),
-                     void *arg, struct cpat_token *tok, int64_t deadline_ns)
+int cpat__event_wait(struct cpat__event *e, bool (*ready)(void *arg), void *arg,
+		     struct cpat_token *tok, int64_t deadline_ns)
 {
 	struct event_watch ew = {.e = e};
 	atomic_init(&ew.cause, 0);
@@ -123,7 +123,8 @@ int cpat__event_wait(struct cpat__event *e, bool (*ready)(void *arg),
 		}
 		if ((rc = atomic_load(&ew.cause)) != 0)
 			break;
-		if (deadline_ns != CPAT_FOREVER && cpat_now_ns() >= deadline_ns) {
+		if (deadline_ns != CPAT_FOREVER &&
+		    cpat_now_ns() >= deadline_ns) {
 			rc = -ETIMEDOUT;
 			break;
 		}
@@ -149,8 +150,8 @@ void cpat__lock_slow(_Atomic uint32_t *m)
 		uint32_t c = 0;
 		if (atomic_load_explicit(m, memory_order_relaxed) == 0 &&
 		    atomic_compare_exchange_weak_explicit(m, &c, 1,
-		                                          memory_order_acquire,
-		                                          memory_order_relaxed))
+							  memory_order_acquire,
+							  memory_order_relaxed))
 			return;
 		if (i < 112)
 			cpat__cpu_relax();
@@ -169,8 +170,8 @@ bool cpat__spin_pays(void)
 #if defined(__linux__)
 		cpu_set_t set;
 		int n = sched_getaffinity(0, sizeof(set), &set) == 0
-		                ? CPU_COUNT(&set)
-		                : 2;
+				? CPU_COUNT(&set)
+				: 2;
 		cpus = n > 1 ? 2 : 1;
 #else
 		cpus = 2;
@@ -196,20 +197,21 @@ void cpat__park(_Atomic uint32_t *word, uint32_t expect, int64_t deadline_ns)
 	}
 	/* EAGAIN (word changed), EINTR and ETIMEDOUT all mean: re-check. */
 	(void)syscall(SYS_futex, (uint32_t *)word,
-	              FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, expect, tsp, NULL,
-	              FUTEX_BITSET_MATCH_ANY);
+		      FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, expect, tsp, NULL,
+		      FUTEX_BITSET_MATCH_ANY);
 }
 
 void cpat__unpark_one(_Atomic uint32_t *word)
 {
-	(void)syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE | FUTEX_PRIVATE_FLAG,
-	              1, NULL, NULL, 0);
+	(void)syscall(SYS_futex, (uint32_t *)word,
+		      FUTEX_WAKE | FUTEX_PRIVATE_FLAG, 1, NULL, NULL, 0);
 }
 
 void cpat__unpark_all(_Atomic uint32_t *word)
 {
-	(void)syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE | FUTEX_PRIVATE_FLAG,
-	              INT32_MAX, NULL, NULL, 0);
+	(void)syscall(SYS_futex, (uint32_t *)word,
+		      FUTEX_WAKE | FUTEX_PRIVATE_FLAG, INT32_MAX, NULL, NULL,
+		      0);
 }
 
 #else /* portable condition-variable path */

@@ -326,7 +326,8 @@ static int room_wait(struct cpat_pool *p, const struct cpat_task *t,
 			if (backoff > ROOM_NAP_MAX)
 				backoff = ROOM_NAP_MAX;
 			if (atomic_load_explicit(&p->room_nap,
-						 memory_order_relaxed) < backoff)
+						 memory_order_relaxed) <
+			    backoff)
 				atomic_store_explicit(&p->room_nap, backoff,
 						      memory_order_relaxed);
 		}

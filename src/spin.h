@@ -81,7 +81,7 @@ static inline void cpat__cpu_relax(void)
  * on memory that is no longer in use (no store is made to it).
  */
 CPAT_HIDDEN void cpat__park(_Atomic uint32_t *word, uint32_t expect,
-                            int64_t deadline_ns);
+			    int64_t deadline_ns);
 CPAT_HIDDEN void cpat__unpark_one(_Atomic uint32_t *word);
 CPAT_HIDDEN void cpat__unpark_all(_Atomic uint32_t *word);
 
@@ -107,8 +107,8 @@ struct cpat__backoff {
 static inline void cpat__backoff_spin(struct cpat__backoff *b)
 {
 	unsigned lim = b->step < CPAT__BACKOFF_SPIN_LIMIT
-	                       ? b->step
-	                       : CPAT__BACKOFF_SPIN_LIMIT;
+			       ? b->step
+			       : CPAT__BACKOFF_SPIN_LIMIT;
 	for (unsigned i = 0; i < (1u << lim); i++)
 		cpat__cpu_relax();
 	if (b->step <= CPAT__BACKOFF_SPIN_LIMIT)
@@ -167,7 +167,7 @@ static inline bool cpat__spin_more(struct cpat__spinwait *w)
 			return false;
 		}
 		w->limit = cpat__tl_spin_polls ? cpat__tl_spin_polls
-		                               : CPAT__SPIN_WAIT_POLLS;
+					       : CPAT__SPIN_WAIT_POLLS;
 	}
 	if (i >= w->limit)
 		return false;
@@ -185,8 +185,9 @@ static inline void cpat__spin_end(struct cpat__spinwait *w, bool ok)
 		return;
 	int lim = w->limit;
 	if (!ok)
-		lim = lim - lim / 4 > CPAT__SPIN_MIN_POLLS ? lim - lim / 4
-		                                           : CPAT__SPIN_MIN_POLLS;
+		lim = lim - lim / 4 > CPAT__SPIN_MIN_POLLS
+			      ? lim - lim / 4
+			      : CPAT__SPIN_MIN_POLLS;
 	else
 		lim += w->i * 2 > lim ? lim : lim / 8;
 	if (lim > CPAT__SPIN_WAIT_POLLS)
@@ -203,9 +204,8 @@ CPAT_HIDDEN void cpat__lock_slow(_Atomic uint32_t *m);
 static inline void cpat__lock(_Atomic uint32_t *m)
 {
 	uint32_t c = 0;
-	if (!atomic_compare_exchange_strong_explicit(m, &c, 1,
-	                                             memory_order_acquire,
-	                                             memory_order_relaxed))
+	if (!atomic_compare_exchange_strong_explicit(
+		    m, &c, 1, memory_order_acquire, memory_order_relaxed))
 		cpat__lock_slow(m);
 }
 
