@@ -149,12 +149,13 @@ CPAT_HIDDEN int cpat__token_unwatch(struct cpat_token *tok,
 /*
  * An event: a 32-bit sequence that a signaller bumps (and wakes) whenever
  * the condition its waiters check may have become true, with a count of
- * waiters so that a signal makes no system call while nobody waits. The
- * condition itself lives with the caller (a counter reaching 0, say); the
- * signaller changes it before cpat__event_signal(), and a waiter checks it
- * after loading the sequence, so a signal between the check and the sleep
- * is never lost (all seq_cst: either the signaller sees the waiter, or the
- * waiter sees the new sequence and the condition with it).
+ * waiters so that a signal costs one load and no system call while nobody
+ * waits. The condition itself lives with the caller (a counter reaching 0,
+ * say); the signaller changes it with a seq_cst read-modify-write before
+ * cpat__event_signal(), and a waiter counts itself, then checks it after
+ * loading the sequence, so a signal between the check and the sleep is
+ * never lost (all seq_cst: either the signaller sees the waiter and moves
+ * the sequence, or the waiter sees the condition).
  */
 struct cpat__event {
 	_Atomic uint32_t seq;

@@ -79,9 +79,13 @@ void cpat__cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu,
 
 void cpat__event_signal(struct cpat__event *e)
 {
-	atomic_fetch_add(&e->seq, 1);
-	if (atomic_load(&e->waiters) != 0)
+	/* The signaller changed the condition (a seq_cst RMW) before this
+	 * load: a waiter not counted yet will see the change when it checks,
+	 * so only counted waiters need the sequence to move. */
+	if (atomic_load(&e->waiters) != 0) {
+		atomic_fetch_add(&e->seq, 1);
 		cpat__unpark_all(&e->seq);
+	}
 }
 
 struct event_watch {

@@ -38,7 +38,7 @@
  * finds more work, and flushes them as soon as it sees the queue empty, so
  * the decrement that reaches 0 comes right after the last task), and
  * whoever brings it to 0 wakes the wait_idle() waiters (event word
- * p->evseq, waiters counted in p->evwaiters, so no system call while
+ * p->ev: cpat__event_wait(), waiters counted, so no system call while
  * nobody waits). Shutdown sets p->closed and closes the channel, then
  * waits until no submit is entering (Dekker: a submitter adds to pending,
  * then reads closed; shutdown stores closed, then reads pending), so every
@@ -153,8 +153,8 @@ int cpat__pool_create(struct cpat_pool **out, enum pool_kind kind,
 	atomic_init(&p->alive, 0);
 	atomic_init(&p->min_w, nmin);
 	atomic_init(&p->max_w, nmax);
-	atomic_init(&p->evseq, 0);
-	atomic_init(&p->evwaiters, 0);
+	atomic_init(&p->ev.seq, 0);
+	atomic_init(&p->ev.waiters, 0);
 	atomic_init(&p->roomseq, 0);
 	atomic_init(&p->roomwaiters, 0);
 	atomic_init(&p->room_armed, 0);
@@ -482,8 +482,13 @@ static void ev_watch_fired(struct cpat__watch *w, int cause)
 {
 	struct ev_wait *ew = w->arg;
 	atomic_store(&ew->cause, cause);
-	atomic_fetch_add(&ew->p->evseq, 1);
-	cpat__unpark_all(&ew->p->evseq);
+	atomic_fetch_add(&ew->p->ev.seq, 1);
+	cpat__unpark_all(&ew->p->ev.seq);
+}
+
+static bool idle_ready(void *arg)
+{
+	return atomic_load(&((struct cpat_pool *)arg)->pending) == 0;
 }
 
 int cpat_pool_wait_idle(struct cpat_pool *pool, struct cpat_token *tok,
@@ -493,44 +498,7 @@ int cpat_pool_wait_idle(struct cpat_pool *pool, struct cpat_token *tok,
 		return -EINVAL;
 	if (inside(pool))
 		return -EBUSY;
-	struct cpat_pool *p = pool;
-	struct ev_wait ew = {.p = p};
-	atomic_init(&ew.cause, 0);
-	ew.w.fn = ev_watch_fired;
-	ew.w.arg = &ew;
-	bool watching = false;
-	if (tok) {
-		cpat_token_ref(tok);
-		int c = cpat__token_watch(tok, &ew.w);
-		if (c != 0) {
-			cpat_token_unref(tok);
-			return c;
-		}
-		watching = true;
-	}
-	int rc;
-	atomic_fetch_add(&p->evwaiters, 1);
-	for (;;) {
-		uint32_t seq = atomic_load(&p->evseq);
-		if (atomic_load(&p->pending) == 0) {
-			rc = 0;
-			break;
-		}
-		if ((rc = atomic_load(&ew.cause)) != 0)
-			break;
-		if (deadline_ns != CPAT_FOREVER &&
-		    cpat_now_ns() >= deadline_ns) {
-			rc = -ETIMEDOUT;
-			break;
-		}
-		cpat__park(&p->evseq, seq, deadline_ns);
-	}
-	atomic_fetch_sub(&p->evwaiters, 1);
-	if (watching) {
-		cpat__token_unwatch(tok, &ew.w);
-		cpat_token_unref(tok);
-	}
-	return rc;
+	return cpat__event_wait(&pool->ev, idle_ready, pool, tok, deadline_ns);
 }
 
 /* Discards every queued task (the channel is closed: ends at -EPIPE). */
@@ -558,9 +526,9 @@ static int wait_complete(struct cpat_pool *p, struct ev_wait *ew,
 			 int64_t deadline)
 {
 	int rc;
-	atomic_fetch_add(&p->evwaiters, 1);
+	atomic_fetch_add(&p->ev.waiters, 1);
 	for (;;) {
-		uint32_t seq = atomic_load(&p->evseq);
+		uint32_t seq = atomic_load(&p->ev.seq);
 		lock(&p->lock);
 		bool had = p->zombies != NULL;
 		cpat__pool_reap_locked(p);
@@ -579,9 +547,9 @@ static int wait_complete(struct cpat_pool *p, struct ev_wait *ew,
 			rc = -ETIMEDOUT;
 			break;
 		}
-		cpat__park(&p->evseq, seq, deadline);
+		cpat__park(&p->ev.seq, seq, deadline);
 	}
-	atomic_fetch_sub(&p->evwaiters, 1);
+	atomic_fetch_sub(&p->ev.waiters, 1);
 	return rc;
 }
 
@@ -589,14 +557,14 @@ static int wait_complete(struct cpat_pool *p, struct ev_wait *ew,
  * the channel is closed) until no submit is entering. */
 static void wait_no_entering(struct cpat_pool *p)
 {
-	atomic_fetch_add(&p->evwaiters, 1);
+	atomic_fetch_add(&p->ev.waiters, 1);
 	for (;;) {
-		uint32_t seq = atomic_load(&p->evseq);
+		uint32_t seq = atomic_load(&p->ev.seq);
 		if ((atomic_load(&p->pending) >> 32) == 0)
 			break;
-		cpat__park(&p->evseq, seq, CPAT_FOREVER);
+		cpat__park(&p->ev.seq, seq, CPAT_FOREVER);
 	}
-	atomic_fetch_sub(&p->evwaiters, 1);
+	atomic_fetch_sub(&p->ev.waiters, 1);
 }
 
 static void fill_report(struct cpat_pool *p, struct cpat_pool_report *r)
@@ -813,5 +781,5 @@ unsigned cpat__pool_parked_workers(struct cpat_pool *p)
 
 unsigned cpat__pool_idle_waiters(struct cpat_pool *p)
 {
-	return p ? atomic_load(&p->evwaiters) : 0;
+	return p ? atomic_load(&p->ev.waiters) : 0;
 }

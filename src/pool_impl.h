@@ -103,8 +103,7 @@ struct cpat_pool {
 	_Atomic int stop;
 	_Atomic unsigned alive;
 	_Atomic unsigned min_w, max_w;
-	_Atomic uint32_t evseq;
-	_Atomic uint32_t evwaiters;
+	struct cpat__event ev; /* wait_idle and shutdown wait on it */
 	_Atomic uint32_t roomseq;
 	_Atomic uint32_t roomwaiters;
 	_Atomic uint32_t room_armed; /* a submitter sleeps for room */
@@ -164,13 +163,10 @@ static inline bool policy_ok(int policy)
 	       policy == CPAT_POOL_CALLER_RUNS;
 }
 
-/* Wakes the waiters of p->evseq (wait_idle, shutdown), if any. */
+/* Wakes the waiters of p->ev (wait_idle, shutdown), if any. */
 static inline void ev_bump(struct cpat_pool *p)
 {
-	if (atomic_load(&p->evwaiters) != 0) {
-		atomic_fetch_add(&p->evseq, 1);
-		cpat__unpark_all(&p->evseq);
-	}
+	cpat__event_signal(&p->ev);
 }
 
 /* Wakes the submitters blocked for room (all: they compete for it). */
