@@ -17,6 +17,7 @@
 #define CPAT_REDIS_FIXTURE_H
 
 #include <ftw.h>
+#include <stdarg.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/stat.h>
@@ -132,6 +133,24 @@ static inline void rfx_stop_server(struct rfx *f)
 		nanosleep(&ts, NULL);
 	}
 	f->pid = 0;
+}
+
+/* Runs a command that answers an integer and returns it; aborts (the test
+ * fails) on anything else. */
+static inline long long rfx_int(redisContext *c, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	redisReply *r = redisvCommand(c, fmt, ap);
+	va_end(ap);
+	if (!r || r->type != REDIS_REPLY_INTEGER) {
+		fprintf(stderr, "expected an integer: %s\n",
+			r ? (r->str ? r->str : "?") : c->errstr);
+		abort();
+	}
+	long long v = r->integer;
+	freeReplyObject(r);
+	return v;
 }
 
 static inline int rfx_rm(const char *p, const struct stat *sb, int flag,

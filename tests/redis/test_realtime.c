@@ -40,22 +40,6 @@ static void pause_ms(long ms)
 	nanosleep(&ts, NULL);
 }
 
-static long long redis_int(redisContext *c, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	redisReply *r = redisvCommand(c, fmt, ap);
-	va_end(ap);
-	if (!r || r->type != REDIS_REPLY_INTEGER) {
-		fprintf(stderr, "expected an integer: %s\n",
-			r ? (r->str ? r->str : "?") : c->errstr);
-		abort();
-	}
-	long long v = r->integer;
-	freeReplyObject(r);
-	return v;
-}
-
 /* The group's pending count and entries read (XINFO GROUPS), -1 if none. */
 static void group_info(redisContext *c, const char *stream, long long *pending,
 		       long long *read)
@@ -422,7 +406,7 @@ TH_TEST_FN(realtime_sigkill_rounds_every_message_once)
 				proc_stop_expect(&ps[i], 0);
 		check_db_exactly_once(db, &m);
 		dead_dups += check_dead_letters(c, stream, &m);
-		redelivered += redis_int(c, "XLEN %s", stream) - n; /* 0 */
+		redelivered += rfx_int(c, "XLEN %s", stream) - n; /* 0 */
 		free(m.id);
 	}
 	fprintf(stderr,

@@ -41,22 +41,6 @@ static redisReply *cmd(redisContext *c, const char *fmt, ...)
 	return r;
 }
 
-static long long cmd_int(redisContext *c, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	redisReply *r = redisvCommand(c, fmt, ap);
-	va_end(ap);
-	if (!r || r->type != REDIS_REPLY_INTEGER) {
-		fprintf(stderr, "expected an integer: %s\n",
-			r ? (r->str ? r->str : "?") : c->errstr);
-		abort();
-	}
-	long long v = r->integer;
-	freeReplyObject(r);
-	return v;
-}
-
 /* Entries pending in the group (XPENDING summary), -1 if no group. */
 static long long pending(redisContext *c, const char *stream, const char *group)
 {
@@ -731,7 +715,7 @@ TH_TEST_FN(redis_server_restart_consumers_reconnect_nothing_acked_lost)
 	c = rfx_connect(&f);
 	assert_non_null(c);
 	/* The stream survived whole, and the acknowledgements reach it. */
-	assert_int_equal(cmd_int(c, "XLEN %s", stream), n);
+	assert_int_equal(rfx_int(c, "XLEN %s", stream), n);
 	while (pending(c, stream, "g") != 0) {
 		struct timespec ts = {0, 10 * 1000 * 1000};
 		nanosleep(&ts, NULL);
@@ -833,7 +817,7 @@ TH_TEST_FN(redis_poison_entry_dead_lettered_after_n_deliveries)
 	cons.tok = tok;
 	th_spawn(&cons.th, cons_main, &cons);
 	tally_wait(&t, &t.distinct, 4);
-	while (cmd_int(c, "XLEN %s:dead", stream) < 2 ||
+	while (rfx_int(c, "XLEN %s:dead", stream) < 2 ||
 	       pending(c, stream, "g") != 0) {
 		struct timespec ts = {0, 5 * 1000 * 1000};
 		nanosleep(&ts, NULL);
@@ -841,7 +825,7 @@ TH_TEST_FN(redis_poison_entry_dead_lettered_after_n_deliveries)
 	cpat_token_cancel(tok);
 	th_join(cons.th);
 	assert_int_equal(atomic_load(&t.fail_runs), 3);
-	assert_int_equal(cmd_int(c, "XLEN %s:dead", stream), 2);
+	assert_int_equal(rfx_int(c, "XLEN %s:dead", stream), 2);
 	redisReply *r = cmd(c, "XRANGE %s:dead - +", stream);
 	assert_int_equal(r->elements, 2);
 	int saw_decode = 0, saw_deliveries = 0;
@@ -1003,7 +987,7 @@ TH_TEST_FN(redis_sink_writes_every_item_and_trims_approximately)
 	assert_int_equal(st.written, n + 1);
 	assert_int_equal(st.round_trips, n / 50 + 1);
 	cpat_redis_sink_destroy(k);
-	assert_int_equal(cmd_int(c, "XLEN out"), n + 1);
+	assert_int_equal(rfx_int(c, "XLEN out"), n + 1);
 	/* Read back through a source: each once, in order. */
 	struct cpat_redis_source_opts o;
 	src_opts(&o, &f, "out", "reader");
@@ -1031,7 +1015,7 @@ TH_TEST_FN(redis_sink_writes_every_item_and_trims_approximately)
 	for (long i = 0; i < n; i += 50)
 		assert_int_equal(cpat_redis_sink_write(k, items, 50), 0);
 	cpat_redis_sink_destroy(k);
-	long long len = cmd_int(c, "XLEN trimmed");
+	long long len = rfx_int(c, "XLEN trimmed");
 	fprintf(stderr, "# %ld entries written with MAXLEN ~ 100: %lld kept\n",
 		n, len);
 	assert_true(len >= 100 && len < n);
