@@ -10,9 +10,10 @@
  * example's own code linked in), started with fork+exec.
  *
  * Measured in one run:
- *  (a) the broker's ceiling: XADD (pipelined, 64 per round trip) beside
- *      XREADGROUP COUNT 64 + XACK of each batch, no processing, the same
- *      messages: the most this server moves through a consumer group;
+ *  (a) the broker's ceiling: XADD (pipelined, 128 per round trip) beside
+ *      XREADGROUP COUNT 64 + XACK of each batch (the XACK pipelined with
+ *      the next read), no processing, the same messages, best of three
+ *      runs: the most this server moves through a consumer group;
  *  (b) end to end at the guide's 10,000 msg/s offered (open loop: the
  *      producer stamps each message with its scheduled send time, so a
  *      late send is charged; no coordinated omission): achieved rate and
@@ -191,14 +192,15 @@ struct consumers {
 
 static void start_consumers(struct consumers *cs, int k, const char *stream,
 			    const char *db, long work_us, long workers,
-			    const char *tag)
+			    long batch_ms, const char *tag)
 {
 	cs->k = k;
-	char work[24], pw[24];
+	char work[24], pw[24], bms[24];
 	snprintf(work, sizeof work, "%ld", work_us);
 	snprintf(pw, sizeof pw, "%ld", workers);
+	snprintf(bms, sizeof bms, "%ld", batch_ms);
 	for (int i = 0; i < k; i++) {
-		char name[32], log[256];
+		char name[48], log[256];
 		snprintf(name, sizeof name, "%s-c%d", tag, i);
 		snprintf(cs->hist[i], sizeof cs->hist[i], "%s/%s.hist", srv.dir,
 			 name);
@@ -212,7 +214,8 @@ static void start_consumers(struct consumers *cs, int k, const char *stream,
 				      cs->hist[i],  "--work-us",
 				      work,         "--parse-workers",
 				      pw,           "--claim-ms",
-				      "60000",      NULL};
+				      "60000",      "--batch-ms",
+				      bms,          NULL};
 		cs->pid[i] = spawn_proc(args, log);
 	}
 }
@@ -264,6 +267,11 @@ static int finish_consumers(struct consumers *cs, redisContext *c,
 
 /* ---- (a) the broker's ceiling ---- */
 
+/* The shapes of the system's own commands: its producer pipelines up to 128
+ * XADDs per round trip, its consumers read COUNT 64 and acknowledge each
+ * read's entries with one XACK. */
+enum { CEIL_XADD_GROUP = 128, CEIL_RUNS = 3 };
+
 struct ceil_ctx {
 	long n;
 	int64_t t_end;
@@ -279,8 +287,9 @@ static void *ceil_producer(void *arg)
 		return NULL;
 	}
 	char json[256];
-	for (long i = 0; i < cx->n; i += 64) {
-		long m = cx->n - i < 64 ? cx->n - i : 64;
+	for (long i = 0; i < cx->n; i += CEIL_XADD_GROUP) {
+		long m = cx->n - i < CEIL_XADD_GROUP ? cx->n - i
+						     : CEIL_XADD_GROUP;
 		for (long j = 0; j < m; j++) {
 			int len = rt_msg_format(json, sizeof json, i + j, 0);
 			redisAppendCommand(c, "XADD ceil * json %b t 0", json,
@@ -300,6 +309,8 @@ static void *ceil_producer(void *arg)
 	return NULL;
 }
 
+/* The consumer's best raw shape: each round trip carries the XACK of the
+ * entries read last time and the next XREADGROUP, pipelined. */
 static void *ceil_consumer(void *arg)
 {
 	struct ceil_ctx *cx = arg;
@@ -308,40 +319,50 @@ static void *ceil_consumer(void *arg)
 		cx->err = 1;
 		return NULL;
 	}
-	long acked = 0;
+	long acked = 0, read = 0;
+	size_t m = 0; /* entries read and not yet acknowledged */
 	char ids[64][CPAT_REDIS_ID_MAX];
 	const char *av[3 + 64];
 	size_t al[3 + 64];
 	while (acked < cx->n && !cx->err) {
-		redisReply *r = redisCommand(c, "XREADGROUP GROUP g c COUNT 64 "
-						"BLOCK 1000 STREAMS ceil >");
-		if (!r) {
+		if (m > 0) {
+			av[0] = "XACK", av[1] = "ceil", av[2] = "g";
+			for (int i = 0; i < 3; i++)
+				al[i] = strlen(av[i]);
+			for (size_t i = 0; i < m; i++)
+				av[3 + i] = ids[i], al[3 + i] = strlen(ids[i]);
+			redisAppendCommandArgv(c, (int)(3 + m), av, al);
+		}
+		int reading = read < cx->n;
+		if (reading)
+			redisAppendCommand(c, "XREADGROUP GROUP g c COUNT 64 "
+					      "BLOCK 1000 STREAMS ceil >");
+		redisReply *r;
+		if (m > 0) {
+			if (redisGetReply(c, (void **)&r) != REDIS_OK || !r ||
+			    r->type != REDIS_REPLY_INTEGER) {
+				cx->err = 1;
+				if (r)
+					freeReplyObject(r);
+				break;
+			}
+			acked += r->integer;
+			freeReplyObject(r);
+			m = 0;
+		}
+		if (!reading)
+			continue;
+		if (redisGetReply(c, (void **)&r) != REDIS_OK || !r) {
 			cx->err = 1;
 			break;
 		}
-		size_t m = 0;
 		if (r->type == REDIS_REPLY_ARRAY && r->elements == 1) {
 			redisReply *es = r->element[0]->element[1];
 			for (size_t i = 0; i < es->elements && m < 64; i++)
 				snprintf(ids[m++], CPAT_REDIS_ID_MAX, "%s",
 					 es->element[i]->element[0]->str);
 		}
-		freeReplyObject(r);
-		if (m == 0)
-			continue;
-		av[0] = "XACK", av[1] = "ceil", av[2] = "g";
-		for (int i = 0; i < 3; i++)
-			al[i] = strlen(av[i]);
-		for (size_t i = 0; i < m; i++)
-			av[3 + i] = ids[i], al[3 + i] = strlen(ids[i]);
-		r = redisCommandArgv(c, (int)(3 + m), av, al);
-		if (!r || r->type != REDIS_REPLY_INTEGER) {
-			cx->err = 1;
-			if (r)
-				freeReplyObject(r);
-			break;
-		}
-		acked += r->integer;
+		read += (long)m;
 		freeReplyObject(r);
 	}
 	cx->t_end = cpat_now_ns();
@@ -349,7 +370,7 @@ static void *ceil_consumer(void *arg)
 	return NULL;
 }
 
-static double broker_ceiling(long n)
+static double ceiling_run(long n)
 {
 	redisContext *c = rfx_connect(&srv);
 	redisReply *r =
@@ -368,6 +389,24 @@ static double broker_ceiling(long n)
 	if (c)
 		redisFree(c);
 	return cx.err ? 0 : (double)n / ((double)(cx.t_end - t0) / 1e9);
+}
+
+/* A ceiling is a maximum, so the best of CEIL_RUNS runs is kept (one run
+ * of 50,000 messages lasts half a second, and a moment's disturbance
+ * lowers it); every run is printed. */
+static double broker_ceiling(long n, struct bu_json *j)
+{
+	double best = 0;
+	bu_json_arr(j, "runs");
+	for (int i = 0; i < CEIL_RUNS; i++) {
+		double r = ceiling_run(n);
+		printf("broker ceiling run %d: %.0f msg/s\n", i + 1, r);
+		bu_json_num(j, NULL, r);
+		if (r > best)
+			best = r;
+	}
+	bu_json_end(j);
+	return best;
 }
 
 /* ---- (b), (c) end to end under an offered load ---- */
@@ -408,7 +447,7 @@ static void e2e_trial(double rate, long n, struct trial *t)
 	if (!c)
 		return;
 	struct consumers cs;
-	start_consumers(&cs, 1, stream, db, 0, 2, tag);
+	start_consumers(&cs, 1, stream, db, 0, 2, 1000, tag);
 	/* Sends begin 300 ms from now: the consumer has connected by then. */
 	int64_t start = rt_wall_ns() + 300 * CPAT_MSEC;
 	snprintf(at, sizeof at, "%lld", (long long)start);
@@ -503,8 +542,14 @@ static double scale_run(int k, long n, long work_us, int *ok)
 	int64_t t0 = rt_wall_ns();
 	struct consumers cs;
 	/* One parse and one compute worker per process: a process is about
-	 * one core of computation, so N processes can use N cores. */
-	start_consumers(&cs, k, stream, db, work_us, 1, tag);
+	 * one core of computation, so N processes can use N cores. A partial
+	 * batch is committed after 20 ms, not the guide's 1 s: a finite
+	 * backlog split between N processes leaves each a partial last batch
+	 * (375 of 1,500 each is 3 batches and 75), and with 1 s those rows
+	 * would wait idle for the timer, an artifact of the backlog's end that
+	 * the rate window below would count as slowness (it made the 4-process
+	 * row swing between 0.8x and 2.1x from one run to the next). */
+	start_consumers(&cs, k, stream, db, work_us, 1, 20, tag);
 	struct rt_hist h;
 	int rc = finish_consumers(&cs, c, stream, n,
 				  cpat_now_ns() + 120 * CPAT_SEC, &h);
@@ -602,12 +647,12 @@ int main(int argc, char **argv)
 	       "compute 1, batch 100 or 1 s, SQLite WAL synchronous=FULL)\n");
 
 	/* (a) */
-	double ceiling = broker_ceiling(ceil_n);
-	printf("broker ceiling: %.0f msg/s (%ld messages: XADD pipelined 64 "
-	       "at a time beside XREADGROUP COUNT 64 + XACK, no "
-	       "processing)\n",
-	       ceiling, ceil_n);
 	bu_json_obj(rep.json, "ceiling");
+	double ceiling = broker_ceiling(ceil_n, rep.json);
+	printf("broker ceiling: %.0f msg/s (best of %d runs of %ld messages: "
+	       "XADD pipelined %d at a time beside XREADGROUP COUNT 64 + "
+	       "XACK pipelined with the next read, no processing)\n",
+	       ceiling, CEIL_RUNS, ceil_n, CEIL_XADD_GROUP);
 	bu_json_num(rep.json, "rate", ceiling);
 	bu_json_int(rep.json, "messages", ceil_n);
 	bu_json_end(rep.json);

@@ -13,6 +13,11 @@ gnuplot script <chart>.gp per chart, each drawing OUT_DIR/<chart>.png:
   pipeline_crossover   numbers pipeline: speedup vs work per item, per-item
                        and batched
   latency_vs_rate      real-time: latency p50/p99/p99.9 vs offered rate
+  distributed          the real-time system through Redis and SQLite:
+                       latency p50/p99 of every trial vs offered rate,
+                       with the broker's ceiling and the highest rate
+                       with p99 < 100 ms (its scale-out runs are a series
+                       of speedup_vs_workers)
   latency_percentiles  p50/p99 of the pool and log runs
 
 Each chart's title says which run it shows (quick/full, cpus, date, load):
@@ -120,8 +125,14 @@ def speedup_vs_workers(res, tmp):
         pts = [(r["workers"], r["speedup"]) for r in d["data"]["runs"] if r["workers"] > 1]
         if pts:
             series.append(("crawl: fan-out, HTTP on 127.0.0.1", [(1, 1.0)] + pts))
+    d = load(res, "distributed")
+    if d and d["data"].get("scale"):
+        docs.append(d)
+        ncpu = ncpu or d["machine"].get("nproc")
+        series.append((f"distributed: consumer processes, {d['data'].get('work_us', '?')} us CPU per message",
+                       [(r["processes"], r["speedup"]) for r in d["data"]["scale"]]))
     if not series:
-        print("plot: no pool/image/crawl results: speedup_vs_workers skipped")
+        print("plot: no pool/image/crawl/distributed results: speedup_vs_workers skipped")
         return None
     wmax = max(w for _, pts in series for w, _ in pts)
     xmax = 2 ** max(3, (wmax - 1).bit_length())
@@ -211,7 +222,39 @@ def latency_vs_rate(res, tmp):
             "plot " + ", ".join(plots))
 
 
-# 4. latency percentiles of the pool and log runs.
+# 4. the real-time system through the broker and the database.
+def distributed(res, tmp):
+    d = load(res, "distributed")
+    if not d or not d["data"].get("trials"):
+        print("plot: no distributed results: distributed skipped")
+        return None
+    trials = d["data"]["trials"]
+    f = os.path.join(tmp, "dist.dat")
+    with open(f, "w") as fh:
+        for t in sorted(trials, key=lambda t: t["offered"]):
+            fh.write(f"{t['offered']} {t['latency_p50_ns'] / 1e6} {t['latency_p99_ns'] / 1e6} "
+                     f"{1 if t.get('pass') else 0}\n")
+    rates = [t["offered"] for t in trials]
+    ceiling = d["data"].get("ceiling", {}).get("rate")
+    hi = max(rates + ([ceiling] if ceiling else [])) * 1.5
+    extra = []
+    for x, label, style in ((ceiling, "broker ceiling", "dt 2 lw 2 lc rgb 'black'"),
+                            (d["data"].get("max_rate_p99_100ms"), "highest rate with p99 < 100 ms",
+                             "dt 4 lw 1.5 lc rgb 'gray40'")):
+        if x:
+            extra.append(f"set arrow from {x},graph 0 to {x},graph 1 nohead {style}")
+            extra.append(f"set label {q(f'{label}: {x:,.0f} msg/s ')} at {x},graph {0.95 if 'ceiling' in label else 0.88} right front")
+    plots = [f"{q(f)} using 1:2 with points pt 7 ps 1.3 lc 1 title 'p50, each trial'",
+             f"{q(f)} using 1:3 with points pt 5 ps 1.3 lc 2 title 'p99, each trial'",
+             "100 with lines dt 2 lw 1.5 lc rgb 'red' title 'guide: under 100 ms'"]
+    return ([title("Through Redis Streams and SQLite: latency from XADD to COMMIT vs offered rate", [d]),
+             "set xlabel 'offered rate, msg/s (log)'", "set ylabel 'latency, ms (log)'",
+             "set logscale xy", f"set xrange [{min(rates) / 1.5}:{hi}]", "set format x '%.0s%c'",
+             "set grid", "set key top left box opaque"] + extra,
+            "plot " + ", ".join(plots))
+
+
+# 5. latency percentiles of the pool and log runs.
 def latency_percentiles(res, tmp):
     rows, docs = [], []
     d = load(res, "pools")
@@ -240,6 +283,7 @@ def latency_percentiles(res, tmp):
 CHARTS = [("speedup_vs_workers", speedup_vs_workers),
           ("pipeline_crossover", pipeline_crossover),
           ("latency_vs_rate", latency_vs_rate),
+          ("distributed", distributed),
           ("latency_percentiles", latency_percentiles)]
 
 

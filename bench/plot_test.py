@@ -39,6 +39,14 @@ RESULTS = {
         "trials": [{"offered": r, "latency_p50_ns": 1e6, "latency_p99_ns": 5e6, "latency_p999_ns": 9e6}
                    for r in (1000, 10000, 100000, 50000)],
         "max_rate_p99_100ms": 100000}},
+    "distributed": {"mode": "quick", "machine": machine(1.3), "data": {
+        "ceiling": {"runs": [90000, 100000, 95000], "rate": 100000},
+        "trials": [{"offered": r, "latency_p50_ns": 2e6, "latency_p99_ns": p99, "latency_p999_ns": 3e7, "pass": ok}
+                   for r, p99, ok in ((10000, 1e7, True), (80000, 6e7, True), (40000, 2e7, True),
+                                      (160000, 7e8, False))],
+        "max_rate_p99_100ms": 80000, "work_us": 1000,
+        "scale": [{"processes": 1, "speedup": 1.0}, {"processes": 2, "speedup": 1.9},
+                  {"processes": 4, "speedup": 2.0}]}},
     "logs": {"mode": "quick", "machine": machine(1.1), "data": {"versions": [
         {"name": "blocks", "latency_p50_ns": 1e6, "latency_p99_ns": 3e6}]}},
 }
@@ -88,7 +96,7 @@ class Scripts(unittest.TestCase):
             self.write(name, doc)
         names, said = self.scripts()
         self.assertEqual(names, ["speedup_vs_workers", "pipeline_crossover", "latency_vs_rate",
-                                 "latency_percentiles"])
+                                 "distributed", "latency_percentiles"])
         self.assertEqual(said, [])
         for n in names:
             g = self.gp(n).splitlines()
@@ -97,6 +105,12 @@ class Scripts(unittest.TestCase):
             self.assertTrue(g[2].startswith("set title "))
             self.assertTrue(g[-1].startswith("plot "))
         self.assertIn("quick run, 2 cpus Test CPU, 2026-11-27, load 1.0-1.5", self.gp("speedup_vs_workers"))
+        self.assertIn("distributed: consumer processes, 1000 us CPU per message", self.gp("speedup_vs_workers"))
+        with open(os.path.join(self.tmp, "dist.dat")) as f:  # every trial, by offered rate
+            self.assertEqual([l.split()[0] + " " + l.split()[3] for l in f],
+                             ["10000 1", "40000 1", "80000 1", "160000 0"])
+        self.assertIn("set arrow from 100000,graph 0", self.gp("distributed"))
+        self.assertIn("highest rate with p99 < 100 ms: 80,000 msg/s", self.gp("distributed"))
         self.assertIn("min(workers, 2 cores)", self.gp("speedup_vs_workers"))
         self.assertIn("batched hand-off (26-256 items)", self.gp("pipeline_crossover"))
         # The sweep stops where the offered rate stops rising; the rest are probes.
@@ -121,9 +135,10 @@ class Scripts(unittest.TestCase):
     def test_no_results(self):
         names, said = self.scripts()
         self.assertEqual(names, [])
-        self.assertEqual(said, ["plot: no pool/image/crawl results: speedup_vs_workers skipped",
+        self.assertEqual(said, ["plot: no pool/image/crawl/distributed results: speedup_vs_workers skipped",
                                 "plot: no numbers results: pipeline_crossover skipped",
                                 "plot: no realtime results: latency_vs_rate skipped",
+                                "plot: no distributed results: distributed skipped",
                                 "plot: no pool/log results: latency_percentiles skipped"])
         self.assertEqual(os.listdir(self.tmp), [])
 
@@ -138,7 +153,7 @@ class Scripts(unittest.TestCase):
         p = os.path.join(self.res, "pools.json")
         self.assertEqual(said[0], "plot: " + p + " does not parse (Expecting property name enclosed "
                          "in double quotes: line 1 column 2 (char 1)): left out")
-        self.assertEqual(said[1:4], ["plot: no pool/image/crawl results: speedup_vs_workers skipped",
+        self.assertEqual(said[1:4], ["plot: no pool/image/crawl/distributed results: speedup_vs_workers skipped",
                                      "plot: pipeline_crossover skipped: the JSON lacks what it needs "
                                      "(KeyError: 'speedup_item')",
                                      "plot: no realtime results: latency_vs_rate skipped"])

@@ -8,6 +8,9 @@
 #                                        per item, per-item and batched
 #   bench/plots/latency_vs_rate.png      real-time: latency p50/p99/p99.9
 #                                        vs offered rate
+#   bench/plots/distributed.png          through Redis and SQLite: p50/p99
+#                                        of every trial vs offered rate,
+#                                        with the broker's ceiling
 #   bench/plots/latency_percentiles.png  p50/p99 of the pool and log runs
 # Only measured values are drawn; a chart whose data is absent (a skipped
 # scenario) is left out with a line saying so. Every title names the run it
