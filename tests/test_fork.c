@@ -237,16 +237,22 @@ int main(void)
 			"# not run under TSan: "
 			"prefork_server_makes_its_pools_in_each_child\n");
 		n--;
-	} else if (SANITIZED) {
-		/* Under ASan, a child forked from a threaded process once
-		 * never got its restarted timer and signal threads going
-		 * within 5 s (one run in several; the same cases pass in
-		 * every other build). Until that is understood, the two
-		 * cases that wait for a restarted service thread are left
-		 * out here; the plain, clang, portable and TSan builds run
-		 * them. */
+	} else if (SANITIZED && !getenv("CPAT_FORK_ALL")) {
+		/* ASan's runtime here (gcc 12's libasan) takes no lock of its
+		 * allocator around fork(): when another thread of
+		 * the parent (the harness's watchdog, the parent's own timer
+		 * thread) is inside malloc at that moment, the child inherits
+		 * the size class's mutex locked, and the first allocation of
+		 * that class in the child waits for ever. Looped 40 times with
+		 * these cases, 8 children hung so; gdb showed the restarted
+		 * timer thread inside pthread_create's calloc, blocked on
+		 * __sanitizer::Mutex::Lock in the primary allocator. glibc's
+		 * malloc locks its arenas around fork(), so the plain, clang,
+		 * portable and TSan builds run these cases (later sanitizer
+		 * runtimes install the same fork handler). CPAT_FORK_ALL=1
+		 * runs them here anyway. */
 		fprintf(stderr, "# not run under ASan: the two service-thread "
-				"restart cases\n");
+				"restart cases (CPAT_FORK_ALL=1 runs them)\n");
 		run = tests + 2;
 		n -= 2;
 	}
