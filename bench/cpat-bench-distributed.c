@@ -55,7 +55,8 @@ static struct bu_args *gargs;
 /* ---- processes ---- */
 
 /* Starts this program in processor mode with @p args (after --processor),
- * stdout and stderr to @p log (appended). */
+ * stdout and stderr to @p log (appended), tied to the bench (it is killed
+ * if the bench dies). */
 static pid_t spawn_proc(const char *const *args, const char *log)
 {
 	char *argv[64];
@@ -65,17 +66,16 @@ static pid_t spawn_proc(const char *const *args, const char *log)
 	for (; *args && n < 62; args++)
 		argv[n++] = (char *)*args;
 	argv[n] = NULL;
-	posix_spawn_file_actions_t fa;
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-	posix_spawn_file_actions_addopen(&fa, 1, log,
-					 O_WRONLY | O_CREAT | O_APPEND, 0600);
-	posix_spawn_file_actions_adddup2(&fa, 1, 2);
-	extern char **environ;
-	pid_t pid;
-	int rc = posix_spawn(&pid, self_exe, &fa, NULL, argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	return rc == 0 ? pid : -1;
+	int in = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	int out = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	pid_t pid = in >= 0 && out >= 0
+			    ? rfx_spawn_tied(self_exe, argv, in, out, out)
+			    : -1;
+	if (in >= 0)
+		close(in);
+	if (out >= 0)
+		close(out);
+	return pid;
 }
 
 static int wait_exit(pid_t pid)

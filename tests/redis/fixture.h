@@ -19,7 +19,7 @@
 #include <ftw.h>
 #include <stdarg.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -56,6 +56,36 @@ static inline int rfx_find_server(char *out, size_t len)
 	return -1;
 }
 
+/*
+ * Starts @p path with @p argv, its standard input, output and error taken
+ * from @p in, @p out and @p err (-1: inherited), tied to the calling
+ * thread: it gets SIGKILL when that thread ends, so a test that aborts or
+ * is killed by its timeout leaves no server or consumer process behind
+ * (holding the socket, or its parent's output pipes). Call it from the
+ * thread that outlives the process (the test's main thread). Returns the
+ * pid, or -1. fork + exec rather than posix_spawn, for the prctl between
+ * them; only async-signal-safe calls run in the child.
+ */
+static inline pid_t rfx_spawn_tied(const char *path, char *const argv[], int in,
+				   int out, int err)
+{
+	pid_t parent = getpid();
+	pid_t pid = fork();
+	if (pid == 0) {
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 ||
+		    getppid() != parent)
+			_exit(127);
+		if ((in >= 0 && dup2(in, 0) < 0) ||
+		    (out >= 0 && dup2(out, 1) < 0) ||
+		    (err >= 0 && dup2(err, 2) < 0))
+			_exit(127);
+		extern char **environ;
+		execve(path, argv, environ);
+		_exit(127);
+	}
+	return pid;
+}
+
 static inline int rfx_spawn(struct rfx *f)
 {
 	char log[160];
@@ -65,13 +95,15 @@ static inline int rfx_spawn(struct rfx *f)
 			f->dir,    "--appendonly",     "yes", "--appendfsync",
 			f->fsync,  "--save",           "",    "--daemonize",
 			"no",      "--logfile",        log,   NULL};
-	extern char **environ;
-	posix_spawn_file_actions_t fa;
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-	int rc = posix_spawn(&f->pid, f->server, &fa, NULL, argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	return rc == 0 ? 0 : -1;
+	int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (null < 0)
+		return -1;
+	pid_t pid = rfx_spawn_tied(f->server, argv, null, -1, -1);
+	close(null);
+	if (pid < 0)
+		return -1;
+	f->pid = pid;
+	return 0;
 }
 
 /* A fresh context on the fixture's socket, or NULL. */

@@ -252,25 +252,27 @@ static void proc_start(struct proc *p, const struct rfx *f, const char *name,
 	for (; *args && n < 46; args++)
 		argv[n++] = (char *)*args;
 	argv[n] = NULL;
-	posix_spawn_file_actions_t fa;
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+	int in = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	int out = open("/dev/null", O_WRONLY | O_CLOEXEC);
 	int pfd[2] = {-1, -1};
+	int err;
 	if (use_pipe) {
-		if (pipe(pfd) != 0)
+		if (pipe2(pfd, O_CLOEXEC) != 0)
 			abort();
-		posix_spawn_file_actions_adddup2(&fa, pfd[1], 2);
-		posix_spawn_file_actions_addclose(&fa, pfd[0]);
-		posix_spawn_file_actions_addclose(&fa, pfd[1]);
+		err = pfd[1];
 	} else {
-		posix_spawn_file_actions_addopen(
-			&fa, 2, p->log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		err = open(p->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+			   0600);
 	}
-	extern char **environ;
-	if (posix_spawn(&p->pid, argv[0], &fa, NULL, argv, environ) != 0)
+	if (in < 0 || out < 0 || err < 0)
 		abort();
-	posix_spawn_file_actions_destroy(&fa);
+	p->pid = rfx_spawn_tied(argv[0], argv, in, out, err);
+	if (p->pid < 0)
+		abort();
+	close(in);
+	close(out);
+	if (!use_pipe)
+		close(err);
 	if (use_pipe) {
 		close(pfd[1]);
 		p->err_fd = pfd[0];

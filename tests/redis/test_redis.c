@@ -551,9 +551,8 @@ static pid_t spawn_consumer(const struct rfx *f, const char *stream,
 			claim,
 			work,
 			NULL};
-	extern char **environ;
-	pid_t pid;
-	if (posix_spawn(&pid, argv[0], NULL, NULL, argv, environ) != 0)
+	pid_t pid = rfx_spawn_tied(argv[0], argv, -1, -1, -1);
+	if (pid < 0)
 		abort();
 	return pid;
 }
