@@ -570,22 +570,20 @@ int main(int argc, char **argv)
 			spin2.ordered = (j + k) % 2 == 0;
 			o = run_pipe(&spin2, &ro);
 			ok_runs &= o.rc == 0;
-			if (spin2.ordered) {
+			int ord = spin2.ordered;
+			long *allocs = ord ? &ord_allocs : &uno_allocs,
+			     *peak = ord ? &ord_peak : &uno_peak;
+			(ord ? t_ord : t_uno)[k] = (double)o.ns;
+			if (o.allocs_during > *allocs)
+				*allocs = o.allocs_during;
+			if (o.peak_extra > *peak)
+				*peak = o.peak_extra;
+			if (ord) {
 				ok_ord_order &= o.rc == 0 && ro.in_order;
 				ok_ord_once &= o.rc == 0 && exactly_once(&ro);
-				t_ord[k] = (double)o.ns;
-				if (o.allocs_during > ord_allocs)
-					ord_allocs = o.allocs_during;
-				if (o.peak_extra > ord_peak)
-					ord_peak = o.peak_extra;
 				ord_live_start = o.live_start;
 			} else {
 				ok_uno_once &= o.rc == 0 && exactly_once(&ro);
-				t_uno[k] = (double)o.ns;
-				if (o.allocs_during > uno_allocs)
-					uno_allocs = o.allocs_during;
-				if (o.peak_extra > uno_peak)
-					uno_peak = o.peak_extra;
 			}
 		}
 
