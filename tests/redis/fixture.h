@@ -212,6 +212,21 @@ static inline int rfx_restart(struct rfx *f)
 	return rfx_wait_ready(f);
 }
 
+/* For a test binary's main(): without redis-server nothing in it means
+ * anything, so the whole binary skips (a TAP plan of 0 with SKIP, which
+ * Meson reports as a skip, never as a pass) naming @p install, the
+ * packages to install. Returns true when it printed that skip. */
+static inline bool rfx_skip_binary(const char *install)
+{
+	char server[512];
+	if (rfx_find_server(server, sizeof server) == 0)
+		return false;
+	printf("1..0 # SKIP redis-server not found; to run these tests: "
+	       "%s\n",
+	       install);
+	return true;
+}
+
 /* 0: running; -1: redis-server missing (a SKIP line printed). Aborts if
  * it is there but does not start. @p fsync: the appendfsync policy. */
 static inline int rfx_start_fsync(struct rfx *f, const char *fsync)

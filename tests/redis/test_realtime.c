@@ -636,14 +636,8 @@ TH_TEST_FN(realtime_sigterm_deadline_hit_leaves_uncommitted_pending)
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
-	char server[512];
-	if (rfx_find_server(server, sizeof server) != 0) {
-		printf("1..0 # SKIP redis-server not found; to run these "
-		       "tests: "
-		       "apt-get install redis-server libhiredis-dev "
-		       "libsqlite3-dev libcjson-dev\n");
+	if (rfx_skip_binary(RFX_INSTALL " libsqlite3-dev libcjson-dev"))
 		return 0;
-	}
 	static const struct CMUnitTest tests[] = {
 		TH_TEST(realtime_sigkill_rounds_every_message_once),
 		TH_TEST(realtime_disk_write_fault_nothing_acked_then_written),

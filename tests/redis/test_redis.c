@@ -1025,16 +1025,8 @@ TH_TEST_FN(redis_sink_writes_every_item_and_trims_approximately)
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
-	/* Without a server nothing here means anything: the whole binary
-	 * skips (a TAP plan of 0 with SKIP, which Meson reports as a skip,
-	 * never as a pass) and says what to install. */
-	char server[512];
-	if (rfx_find_server(server, sizeof server) != 0) {
-		printf("1..0 # SKIP redis-server not found; to run these "
-		       "tests: %s\n",
-		       RFX_INSTALL);
+	if (rfx_skip_binary(RFX_INSTALL))
 		return 0;
-	}
 	static const struct CMUnitTest all[] = {
 		TH_TEST(redis_bad_urls_einval_at_once),
 		TH_TEST(redis_dead_server_errors_within_bounded_time),
