@@ -499,8 +499,9 @@ TH_TEST_FN(pipeline_owned_items_freed_once_on_every_path)
 		one_trial(&rng, i);
 	}
 	for (int k = 0; k < STOP_KINDS; k++)
-		print_message("stop %-10s: %3ld trials, %5ld items dropped\n",
-			      stop_name[k], g_trials[k], g_drops[k]);
+		fprintf(stderr,
+			"# stop %-10s: %3ld trials, %5ld items dropped\n",
+			stop_name[k], g_trials[k], g_drops[k]);
 }
 
 /* The output channel's leftovers: counted delivered by wait, handed to the

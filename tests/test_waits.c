@@ -816,9 +816,10 @@ TH_TEST_FN(every_blocking_call_returns_when_its_token_fires)
 		run_case(&cases[i], false);
 		run_case(&cases[i], true);
 	}
-	print_message("%zu blocking calls, each under a cancel and a "
-		      "deadline\n",
-		      n);
+	fprintf(stderr,
+		"# %zu blocking calls, each under a cancel and a "
+		"deadline\n",
+		n);
 }
 
 /* ---- what happens to the work when a wait gives up ------------------- */
