@@ -801,3 +801,32 @@ void bu_progress_end(struct bu_progress *p, uint64_t done)
 	pthread_mutex_unlock(&p->mu);
 	pthread_mutex_destroy(&p->mu);
 }
+
+/* ---- offered-load trials ---- */
+
+int bu_load_passes(const struct bu_load *t)
+{
+	return t->ok && t->p99 < 100e6 && t->achieved >= 0.95 * t->rate;
+}
+
+void bu_load_json(struct bu_json *j, const struct bu_load *t, int pass)
+{
+	bu_json_obj(j, NULL);
+	bu_json_num(j, "offered", t->rate);
+	bu_json_num(j, "achieved", t->achieved);
+	bu_json_int(j, "messages", t->messages);
+	bu_json_num(j, "latency_p50_ns", t->p50);
+	bu_json_num(j, "latency_p99_ns", t->p99);
+	bu_json_num(j, "latency_p999_ns", t->p999);
+	bu_json_bool(j, "pass", pass);
+	bu_json_end(j);
+}
+
+double bu_load_next(double lo, double hi, double max_rate, double min_rate)
+{
+	if (hi == 0)
+		return lo * 2 > max_rate ? 0 : lo * 2;
+	if (lo == 0)
+		return hi / 4 < min_rate ? 0 : hi / 4;
+	return hi - lo <= 0.1 * lo ? 0 : (lo + hi) / 2;
+}

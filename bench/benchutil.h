@@ -164,6 +164,33 @@ void bu_json_str(struct bu_json *j, const char *key, const char *s);
 void bu_json_bool(struct bu_json *j, const char *key, int v);
 int bu_json_close(struct bu_json *j); /* 0, or -1 on a write error */
 
+/* ---- offered-load trials (the real-time scenarios) ---- */
+
+/* One trial at an offered rate: what it achieved and the latency of what it
+ * delivered. */
+struct bu_load {
+	double rate, achieved; /* msg/s offered and achieved */
+	double p50, p99, p999; /* ns */
+	long messages;
+	int ok; /* every message processed as it should be */
+};
+
+/* A trial passes: ok, p99 under 100 ms and at least 95% of the offered
+ * rate achieved (a trial that falls behind fails even if its p99 is low). */
+int bu_load_passes(const struct bu_load *t);
+
+/* Appends @p t to the JSON array open in @p j: offered, achieved,
+ * messages, latency_p50_ns, latency_p99_ns, latency_p999_ns, pass. */
+void bu_load_json(struct bu_json *j, const struct bu_load *t, int pass);
+
+/* The search for the highest rate that passes. @p lo is the highest rate
+ * that passed so far (0: none), @p hi the lowest that failed (0: none).
+ * Returns the next rate to try: twice lo while every rate passed (none
+ * above @p max_rate), a quarter of hi while none did (none below
+ * @p min_rate), then the middle until the gap is within 10% of lo; 0 when
+ * the search is over. */
+double bu_load_next(double lo, double hi, double max_rate, double min_rate);
+
 /* ---- the report of one scenario ---- */
 
 #define BU_MAX_SUMMARY 16

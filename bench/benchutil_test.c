@@ -1,7 +1,7 @@
 /*
  * Checks of benchutil's helpers: which run a scenario reports, the fsync
  * that keeps one run's writeback out of the next, the mixer and the
- * comparator.
+ * comparator, and the offered-load search.
  * Exit status 0 if all hold; each failure is printed.
  */
 #define _GNU_SOURCE
@@ -20,6 +20,16 @@ static void expect_median(const char *what, const int64_t *v, size_t n,
 	size_t got = bu_median_index(v, n);
 	if (got != want) {
 		printf("FAIL %s: median index %zu, expected %zu\n", what, got,
+		       want);
+		failures++;
+	}
+}
+
+static void expect_next(const char *what, double lo, double hi, double want)
+{
+	double got = bu_load_next(lo, hi, 400000, 100);
+	if (got != want) {
+		printf("FAIL %s: next rate %.1f, expected %.1f\n", what, got,
 		       want);
 		failures++;
 	}
@@ -88,6 +98,32 @@ int main(void)
 			       i, d[i], want[i]);
 			failures++;
 		}
+	}
+	/* The offered-load search: up by doubling, down by quartering,
+	 * then bisecting to within 10% of the highest pass. */
+	expect_next("all passed", 10000, 0, 20000);
+	expect_next("all passed, at the cap", 320000, 0, 0);
+	expect_next("none passed", 0, 10000, 2500);
+	expect_next("none passed, at the floor", 0, 200, 0);
+	expect_next("bisect", 80000, 160000, 120000);
+	expect_next("within 10%", 100000, 110000, 0);
+	struct bu_load t = {
+		.rate = 10000, .achieved = 9500, .p99 = 99e6, .ok = 1};
+	if (!bu_load_passes(&t)) {
+		printf("FAIL a trial at 95%% with p99 99 ms must pass\n");
+		failures++;
+	}
+	t.achieved = 9400;
+	int behind = bu_load_passes(&t);
+	t.achieved = 9500, t.p99 = 100e6;
+	int slow = bu_load_passes(&t);
+	t.p99 = 1e6, t.ok = 0;
+	int lost = bu_load_passes(&t);
+	if (behind || slow || lost) {
+		printf("FAIL behind %d, p99 at 100 ms %d, not ok %d: each must "
+		       "fail\n",
+		       behind, slow, lost);
+		failures++;
 	}
 	printf("%s\n", failures ? "benchutil: FAILED" : "benchutil: ok");
 	return failures != 0;

@@ -411,12 +411,6 @@ static double broker_ceiling(long n, struct bu_json *j)
 
 /* ---- (b), (c) end to end under an offered load ---- */
 
-struct trial {
-	double rate, achieved, p50, p99, p999;
-	long n, rows;
-	int ok;
-};
-
 static int trial_no;
 
 /* A trial's message count: at least @p n, with the well-formed ones (all
@@ -430,12 +424,12 @@ static long whole_batches(long n)
 	return n;
 }
 
-static void e2e_trial(double rate, long n, struct trial *t)
+static void e2e_trial(double rate, long n, struct bu_load *t)
 {
 	n = whole_batches(n);
 	memset(t, 0, sizeof *t);
 	t->rate = rate;
-	t->n = n;
+	t->messages = n;
 	char tag[32], stream[48], db[256], log[256], rs[32], cnt[24], at[32];
 	snprintf(tag, sizeof tag, "t%d", trial_no++);
 	snprintf(stream, sizeof stream, "e2e-%s", tag);
@@ -467,25 +461,21 @@ static void e2e_trial(double rate, long n, struct trial *t)
 	struct rt_hist h;
 	int crc = finish_consumers(&cs, c, stream, n, limit, &h);
 	int64_t last;
-	db_stats(db, &t->rows, &last);
+	long rows;
+	db_stats(db, &rows, &last);
 	double secs = (double)(last - start) / 1e9;
 	t->achieved = secs > 0 ? (double)n / secs : 0;
 	t->p50 = rt_hist_pct(&h, 50);
 	t->p99 = rt_hist_pct(&h, 99);
 	t->p999 = rt_hist_pct(&h, 99.9);
-	t->ok = prc == 0 && crc == 0 && t->rows == n - n / 1000;
+	t->ok = prc == 0 && crc == 0 && rows == n - n / 1000;
 	redisReply *r = redisCommand(c, "DEL %s %s:dead", stream, stream);
 	if (r)
 		freeReplyObject(r);
 	redisFree(c);
 }
 
-static int passes(const struct trial *t)
-{
-	return t->ok && t->p99 < 100e6 && t->achieved >= 0.95 * t->rate;
-}
-
-static void print_trial(const char *what, const struct trial *t, int pass)
+static void print_trial(const char *what, const struct bu_load *t, int pass)
 {
 	char a[32], b[32], c[32];
 	printf("%-8s offered %8.0f msg/s  achieved %8.0f msg/s  XADD->commit "
@@ -496,19 +486,6 @@ static void print_trial(const char *what, const struct trial *t, int pass)
 	       : !t->ok ? "FAIL (not all processed)"
 			: "FAIL (p99 >= 100 ms or behind)");
 	fflush(stdout);
-}
-
-static void json_trial(struct bu_json *j, const struct trial *t, int pass)
-{
-	bu_json_obj(j, NULL);
-	bu_json_num(j, "offered", t->rate);
-	bu_json_num(j, "achieved", t->achieved);
-	bu_json_int(j, "messages", t->n);
-	bu_json_num(j, "latency_p50_ns", t->p50);
-	bu_json_num(j, "latency_p99_ns", t->p99);
-	bu_json_num(j, "latency_p999_ns", t->p999);
-	bu_json_bool(j, "pass", pass);
-	bu_json_end(j);
 }
 
 /* ---- (d) scale-out on a backlog ---- */
@@ -659,18 +636,18 @@ int main(int argc, char **argv)
 
 	/* (b) */
 	long n10k = (long)(rate * trial_ms / 1e3);
-	struct trial t10;
+	struct bu_load t10;
 	e2e_trial(rate, n10k, &t10);
-	int pass10 = passes(&t10);
+	int pass10 = bu_load_passes(&t10);
 	print_trial("guide", &t10, pass10);
 	bu_json_arr(rep.json, "trials");
-	json_trial(rep.json, &t10, pass10);
+	bu_load_json(rep.json, &t10, pass10);
 	if (!pass10) {
-		struct trial again;
+		struct bu_load again;
 		e2e_trial(rate, n10k, &again);
-		int pa = passes(&again);
+		int pa = bu_load_passes(&again);
 		print_trial("retry", &again, pa);
-		json_trial(rep.json, &again, pa);
+		bu_load_json(rep.json, &again, pa);
 		if (pa || again.p99 < t10.p99) {
 			t10 = again;
 			pass10 = pa;
@@ -680,32 +657,21 @@ int main(int argc, char **argv)
 
 	/* (c) */
 	double lo = pass10 ? rate : 0, hi = pass10 ? 0 : rate;
-	struct trial best = t10;
+	struct bu_load best = t10;
 	for (long trials = 0; trials < max_trials; trials++) {
-		double r;
-		if (hi == 0) {
-			r = lo * 2;
-			if (r > max_rate)
-				break;
-		} else if (lo == 0) {
-			r = hi / 4;
-			if (r < 100)
-				break;
-		} else {
-			if (hi - lo <= 0.1 * lo)
-				break;
-			r = (lo + hi) / 2;
-		}
-		struct trial t;
+		double r = bu_load_next(lo, hi, max_rate, 100);
+		if (r == 0)
+			break;
+		struct bu_load t;
 		e2e_trial(r, (long)(r * trial_ms / 1e3), &t);
-		int ps = passes(&t);
+		int ps = bu_load_passes(&t);
 		print_trial("search", &t, ps);
-		json_trial(rep.json, &t, ps);
+		bu_load_json(rep.json, &t, ps);
 		if (!ps) {
 			e2e_trial(r, (long)(r * trial_ms / 1e3), &t);
-			ps = passes(&t);
+			ps = bu_load_passes(&t);
 			print_trial("retry", &t, ps);
-			json_trial(rep.json, &t, ps);
+			bu_load_json(rep.json, &t, ps);
 		}
 		if (ps) {
 			lo = r;

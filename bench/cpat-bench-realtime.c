@@ -182,9 +182,9 @@ static double run_seq(long n, struct store *st, long *malformed)
 /* ---- the pipeline under an open-loop load ---- */
 
 struct trial {
-	double rate, achieved, p50, p99, p999, secs;
-	long sent, saved, malformed;
-	int ok;
+	struct bu_load l; /* offered and achieved rate, latency, ok */
+	double secs;
+	long saved, malformed;
 	uint64_t sum;
 };
 
@@ -223,7 +223,7 @@ static int run_trial(double rate, long n, unsigned workers, FILE *out,
 		     struct trial *t)
 {
 	memset(t, 0, sizeof *t);
-	t->rate = rate;
+	t->l.rate = rate;
 	struct bu_lat lat;
 	if (bu_lat_init(&lat, (size_t)n) != 0)
 		return -ENOMEM;
@@ -287,7 +287,7 @@ static int run_trial(double rate, long n, unsigned workers, FILE *out,
 			bu_sleep_ns(ahead - 150 * CPAT_USEC);
 		rc = cpat_pipeline_feed(p, &m, NULL);
 	}
-	t->sent = i;
+	t->l.messages = i;
 	if (p && !rc)
 		cpat_pipeline_feed_close(p);
 	struct cpat_pipeline_result res;
@@ -297,12 +297,12 @@ static int run_trial(double rate, long n, unsigned workers, FILE *out,
 	t->secs = (double)(t1 - t0) / 1e9;
 	t->saved = (long)st->saved;
 	t->malformed = atomic_load(&g_malformed);
-	t->achieved = (double)(t->saved + t->malformed) / t->secs;
-	t->p50 = (double)bu_lat_pct(&lat, 50);
-	t->p99 = (double)bu_lat_pct(&lat, 99);
-	t->p999 = (double)bu_lat_pct(&lat, 99.9);
+	t->l.achieved = (double)(t->saved + t->malformed) / t->secs;
+	t->l.p50 = (double)bu_lat_pct(&lat, 50);
+	t->l.p99 = (double)bu_lat_pct(&lat, 99);
+	t->l.p999 = (double)bu_lat_pct(&lat, 99.9);
 	t->sum = st->sum;
-	t->ok = !rc && !wrc && !st->err && t->saved + t->malformed == n;
+	t->l.ok = !rc && !wrc && !st->err && t->saved + t->malformed == n;
 	if (rc || wrc)
 		fprintf(stderr, "realtime: pipeline: %s\n",
 			cpat_strerror(rc ? rc : wrc));
@@ -317,31 +317,14 @@ static void print_trial(const char *what, const struct trial *t, int pass)
 	printf("%-10s offered %9.0f msg/s  achieved %9.0f msg/s  latency p50 "
 	       "%9s  p99 %9s  "
 	       "p99.9 %9s  %s\n",
-	       what, t->rate, t->achieved, bu_fmt_ns(a, t->p50),
-	       bu_fmt_ns(b, t->p99), bu_fmt_ns(c, t->p999),
+	       what, t->l.rate, t->l.achieved, bu_fmt_ns(a, t->l.p50),
+	       bu_fmt_ns(b, t->l.p99), bu_fmt_ns(c, t->l.p999),
 	       pass < 0 ? ""
 	       : pass   ? "pass"
 			: "FAIL (p99 >= 100 ms or behind)");
 	fflush(stdout);
 }
 
-static void json_trial(struct bu_json *j, const struct trial *t, int pass)
-{
-	bu_json_obj(j, NULL);
-	bu_json_num(j, "offered", t->rate);
-	bu_json_num(j, "achieved", t->achieved);
-	bu_json_int(j, "messages", t->sent);
-	bu_json_num(j, "latency_p50_ns", t->p50);
-	bu_json_num(j, "latency_p99_ns", t->p99);
-	bu_json_num(j, "latency_p999_ns", t->p999);
-	bu_json_bool(j, "pass", pass);
-	bu_json_end(j);
-}
-
-static int passes(const struct trial *t)
-{
-	return t->ok && t->p99 < 100e6 && t->achieved >= 0.95 * t->rate;
-}
 #endif /* HAVE_CJSON */
 
 int main(int argc, char **argv)
@@ -436,7 +419,7 @@ int main(int argc, char **argv)
 
 	/* The guide's load. */
 	run_trial(rate, n10k, (unsigned)workers, devnull, &t10);
-	int pass10 = passes(&t10);
+	int pass10 = bu_load_passes(&t10.l);
 	print_trial("guide", &t10, pass10);
 	if (!pass10) {
 		/* A stall of the machine (other processes) or a real overload?
@@ -444,20 +427,20 @@ int main(int argc, char **argv)
 		 * and kept in the JSON; the better one is reported. */
 		struct trial again;
 		run_trial(rate, n10k, (unsigned)workers, devnull, &again);
-		int pa = passes(&again);
+		int pa = bu_load_passes(&again.l);
 		print_trial("retry", &again, pa);
-		if (pa || again.p99 < t10.p99) {
+		if (pa || again.l.p99 < t10.l.p99) {
 			t10 = again;
 			pass10 = pa;
 		}
 	}
-	int eq = t10.ok && t10.sum == seq_sum && t10.saved == seq_saved &&
+	int eq = t10.l.ok && t10.sum == seq_sum && t10.saved == seq_saved &&
 		 t10.malformed == bad;
 	bu_check(&rep, "outputs_equal", eq);
 
 	/* The highest rate with p99 < 100 ms: double, then bisect. */
 	bu_json_arr(rep.json, "trials");
-	json_trial(rep.json, &t10, pass10);
+	bu_load_json(rep.json, &t10.l, pass10);
 	double lo = pass10 ? rate : 0, hi = pass10 ? 0 : rate;
 	struct trial best = t10;
 	long trials = 0;
@@ -465,33 +448,24 @@ int main(int argc, char **argv)
 	bu_progress_start(&pg, &a, "realtime search", "trials",
 			  (uint64_t)max_trials, 1);
 	while (trials < max_trials) {
-		double r;
-		if (hi == 0) {
-			r = lo * 2; /* every rate so far passed: go up */
-			if (r > max_rate)
-				break;
-		} else if (lo == 0) {
-			r = hi / 4; /* even the guide's rate failed: go down */
-			if (r < 100)
-				break;
-		} else {
-			if (hi - lo <= 0.1 * lo)
-				break;
-			r = (lo + hi) / 2;
-		}
+		/* Up while every rate passed, down while even the guide's
+		 * failed, then bisect. */
+		double r = bu_load_next(lo, hi, max_rate, 100);
+		if (r == 0)
+			break;
 		long n = (long)(r * trial_ms / 1e3);
 		struct trial t;
 		run_trial(r, n, (unsigned)workers, devnull, &t);
-		int ps = passes(&t);
+		int ps = bu_load_passes(&t.l);
 		print_trial("search", &t, ps);
-		json_trial(rep.json, &t, ps);
+		bu_load_json(rep.json, &t.l, ps);
 		if (!ps) {
 			/* One retry, as for the guide's rate: a rate passes if
 			 * one of two trials keeps p99 under 100 ms. */
 			run_trial(r, n, (unsigned)workers, devnull, &t);
-			ps = passes(&t);
+			ps = bu_load_passes(&t.l);
 			print_trial("retry", &t, ps);
-			json_trial(rep.json, &t, ps);
+			bu_load_json(rep.json, &t.l, ps);
 		}
 		if (ps) {
 			lo = r;
@@ -508,7 +482,7 @@ int main(int argc, char **argv)
 	if (lo > 0)
 		printf("highest rate with p99 < 100 ms: %.0f msg/s (p99 %.1f "
 		       "ms)%s\n",
-		       lo, best.p99 / 1e6,
+		       lo, best.l.p99 / 1e6,
 		       hi == 0 ? " (search stopped before a failing rate)"
 			       : "");
 	else
@@ -519,25 +493,25 @@ int main(int argc, char **argv)
 		   "%.0f msg/s, p99 %.1f "
 		   "ms, p99.9 %.1f ms; highest offered rate with p99 < 100 ms: "
 		   "%.0f msg/s%s",
-		   t10.achieved, t10.p99 / 1e6, t10.p999 / 1e6, lo,
+		   t10.l.achieved, t10.l.p99 / 1e6, t10.l.p999 / 1e6, lo,
 		   hi == 0 ? " (search capped)" : "");
 	bu_json_num(rep.json, "sequential_capacity", seq_rate);
 	bu_json_num(rep.json, "max_rate_p99_100ms", lo);
 	bu_json_obj(rep.json, "at_guide_rate");
-	bu_json_num(rep.json, "offered", t10.rate);
-	bu_json_num(rep.json, "achieved", t10.achieved);
-	bu_json_num(rep.json, "latency_p50_ns", t10.p50);
-	bu_json_num(rep.json, "latency_p99_ns", t10.p99);
-	bu_json_num(rep.json, "latency_p999_ns", t10.p999);
+	bu_json_num(rep.json, "offered", t10.l.rate);
+	bu_json_num(rep.json, "achieved", t10.l.achieved);
+	bu_json_num(rep.json, "latency_p50_ns", t10.l.p50);
+	bu_json_num(rep.json, "latency_p99_ns", t10.l.p99);
+	bu_json_num(rep.json, "latency_p999_ns", t10.l.p999);
 	bu_json_end(rep.json);
 
 	char note[128], b1[32], b2[32], b3[32];
 	snprintf(note, sizeof note,
-		 "achieved %.0f msg/s, p50 %s p99 %s p99.9 %s", t10.achieved,
-		 bu_fmt_ns(b1, t10.p50), bu_fmt_ns(b2, t10.p99),
-		 bu_fmt_ns(b3, t10.p999));
+		 "achieved %.0f msg/s, p50 %s p99 %s p99.9 %s", t10.l.achieved,
+		 bu_fmt_ns(b1, t10.l.p50), bu_fmt_ns(b2, t10.l.p99),
+		 bu_fmt_ns(b3, t10.l.p999));
 	bu_summary(&rep, "realtime @10k msg/s: p99 latency", "< 100 ms", NAN,
-		   t10.p99 / 1e6, "ms", NAN, NAN, note);
+		   t10.l.p99 / 1e6, "ms", NAN, NAN, note);
 	snprintf(note, sizeof note,
 		 "seq = 1-thread capacity; conc = max offered rate, p99 < 100 "
 		 "ms%s",
