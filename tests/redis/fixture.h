@@ -86,6 +86,19 @@ static inline pid_t rfx_spawn_tied(const char *path, char *const argv[], int in,
 	return pid;
 }
 
+/* The program a test's processes run, named by the environment variable
+ * @p env (the build sets it); aborts, saying so, when it does not name an
+ * executable (@p what says which program was meant). */
+static inline const char *rfx_helper_path(const char *env, const char *what)
+{
+	const char *p = getenv(env);
+	if (!p || access(p, X_OK) != 0) {
+		fprintf(stderr, "%s does not name the %s\n", env, what);
+		abort();
+	}
+	return p;
+}
+
 static inline int rfx_spawn(struct rfx *f)
 {
 	char log[160];

@@ -219,17 +219,6 @@ static long check_dead_letters(redisContext *c, const char *stream,
 /* ---- processes ------------------------------------------------------------
  */
 
-static const char *processor_path(void)
-{
-	const char *p = getenv("CPAT_REALTIME_PROCESSOR");
-	if (!p || access(p, X_OK) != 0) {
-		fprintf(stderr, "CPAT_REALTIME_PROCESSOR does not name the "
-				"realtime_processor program\n");
-		abort();
-	}
-	return p;
-}
-
 struct proc {
 	pid_t pid;
 	int err_fd; /* read end of its stderr, or -1 (then in log) */
@@ -248,7 +237,8 @@ static void proc_start(struct proc *p, const struct rfx *f, const char *name,
 	snprintf(p->log, sizeof p->log, "%s/%s.log", f->dir, name);
 	char *argv[48];
 	int n = 0;
-	argv[n++] = (char *)processor_path();
+	argv[n++] = (char *)rfx_helper_path("CPAT_REALTIME_PROCESSOR",
+					    "realtime_processor program");
 	for (; *args && n < 46; args++)
 		argv[n++] = (char *)*args;
 	argv[n] = NULL;

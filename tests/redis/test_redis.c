@@ -526,24 +526,14 @@ TH_TEST_FN(redis_pipeline_every_entry_once_1_2_4_consumer_threads)
 /* ---- processes ------------------------------------------------------------
  */
 
-static const char *consumer_path(void)
-{
-	const char *p = getenv("CPAT_REDIS_CONSUMER");
-	if (!p || access(p, X_OK) != 0) {
-		fprintf(stderr, "CPAT_REDIS_CONSUMER does not name the "
-				"consumer helper\n");
-		abort();
-	}
-	return p;
-}
-
 static pid_t spawn_consumer(const struct rfx *f, const char *stream,
 			    const char *name, long claim_ms, long work_us)
 {
 	char claim[24], work[24];
 	snprintf(claim, sizeof claim, "%ld", claim_ms);
 	snprintf(work, sizeof work, "%ld", work_us);
-	char *argv[] = {(char *)consumer_path(),
+	char *argv[] = {(char *)rfx_helper_path("CPAT_REDIS_CONSUMER",
+						"consumer helper"),
 			(char *)f->url,
 			(char *)stream,
 			"g",
