@@ -120,9 +120,10 @@
  * call while the door is readable already); a transition from not ready
  * to ready after a re-arm costs one write, a re-arm one read.
  *
- * nblocked[dir] (the tests' hook) counts the queued records, once per
- * thread and direction: a thread is "blocked" from the moment a partner can
- * find its record until the record leaves the queue.
+ * cpat__chan_nblocked() (the tests' hook) counts the queued records, once
+ * per thread and direction, by walking the queue under the lock: a thread
+ * is "blocked" from the moment a partner can find its record until the
+ * record leaves the queue. The hot paths keep no counter for it.
  *
  * Lock order: the channel locks in address order, then (innermost) a
  * channel's doors lock; nothing else is held with them. Token watches run
@@ -153,6 +154,7 @@ enum {
 };
 
 #define INLINE_MAX 32
+#define SEND_INLINE_MAX 16
 
 /*
  * A door (cpat_chan_fd()) counts in nwait[dir] as a waiter for good: this
@@ -163,6 +165,9 @@ enum {
 
 struct parker {
 	_Atomic uint32_t state;
+	/* One record only (a plain send or receive, not a select): a
+	 * partner may write the fields below before its one CAS to DONE. */
+	bool solo;
 	int fired;             /* case completed by a partner (DONE) */
 	struct cpat_chan *nch; /* who notified us (NOTIFIED) */
 	int ndir;
@@ -179,6 +184,10 @@ struct waiter {
 	int idx;
 	bool queued;
 	bool counted; /* first record of its (channel, op): in nblocked */
+	/* A rendezvous sender's element, when it fits: copied in at enqueue
+	 * so that the partner reads it from the line it reads anyway (the
+	 * record's), not from a line of the sender's buffer. */
+	unsigned char val[SEND_INLINE_MAX];
 };
 
 struct waitq {
@@ -216,7 +225,6 @@ struct cpat_chan {
 
 	_Alignas(CPAT_CACHELINE) _Atomic uint32_t lock;
 	_Atomic uint32_t nwait[2]; /* queued records, | DOOR_WAITER */
-	_Atomic uint32_t nblocked[2];
 	struct waitq q[2];
 	_Atomic(struct chan_doors *) doors; /* NULL until cpat_chan_fd() */
 };
@@ -323,9 +331,6 @@ static void q_push(struct cpat_chan *ch, int dir, struct waiter *w)
 	q->last = w;
 	w->queued = true;
 	atomic_fetch_add_explicit(&ch->nwait[dir], 1, memory_order_seq_cst);
-	if (w->counted)
-		atomic_fetch_add_explicit(&ch->nblocked[dir], 1,
-					  memory_order_relaxed);
 	/* Rendezvous: a queued partner is what makes the other side ready. */
 	if (ch->cap == 0 &&
 	    (atomic_load_explicit(&ch->nwait[dir ^ 1], memory_order_seq_cst) &
@@ -346,9 +351,6 @@ static void q_unlink(struct cpat_chan *ch, int dir, struct waiter *w)
 	else
 		q->last = w->prev;
 	atomic_fetch_sub_explicit(&ch->nwait[dir], 1, memory_order_relaxed);
-	if (w->counted)
-		atomic_fetch_sub_explicit(&ch->nblocked[dir], 1,
-					  memory_order_relaxed);
 }
 
 static void q_remove(struct cpat_chan *ch, int dir, struct waiter *w)
@@ -728,6 +730,60 @@ static void door_rearm(struct cpat_chan *ch, int dir)
 /* ---- one attempt at a case ------------------------------------------- */
 
 /*
+ * Rendezvous, ch->lock held: if the first record of q[other] belongs to a
+ * solo parker (a plain send or receive, not a select) and the element
+ * fits inline, completes it with one CAS, WAITING to DONE, where the
+ * general path makes two (claim, then finish). Only the element moves
+ * before the CAS: into the waiting receiver's parker buffer, which it
+ * reads only after acquiring DONE, or out of the waiting sender's record
+ * into a local copy, handed to elem only if the CAS wins (a failed
+ * attempt writes nothing the caller sees). The owner cannot leave while
+ * its record is queued (taking it out needs the lock), and the record is
+ * unlinked before the CAS, after which the owner may return at once. So
+ * the line the owner polls is taken from it once per hand-off. A CAS that
+ * fails (the owner timed out or was cancelled) drops the record, as
+ * q_claim() does, and the next is tried. Returns the record, *wake set as
+ * finish() sets it; NULL when there is none or the first claimable one is
+ * not for this path (q_claim() then does it).
+ */
+static struct waiter *q_complete_solo(struct cpat_chan *ch, int other,
+				      void *elem, _Atomic uint32_t **wake)
+{
+	struct waiter *w;
+	unsigned char tmp[SEND_INLINE_MAX];
+	if (ch->elem_size > (other == DIR_SEND ? SEND_INLINE_MAX : INLINE_MAX))
+		return NULL;
+	while ((w = ch->q[other].first) != NULL && w->p->solo) {
+		struct parker *p = w->p;
+		if (other == DIR_SEND)
+			copy_elem(tmp, w->val, ch->elem_size);
+		else
+			copy_elem(p->buf, elem, ch->elem_size);
+		/* Out of the queue before the CAS: once DONE is visible the
+		 * owner may return, and its record with it. */
+		q_unlink(ch, other, w);
+		uint32_t st =
+			atomic_load_explicit(&p->state, memory_order_relaxed);
+		while ((st & (W_VALUE | W_CANCEL)) == W_WAITING) {
+			if (atomic_compare_exchange_weak_explicit(
+				    &p->state, &st, W_DONE,
+				    memory_order_acq_rel,
+				    memory_order_relaxed)) {
+				if (other == DIR_SEND)
+					copy_elem(elem, tmp, ch->elem_size);
+				*wake = (st & W_SLEEP) ? &p->state : NULL;
+				return w;
+			}
+		}
+		/* Stale (the owner gave up): as q_remove(), which the owner
+		 * reads under the lock. */
+		w->next = w->prev = NULL;
+		w->queued = false;
+	}
+	return NULL;
+}
+
+/*
  * Tries to complete op on ch without blocking. For capacity 0, ch->lock
  * must be held when locked is true (else it is taken here). Returns 0,
  * -EPIPE (closed: the case is ready) or -EAGAIN. *wake receives a futex
@@ -760,13 +816,20 @@ static int try_case(struct cpat_chan *ch, int dir, void *elem,
 		cpat__lock(&ch->lock);
 	}
 	int rc;
+	struct waiter *w;
 	if (dir == DIR_SEND && is_closed(ch)) {
 		rc = -EPIPE;
+	} else if ((w = q_complete_solo(ch, other, elem, wake)) != NULL) {
+		rc = 0;
 	} else {
-		struct waiter *w = q_claim(ch, other, self);
+		w = q_claim(ch, other, self);
 		if (w) {
 			if (dir == DIR_RECV)
-				copy_elem(elem, w->elem, ch->elem_size);
+				copy_elem(elem,
+					  ch->elem_size <= SEND_INLINE_MAX
+						  ? w->val
+						  : w->elem,
+					  ch->elem_size);
 			else if (ch->elem_size <= INLINE_MAX)
 				copy_elem(w->p->buf, elem, ch->elem_size);
 			else
@@ -988,20 +1051,25 @@ static int sel_try_locked(struct sel *s, _Atomic uint32_t **wake, int *ndir)
  * record per case into its channel's queue, all sharing the parker, so
  * that a partner completes at most one of them.
  */
-static void sel_enqueue(struct sel *s)
+static void sel_enqueue(struct sel *s, bool watching)
 {
 	struct parker *pk = s->pk;
 	/*
-	 * Back to WAITING with an RMW: a token that fired since the last
-	 * round left W_CANCEL here (its fetch_or is ordered before this
-	 * exchange, or it will mark WAITING).
+	 * Back to WAITING with an RMW when a token is watched: a token that
+	 * fired since the last round left W_CANCEL here (its fetch_or is
+	 * ordered before this exchange, or it will mark WAITING). Without a
+	 * token nothing writes the parker while no record of it is queued,
+	 * and the locks order this store before any partner's look at it.
 	 */
-	bool fired = atomic_exchange_explicit(&pk->state, W_WAITING,
-					      memory_order_acq_rel) &
-		     W_CANCEL;
-	if (fired)
+	if (!watching) {
+		atomic_store_explicit(&pk->state, W_WAITING,
+				      memory_order_relaxed);
+	} else if (atomic_exchange_explicit(&pk->state, W_WAITING,
+					    memory_order_acq_rel) &
+		   W_CANCEL) {
 		atomic_fetch_or_explicit(&pk->state, W_CANCEL,
 					 memory_order_relaxed);
+	}
 	pk->fired = -1;
 	pk->nch = NULL;
 	pk->taken = NULL;
@@ -1011,7 +1079,11 @@ static void sel_enqueue(struct sel *s)
 		w->p = pk;
 		w->elem = s->cs[i].elem;
 		w->idx = (int)i;
-		q_push(s->cs[i].ch, case_dir(s->cs[i].op), w);
+		struct cpat_chan *ch = s->cs[i].ch;
+		if (s->cs[i].op == CPAT_SELECT_SEND && ch->cap == 0 &&
+		    ch->elem_size <= SEND_INLINE_MAX)
+			copy_elem(w->val, w->elem, ch->elem_size);
+		q_push(ch, case_dir(s->cs[i].op), w);
 	}
 }
 
@@ -1051,8 +1123,9 @@ static void sel_dequeue(struct sel *s, uint32_t st)
 		 * claimed (DONE or NOTIFIED) left the queue before the
 		 * exchange we acquired: no need to look.
 		 */
-		if ((st == W_DONE || st == W_NOTIFIED) &&
-		    s->pk->taken == &s->ws[i])
+		if ((st == W_DONE && s->pk->solo) ||
+		    ((st == W_DONE || st == W_NOTIFIED) &&
+		     s->pk->taken == &s->ws[i]))
 			continue;
 		cpat__lock(&ch->lock);
 		if (s->ws[i].queued)
@@ -1068,7 +1141,7 @@ static void sel_dequeue(struct sel *s, uint32_t st)
  */
 static int sel_done(struct sel *s)
 {
-	int i = s->pk->fired;
+	int i = s->pk->solo ? s->order[0] : s->pk->fired;
 	struct cpat_select_case *c = &s->cs[i];
 	c->rc = 0;
 	if (c->op == CPAT_SELECT_RECV && c->ch->elem_size <= INLINE_MAX)
@@ -1100,6 +1173,7 @@ static int block_select(struct cpat_select_case *cs, size_t n,
 	s.pk = pk;
 	atomic_init(&pk->state, W_ABORTED);
 	sel_lock_sort(&s, n);
+	pk->solo = s.nen == 1;
 
 	/* A lone buffered case has polled already (buf_*_spin). */
 	bool spin = !(s.nen == 1 && cs[s.order[0]].ch->cap > 0);
@@ -1141,7 +1215,7 @@ static int block_select(struct cpat_select_case *cs, size_t n,
 			result = -ETIMEDOUT;
 			goto out;
 		}
-		sel_enqueue(&s);
+		sel_enqueue(&s, watching);
 		unlock_all(s.locks, s.nlocks);
 		bool retry = sel_recheck(&s);
 
@@ -1229,10 +1303,8 @@ int cpat_chan_create_opts(struct cpat_chan **out,
 	atomic_init(&ch->head, 0);
 	atomic_init(&ch->tail, 0);
 	atomic_init(&ch->lock, 0);
-	for (int d = 0; d < 2; d++) {
+	for (int d = 0; d < 2; d++)
 		atomic_init(&ch->nwait[d], 0);
-		atomic_init(&ch->nblocked[d], 0);
-	}
 	atomic_init(&ch->doors, NULL);
 	for (size_t i = 0; i < cap; i++)
 		atomic_init(&slot_at(ch, i)->stamp, i);
@@ -1725,6 +1797,13 @@ size_t cpat__chan_nblocked(const struct cpat_chan *ch, int op)
 {
 	if (!ch || (op != CPAT_SELECT_SEND && op != CPAT_SELECT_RECV))
 		return 0;
-	return atomic_load_explicit(&ch->nblocked[case_dir(op)],
-				    memory_order_seq_cst);
+	/* Counted under the lock, so that the hot paths keep no counter
+	 * for it; the lock is only read-shared state here. */
+	struct cpat_chan *c = (struct cpat_chan *)ch;
+	size_t n = 0;
+	cpat__lock(&c->lock);
+	for (const struct waiter *w = c->q[case_dir(op)].first; w; w = w->next)
+		n += w->counted;
+	cpat__unlock(&c->lock);
+	return n;
 }
