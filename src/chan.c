@@ -2,10 +2,12 @@
  * DESIGN: bounded MPMC channels.
  *
  * Layout. One block, cache-line aligned: line 0 holds what never changes
- * after creation (sizes, drop callback); line 1 the head stamp (receivers);
- * line 2 the tail stamp (senders), whose mark bit is the closed flag; line 3
- * the waiter lock, the two waiter queues and their counters. The slots follow
- * (capacity > 0 only): each is a stamp followed by the element bytes.
+ * after creation (sizes, drop callback); line 1 the head stamp (receivers)
+ * and the doors pointer (written once); line 2 the tail stamp (senders),
+ * whose mark bit is the closed flag; line 3 the waiter lock, the waiter
+ * counts and the two rendezvous cells; line 4 the two waiter queues. The
+ * slots follow (capacity > 0 only): each is a stamp followed by the
+ * element bytes.
  *
  * Buffered fast path (capacity > 0), lock-free, after crossbeam's array
  * flavour (Vyukov's bounded queue). A stamp is lap | index, where index <
@@ -55,10 +57,17 @@
  * (a select that completed another case, a timeout, a cancel), it passes
  * the notification on to another waiter when the channel is still ready.
  *
- * Capacity 0 (rendezvous): every operation takes ch->lock, looks for a
- * partner record in the opposite queue, claims it and copies the element
- * directly from or to the partner's buffer; otherwise it enqueues its own
- * record and waits (spinning briefly on its parker first).
+ * Capacity 0 (rendezvous): every operation takes ch->lock and looks for a
+ * partner: the holder of the opposite cell first, then the opposite queue's
+ * records; it completes the partner and copies the element directly from
+ * or to it; otherwise it waits (spinning briefly first). A plain send or
+ * receive of an element of at most CELL_MAX bytes waits in its side's
+ * cell, in the lock's line, when the cell is free and no record of its
+ * side is queued (block_cell()): then a hand-off between two running
+ * threads moves that one line each way. Everything else (selects, larger
+ * elements, a second waiter) enqueues a record and waits on its parker.
+ * A plain operation's record (solo parker) is completed with one CAS
+ * (q_complete_solo()), a select's with two (claim, then finish).
  *
  * Select locks the channels of its cases in address order (each once),
  * tries the cases in a random order, and otherwise enqueues one record per
@@ -148,10 +157,17 @@ enum {
 	W_DONE = 2,
 	W_NOTIFIED = 3,
 	W_ABORTED = 4,
+	W_FREE = 5, /* a rendezvous cell nobody holds */
 	W_VALUE = 0xff,
 	W_SLEEP = 0x100,  /* the owner sleeps (or is about to) */
 	W_CANCEL = 0x200, /* the token fired while WAITING */
 };
+
+/* A cell's generation, in a state word's top half (cells only). */
+#define W_GEN 0xffff0000u
+
+/* The largest element a rendezvous cell carries. */
+#define CELL_MAX 8
 
 #define INLINE_MAX 32
 #define SEND_INLINE_MAX 16
@@ -195,6 +211,19 @@ struct waitq {
 };
 
 /*
+ * A rendezvous cell: the waiting place of one plain send or receive (one
+ * per direction), in the channel's lock line. state is a parker state
+ * word (W_*, with the generation of the holder in W_GEN), W_FREE while
+ * nobody holds it; val the element (a sender's, or the one handed to a
+ * receiver).
+ */
+struct cell {
+	_Atomic uint32_t state;
+	uint32_t gen; /* ch->lock held: the last generation handed out */
+	unsigned char val[CELL_MAX];
+};
+
+/*
  * A channel's doors, made at the first cpat_chan_fd(): one per direction,
  * each opened at its first request. lock (innermost: taken under ch->lock
  * sometimes, never the other way round) serialises every post and drain
@@ -221,16 +250,23 @@ struct cpat_chan {
 	_Atomic int closed;
 
 	_Alignas(CPAT_CACHELINE) _Atomic size_t head;
+	/* Read by door posts and re-arms only, written once. */
+	_Atomic(struct chan_doors *) doors; /* NULL until cpat_chan_fd() */
 	_Alignas(CPAT_CACHELINE) _Atomic size_t tail;
 
 	_Alignas(CPAT_CACHELINE) _Atomic uint32_t lock;
-	_Atomic uint32_t nwait[2]; /* queued records, | DOOR_WAITER */
-	struct waitq q[2];
-	_Atomic(struct chan_doors *) doors; /* NULL until cpat_chan_fd() */
+	_Atomic uint32_t
+		nwait[2];    /* waiting records and cells, | DOOR_WAITER */
+	struct cell cell[2]; /* capacity 0 only */
+
+	_Alignas(CPAT_CACHELINE) struct waitq q[2];
 };
 
-_Static_assert(sizeof(struct cpat_chan) <= 4 * CPAT_CACHELINE,
-	       "channel header must fit in four cache lines");
+_Static_assert(sizeof(struct cpat_chan) <= 5 * CPAT_CACHELINE,
+	       "channel header must fit in five cache lines");
+_Static_assert(offsetof(struct cpat_chan, cell) + 2 * sizeof(struct cell) <=
+		       offsetof(struct cpat_chan, lock) + CPAT_CACHELINE,
+	       "the rendezvous cells must share the lock's line");
 
 struct slot {
 	_Atomic size_t stamp;
@@ -273,6 +309,17 @@ static inline void copy_elem(void *dst, const void *src, size_t n)
 	default:
 		memcpy(dst, src, n);
 	}
+}
+
+/* copy_elem() for a cell's element (at most CELL_MAX bytes). */
+static inline void cell_copy(void *dst, const void *src, size_t n)
+{
+	if (n == 8)
+		memcpy(dst, src, 8);
+	else if (n == 4)
+		memcpy(dst, src, 4);
+	else
+		memcpy(dst, src, n);
 }
 
 /* A per-thread xorshift64* generator for select's random order. */
@@ -730,6 +777,42 @@ static void door_rearm(struct cpat_chan *ch, int dir)
 /* ---- one attempt at a case ------------------------------------------- */
 
 /*
+ * Rendezvous, ch->lock held: completes the holder of cell[other] if it is
+ * waiting, with one CAS from WAITING to DONE. The element moves first:
+ * into the cell (a receiver reads it after acquiring DONE) or out of it
+ * into a local copy handed to elem only if the CAS wins. A holder that
+ * timed out or was cancelled makes the CAS fail, and it frees its cell
+ * itself. True if completed, *wake set to the word to wake (after the
+ * lock is released) if the holder sleeps.
+ */
+static bool cell_complete(struct cpat_chan *ch, int other, void *elem,
+			  _Atomic uint32_t **wake)
+{
+	struct cell *c = &ch->cell[other];
+	uint32_t st = atomic_load_explicit(&c->state, memory_order_relaxed);
+	if ((st & (W_VALUE | W_CANCEL)) != W_WAITING)
+		return false;
+	unsigned char tmp[CELL_MAX];
+	if (other == DIR_SEND)
+		cell_copy(tmp, c->val, ch->elem_size);
+	else
+		cell_copy(c->val, elem, ch->elem_size);
+	while ((st & (W_VALUE | W_CANCEL)) == W_WAITING) {
+		if (atomic_compare_exchange_weak_explicit(
+			    &c->state, &st, (st & W_GEN) | W_DONE,
+			    memory_order_acq_rel, memory_order_relaxed)) {
+			atomic_fetch_sub_explicit(&ch->nwait[other], 1,
+						  memory_order_relaxed);
+			if (other == DIR_SEND)
+				cell_copy(elem, tmp, ch->elem_size);
+			*wake = (st & W_SLEEP) ? &c->state : NULL;
+			return true;
+		}
+	}
+	return false;
+}
+
+/*
  * Rendezvous, ch->lock held: if the first record of q[other] belongs to a
  * solo parker (a plain send or receive, not a select) and the element
  * fits inline, completes it with one CAS, WAITING to DONE, where the
@@ -770,7 +853,7 @@ static struct waiter *q_complete_solo(struct cpat_chan *ch, int other,
 				    memory_order_acq_rel,
 				    memory_order_relaxed)) {
 				if (other == DIR_SEND)
-					copy_elem(elem, tmp, ch->elem_size);
+					cell_copy(elem, tmp, ch->elem_size);
 				*wake = (st & W_SLEEP) ? &p->state : NULL;
 				return w;
 			}
@@ -819,6 +902,9 @@ static int try_case(struct cpat_chan *ch, int dir, void *elem,
 	struct waiter *w;
 	if (dir == DIR_SEND && is_closed(ch)) {
 		rc = -EPIPE;
+	} else if (ch->elem_size <= CELL_MAX &&
+		   cell_complete(ch, other, elem, wake)) {
+		rc = 0;
 	} else if ((w = q_complete_solo(ch, other, elem, wake)) != NULL) {
 		rc = 0;
 	} else {
@@ -870,7 +956,7 @@ static void watch_fired(struct cpat__watch *w, int cause)
  * Waits until the parker leaves WAITING/CLAIMED. On the deadline the owner
  * aborts itself (*timed_out); a claimed parker is always waited for.
  */
-static uint32_t park_wait(struct parker *p, int64_t deadline, bool spin,
+static uint32_t park_wait(_Atomic uint32_t *word, int64_t deadline, bool spin,
 			  bool *timed_out)
 {
 	uint32_t s;
@@ -878,8 +964,7 @@ static uint32_t park_wait(struct parker *p, int64_t deadline, bool spin,
 		struct cpat__spinwait w = {0, 0};
 		bool more = true;
 		do {
-			s = atomic_load_explicit(&p->state,
-						 memory_order_acquire);
+			s = atomic_load_explicit(word, memory_order_acquire);
 			if ((s & W_VALUE) >= W_DONE) {
 				cpat__spin_end(&w, true);
 				return s & W_VALUE;
@@ -891,7 +976,7 @@ static uint32_t park_wait(struct parker *p, int64_t deadline, bool spin,
 			cpat__spin_end(&w, false);
 	}
 	for (;;) {
-		s = atomic_load_explicit(&p->state, memory_order_acquire);
+		s = atomic_load_explicit(word, memory_order_acquire);
 		uint32_t v = s & W_VALUE;
 		if (v >= W_DONE)
 			return v;
@@ -899,7 +984,7 @@ static uint32_t park_wait(struct parker *p, int64_t deadline, bool spin,
 			return W_ABORTED;
 		if (v == W_WAITING && deadline_passed(deadline)) {
 			if (atomic_compare_exchange_strong_explicit(
-				    &p->state, &s, W_ABORTED,
+				    word, &s, (s & W_GEN) | W_ABORTED,
 				    memory_order_acq_rel,
 				    memory_order_acquire)) {
 				*timed_out = true;
@@ -909,13 +994,12 @@ static uint32_t park_wait(struct parker *p, int64_t deadline, bool spin,
 		}
 		if (!(s & W_SLEEP)) {
 			if (!atomic_compare_exchange_strong_explicit(
-				    &p->state, &s, s | W_SLEEP,
-				    memory_order_acq_rel, memory_order_acquire))
+				    word, &s, s | W_SLEEP, memory_order_acq_rel,
+				    memory_order_acquire))
 				continue;
 			s |= W_SLEEP;
 		}
-		cpat__park(&p->state, s,
-			   v == W_WAITING ? deadline : CPAT_FOREVER);
+		cpat__park(word, s, v == W_WAITING ? deadline : CPAT_FOREVER);
 	}
 }
 
@@ -1221,7 +1305,8 @@ static int block_select(struct cpat_select_case *cs, size_t n,
 
 		bool timed_out = false;
 		uint32_t st = retry ? W_ABORTED
-				    : park_wait(pk, deadline, spin, &timed_out);
+				    : park_wait(&pk->state, deadline, spin,
+						&timed_out);
 		sel_dequeue(&s, st);
 
 		if (st == W_DONE) {
@@ -1303,8 +1388,11 @@ int cpat_chan_create_opts(struct cpat_chan **out,
 	atomic_init(&ch->head, 0);
 	atomic_init(&ch->tail, 0);
 	atomic_init(&ch->lock, 0);
-	for (int d = 0; d < 2; d++)
+	for (int d = 0; d < 2; d++) {
 		atomic_init(&ch->nwait[d], 0);
+		atomic_init(&ch->cell[d].state, W_FREE);
+		ch->cell[d].gen = 0;
+	}
 	atomic_init(&ch->doors, NULL);
 	for (size_t i = 0; i < cap; i++)
 		atomic_init(&slot_at(ch, i)->stamp, i);
@@ -1399,6 +1487,171 @@ static inline int buf_until(struct cpat_chan *ch, int dir, void *elem,
 	return deadline_passed(deadline_ns) ? -ETIMEDOUT : -EAGAIN;
 }
 
+/*
+ * Rendezvous through a cell. A plain send or receive of an element of at
+ * most CELL_MAX bytes on a channel of capacity 0 waits in its side's cell,
+ * in the channel's lock line, rather than in a record on its own stack:
+ * a partner then finds the holder, the element and the state word it
+ * completes in the line it took with the lock, and the holder polls that
+ * line, so that a hand-off between two running threads moves one line
+ * each way instead of three or four (lock, record, parker, element).
+ *
+ * The cell is taken under the lock, only when it is free and no record of
+ * the same side is queued (records wait behind the cell's holder, so the
+ * order of arrival is kept: partners look at the cell first). Its state
+ * word is a parker state with the holder's generation in W_GEN: WAITING
+ * until a partner completes it (DONE, cell_complete()), close notifies it
+ * (NOTIFIED), its deadline passes (ABORTED, by the holder) or its token
+ * fires (W_CANCEL, by cell_watch_fired()). A partner acts only on WAITING
+ * without W_CANCEL, by CAS, so a completion and a cancel never both win.
+ * The holder alone frees the cell (W_FREE), after reading a received
+ * element and after cpat__token_unwatch() (no watch callback runs any
+ * more); so the generation only guards against a callback that raced
+ * with the take. Not free, or records queued: CELL_BUSY, and the caller
+ * waits in the queue instead.
+ */
+#define CELL_BUSY 1
+
+struct cell_watch {
+	struct cpat__watch w;
+	_Atomic(_Atomic uint32_t *) word; /* the cell, once held */
+	uint32_t gen;                     /* its generation, set before */
+	_Atomic int fired;
+};
+
+/*
+ * The token fired. Either the holder sees fired before it publishes its
+ * cell (it then gives the cell back), or this sees the cell (seq_cst:
+ * store fired, load word; holder: store word, load fired) and marks it
+ * cancelled while it waits, so once cpat_token_cancel() has returned no
+ * partner can complete it.
+ */
+static void cell_watch_fired(struct cpat__watch *w, int cause)
+{
+	struct cell_watch *cw = w->arg;
+	(void)cause;
+	atomic_store_explicit(&cw->fired, 1, memory_order_seq_cst);
+	_Atomic uint32_t *word =
+		atomic_load_explicit(&cw->word, memory_order_seq_cst);
+	if (!word)
+		return;
+	uint32_t s = atomic_load_explicit(word, memory_order_relaxed);
+	while ((s & W_GEN) == cw->gen &&
+	       (s & (W_VALUE | W_CANCEL)) == W_WAITING) {
+		if (atomic_compare_exchange_weak_explicit(
+			    word, &s, s | W_CANCEL, memory_order_acq_rel,
+			    memory_order_relaxed)) {
+			if ((s & W_SLEEP) &&
+			    !CPAT_PLANTED(CPAT_BUG_CHAN_CANCEL_WAKEUP))
+				cpat__unpark_one(word);
+			break;
+		}
+	}
+}
+
+static int block_cell(struct cpat_chan *ch, int dir, void *elem,
+		      struct cpat_token *tok, int64_t deadline)
+{
+	struct cell *c = &ch->cell[dir];
+	struct cell_watch cw;
+	bool held = false;
+	int rc;
+
+	if (tok) {
+		cw.w.fn = cell_watch_fired;
+		cw.w.arg = &cw;
+		atomic_init(&cw.word, NULL);
+		atomic_init(&cw.fired, 0);
+		cw.gen = 0;
+		cpat_token_ref(tok);
+		int cause = cpat__token_watch(tok, &cw.w);
+		if (cause != 0) {
+			cpat_token_unref(tok);
+			return cause;
+		}
+	}
+	for (;;) {
+		_Atomic uint32_t *wake = NULL;
+		int nd = -1;
+		cpat__lock(&ch->lock);
+		rc = try_case(ch, dir, elem, NULL, true, &wake, &nd);
+		if (rc != -EAGAIN) {
+			cpat__unlock(&ch->lock);
+			if (wake)
+				cpat__unpark_one(wake);
+			break;
+		}
+		if (held || deadline_passed(deadline)) {
+			/* held: notified by close, yet a partner waits? Not
+			 * after close; time out rather than spin. */
+			cpat__unlock(&ch->lock);
+			rc = held ? -EPIPE : -ETIMEDOUT;
+			break;
+		}
+		if ((atomic_load_explicit(&c->state, memory_order_acquire) &
+		     W_VALUE) != W_FREE ||
+		    ch->q[dir].first) {
+			cpat__unlock(&ch->lock);
+			rc = CELL_BUSY;
+			break;
+		}
+		uint32_t gen = (++c->gen << 16) & W_GEN;
+		if (dir == DIR_SEND)
+			cell_copy(c->val, elem, ch->elem_size);
+		atomic_store_explicit(&c->state, gen | W_WAITING,
+				      memory_order_relaxed);
+		held = true;
+		if (tok) {
+			cw.gen = gen;
+			atomic_store_explicit(&cw.word, &c->state,
+					      memory_order_seq_cst);
+			if (atomic_load_explicit(&cw.fired,
+						 memory_order_seq_cst)) {
+				/* Fired before any partner could see it. */
+				atomic_store_explicit(&c->state,
+						      gen | W_ABORTED,
+						      memory_order_relaxed);
+				cpat__unlock(&ch->lock);
+				rc = cpat_token_status(tok);
+				break;
+			}
+		}
+		atomic_fetch_add_explicit(&ch->nwait[dir], 1,
+					  memory_order_seq_cst);
+		if (atomic_load_explicit(&ch->nwait[dir ^ 1],
+					 memory_order_seq_cst) &
+		    DOOR_WAITER)
+			door_post(ch, dir ^ 1);
+		cpat__unlock(&ch->lock);
+
+		bool timed_out = false;
+		uint32_t st = park_wait(&c->state, deadline, true, &timed_out);
+		if (st == W_DONE) {
+			if (dir == DIR_RECV)
+				cell_copy(elem, c->val, ch->elem_size);
+			rc = 0;
+			break;
+		}
+		if (st == W_NOTIFIED)
+			continue; /* closed: the next attempt says so */
+		/* Aborted: timed out or cancelled, still counted. */
+		atomic_fetch_sub_explicit(&ch->nwait[dir], 1,
+					  memory_order_relaxed);
+		if (timed_out)
+			rc = -ETIMEDOUT;
+		else
+			rc = tok ? cpat_token_status(tok) : -ECANCELED;
+		break;
+	}
+	if (tok) {
+		cpat__token_unwatch(tok, &cw.w);
+		cpat_token_unref(tok);
+	}
+	if (held)
+		atomic_store_explicit(&c->state, W_FREE, memory_order_release);
+	return rc;
+}
+
 static int block_one(struct cpat_chan *ch, int op, void *elem,
 		     struct cpat_token *tok, int64_t deadline)
 {
@@ -1411,6 +1664,11 @@ static int block_one(struct cpat_chan *ch, int op, void *elem,
 		_Alignas(CPAT_CACHELINE) struct parker p;
 		_Alignas(CPAT_CACHELINE) struct waiter w;
 	} rec;
+	if (ch->cap == 0 && ch->elem_size <= CELL_MAX) {
+		int rc = block_cell(ch, case_dir(op), elem, tok, deadline);
+		if (rc != CELL_BUSY)
+			return rc;
+	}
 	int r = block_select(&c, 1, &rec.w, &rec.p, tok, deadline);
 	return r < 0 ? r : c.rc;
 }
@@ -1649,15 +1907,33 @@ int cpat_chan_close(struct cpat_chan *ch)
 	}
 	atomic_store_explicit(&ch->closed, 1, memory_order_seq_cst);
 	for (int d = 0; d < 2; d++) {
+		/* A cell's holder is the oldest waiter of its side. */
+		struct cell *c = &ch->cell[d];
+		bool woke = false;
+		uint32_t st =
+			atomic_load_explicit(&c->state, memory_order_relaxed);
+		while ((st & (W_VALUE | W_CANCEL)) == W_WAITING) {
+			if (atomic_compare_exchange_weak_explicit(
+				    &c->state, &st, (st & W_GEN) | W_NOTIFIED,
+				    memory_order_acq_rel,
+				    memory_order_relaxed)) {
+				atomic_fetch_sub_explicit(&ch->nwait[d], 1,
+							  memory_order_relaxed);
+				if (st & W_SLEEP)
+					cpat__unpark_one(&c->state);
+				woke = true;
+				break;
+			}
+		}
 		struct waiter *w;
-		while ((w = q_claim(ch, d, NULL)) != NULL) {
+		/* Planted: wake one waiter per side, not all. */
+		while (!(CPAT_PLANTED(CPAT_BUG_CHAN_CLOSE_SIGNAL) && woke) &&
+		       (w = q_claim(ch, d, NULL)) != NULL) {
 			w->p->nch = NULL;
 			_Atomic uint32_t *f = finish(w->p, W_NOTIFIED);
 			if (f)
 				cpat__unpark_one(f);
-			/* Planted: wake one waiter per side, not all. */
-			if (CPAT_PLANTED(CPAT_BUG_CHAN_CLOSE_SIGNAL))
-				break;
+			woke = true;
 		}
 	}
 	cpat__unlock(&ch->lock);
@@ -1804,6 +2080,9 @@ size_t cpat__chan_nblocked(const struct cpat_chan *ch, int op)
 	cpat__lock(&c->lock);
 	for (const struct waiter *w = c->q[case_dir(op)].first; w; w = w->next)
 		n += w->counted;
+	uint32_t st = atomic_load_explicit(&c->cell[case_dir(op)].state,
+					   memory_order_relaxed);
+	n += (st & W_VALUE) == W_WAITING;
 	cpat__unlock(&c->lock);
 	return n;
 }

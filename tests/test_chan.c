@@ -1387,6 +1387,86 @@ TH_TEST_FN(chan_rendezvous_blocks_each_side_alone_completes_when_paired)
 	cpat_chan_destroy(ch);
 }
 
+/*
+ * Threads blocked on one side of a rendezvous are served in the order they
+ * blocked, whether they wait in the channel's cell (the first plain
+ * operation) or in its queue behind it, and one that times out or is
+ * cancelled while it waits takes nothing and is skipped.
+ */
+TH_TEST_FN(chan_rendezvous_waiters_served_in_arrival_order)
+{
+	(void)state;
+	/* Rounds 0 and 1 (receivers, then senders): the first waiter (in
+	 * the cell) is served, the second times out in the queue; rounds 2
+	 * and 3: the first times out in the cell. The third is cancelled. */
+	for (int round = 0; round < 4; round++) {
+		bool senders = round & 1;
+		int dl = round >> 1 ? 0 : 1; /* who has a deadline */
+		int op = senders ? CPAT_SELECT_SEND : CPAT_SELECT_RECV;
+		struct cpat_chan *ch = mk(sizeof(uint64_t), 0);
+		struct cpat_token *tok = mktok(NULL);
+		struct op_thread t[5];
+		int served[3], ns = 0;
+		memset(t, 0, sizeof t); /* t[dl].done is read before its turn */
+		for (int i = 0; i < 5; i++) {
+			int kind = senders ? OP_SEND : OP_RECV;
+			if (i == dl)
+				kind = senders ? OP_SEND_UNTIL : OP_RECV_UNTIL;
+			op_init(&t[i], ch, kind, i == 2 ? tok : NULL,
+				10 + (uint64_t)i);
+			if (i == dl)
+				t[i].deadline = cpat_now_ns() + 100 * CPAT_MSEC;
+			else if (i != 2)
+				served[ns++] = i;
+			op_start(&t[i]);
+			/* Blocked (or, the one with the deadline, maybe timed
+			 * out already). */
+			while (cpat__chan_nblocked(ch, op) +
+				       (size_t)atomic_load(&t[dl].done) <
+			       (size_t)i + 1)
+				th_relax();
+		}
+		cpat_token_cancel(tok);
+		th_join(t[2].t);
+		th_join(t[dl].t);
+		/* Nothing more is blocked than the three left. */
+		size_t blocked = cpat__chan_nblocked(ch, op);
+		uint64_t got[3] = {0, 0, 0};
+		int rc[3];
+		for (int k = 0; k < 3; k++) {
+			uint64_t v = 100 + (uint64_t)k;
+			rc[k] = senders ? cpat_chan_recv(ch, &got[k], NULL)
+					: cpat_chan_send(ch, &v, NULL);
+		}
+		for (int k = 0; k < 3; k++)
+			th_join(t[served[k]].t);
+		uint64_t v = 7;
+		int rc_more = senders ? cpat_chan_try_recv(ch, &v)
+				      : cpat_chan_try_send(ch, &v);
+
+		assert_int_equal(t[dl].rc, -ETIMEDOUT);
+		assert_int_equal(t[2].rc, -ECANCELED);
+		assert_int_equal(blocked, 3);
+		for (int k = 0; k < 3; k++) {
+			struct op_thread *o = &t[served[k]];
+			assert_int_equal(rc[k], 0);
+			assert_int_equal(o->rc, 0);
+			if (senders)
+				assert_int_equal(got[k], o->val);
+			else
+				assert_int_equal(o->got, 100 + (uint64_t)k);
+		}
+		if (!senders) {
+			assert_int_equal(t[dl].got, UINT64_MAX);
+			assert_int_equal(t[2].got, UINT64_MAX);
+		}
+		assert_int_equal(rc_more, -EAGAIN);
+		assert_int_equal(v, 7);
+		cpat_token_unref(tok);
+		cpat_chan_destroy(ch);
+	}
+}
+
 /* A plain (non-atomic) payload handed over by pointer. */
 struct payload {
 	uint64_t words[32];
@@ -2933,6 +3013,7 @@ int main(void)
 		TH_TEST(chan_exactly_once_producers_by_consumers_by_capacity),
 		TH_TEST(chan_senders_racing_close_sent_equals_received),
 		TH_TEST(chan_rendezvous_blocks_each_side_alone_completes_when_paired),
+		TH_TEST(chan_rendezvous_waiters_served_in_arrival_order),
 		TH_TEST(chan_payload_written_before_send_visible_after_recv),
 		TH_TEST(chan_cancel_wakes_blocked_send_and_recv_without_side_effect),
 		TH_TEST(chan_cancel_racing_completion_is_all_or_nothing),

@@ -13,7 +13,9 @@
  * **Order and delivery.** Elements leave in the order their sends completed;
  * the elements of one sending thread keep their order. Every element whose
  * send returned 0 is received exactly once, or passed to the drop callback
- * (cpat_chan_opts.drop) when the channel is destroyed still holding it.
+ * (cpat_chan_opts.drop) when the channel is destroyed still holding it. On
+ * a rendezvous, threads blocked on the same side are paired in the order
+ * they blocked.
  *
  * **Close.** cpat_chan_close() makes every later send fail with -EPIPE and
  * wakes every blocked sender (their elements stay with them) and receiver.
@@ -35,7 +37,10 @@
  * at all when it may run on one CPU only, where spinning would only take
  * the CPU from the thread it waits for), then parks (futex on Linux), and a
  * thread that completes an operation makes a system call only when some
- * thread is parked. A thread blocked for a long time uses no CPU.
+ * thread is parked. A thread blocked for a long time uses no CPU. A plain
+ * rendezvous send or receive of an element of up to 8 bytes waits in the
+ * channel's own cache line, so a hand-off between two running threads
+ * moves that one line each way.
  *
  * **Event loops.** cpat_chan_fd() hands out a descriptor that becomes
  * readable when a receive (or a send) would likely succeed, for a program
