@@ -223,7 +223,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{0, 0, 0, 0},
 	};
 	int c, bad = 0;
-	long v;
+	long v = 0; /* read after a failed num() too */
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1 && !bad) {
 		const char *n = c >= 256 ? lo[c - 256].name : "";
