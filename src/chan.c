@@ -170,17 +170,18 @@ enum {
 #define CELL_MAX 8
 
 /*
- * A blocked call polls its state word every WAIT_POLL_STRIDE pauses of
- * its spin, not after every one: a partner writes that line several times
- * per hand-off (a cell's is the lock's line, which the partner also takes
- * and releases), and each poll takes the line away from it. The spin
- * lasts as many pauses as before, only with fewer polls. Measured on the
- * 2-vCPU VM (bench/RESULTS.md), with a rendezvous cell: a poll every 4th
- * pause made a hand-off 15-20% cheaper than a poll after every pause when
- * a line transfer costs 220 ns, and 35-45% cheaper when it costs 32 ns.
+ * A cell's holder polls its state every CELL_POLL_STRIDE pauses of its
+ * spin, not after every one: the line it polls is the lock's, which a
+ * partner takes, writes and releases per hand-off, and each poll takes the
+ * line away from it. The spin lasts as many pauses as a parker's, with
+ * fewer polls. Measured on the 2-vCPU VM (bench/RESULTS.md): polling every
+ * 4th pause made a rendezvous 15-20% cheaper than every pause when a line
+ * transfer costs 220 ns, and 35-45% cheaper when it costs 32 ns. A parker
+ * (a line of the waiter's own) keeps polling after every pause: fewer
+ * polls there made blocked senders of a channel of capacity 1 slower.
  */
-#ifndef WAIT_POLL_STRIDE
-#define WAIT_POLL_STRIDE 4
+#ifndef CELL_POLL_STRIDE
+#define CELL_POLL_STRIDE 4
 #endif
 
 #define INLINE_MAX 32
@@ -967,11 +968,13 @@ static void watch_fired(struct cpat__watch *w, int cause)
 }
 
 /*
- * Waits until the parker leaves WAITING/CLAIMED. On the deadline the owner
- * aborts itself (*timed_out); a claimed parker is always waited for.
+ * Waits until the state word (a parker's or a cell's) leaves
+ * WAITING/CLAIMED, spinning first when spin is set (polling every stride
+ * pauses). On the deadline the owner aborts itself (*timed_out); a claimed
+ * parker is always waited for.
  */
 static uint32_t park_wait(_Atomic uint32_t *word, int64_t deadline, bool spin,
-			  bool *timed_out)
+			  unsigned stride, bool *timed_out)
 {
 	uint32_t s;
 	if (spin) {
@@ -979,7 +982,7 @@ static uint32_t park_wait(_Atomic uint32_t *word, int64_t deadline, bool spin,
 		bool more = true;
 		unsigned k = 0;
 		do {
-			if (k++ % WAIT_POLL_STRIDE != 0)
+			if (k++ % stride != 0)
 				continue;
 			s = atomic_load_explicit(word, memory_order_acquire);
 			if ((s & W_VALUE) >= W_DONE) {
@@ -1322,7 +1325,7 @@ static int block_select(struct cpat_select_case *cs, size_t n,
 
 		bool timed_out = false;
 		uint32_t st = retry ? W_ABORTED
-				    : park_wait(&pk->state, deadline, spin,
+				    : park_wait(&pk->state, deadline, spin, 1,
 						&timed_out);
 		sel_dequeue(&s, st);
 
@@ -1642,7 +1645,8 @@ static int block_cell(struct cpat_chan *ch, int dir, void *elem,
 		cpat__unlock(&ch->lock);
 
 		bool timed_out = false;
-		uint32_t st = park_wait(&c->state, deadline, true, &timed_out);
+		uint32_t st = park_wait(&c->state, deadline, true,
+					CELL_POLL_STRIDE, &timed_out);
 		if (st == W_DONE) {
 			if (dir == DIR_RECV)
 				cell_copy(elem, c->val, ch->elem_size);
