@@ -522,8 +522,16 @@ static int blocked_sink(const void *item, void *arg)
 {
 	(void)item;
 	struct wctx *c = arg;
-	cpat_token_wait(cpat_pipeline_token(c->p), CPAT_FOREVER);
-	return 0;
+	struct cpat_token *t = cpat_pipeline_token(c->p);
+	cpat_token_wait(t, CPAT_FOREVER);
+	/*
+	 * Report the interruption, as a real sink would. Returning 0 would
+	 * deliver the run's only item, and if the threads then finish before
+	 * the firing thread's callbacks record the cause, the run has
+	 * completed and rightly reports success (seen once, in a run of the
+	 * whole suite on 2 CPUs).
+	 */
+	return cpat_token_status(t);
 }
 
 static void su_run_sink(struct wctx *c)
