@@ -5,7 +5,8 @@
  * after creation (sizes, drop callback); line 1 the head stamp (receivers)
  * and the doors pointer (written once); line 2 the tail stamp (senders),
  * whose mark bit is the closed flag; line 3 the waiter lock, the waiter
- * counts and the two rendezvous cells; line 4 the two waiter queues. The
+ * counts and either the two rendezvous cells (capacity 0) or the two
+ * waiter queues (buffered); line 4 a rendezvous's two waiter queues. The
  * slots follow (capacity > 0 only): each is a stamp followed by the
  * element bytes.
  *
@@ -270,18 +271,33 @@ struct cpat_chan {
 	_Alignas(CPAT_CACHELINE) _Atomic size_t tail;
 
 	_Alignas(CPAT_CACHELINE) _Atomic uint32_t lock;
-	_Atomic uint32_t
-		nwait[2];    /* waiting records and cells, | DOOR_WAITER */
-	struct cell cell[2]; /* capacity 0 only */
+	/* Waiting records and cells, | DOOR_WAITER. */
+	_Atomic uint32_t nwait[2];
+	/* Capacity 0: the cells. Buffered: the waiter queues, in the lock's
+	 * line (see waitqs()). */
+	union {
+		struct cell cell[2];
+		struct waitq q[2];
+	} u;
 
-	_Alignas(CPAT_CACHELINE) struct waitq q[2];
+	/* Capacity 0: the waiter queues, behind the cells. */
+	_Alignas(CPAT_CACHELINE) struct waitq q0[2];
 };
 
 _Static_assert(sizeof(struct cpat_chan) <= 5 * CPAT_CACHELINE,
 	       "channel header must fit in five cache lines");
-_Static_assert(offsetof(struct cpat_chan, cell) + 2 * sizeof(struct cell) <=
-		       offsetof(struct cpat_chan, lock) + CPAT_CACHELINE,
-	       "the rendezvous cells must share the lock's line");
+_Static_assert(
+	offsetof(struct cpat_chan, u) + sizeof(((struct cpat_chan *)0)->u) <=
+		offsetof(struct cpat_chan, lock) + CPAT_CACHELINE,
+	"the rendezvous cells (or the queues) must share the lock's line");
+
+/* A channel's two waiter queues: in the lock's line for a buffered
+ * channel, whose blocked calls take the lock and the queue together; on
+ * the next line for a rendezvous, whose lock line holds the cells. */
+static inline struct waitq *waitqs(struct cpat_chan *ch)
+{
+	return ch->cap > 0 ? ch->u.q : ch->q0;
+}
 
 struct slot {
 	_Atomic size_t stamp;
@@ -383,7 +399,7 @@ static inline void door_check(struct cpat_chan *ch, int dir)
 
 static void q_push(struct cpat_chan *ch, int dir, struct waiter *w)
 {
-	struct waitq *q = &ch->q[dir];
+	struct waitq *q = &waitqs(ch)[dir];
 	w->next = NULL;
 	w->prev = q->last;
 	if (q->last)
@@ -403,7 +419,7 @@ static void q_push(struct cpat_chan *ch, int dir, struct waiter *w)
 /* Takes w out of q[dir] without writing to w itself. */
 static void q_unlink(struct cpat_chan *ch, int dir, struct waiter *w)
 {
-	struct waitq *q = &ch->q[dir];
+	struct waitq *q = &waitqs(ch)[dir];
 	if (w->prev)
 		w->prev->next = w->next;
 	else
@@ -455,7 +471,7 @@ static _Atomic uint32_t *finish(struct parker *p, uint32_t final)
 static struct waiter *q_claim(struct cpat_chan *ch, int dir,
 			      const struct parker *self)
 {
-	struct waiter *w = ch->q[dir].first;
+	struct waiter *w = waitqs(ch)[dir].first;
 	while (w) {
 		struct waiter *next = w->next;
 		if (w->p != self) {
@@ -803,7 +819,7 @@ static void door_rearm(struct cpat_chan *ch, int dir)
 static bool cell_complete(struct cpat_chan *ch, int other, void *elem,
 			  _Atomic uint32_t **wake)
 {
-	struct cell *c = &ch->cell[other];
+	struct cell *c = &ch->u.cell[other];
 	uint32_t st = atomic_load_explicit(&c->state, memory_order_relaxed);
 	if ((st & (W_VALUE | W_CANCEL)) != W_WAITING)
 		return false;
@@ -851,7 +867,7 @@ static struct waiter *q_complete_solo(struct cpat_chan *ch, int other,
 	unsigned char tmp[SEND_INLINE_MAX];
 	if (ch->elem_size > (other == DIR_SEND ? SEND_INLINE_MAX : INLINE_MAX))
 		return NULL;
-	while ((w = ch->q[other].first) != NULL && w->p->solo) {
+	while ((w = ch->q0[other].first) != NULL && w->p->solo) {
 		struct parker *p = w->p;
 		if (other == DIR_SEND)
 			copy_elem(tmp, w->val, ch->elem_size);
@@ -980,10 +996,11 @@ static uint32_t park_wait(_Atomic uint32_t *word, int64_t deadline, bool spin,
 	if (spin) {
 		struct cpat__spinwait w = {0, 0};
 		bool more = true;
-		unsigned k = 0;
+		unsigned k = 1; /* pauses left before the next poll */
 		do {
-			if (k++ % stride != 0)
+			if (--k != 0)
 				continue;
+			k = stride;
 			s = atomic_load_explicit(word, memory_order_acquire);
 			if ((s & W_VALUE) >= W_DONE) {
 				cpat__spin_end(&w, true);
@@ -1410,8 +1427,12 @@ int cpat_chan_create_opts(struct cpat_chan **out,
 	atomic_init(&ch->lock, 0);
 	for (int d = 0; d < 2; d++) {
 		atomic_init(&ch->nwait[d], 0);
-		atomic_init(&ch->cell[d].state, W_FREE);
-		ch->cell[d].gen = 0;
+		if (cap == 0) {
+			atomic_init(&ch->u.cell[d].state, W_FREE);
+			ch->u.cell[d].gen = 0;
+		} else {
+			ch->u.q[d].first = ch->u.q[d].last = NULL;
+		}
 	}
 	atomic_init(&ch->doors, NULL);
 	for (size_t i = 0; i < cap; i++)
@@ -1572,7 +1593,7 @@ static void cell_watch_fired(struct cpat__watch *w, int cause)
 static int block_cell(struct cpat_chan *ch, int dir, void *elem,
 		      struct cpat_token *tok, int64_t deadline)
 {
-	struct cell *c = &ch->cell[dir];
+	struct cell *c = &ch->u.cell[dir];
 	struct cell_watch cw;
 	bool held = false;
 	int rc;
@@ -1610,7 +1631,7 @@ static int block_cell(struct cpat_chan *ch, int dir, void *elem,
 		}
 		if ((atomic_load_explicit(&c->state, memory_order_acquire) &
 		     W_VALUE) != W_FREE ||
-		    ch->q[dir].first) {
+		    ch->q0[dir].first) {
 			cpat__unlock(&ch->lock);
 			rc = CELL_BUSY;
 			break;
@@ -1929,10 +1950,12 @@ int cpat_chan_close(struct cpat_chan *ch)
 	atomic_store_explicit(&ch->closed, 1, memory_order_seq_cst);
 	for (int d = 0; d < 2; d++) {
 		/* A cell's holder is the oldest waiter of its side. */
-		struct cell *c = &ch->cell[d];
+		struct cell *c = &ch->u.cell[d];
 		bool woke = false;
-		uint32_t st =
-			atomic_load_explicit(&c->state, memory_order_relaxed);
+		uint32_t st = ch->cap == 0
+				      ? atomic_load_explicit(
+						&c->state, memory_order_relaxed)
+				      : W_FREE;
 		while ((st & (W_VALUE | W_CANCEL)) == W_WAITING) {
 			if (atomic_compare_exchange_weak_explicit(
 				    &c->state, &st, (st & W_GEN) | W_NOTIFIED,
@@ -2099,11 +2122,14 @@ size_t cpat__chan_nblocked(const struct cpat_chan *ch, int op)
 	struct cpat_chan *c = (struct cpat_chan *)ch;
 	size_t n = 0;
 	cpat__lock(&c->lock);
-	for (const struct waiter *w = c->q[case_dir(op)].first; w; w = w->next)
+	for (const struct waiter *w = waitqs(c)[case_dir(op)].first; w;
+	     w = w->next)
 		n += w->counted;
-	uint32_t st = atomic_load_explicit(&c->cell[case_dir(op)].state,
-					   memory_order_relaxed);
-	n += (st & W_VALUE) == W_WAITING;
+	if (c->cap == 0) {
+		uint32_t st = atomic_load_explicit(
+			&c->u.cell[case_dir(op)].state, memory_order_relaxed);
+		n += (st & W_VALUE) == W_WAITING;
+	}
 	cpat__unlock(&c->lock);
 	return n;
 }
