@@ -249,12 +249,18 @@ int main(void)
 		 * __sanitizer::Mutex::Lock in the primary allocator. glibc's
 		 * malloc locks its arenas around fork(), so the plain, clang,
 		 * portable and TSan builds run these cases (later sanitizer
-		 * runtimes install the same fork handler). CPAT_FORK_ALL=1
-		 * runs them here anyway. */
-		fprintf(stderr, "# not run under ASan: the two service-thread "
-				"restart cases (CPAT_FORK_ALL=1 runs them)\n");
+		 * runtimes install the same fork handler). The prefork case
+		 * hangs the same way (1 run in 40 or fewer, more beside a
+		 * busy process): gdb showed a child's pool workers all
+		 * blocked on that mutex, allocating 8192 bytes, and its main
+		 * thread waiting for them in cpat_pool_shutdown(). So it is
+		 * left out too. CPAT_FORK_ALL=1 runs them here anyway. */
+		fprintf(stderr,
+			"# not run under ASan: the two service-thread restart "
+			"cases and the prefork case (CPAT_FORK_ALL=1 runs "
+			"them)\n");
 		run = tests + 2;
-		n -= 2;
+		n -= 3;
 	}
 	th_seed();
 	return th_run_selected("fork", run, n);
