@@ -215,7 +215,8 @@ struct waiter {
 	void *elem;
 	int idx;
 	bool queued;
-	bool counted; /* first record of its (channel, op): in nblocked */
+	bool counted; /* first record of its (channel, op): counted by
+		       * cpat__chan_nblocked() */
 	/* A rendezvous sender's element, when it fits: copied in at enqueue
 	 * so that the partner reads it from the line it reads anyway (the
 	 * record's), not from a line of the sender's buffer. */
@@ -397,6 +398,21 @@ static inline void door_check(struct cpat_chan *ch, int dir)
 
 /* ---- waiter queues (ch->lock held) ----------------------------------- */
 
+/*
+ * ch->lock held: a waiter of direction dir (a queued record or a cell's
+ * holder) can now be found. Counts it in nwait[dir] (the seq_cst RMW of
+ * the wake-up and door protocols) and, on a rendezvous, where a waiting
+ * partner is what makes the other side ready, posts that side's door.
+ */
+static void waiter_arrived(struct cpat_chan *ch, int dir)
+{
+	atomic_fetch_add_explicit(&ch->nwait[dir], 1, memory_order_seq_cst);
+	if (ch->cap == 0 &&
+	    (atomic_load_explicit(&ch->nwait[dir ^ 1], memory_order_seq_cst) &
+	     DOOR_WAITER))
+		door_post(ch, dir ^ 1);
+}
+
 static void q_push(struct cpat_chan *ch, int dir, struct waiter *w)
 {
 	struct waitq *q = &waitqs(ch)[dir];
@@ -408,12 +424,7 @@ static void q_push(struct cpat_chan *ch, int dir, struct waiter *w)
 		q->first = w;
 	q->last = w;
 	w->queued = true;
-	atomic_fetch_add_explicit(&ch->nwait[dir], 1, memory_order_seq_cst);
-	/* Rendezvous: a queued partner is what makes the other side ready. */
-	if (ch->cap == 0 &&
-	    (atomic_load_explicit(&ch->nwait[dir ^ 1], memory_order_seq_cst) &
-	     DOOR_WAITER))
-		door_post(ch, dir ^ 1);
+	waiter_arrived(ch, dir);
 }
 
 /* Takes w out of q[dir] without writing to w itself. */
@@ -461,6 +472,27 @@ static _Atomic uint32_t *finish(struct parker *p, uint32_t final)
 	uint32_t old = atomic_exchange_explicit(&p->state, final,
 						memory_order_acq_rel);
 	return (old & W_SLEEP) ? &p->state : NULL;
+}
+
+/*
+ * Moves a state word (a solo parker's or a cell's) from claimable WAITING
+ * (no W_CANCEL) straight to final, keeping a cell's generation. Returns
+ * the word to wake (after unlocking) if its owner sleeps, else NULL, in
+ * *wake; false, writing nothing, if it was not waiting.
+ */
+static bool settle(_Atomic uint32_t *word, uint32_t final,
+		   _Atomic uint32_t **wake)
+{
+	uint32_t st = atomic_load_explicit(word, memory_order_relaxed);
+	while ((st & (W_VALUE | W_CANCEL)) == W_WAITING) {
+		if (atomic_compare_exchange_weak_explicit(
+			    word, &st, (st & W_GEN) | final,
+			    memory_order_acq_rel, memory_order_relaxed)) {
+			*wake = (st & W_SLEEP) ? word : NULL;
+			return true;
+		}
+	}
+	return false;
 }
 
 /*
@@ -822,25 +854,18 @@ static bool cell_complete(struct cpat_chan *ch, int other, void *elem,
 	struct cell *c = &ch->u.cell[other];
 	uint32_t st = atomic_load_explicit(&c->state, memory_order_relaxed);
 	if ((st & (W_VALUE | W_CANCEL)) != W_WAITING)
-		return false;
+		return false; /* nothing to copy for */
 	unsigned char tmp[CELL_MAX];
 	if (other == DIR_SEND)
 		cell_copy(tmp, c->val, ch->elem_size);
 	else
 		cell_copy(c->val, elem, ch->elem_size);
-	while ((st & (W_VALUE | W_CANCEL)) == W_WAITING) {
-		if (atomic_compare_exchange_weak_explicit(
-			    &c->state, &st, (st & W_GEN) | W_DONE,
-			    memory_order_acq_rel, memory_order_relaxed)) {
-			atomic_fetch_sub_explicit(&ch->nwait[other], 1,
-						  memory_order_relaxed);
-			if (other == DIR_SEND)
-				cell_copy(elem, tmp, ch->elem_size);
-			*wake = (st & W_SLEEP) ? &c->state : NULL;
-			return true;
-		}
-	}
-	return false;
+	if (!settle(&c->state, W_DONE, wake))
+		return false;
+	atomic_fetch_sub_explicit(&ch->nwait[other], 1, memory_order_relaxed);
+	if (other == DIR_SEND)
+		cell_copy(elem, tmp, ch->elem_size);
+	return true;
 }
 
 /*
@@ -876,18 +901,10 @@ static struct waiter *q_complete_solo(struct cpat_chan *ch, int other,
 		/* Out of the queue before the CAS: once DONE is visible the
 		 * owner may return, and its record with it. */
 		q_unlink(ch, other, w);
-		uint32_t st =
-			atomic_load_explicit(&p->state, memory_order_relaxed);
-		while ((st & (W_VALUE | W_CANCEL)) == W_WAITING) {
-			if (atomic_compare_exchange_weak_explicit(
-				    &p->state, &st, W_DONE,
-				    memory_order_acq_rel,
-				    memory_order_relaxed)) {
-				if (other == DIR_SEND)
-					cell_copy(elem, tmp, ch->elem_size);
-				*wake = (st & W_SLEEP) ? &p->state : NULL;
-				return w;
-			}
+		if (settle(&p->state, W_DONE, wake)) {
+			if (other == DIR_SEND)
+				cell_copy(elem, tmp, ch->elem_size);
+			return w;
 		}
 		/* Stale (the owner gave up): as q_remove(), which the owner
 		 * reads under the lock. */
@@ -1623,8 +1640,9 @@ static int block_cell(struct cpat_chan *ch, int dir, void *elem,
 			break;
 		}
 		if (held || deadline_passed(deadline)) {
-			/* held: notified by close, yet a partner waits? Not
-			 * after close; time out rather than spin. */
+			/* held: close notified the cell, so the attempt above
+			 * said -EPIPE; no partner can come after close, and
+			 * -EPIPE is what this call owes then too. */
 			cpat__unlock(&ch->lock);
 			rc = held ? -EPIPE : -ETIMEDOUT;
 			break;
@@ -1657,12 +1675,7 @@ static int block_cell(struct cpat_chan *ch, int dir, void *elem,
 				break;
 			}
 		}
-		atomic_fetch_add_explicit(&ch->nwait[dir], 1,
-					  memory_order_seq_cst);
-		if (atomic_load_explicit(&ch->nwait[dir ^ 1],
-					 memory_order_seq_cst) &
-		    DOOR_WAITER)
-			door_post(ch, dir ^ 1);
+		waiter_arrived(ch, dir);
 		cpat__unlock(&ch->lock);
 
 		bool timed_out = false;
@@ -1950,31 +1963,21 @@ int cpat_chan_close(struct cpat_chan *ch)
 	atomic_store_explicit(&ch->closed, 1, memory_order_seq_cst);
 	for (int d = 0; d < 2; d++) {
 		/* A cell's holder is the oldest waiter of its side. */
-		struct cell *c = &ch->u.cell[d];
-		bool woke = false;
-		uint32_t st = ch->cap == 0
-				      ? atomic_load_explicit(
-						&c->state, memory_order_relaxed)
-				      : W_FREE;
-		while ((st & (W_VALUE | W_CANCEL)) == W_WAITING) {
-			if (atomic_compare_exchange_weak_explicit(
-				    &c->state, &st, (st & W_GEN) | W_NOTIFIED,
-				    memory_order_acq_rel,
-				    memory_order_relaxed)) {
-				atomic_fetch_sub_explicit(&ch->nwait[d], 1,
-							  memory_order_relaxed);
-				if (st & W_SLEEP)
-					cpat__unpark_one(&c->state);
-				woke = true;
-				break;
-			}
+		_Atomic uint32_t *f = NULL;
+		bool woke = ch->cap == 0 &&
+			    settle(&ch->u.cell[d].state, W_NOTIFIED, &f);
+		if (woke) {
+			atomic_fetch_sub_explicit(&ch->nwait[d], 1,
+						  memory_order_relaxed);
+			if (f)
+				cpat__unpark_one(f);
 		}
 		struct waiter *w;
 		/* Planted: wake one waiter per side, not all. */
 		while (!(CPAT_PLANTED(CPAT_BUG_CHAN_CLOSE_SIGNAL) && woke) &&
 		       (w = q_claim(ch, d, NULL)) != NULL) {
 			w->p->nch = NULL;
-			_Atomic uint32_t *f = finish(w->p, W_NOTIFIED);
+			f = finish(w->p, W_NOTIFIED);
 			if (f)
 				cpat__unpark_one(f);
 			woke = true;
